@@ -1,0 +1,353 @@
+"""An established association: the sans-I/O state machine driven over an anyio byte stream.
+
+This layer turns bytes into whole DIMSE messages and back. It does not know about services or
+Message IDs; :mod:`aiodicom.dispatcher` reads from it and routes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+import attrs
+
+from aiodicom import transport
+from aiodicom.dimse import DimseMessage, MessageAssembler, fragment_message
+from aiodicom.errors import (
+    AssociationAborted,
+    AssociationError,
+    AssociationRejected,
+    ConnectionClosed,
+    DicomTimeoutError,
+    NoAcceptedContext,
+)
+from aiodicom.negotiation import PresentationContext, requestor_contexts
+from aiodicom.pdu import AssociateAC, AssociateRJ, AssociateRQ, describe_abort
+from aiodicom.statemachine import (
+    Aborted,
+    AssociateAccepted,
+    AssociateRejected,
+    AssociateRequestReceived,
+    AssociationStateMachine,
+    DataReceived,
+    ReleaseConfirmed,
+    ReleaseRequested,
+)
+from aiodicom.statemachine import (
+    ConnectionClosed as ConnectionClosedEvent,
+)
+from aiodicom.uids import uid_name
+
+DEFAULT_MAX_PDU_LENGTH = 256 * 1024
+"""What we tell peers we can receive: large PDUs mean fewer reads and less Python per byte."""
+
+
+@attrs.frozen
+class Timeouts:
+    """Seconds; ``None`` waits for ever.
+
+    ``connect``: TCP connect. ``acse``: association establishment and release. ``dimse``: the wait
+    for each response of an operation. ``network``: silence on an established association.
+    ``artim``: how long an acceptor waits for A-ASSOCIATE-RQ and for the peer to close after a
+    reject, release or abort.
+    """
+
+    connect: float | None = 30.0
+    acse: float | None = 30.0
+    dimse: float | None = 60.0
+    network: float | None = None
+    artim: float = 30.0
+
+
+class Association:
+    """One association, requestor or acceptor side, once established."""
+
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        machine: AssociationStateMachine,
+        *,
+        timeouts: Timeouts,
+    ) -> None:
+        self._stream = stream
+        self._machine = machine
+        self.timeouts = timeouts
+        self._send_lock = anyio.Lock()
+        self._assembler = MessageAssembler()
+        self._inbox: deque[DimseMessage] = deque()
+        self.request: AssociateRQ | None = None
+        self.response: AssociateAC | None = None
+        self.contexts: dict[int, PresentationContext] = {}
+        self.peer_max_pdu_length = 0
+        self._releasing = False
+        self._ended = False
+        self.closed = anyio.Event()
+
+    # --- establishment ----------------------------------------------------------------------
+
+    @classmethod
+    async def request(
+        cls,
+        host: str,
+        port: int,
+        rq: AssociateRQ,
+        *,
+        timeouts: Timeouts,
+        max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Association:
+        """Connect and negotiate; raises :class:`AssociationRejected` on A-ASSOCIATE-RJ."""
+        machine = AssociationStateMachine(
+            requestor=True, max_receive_pdu_size=_receive_limit(max_pdu_length)
+        )
+        machine.request_association(rq)
+        stream = await transport.connect(
+            host, port, ssl_context=ssl_context, timeout=timeouts.connect
+        )
+        machine.connection_made()
+        association = cls(stream, machine, timeouts=timeouts)
+        association.request = rq
+        try:
+            await association._flush()
+            with anyio.fail_after(timeouts.acse):
+                while association.response is None:
+                    for event in await association._receive_events():
+                        association._handle_establishment(event)
+        except TimeoutError as exc:
+            await association.abort()
+            raise DicomTimeoutError(
+                f"no answer to A-ASSOCIATE-RQ from {host}:{port} within {timeouts.acse} s"
+            ) from exc
+        except BaseException:
+            await association._close_stream()
+            raise
+        return association
+
+    def _handle_establishment(self, event: object) -> None:
+        if isinstance(event, AssociateAccepted):
+            assert self.request is not None
+            self.response = event.response
+            self.contexts = requestor_contexts(self.request, event.response)
+            self.peer_max_pdu_length = event.response.user_information.max_pdu_length or 0
+        elif isinstance(event, AssociateRejected):
+            rj = event.response
+            raise AssociationRejected(rj.result, rj.source, rj.reason)
+        else:
+            self._raise_for_end(event)
+
+    @classmethod
+    async def accept(
+        cls,
+        stream: anyio.abc.ByteStream,
+        decide: Callable[[AssociateRQ], AssociateAC | AssociateRJ],
+        *,
+        timeouts: Timeouts,
+        max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+        contexts_for: Callable[[AssociateRQ, AssociateAC], dict[int, PresentationContext]]
+        | None = None,
+    ) -> Association | None:
+        """Run the acceptor side up to an established association (``None`` if rejected)."""
+        machine = AssociationStateMachine(
+            requestor=False, max_receive_pdu_size=_receive_limit(max_pdu_length)
+        )
+        machine.connection_made()
+        association = cls(stream, machine, timeouts=timeouts)
+        try:
+            with anyio.fail_after(timeouts.artim):
+                while association.request is None:
+                    for event in await association._receive_events():
+                        if isinstance(event, AssociateRequestReceived):
+                            association.request = event.request
+                        else:
+                            association._raise_for_end(event)
+        except (TimeoutError, AssociationError):
+            await association._close_stream()
+            return None
+        rq = association.request
+        answer = decide(rq)
+        if isinstance(answer, AssociateRJ):
+            machine.reject(answer)
+            await association._flush()
+            await association._await_close()
+            return None
+        machine.accept(answer)
+        association.response = answer
+        association.peer_max_pdu_length = rq.user_information.max_pdu_length or 0
+        if contexts_for is not None:
+            association.contexts = contexts_for(rq, answer)
+        await association._flush()
+        return association
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def send_message(self, message: DimseMessage) -> None:
+        """Send one whole DIMSE message; messages never interleave on the wire."""
+        async with self._send_lock:
+            if self._ended:
+                raise AssociationAborted("the association has already ended")
+            for pdata in fragment_message(message, self.peer_max_pdu_length):
+                self._machine.send_data(pdata)
+                await self._flush()
+
+    def context(self, abstract_syntax: str, transfer_syntax: str | None = None,
+                *, as_scp: bool = False) -> PresentationContext:
+        """An accepted context for a SOP class (and transfer syntax, when it matters)."""
+        for ctx in self.contexts.values():
+            if not ctx.accepted or ctx.abstract_syntax != abstract_syntax:
+                continue
+            if transfer_syntax is not None and ctx.transfer_syntax != transfer_syntax:
+                continue
+            if as_scp and not ctx.we_are_scp:
+                continue
+            return ctx
+        wanted = uid_name(abstract_syntax)
+        if transfer_syntax is not None:
+            wanted += f" in {uid_name(transfer_syntax)}"
+        answers = [c.describe() for c in self.contexts.values()
+                   if c.abstract_syntax == abstract_syntax]
+        detail = "; ".join(answers) if answers else "it was not proposed"
+        raise NoAcceptedContext(f"the peer accepted no presentation context for {wanted}: {detail}")
+
+    # --- receiving --------------------------------------------------------------------------
+
+    async def receive_message(self) -> DimseMessage | None:
+        """The next whole DIMSE message, or ``None`` once the association was released.
+
+        Raises :class:`AssociationAborted` (or :class:`ConnectionClosed`) if it ends otherwise.
+        """
+        while not self._inbox:
+            if self._ended:
+                return None
+            for event in await self._receive_events():
+                self._handle_event(event)
+            await self._flush()  # a release response queued by _handle_event
+        return self._inbox.popleft()
+
+    def _handle_event(self, event: object) -> None:
+        if isinstance(event, DataReceived):
+            self._inbox.extend(self._assembler.feed(event.pdu))
+        elif isinstance(event, ReleaseRequested):
+            # Answering at once is right for both a plain release and a release collision: the
+            # state machine knows which RP order PS3.8 wants.
+            self._machine.release_response()
+            if not self._releasing:
+                self._ended = True
+        elif isinstance(event, ReleaseConfirmed):
+            self._ended = True
+        else:
+            self._raise_for_end(event)
+
+    def _raise_for_end(self, event: object) -> None:
+        if isinstance(event, Aborted):
+            self._ended = True
+            if event.by_peer:
+                raise AssociationAborted(
+                    describe_abort(event.source, event.reason), event.source, event.reason
+                )
+            raise AssociationAborted(
+                f"association aborted by aiodicom: {describe_abort(event.source, event.reason)}",
+                event.source, event.reason,
+            )
+        if isinstance(event, ConnectionClosedEvent):
+            self._ended = True
+            if not self._releasing:
+                raise ConnectionClosed("the peer closed the connection without releasing")
+
+    async def _receive_events(self) -> list[object]:
+        try:
+            with anyio.fail_after(self.timeouts.network):
+                chunk = await self._stream.receive(transport.RECEIVE_SIZE)
+        except TimeoutError as exc:
+            await self.abort()
+            raise DicomTimeoutError(
+                f"the network was idle for {self.timeouts.network} s; association aborted"
+            ) from exc
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            events: list[object] = list(self._machine.connection_closed())
+            await self._close_stream()
+            if not events:
+                events.append(ConnectionClosedEvent())
+            return events
+        events = list(self._machine.receive_data(chunk))
+        await self._flush()
+        return events
+
+    # --- ending -----------------------------------------------------------------------------
+
+    async def release(self) -> None:
+        """A-RELEASE as requestor; call it while a reader loop (the dispatcher) is running or
+        let this method read until the confirmation itself."""
+        if self._ended:
+            await self._close_stream()
+            return
+        self._releasing = True
+        async with self._send_lock:
+            self._machine.release()
+            await self._flush()
+
+    async def wait_released(self) -> None:
+        """Read until the release completes (used when no dispatcher is reading)."""
+        try:
+            with anyio.fail_after(self.timeouts.acse):
+                while not self._ended:
+                    for event in await self._receive_events():
+                        self._handle_event(event)
+                    await self._flush()
+        except TimeoutError:
+            await self.abort()
+        finally:
+            await self._close_stream()
+
+    async def abort(self, source: int = 0, reason: int = 0) -> None:
+        """A-ABORT: send it (when still possible) and drop the connection."""
+        if not self._ended and not self.closed.is_set():
+            try:
+                self._machine.abort(source, reason)
+                with anyio.CancelScope(shield=True):
+                    await self._flush()
+            except Exception:  # noqa: BLE001 - aborting must never fail
+                pass
+        self._ended = True
+        await self._close_stream()
+
+    async def _await_close(self) -> None:
+        """After reject or release response: give the peer ARTIM seconds to close first."""
+        with anyio.move_on_after(self.timeouts.artim):
+            while not self.closed.is_set():
+                await self._receive_events()
+        await self._close_stream()
+
+    async def _flush(self) -> None:
+        data = self._machine.data_to_send()
+        if data:
+            try:
+                await self._stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                self._ended = True
+                await self._close_stream()
+                raise ConnectionClosed(f"the connection broke while sending: {exc}") from exc
+        if self._machine.should_close:
+            await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+    @property
+    def is_established(self) -> bool:
+        return self.response is not None and not self._ended
+
+
+def _receive_limit(max_pdu_length: int) -> int | None:
+    # The Maximum Length we announce counts the P-DATA variable field; the PDU adds a 6-byte
+    # header. Refuse anything larger so that a hostile length cannot make us allocate, but leave
+    # room for an A-ASSOCIATE-RQ with many contexts even when a tiny P-DATA size was chosen.
+    return max(max_pdu_length, 1 << 16) + 6 if max_pdu_length else None
+
+
+__all__ = ["DEFAULT_MAX_PDU_LENGTH", "Association", "Timeouts"]

@@ -1,0 +1,215 @@
+"""The high-level API: a :class:`Client` (our AE, with its optional acceptor) and its peers."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+import anyio
+import anyio.abc
+import attrs
+
+from aiodicom.acceptor import AcceptorPolicy, StoreHandler, serve_association
+from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
+from aiodicom.dispatcher import RequestHandler
+from aiodicom.errors import DicomError
+from aiodicom.negotiation import ContextProposal, build_request_contexts
+from aiodicom.pdu import (
+    AssociateRQ,
+    AsyncOperationsWindow,
+    SOPClassExtendedNegotiation,
+    UserIdentityRQ,
+    UserInformation,
+)
+from aiodicom.query import Query
+from aiodicom.services.find import Find
+from aiodicom.session import Session, open_session
+from aiodicom.transport import Listener
+from aiodicom.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    VERIFICATION,
+)
+
+log = logging.getLogger("aiodicom")
+
+
+class Client:
+    """Our application entity.
+
+    ``async with Client(ae_title="AIOSCU") as client`` makes requests only. Given ``port`` (0 picks
+    a free one, then read :attr:`port`), it also runs an acceptor on the same event loop for the
+    life of the block: it answers C-ECHO, and C-STORE deliveries once a retrieval expects them.
+    """
+
+    def __init__(
+        self,
+        ae_title: str = "AIODICOM",
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        timeouts: Timeouts | None = None,
+        max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+        ssl_context: ssl.SSLContext | None = None,
+        server_ssl_context: ssl.SSLContext | None = None,
+        require_called_ae_title: bool = False,
+    ) -> None:
+        if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
+            raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
+        self.ae_title = ae_title
+        self.host = host
+        self._requested_port = port
+        self.timeouts = timeouts or Timeouts()
+        self.max_pdu_length = max_pdu_length
+        self.ssl_context = ssl_context
+        self._server_ssl_context = server_ssl_context
+        self.acceptor_policy = AcceptorPolicy(
+            ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
+            require_called_ae_title=require_called_ae_title,
+        )
+        self._listener: Listener | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The port our acceptor listens on (``None`` without an acceptor)."""
+        return self._listener.port if self._listener is not None else None
+
+    def set_store_handler(self, handler: StoreHandler | None) -> None:
+        """Route incoming C-STORE requests (used by retrieval; ``None`` refuses storage)."""
+        self.acceptor_policy.store_handler = handler
+
+    async def __aenter__(self) -> Client:
+        if self._requested_port is not None:
+            self._listener = await Listener.bind(
+                self.host, self._requested_port, self._server_ssl_context
+            )
+            self._tasks = anyio.create_task_group()
+            await self._tasks.__aenter__()
+            self._tasks.start_soon(self._listener.serve, self._serve_connection)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if self._tasks is not None:
+            self._tasks.cancel_scope.cancel()
+            try:
+                return await self._tasks.__aexit__(exc_type, exc, tb)
+            finally:
+                self._tasks = None
+                if self._listener is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._listener.aclose()
+        return None
+
+    async def _serve_connection(self, stream: anyio.abc.ByteStream) -> None:
+        # One misbehaving peer must never take the acceptor (and the client) down with it.
+        try:
+            await serve_association(stream, self.acceptor_policy)
+        except DicomError as exc:
+            log.info("incoming association ended: %s", exc)
+        except Exception:
+            log.exception("incoming association failed")
+
+    def peer(self, host: str, port: int, ae_title: str = "ANY-SCP") -> Peer:
+        return Peer(self, host, port, ae_title)
+
+
+@attrs.frozen
+class Peer:
+    """A remote application entity, reached through a :class:`Client`."""
+
+    client: Client
+    host: str
+    port: int
+    ae_title: str = "ANY-SCP"
+
+    def association_request(
+        self,
+        proposals: Sequence[ContextProposal],
+        *,
+        extended_negotiation: Sequence[SOPClassExtendedNegotiation] = (),
+        user_identity: UserIdentityRQ | None = None,
+        async_operations: tuple[int, int] | None = None,
+    ) -> AssociateRQ:
+        contexts, roles = build_request_contexts(proposals)
+        return AssociateRQ(
+            called_ae_title=self.ae_title,
+            calling_ae_title=self.client.ae_title,
+            presentation_contexts=contexts,
+            user_information=UserInformation(
+                max_pdu_length=self.client.max_pdu_length,
+                implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+                implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+                # Proposed only on request: some devices drop the connection when they see it.
+                async_operations_window=AsyncOperationsWindow(*async_operations)
+                if async_operations is not None else None,
+                role_selections=roles,
+                sop_class_extended=tuple(extended_negotiation),
+                user_identity_rq=user_identity,
+            ),
+        )
+
+    @asynccontextmanager
+    async def associate(
+        self,
+        proposals: Sequence[ContextProposal] = (),
+        *,
+        extended_negotiation: Sequence[SOPClassExtendedNegotiation] = (),
+        user_identity: UserIdentityRQ | None = None,
+        async_operations: tuple[int, int] | None = None,
+        request_handler: RequestHandler | None = None,
+    ) -> AsyncIterator[Session]:
+        """Open one association; it is released when the block ends, aborted on error."""
+        if not proposals:
+            proposals = [ContextProposal(VERIFICATION, UNCOMPRESSED_TRANSFER_SYNTAXES)]
+        rq = self.association_request(
+            proposals, extended_negotiation=extended_negotiation, user_identity=user_identity,
+            async_operations=async_operations,
+        )
+        async with open_session(
+            self.host, self.port, rq, timeouts=self.client.timeouts,
+            max_pdu_length=self.client.max_pdu_length, ssl_context=self.client.ssl_context,
+            request_handler=request_handler,
+        ) as session:
+            yield session
+
+    def find(
+        self,
+        query: Query,
+        *,
+        strict: bool = False,
+        relational: bool = False,
+    ) -> Find:
+        """C-FIND on an association of its own: ``async for match in peer.find(query)``.
+
+        ``relational=True`` proposes relational queries (SOP Class Extended Negotiation) and
+        lets the query break the hierarchical rules; the peer must accept it.
+        """
+        proposal = ContextProposal(query.sop_class_uid("find"), UNCOMPRESSED_TRANSFER_SYNTAXES)
+        extended = (
+            [SOPClassExtendedNegotiation(proposal.abstract_syntax, b"\x01")] if relational else []
+        )
+        return Find(
+            query,
+            open_session=lambda: self.associate([proposal], extended_negotiation=extended),
+            strict=strict,
+            relational=relational,
+        )
+
+    async def echo(self) -> None:
+        """Associate, C-ECHO, release. Raises a :class:`~aiodicom.DicomError` subclass on any
+        failure: rejected association, abort, timeout or a non-success status."""
+        async with self.associate() as session:
+            await session.echo()
+
+
+__all__ = ["Client", "Peer"]

@@ -1,0 +1,152 @@
+"""DIMSE dispatcher: routes the messages of one association.
+
+Responses go to the operation that sent the request (by Message ID Being Responded To), incoming
+requests (the C-STOREs of a C-GET, or anything sent to our acceptor) to a handler, so several
+operations can be outstanding on one association.
+
+Reading is pulled, not pushed: an operation that waits for its next response reads the socket
+itself (one reader at a time, under a lock) and files messages for other operations in their
+queues. No background task is needed, so an operation can live inside an async generator, and a
+consumer that stops pulling stops the reading: TCP flow control then slows the peer instead of
+memory growing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+
+from aiodicom.association import Association
+from aiodicom.dimse import DimseMessage
+from aiodicom.errors import AssociationAborted, DicomError, DicomTimeoutError, DimseError
+
+RequestHandler = Callable[[DimseMessage], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        association: Association,
+        *,
+        request_handler: RequestHandler | None = None,
+        max_outstanding: int = 1,
+    ) -> None:
+        self.association = association
+        self.request_handler = request_handler
+        self._queues: dict[int, deque[DimseMessage]] = {}
+        self._last_message_id = 0
+        # The asynchronous operations window (0 = unlimited); without one, PS3.7 allows a single
+        # outstanding operation per association.
+        self._window = anyio.Semaphore(max_outstanding) if max_outstanding else None
+        self._read_lock = anyio.Lock()
+        self._progress = anyio.Event()
+        self.failure: DicomError | None = None
+        self.ended = False
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def read_one(self) -> None:
+        """Read and route one message (the caller holds :meth:`reading`)."""
+        try:
+            message = await self.association.receive_message()
+        except DicomError as exc:
+            self.failure = exc
+            self.ended = True
+            raise
+        finally:
+            self._wake()
+        if message is None:
+            self.ended = True
+            return
+        await self._route(message)
+
+    def _wake(self) -> None:
+        progress, self._progress = self._progress, anyio.Event()
+        progress.set()
+
+    def reading(self) -> anyio.Lock:
+        """Hold this to read with :meth:`read_one` outside an operation (release, serving)."""
+        return self._read_lock
+
+    async def run(self) -> None:
+        """Serve until the association ends (the acceptor's loop, where no operation pulls)."""
+        async with self._read_lock:
+            while not self.ended:
+                await self.read_one()
+
+    async def _route(self, message: DimseMessage) -> None:
+        if message.is_response:
+            queue = self._queues.get(message.message_id_being_responded_to or 0)
+            if queue is not None:
+                queue.append(message)
+            # else: a late answer to an operation that already gave up; nothing to do.
+            self._wake()
+        elif self.request_handler is not None:
+            await self.request_handler(message)
+        else:
+            raise DimseError(
+                f"peer sent a request (command field 0x{message.command_field:04X}) that no "
+                "service on this association handles"
+            )
+
+    # --- operations ---------------------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> int:
+        """Operations waiting for responses."""
+        return len(self._queues)
+
+    def next_message_id(self) -> int:
+        """A Message ID not used by an outstanding operation (1..65535, wrapping)."""
+        for _ in range(0xFFFF):
+            self._last_message_id = self._last_message_id % 0xFFFF + 1
+            if self._last_message_id not in self._queues:
+                return self._last_message_id
+        raise DimseError("65535 operations outstanding: no Message ID left")
+
+    @asynccontextmanager
+    async def operation(self) -> AsyncIterator[int]:
+        """Reserve a Message ID whose responses are kept for :meth:`next_response`."""
+        if self._window is not None:
+            await self._window.acquire()
+        message_id = self.next_message_id()
+        self._queues[message_id] = deque()
+        try:
+            yield message_id
+        finally:
+            del self._queues[message_id]
+            if self._window is not None:
+                self._window.release()
+
+    async def next_response(self, message_id: int, timeout: float | None = -1.0) -> DimseMessage:
+        """Wait for the next response to ``message_id`` within the DIMSE timeout
+        (``timeout=-1`` means the association's, ``None`` for ever)."""
+        if timeout == -1.0:
+            timeout = self.association.timeouts.dimse
+        queue = self._queues[message_id]
+        try:
+            with anyio.fail_after(timeout):
+                while not queue:
+                    if self.ended:
+                        if self.failure is not None:
+                            raise self.failure
+                        raise AssociationAborted(
+                            "the association ended before the operation finished"
+                        )
+                    if self._read_lock.locked():
+                        await self._progress.wait()
+                    else:
+                        async with self._read_lock:
+                            await self.read_one()
+        except TimeoutError as exc:
+            raise DicomTimeoutError(f"no DIMSE response within {timeout} s") from exc
+        return queue.popleft()
+
+    async def send(self, message: DimseMessage) -> None:
+        await self.association.send_message(message)
+
+
+__all__ = ["Dispatcher", "RequestHandler"]

@@ -1,0 +1,378 @@
+"""DICOM Part 10 files: File Meta Information, atomic writes, and cheap element peeking.
+
+A received data set stays the bytes that arrived: writing a file puts a preamble and a File
+Meta Information header (PS3.10 section 7.1) in front of those bytes and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from pydicom.datadict import dictionary_VR
+
+from aiodicom.errors import DicomError
+
+if TYPE_CHECKING:
+    from aiodicom.instance import Instance
+
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "PREAMBLE",
+    "Encoding",
+    "FileMetaError",
+    "MalformedDataSetError",
+    "encode_file_meta",
+    "encoding_of",
+    "part10_header",
+    "peek_elements",
+    "write_part10_atomic",
+]
+
+# Fixed once for the project (a UUID-derived UID, PS3.5 B.2): peers and files name us by it.
+IMPLEMENTATION_CLASS_UID = "2.25.316873040462265708864517720557634738861"
+IMPLEMENTATION_VERSION_NAME = "AIODICOM_010"
+
+#: The 128-byte File Preamble (unused, so zero) and the "DICM" prefix.
+PREAMBLE = bytes(128) + b"DICM"
+
+
+class FileMetaError(DicomError, ValueError):
+    """A value cannot be encoded in the File Meta Information (not ASCII, or too long)."""
+
+
+class MalformedDataSetError(DicomError, ValueError):
+    """Data set bytes could not be scanned: truncated, bad lengths, or a corrupt deflate stream."""
+
+
+# --------------------------------------------------------------------------------------------
+# Transfer syntax -> data set encoding
+
+
+class Encoding(NamedTuple):
+    """How a transfer syntax encodes the data set itself (pixel data compression aside)."""
+
+    implicit_vr: bool
+    little_endian: bool
+    deflated: bool
+
+
+_IMPLICIT_LE = Encoding(implicit_vr=True, little_endian=True, deflated=False)
+_EXPLICIT_LE = Encoding(implicit_vr=False, little_endian=True, deflated=False)
+_EXPLICIT_BE = Encoding(implicit_vr=False, little_endian=False, deflated=False)
+_DEFLATED_LE = Encoding(implicit_vr=False, little_endian=True, deflated=True)
+
+# Own table rather than pydicom's UID properties: those raise for private transfer syntaxes and
+# do not count the JPIP Referenced Deflate syntaxes as deflated, though their data sets are.
+_SPECIAL_ENCODINGS = {
+    "1.2.840.10008.1.2": _IMPLICIT_LE,
+    "1.2.840.10008.1.2.2": _EXPLICIT_BE,
+    "1.2.840.10008.1.2.1.99": _DEFLATED_LE,
+    "1.2.840.10008.1.2.4.95": _DEFLATED_LE,
+    "1.2.840.10008.1.2.4.205": _DEFLATED_LE,
+}
+
+
+def encoding_of(transfer_syntax_uid: str) -> Encoding:
+    """Return how data sets in ``transfer_syntax_uid`` are encoded.
+
+    Every transfer syntax not listed as special (explicit LE, all encapsulated ones, private
+    ones) encodes the data set as explicit VR little endian (PS3.5 section 10).
+    """
+    return _SPECIAL_ENCODINGS.get(transfer_syntax_uid.rstrip("\0 "), _EXPLICIT_LE)
+
+
+# --------------------------------------------------------------------------------------------
+# File Meta Information
+
+
+def _text_value(value: str, *, name: str, max_length: int, pad: bytes) -> bytes:
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError:
+        raise FileMetaError(f"{name} {value!r} is not ASCII") from None
+    if not raw or len(raw) > max_length:
+        raise FileMetaError(f"{name} {value!r} must be 1 to {max_length} characters long")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def _short_element(element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def encode_file_meta(
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
+    implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
+    source_ae_title: str | None = None,
+) -> bytes:
+    """Encode the File Meta Information group (0002), explicit VR little endian.
+
+    Returns the elements from (0002,0000) on, without preamble and prefix. Optional values
+    that are ``None`` or empty are left out.
+    """
+
+    def uid(element: int, name: str, value: str) -> bytes:
+        # Peers sometimes leave their padding on; a UI value is padded with NUL by us.
+        encoded = _text_value(value.rstrip("\0 "), name=name, max_length=64, pad=b"\0")
+        return _short_element(element, b"UI", encoded)
+
+    body = [
+        # (0002,0001) is OB, so it takes the long explicit-VR header.
+        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",
+        uid(0x0002, "Media Storage SOP Class UID", sop_class_uid),
+        uid(0x0003, "Media Storage SOP Instance UID", sop_instance_uid),
+        uid(0x0010, "Transfer Syntax UID", transfer_syntax_uid),
+        uid(0x0012, "Implementation Class UID", implementation_class_uid),
+    ]
+    if implementation_version_name:
+        name = _text_value(
+            implementation_version_name, name="Implementation Version Name", max_length=16, pad=b" "
+        )
+        body.append(_short_element(0x0013, b"SH", name))
+    if source_ae_title and source_ae_title.strip():
+        title = _text_value(
+            source_ae_title.strip(), name="Source Application Entity Title", max_length=16, pad=b" "
+        )
+        body.append(_short_element(0x0016, b"AE", title))
+    rest = b"".join(body)
+    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(rest)) + rest
+
+
+def part10_header(
+    instance: Instance,
+    *,
+    implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
+    implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
+) -> bytes:
+    """Return everything a Part 10 file holds before the data set: preamble, prefix, meta."""
+    return PREAMBLE + encode_file_meta(
+        sop_class_uid=instance.sop_class_uid,
+        sop_instance_uid=instance.sop_instance_uid,
+        transfer_syntax_uid=instance.transfer_syntax_uid,
+        implementation_class_uid=implementation_class_uid,
+        implementation_version_name=implementation_version_name,
+        source_ae_title=instance.source_ae_title,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writing
+
+_OPEN_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+
+_HAVE_WRITEV = hasattr(os, "writev")
+
+
+def _write_all(fd: int, chunks: list[memoryview]) -> None:
+    # writev/write may write less than asked (signals, >2 GiB on Linux); go on from there.
+    pending = [chunk for chunk in chunks if chunk.nbytes]
+    while pending:
+        # Windows has no writev.
+        written = os.writev(fd, pending) if _HAVE_WRITEV else os.write(fd, pending[0])
+        while pending and written >= pending[0].nbytes:
+            written -= pending[0].nbytes
+            pending.pop(0)
+        if written:
+            pending[0] = pending[0][written:]
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; Windows cannot open a directory, and needs no such step.
+    if os.name == "nt":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_part10_atomic(
+    path: str | os.PathLike[str], instance: Instance, fsync: bool = False
+) -> None:
+    """Write ``instance`` as a Part 10 file at ``path``, all or nothing.
+
+    The file is written under a temporary name in the same directory (which must exist) and
+    renamed over ``path`` only once complete, so readers never see a partial file and an
+    existing file at ``path`` survives a failed write. With ``fsync`` the data and the rename
+    are flushed to stable storage before returning. Plain blocking calls, on purpose: the
+    writes land in the page cache, and the library uses no threads.
+    """
+    final = Path(path)
+    # Build everything that can fail on bad input before a temporary file exists.
+    chunks = [memoryview(part10_header(instance)), memoryview(instance.data).cast("B")]
+    temporary = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, _OPEN_FLAGS, 0o666)
+    try:
+        try:
+            _write_all(fd, chunks)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, final)
+    except BaseException:
+        # BaseException too: a KeyboardInterrupt must not leave the temporary file behind.
+        temporary.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_directory(final.parent)
+
+
+# --------------------------------------------------------------------------------------------
+# Peeking at top-level elements without decoding the data set
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_DELIMITATION = 0xFFFEE00D
+_SEQUENCE_DELIMITATION = 0xFFFEE0DD
+# Explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+# Deliberately nested data sets deeper than this are treated as hostile rather than recursed.
+_MAX_DEPTH = 64
+_INFLATE_CHUNK = 16384
+
+
+class _Source:
+    """Random access to data set bytes, inflating a deflated stream only as far as needed."""
+
+    def __init__(self, data: bytes | memoryview, deflated: bool) -> None:
+        view = memoryview(data).cast("B")
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
+        self._compressed = view
+        self._fed = 0
+        self._inflated = bytearray()
+        self._buffer: memoryview | bytearray = self._inflated if deflated else view
+
+    def _available(self, end: int) -> bool:
+        while len(self._buffer) < end and self._inflater is not None:
+            if self._fed >= self._compressed.nbytes or self._inflater.eof:
+                return False
+            chunk = self._compressed[self._fed : self._fed + _INFLATE_CHUNK]
+            self._fed += chunk.nbytes
+            try:
+                inflated = self._inflater.decompress(chunk)
+            except zlib.error as exc:
+                raise MalformedDataSetError(f"corrupt deflated data set: {exc}") from None
+            self._inflated += inflated
+        return len(self._buffer) >= end
+
+    def at_end(self, position: int) -> bool:
+        return not self._available(position + 1)
+
+    def read(self, position: int, length: int) -> bytes:
+        if not self._available(position + length):
+            raise MalformedDataSetError(f"data set ends inside an element at offset {position}")
+        return bytes(self._buffer[position : position + length])
+
+
+class _Scanner:
+    def __init__(self, source: _Source, little_endian: bool) -> None:
+        self._source = source
+        order = "<" if little_endian else ">"
+        self._tag_and_length = struct.Struct(order + "HHI")
+        self._short_length = struct.Struct(order + "H")
+        self._long_length = struct.Struct(order + "I")
+
+    def header(self, position: int, implicit_vr: bool) -> tuple[int, bytes, int, int]:
+        """Return (tag, VR or b"", value length, value position) of the element at position."""
+        group, element, implicit_length = self._tag_and_length.unpack(
+            self._source.read(position, 8)
+        )
+        tag = group << 16 | element
+        if implicit_vr or group == 0xFFFE:  # item and delimiter tags never carry a VR
+            return tag, b"", implicit_length, position + 8
+        vr = self._source.read(position + 4, 2)
+        if vr in _LONG_VRS:
+            (length,) = self._long_length.unpack(self._source.read(position + 8, 4))
+            return tag, vr, length, position + 12
+        (length,) = self._short_length.unpack(self._source.read(position + 6, 2))
+        return tag, vr, length, position + 8
+
+    def skip_undefined(self, position: int, implicit_vr: bool, depth: int = 0) -> int:
+        """Skip the items of an undefined-length value; return the position after its end."""
+        if depth > _MAX_DEPTH:
+            raise MalformedDataSetError(f"sequences nested deeper than {_MAX_DEPTH} levels")
+        while True:
+            tag, _, length, position = self.header(position, True)
+            if tag == _SEQUENCE_DELIMITATION:
+                return position
+            if tag != _ITEM:
+                raise MalformedDataSetError(f"expected an item tag, found {tag:08X}")
+            if length != _UNDEFINED_LENGTH:
+                position += length
+                continue
+            # An undefined-length item is a data set that runs to its Item Delimitation.
+            while True:
+                tag, vr, length, position = self.header(position, implicit_vr)
+                if tag == _ITEM_DELIMITATION:
+                    break
+                if length == _UNDEFINED_LENGTH:
+                    position = self.skip_undefined(position, implicit_vr or vr == b"UN", depth + 1)
+                else:
+                    position += length
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
+def peek_elements(
+    data: bytes | memoryview, transfer_syntax_uid: str, tags: Iterable[int]
+) -> dict[int, str]:
+    """Read the values of a few top-level elements without decoding the data set.
+
+    Scans element headers from the start and stops past the highest requested tag (data sets
+    are sorted by tag), so asking for (0020,000D) and (0020,000E) never touches pixel data.
+    Handles implicit VR LE, explicit VR LE and BE, and deflated data sets (inflated only as
+    far as the scan goes). Values are returned as text with trailing NUL/space padding
+    removed, decoded as ISO 8859-1 so no byte is lost: meant for UIDs, codes and other
+    default-repertoire values; read :attr:`Instance.dataset` where Specific Character Set
+    matters. Tags absent from the data set, and sequences, are left out.
+
+    Raises :class:`MalformedDataSetError` when the bytes cannot be scanned that far.
+    """
+    wanted = frozenset(tags)
+    if not wanted:
+        return {}
+    last = max(wanted)
+    encoding = encoding_of(transfer_syntax_uid)
+    source = _Source(data, encoding.deflated)
+    scanner = _Scanner(source, encoding.little_endian)
+    # Implicit VR gives no hint that a defined-length value is a sequence: ask the dictionary.
+    implicit_sequences = (
+        frozenset(tag for tag in wanted if _dictionary_vr(tag) == "SQ")
+        if encoding.implicit_vr
+        else frozenset()
+    )
+    found: dict[int, str] = {}
+    position = 0
+    while len(found) < len(wanted) and not source.at_end(position):
+        tag, vr, length, position = scanner.header(position, encoding.implicit_vr)
+        if tag > last:
+            break
+        if length == _UNDEFINED_LENGTH:
+            # CP-246: an undefined-length UN holds implicit VR little endian items.
+            position = scanner.skip_undefined(position, encoding.implicit_vr or vr == b"UN")
+            continue
+        if tag in wanted and vr != b"SQ" and tag not in implicit_sequences:
+            found[tag] = source.read(position, length).rstrip(b"\0 ").decode("latin-1")
+        position += length
+    return found

@@ -1,0 +1,96 @@
+"""The value type for a received composite instance: its data set bytes, exactly as they came."""
+
+from __future__ import annotations
+
+import functools
+import io
+import zlib
+
+import attrs
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
+
+from aiodicom.fileio import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    encode_file_meta,
+    encoding_of,
+    part10_header,
+    peek_elements,
+)
+
+__all__ = ["Instance"]
+
+_STUDY_INSTANCE_UID = 0x0020000D
+_SERIES_INSTANCE_UID = 0x0020000E
+
+
+# slots=False so that functools.cached_property has an instance __dict__ to cache into; it
+# writes there directly, so the class stays frozen for its fields.
+@attrs.frozen(slots=False)
+class Instance:
+    """One composite instance received over C-STORE.
+
+    ``data`` is the data set exactly as it arrived (no File Meta Information), in
+    ``transfer_syntax_uid``; nothing here modifies it. Decoding happens only when asked for,
+    through :attr:`dataset`.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    # A repr of megabytes of pixel data helps nobody.
+    data: bytes | memoryview = attrs.field(repr=lambda data: f"<{memoryview(data).nbytes} bytes>")
+    source_ae_title: str | None = None
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        """The data set decoded by pydicom, on first access only, then cached.
+
+        It carries :meth:`file_meta` as ``file_meta`` so pydicom can decode its pixel data.
+        The cached object is shared: changes made to it are seen by every later access.
+        """
+        encoding = encoding_of(self.transfer_syntax_uid)
+        raw: bytes | memoryview = self.data
+        if encoding.deflated:
+            raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+        dataset = read_dataset(
+            io.BytesIO(raw),
+            is_implicit_VR=encoding.implicit_vr,
+            is_little_endian=encoding.little_endian,
+        )
+        dataset.file_meta = self.file_meta()
+        return dataset
+
+    def file_meta(
+        self,
+        implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
+        implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
+    ) -> FileMetaDataset:
+        """The File Meta Information a Part 10 file of this instance carries, as pydicom sees it.
+
+        Parsed back from the bytes :mod:`aiodicom.fileio` writes, so it cannot differ from them.
+        """
+        encoded = encode_file_meta(
+            sop_class_uid=self.sop_class_uid,
+            sop_instance_uid=self.sop_instance_uid,
+            transfer_syntax_uid=self.transfer_syntax_uid,
+            implementation_class_uid=implementation_class_uid,
+            implementation_version_name=implementation_version_name,
+            source_ae_title=self.source_ae_title,
+        )
+        return FileMetaDataset(read_dataset(io.BytesIO(encoded), False, True))
+
+    def to_part10_bytes(self) -> bytes:
+        """The instance as a Part 10 file: preamble, "DICM", File Meta Information, data set."""
+        return part10_header(self) + self.data
+
+    def peek_uids(self) -> tuple[str | None, str | None]:
+        """Return (StudyInstanceUID, SeriesInstanceUID) without decoding the data set.
+
+        ``None`` stands for an element the data set does not have.
+        """
+        found = peek_elements(
+            self.data, self.transfer_syntax_uid, (_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID)
+        )
+        return found.get(_STUDY_INSTANCE_UID), found.get(_SERIES_INSTANCE_UID)

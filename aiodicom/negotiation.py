@@ -1,0 +1,154 @@
+"""Presentation context and role negotiation, as requestor and as acceptor (PS3.8 9.3.2-9.3.3,
+PS3.7 D.3.3.4). Pure functions over PDU objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+
+from aiodicom.pdu import (
+    ABSTRACT_SYNTAX_NOT_SUPPORTED,
+    ACCEPTANCE,
+    CONTEXT_RESULT_TEXT,
+    TRANSFER_SYNTAX_NOT_SUPPORTED,
+    AssociateAC,
+    AssociateRQ,
+    PresentationContextAC,
+    PresentationContextRQ,
+    RoleSelection,
+)
+from aiodicom.uids import uid_name
+
+MAX_CONTEXTS = 128  # context IDs are odd numbers 1..255
+
+
+@attrs.frozen
+class ContextProposal:
+    """One abstract syntax we want, with the transfer syntaxes we can use for it.
+
+    ``scp_role=True`` proposes SCP/SCU role selection so that the peer may send us requests of
+    this SOP class on the association (C-STORE sub-operations of a C-GET).
+    """
+
+    abstract_syntax: str
+    transfer_syntaxes: tuple[str, ...]
+    scu_role: bool = True
+    scp_role: bool = False
+
+    @property
+    def needs_role_selection(self) -> bool:
+        return self.scp_role or not self.scu_role
+
+
+@attrs.frozen
+class PresentationContext:
+    """The negotiated outcome of one presentation context, seen from our side.
+
+    ``we_are_scu``/``we_are_scp`` say which DIMSE roles our side may take on this context.
+    """
+
+    context_id: int
+    abstract_syntax: str
+    result: int
+    transfer_syntax: str | None
+    we_are_scu: bool
+    we_are_scp: bool
+
+    @property
+    def accepted(self) -> bool:
+        return self.result == ACCEPTANCE
+
+    @property
+    def result_text(self) -> str:
+        return CONTEXT_RESULT_TEXT.get(self.result, f"result {self.result}")
+
+    def describe(self) -> str:
+        return f"{uid_name(self.abstract_syntax)} (context {self.context_id}): {self.result_text}"
+
+
+def build_request_contexts(
+    proposals: Sequence[ContextProposal],
+) -> tuple[tuple[PresentationContextRQ, ...], tuple[RoleSelection, ...]]:
+    """Number the proposals 1, 3, 5, ... and add a role selection item where one is needed."""
+    if len(proposals) > MAX_CONTEXTS:
+        raise ValueError(
+            f"{len(proposals)} presentation contexts proposed; an association carries at most "
+            f"{MAX_CONTEXTS}"
+        )
+    if not proposals:
+        raise ValueError("no presentation context to propose")
+    contexts = tuple(
+        PresentationContextRQ(2 * index + 1, proposal.abstract_syntax, proposal.transfer_syntaxes)
+        for index, proposal in enumerate(proposals)
+    )
+    roles: dict[str, RoleSelection] = {}
+    for proposal in proposals:
+        if proposal.needs_role_selection:
+            # One item per SOP class (PS3.7 D.3.3.4), however many contexts carry it.
+            roles[proposal.abstract_syntax] = RoleSelection(
+                proposal.abstract_syntax, proposal.scu_role, proposal.scp_role
+            )
+    return contexts, tuple(roles.values())
+
+
+def requestor_contexts(rq: AssociateRQ, ac: AssociateAC) -> dict[int, PresentationContext]:
+    """Combine what we proposed with what the acceptor answered."""
+    proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
+    answered_roles = {r.sop_class_uid: r for r in ac.user_information.role_selections}
+    answers = {c.context_id: c for c in ac.presentation_contexts}
+    outcome: dict[int, PresentationContext] = {}
+    for proposal in rq.presentation_contexts:
+        answer = answers.get(proposal.context_id)
+        result = answer.result if answer is not None else ABSTRACT_SYNTAX_NOT_SUPPORTED
+        transfer_syntax = answer.transfer_syntax if answer is not None and result == 0 else None
+        scu, scp = True, False
+        proposed = proposed_roles.get(proposal.abstract_syntax)
+        if proposed is not None:
+            answered = answered_roles.get(proposal.abstract_syntax)
+            if answered is not None:
+                scu = proposed.scu_role and answered.scu_role
+                scp = proposed.scp_role and answered.scp_role
+            else:
+                # Some archives (Horos, Conquest) accept the C-GET storage contexts yet leave the
+                # role reply out; they still send C-STOREs, so keep what we proposed.
+                scu, scp = proposed.scu_role, proposed.scp_role
+        outcome[proposal.context_id] = PresentationContext(
+            proposal.context_id, proposal.abstract_syntax, result, transfer_syntax, scu, scp
+        )
+    return outcome
+
+
+TransferSyntaxPolicy = Callable[[str], Iterable[str] | None]
+"""Given an abstract syntax, the transfer syntaxes we accept for it (``None``: not supported)."""
+
+
+def acceptor_contexts(
+    rq: AssociateRQ, supported: TransferSyntaxPolicy
+) -> tuple[tuple[PresentationContextAC, ...], tuple[RoleSelection, ...], dict[int, PresentationContext]]:
+    """Answer each proposed context. The transfer syntax chosen is the requestor's first one we
+    support, so that storage data arrives in the encoding the sender already has."""
+    answers: list[PresentationContextAC] = []
+    outcome: dict[int, PresentationContext] = {}
+    proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
+    for proposal in rq.presentation_contexts:
+        acceptable = supported(proposal.abstract_syntax)
+        chosen: str | None = None
+        if acceptable is None:
+            result = ABSTRACT_SYNTAX_NOT_SUPPORTED
+        else:
+            acceptable_set = set(acceptable)
+            chosen = next((ts for ts in proposal.transfer_syntaxes if ts in acceptable_set), None)
+            result = ACCEPTANCE if chosen is not None else TRANSFER_SYNTAX_NOT_SUPPORTED
+        answers.append(PresentationContextAC(proposal.context_id, result, chosen))
+        role = proposed_roles.get(proposal.abstract_syntax)
+        # As acceptor we only serve (SCP); the requestor keeps the SCU role it asked for.
+        requestor_scu = role.scu_role if role is not None else True
+        outcome[proposal.context_id] = PresentationContext(
+            proposal.context_id, proposal.abstract_syntax, result, chosen,
+            we_are_scu=False, we_are_scp=requestor_scu,
+        )
+    roles = tuple(
+        RoleSelection(uid, role.scu_role, False) for uid, role in proposed_roles.items()
+    )
+    return tuple(answers), roles, outcome

@@ -1,0 +1,138 @@
+"""Where retrieved instances go: any async callable taking an :class:`Instance` is a sink."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol, cast
+
+from aiodicom.errors import DicomError
+from aiodicom.fileio import write_part10_atomic
+from aiodicom.instance import Instance
+
+__all__ = [
+    "DirectorySink",
+    "InvalidUIDError",
+    "MemorySink",
+    "Sink",
+    "UnsafePathError",
+    "as_sink",
+    "default_layout",
+]
+
+
+class UnsafePathError(DicomError, ValueError):
+    """A file name derived from received data would land outside the sink's directory."""
+
+
+class InvalidUIDError(UnsafePathError):
+    """A UID meant for a path component is missing, too long, or not digits and dots."""
+
+
+class Sink(Protocol):
+    """Receives each retrieved instance; raising tells the sender the store failed."""
+
+    async def __call__(self, instance: Instance) -> None: ...
+
+
+class MemorySink:
+    """Keeps every instance in memory, keyed by SOP Instance UID.
+
+    A second instance with the same SOP Instance UID replaces the first; ``bytes_received``
+    counts both, since both arrived.
+    """
+
+    def __init__(self) -> None:
+        self.instances: dict[str, Instance] = {}
+        self.bytes_received = 0
+
+    async def __call__(self, instance: Instance) -> None:
+        self.instances[instance.sop_instance_uid] = instance
+        self.bytes_received += memoryview(instance.data).nbytes
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __iter__(self) -> Iterator[Instance]:
+        return iter(self.instances.values())
+
+
+# Components of digits separated by single dots: this rules out "", ".", ".." and separators.
+_UID_PATTERN = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+
+
+def _path_uid(name: str, value: str | None) -> str:
+    if value is None:
+        raise InvalidUIDError(f"the data set has no {name}")
+    if len(value) > 64 or not _UID_PATTERN.fullmatch(value):
+        raise InvalidUIDError(f"{name} {value!r} is not a UID usable as a file name")
+    return value
+
+
+def default_layout(instance: Instance) -> Path:
+    """``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``, each UID validated."""
+    study, series = instance.peek_uids()
+    return Path(
+        _path_uid("Study Instance UID", study),
+        _path_uid("Series Instance UID", series),
+        _path_uid("SOP Instance UID", instance.sop_instance_uid) + ".dcm",
+    )
+
+
+class DirectorySink:
+    """Writes one Part 10 file per instance under ``path``, atomically.
+
+    ``layout`` maps an instance to a path relative to the directory (default:
+    :func:`default_layout`); whatever it returns must resolve inside the directory, symbolic
+    links included, or :class:`UnsafePathError` is raised before anything is created. An
+    instance received again replaces its file. ``paths`` maps each SOP Instance UID to the
+    file written for it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        layout: Callable[[Instance], str | os.PathLike[str]] | None = None,
+        fsync: bool = False,
+    ) -> None:
+        self.directory = Path(path)
+        self.layout = layout if layout is not None else default_layout
+        self.fsync = fsync
+        self.paths: dict[str, Path] = {}
+        self._root = self.directory.resolve()
+
+    def _target(self, instance: Instance) -> Path:
+        relative = Path(self.layout(instance))
+        target = (self._root / relative).resolve()
+        if relative.is_absolute() or target == self._root or not target.is_relative_to(self._root):
+            raise UnsafePathError(f"{str(relative)!r} does not name a file inside {self._root}")
+        return target
+
+    async def __call__(self, instance: Instance) -> None:
+        target = self._target(instance)
+        # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_part10_atomic(target, instance, fsync=self.fsync)
+        self.paths[instance.sop_instance_uid] = target
+
+
+def as_sink(obj: object) -> Sink:
+    """Return ``obj`` as a :class:`Sink`, or raise :class:`TypeError` if it cannot be one.
+
+    Accepts :class:`MemorySink`, :class:`DirectorySink` and any async callable (a coroutine
+    function, or an object whose ``__call__`` is one). A plain function is refused here rather
+    than failing on the first instance received.
+    """
+    if isinstance(obj, (MemorySink, DirectorySink)):
+        return obj
+    # The type's __call__, not the object's: a class whose instances are sinks is not one.
+    if inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
+        getattr(type(obj), "__call__", None)
+    ):
+        return cast(Sink, obj)
+    if isinstance(obj, (str, os.PathLike)):
+        raise TypeError(f"{obj!r} is a path, not a sink: pass DirectorySink({obj!r})")
+    raise TypeError(f"{obj!r} is not a sink: expected an async callable taking an Instance")

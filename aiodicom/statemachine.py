@@ -1,0 +1,853 @@
+"""DICOM Upper Layer association state machine (PS3.8 section 9.2), sans-I/O.
+
+Bytes received and user requests go in; events for the user and bytes to send come out. Nothing here
+touches a socket or a clock: the caller runs the ARTIM timer when ``artim_running`` says so and
+reports its expiry with :meth:`AssociationStateMachine.artim_expired`.
+
+INTERFACE CONTRACT (implemented by the state machine, used by aiodicom.association):
+
+    sm = AssociationStateMachine(requestor=True, max_pdu_length=...)
+    sm.state -> State
+    # user primitives (raise LocalProtocolError when the current state does not allow them)
+    sm.request_association(rq)     # Evt1  (Sta1 -> Sta4); then the caller opens TCP
+    sm.connection_made()           # Evt2 requestor (Sta4 -> Sta5, queues A-ASSOCIATE-RQ)
+                                   # Evt5 acceptor  (Sta1 -> Sta2, starts ARTIM)
+    sm.accept(ac)                  # Evt7
+    sm.reject(rj)                  # Evt8
+    sm.send_data(pdata)            # Evt9
+    sm.release()                   # Evt11
+    sm.release_response()          # Evt14
+    sm.abort(source=0, reason=0)   # Evt15
+    # network input, each returns list[Event]
+    sm.receive_data(data)          # Evt3,4,6,10,12,13,16,19 (framing + decode inside)
+    sm.connection_closed()         # Evt17
+    sm.artim_expired()             # Evt18
+    # output
+    sm.data_to_send() -> bytes     # drains outgoing bytes (b"" when none)
+    sm.should_close -> bool        # the transport must be closed once data_to_send() is flushed
+    sm.artim_running -> bool
+
+ADDITIONS AND PRECISIONS
+
+* Receive limit. ``max_receive_pdu_size`` is the largest whole PDU (6-byte header included) we
+  accept; ``max_pdu_length`` is the same limit expressed as the Maximum Length Received we announce
+  (the P-DATA-TF variable field, so the whole PDU may be 6 bytes longer; 0 means no limit). When
+  both are given the smaller wins. The limit binds P-DATA-TF PDUs, which is what the Maximum Length
+  negotiation is about; the association PDUs may legitimately be larger than a small negotiated
+  maximum (an A-ASSOCIATE-RQ offering 128 contexts), so they are allowed up to
+  ``max(limit, ASSOCIATION_PDU_SIZE_LIMIT)``. A PDU declaring more is refused from its header
+  (never buffered) as an invalid PDU (Evt19) with reason 6, "invalid-PDU-parameter value".
+* Undecodable PDUs are Evt19: reason 1 "unrecognized-PDU" for an unknown PDU type, reason 6 for a
+  malformed PDU of a known type. A well-formed PDU that the table does not expect in the current
+  state is answered with reason 2 "unexpected-PDU". In Sta2 (AA-1) the A-ABORT we send has the
+  service-provider source with that reason: PS3.8 writes "service-user source" for AA-1 but the
+  user has not been involved yet, and a provider source lets the peer learn why.
+* After a PDU whose body we refuse to read (unknown type, oversized) the PDU boundaries are lost,
+  so every later byte is ignored; the machine still waits in Sta13 for the close or ARTIM.
+* AE-6 checks that the A-ASSOCIATE-RQ has bit 0 of the protocol version set; otherwise the provider
+  answers A-ASSOCIATE-RJ (permanent, ACSE provider, "protocol version not supported") and no event
+  is issued.
+* ``release_response()`` is also accepted in Sta10 (acceptor side of a release collision, where the
+  user learnt of the collision but PS3.8 wants the peer's A-RELEASE-RP first): it is held and
+  carried out (AR-4) as soon as the A-RELEASE-RP arrives (AR-10), so a caller can always answer a
+  :class:`ReleaseRequested` at once.
+* ``abort()`` never fails for lack of an association: in Sta1 and Sta13 it does nothing (there is
+  no association left to abort), in Sta2 it closes the connection (AA-2, as the table does for
+  Sta4), and elsewhere it sends A-ABORT (AA-1) and waits in Sta13 for the peer to close.
+* ``artim_expired()`` outside Sta2/Sta13 is a stale timer and is ignored. ``artim_generation``
+  changes each time the timer is (re)started, e.g. Sta2 -> Sta13 by AA-1 restarts it.
+* ``connection_closed()`` in Sta1 (after our own close) is a no-op; ``receive_data()`` in Sta1 after
+  a close ignores the bytes. Receiving bytes in Sta4, or in Sta1 before any connection, raises
+  :class:`LocalProtocolError`.
+* ``should_close`` becomes true on every transition to Sta1 from a connected state (AE-4, AR-3,
+  AR-5, AA-2..AA-5), including when the peer already closed: closing our side frees the socket.
+* P-DATA-TF values of :class:`DataReceived` are memoryview slices of the received bytes (no copy):
+  a ``bytearray``/``memoryview`` passed to ``receive_data`` must not be modified while they are in
+  use; ``bytes`` is always safe.
+
+After returning to Sta1 the same object may start a new association (Evt1 or Evt5).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+import attrs
+
+from aiodicom.errors import LocalProtocolError, PDUDecodeError
+from aiodicom.pdu import (
+    P_DATA_TF,
+    PDU,
+    PDU_HEADER_LENGTH,
+    AAbort,
+    AReleaseRP,
+    AReleaseRQ,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    PDataTF,
+    decode_pdu,
+    describe_abort,
+    encode_pdu,
+    read_pdu_header,
+)
+
+__all__ = [
+    "ABORT_SOURCE_PROVIDER",
+    "ABORT_SOURCE_USER",
+    "ASSOCIATION_PDU_SIZE_LIMIT",
+    "REASON_INVALID_PARAMETER_VALUE",
+    "REASON_NOT_SPECIFIED",
+    "REASON_UNEXPECTED_PARAMETER",
+    "REASON_UNEXPECTED_PDU",
+    "REASON_UNRECOGNIZED_PARAMETER",
+    "REASON_UNRECOGNIZED_PDU",
+    "Aborted",
+    "AssociateAccepted",
+    "AssociateRejected",
+    "AssociateRequestReceived",
+    "AssociationStateMachine",
+    "ConnectionClosed",
+    "DataReceived",
+    "Event",
+    "ReleaseConfirmed",
+    "ReleaseRequested",
+    "State",
+]
+
+# A-ABORT source and reason/diag values (PS3.8 section 9.3.8)
+ABORT_SOURCE_USER: Final = 0
+ABORT_SOURCE_PROVIDER: Final = 2
+REASON_NOT_SPECIFIED: Final = 0
+REASON_UNRECOGNIZED_PDU: Final = 1
+REASON_UNEXPECTED_PDU: Final = 2
+REASON_UNRECOGNIZED_PARAMETER: Final = 4
+REASON_UNEXPECTED_PARAMETER: Final = 5
+REASON_INVALID_PARAMETER_VALUE: Final = 6
+
+ASSOCIATION_PDU_SIZE_LIMIT: Final = 1 << 20
+"""Floor of the size limit for PDUs other than P-DATA-TF (see the module docstring)."""
+
+
+class State(enum.Enum):
+    """The states of PS3.8 Tables 9-1 to 9-5, named as there."""
+
+    Sta1 = 1
+    Sta2 = 2
+    Sta3 = 3
+    Sta4 = 4
+    Sta5 = 5
+    Sta6 = 6
+    Sta7 = 7
+    Sta8 = 8
+    Sta9 = 9
+    Sta10 = 10
+    Sta11 = 11
+    Sta12 = 12
+    Sta13 = 13
+
+    @property
+    def description(self) -> str:
+        return _STATE_DESCRIPTIONS[self]
+
+
+_STATE_DESCRIPTIONS: Final = {
+    State.Sta1: "idle",
+    State.Sta2: "transport connection open, awaiting A-ASSOCIATE-RQ PDU",
+    State.Sta3: "awaiting local A-ASSOCIATE response primitive",
+    State.Sta4: "awaiting transport connection opening to complete",
+    State.Sta5: "awaiting A-ASSOCIATE-AC or A-ASSOCIATE-RJ PDU",
+    State.Sta6: "association established and ready for data transfer",
+    State.Sta7: "awaiting A-RELEASE-RP PDU",
+    State.Sta8: "awaiting local A-RELEASE response primitive",
+    State.Sta9: "release collision requestor side, awaiting A-RELEASE response primitive",
+    State.Sta10: "release collision acceptor side, awaiting A-RELEASE-RP PDU",
+    State.Sta11: "release collision requestor side, awaiting A-RELEASE-RP PDU",
+    State.Sta12: "release collision acceptor side, awaiting A-RELEASE response primitive",
+    State.Sta13: "awaiting transport connection close (association no longer exists)",
+}
+
+
+# --- events for the user --------------------------------------------------------------------
+
+
+@attrs.frozen
+class Event:
+    """Base class of everything :class:`AssociationStateMachine` reports."""
+
+
+@attrs.frozen
+class AssociateRequestReceived(Event):
+    """A-ASSOCIATE indication (acceptor, AE-6): answer with ``accept()`` or ``reject()``."""
+
+    request: AssociateRQ
+
+
+@attrs.frozen
+class AssociateAccepted(Event):
+    """A-ASSOCIATE confirmation, accepted (requestor, AE-3)."""
+
+    response: AssociateAC
+
+
+@attrs.frozen
+class AssociateRejected(Event):
+    """A-ASSOCIATE confirmation, rejected (requestor, AE-4); the transport is to be closed."""
+
+    response: AssociateRJ
+
+
+@attrs.frozen
+class DataReceived(Event):
+    """P-DATA indication (DT-2, AR-6)."""
+
+    pdu: PDataTF
+
+
+@attrs.frozen
+class ReleaseRequested(Event):
+    """A-RELEASE indication: answer with ``release_response()``.
+
+    ``collision`` is true when we had asked for the release ourselves too (AR-8).
+    """
+
+    collision: bool = False
+
+
+@attrs.frozen
+class ReleaseConfirmed(Event):
+    """A-RELEASE confirmation (AR-3, AR-10)."""
+
+
+@attrs.frozen
+class Aborted(Event):
+    """A-ABORT or A-P-ABORT indication: the association is gone.
+
+    ``by_peer`` is true when the peer sent A-ABORT (``source`` and ``reason`` are then its
+    values). Otherwise our provider gave up: ``source`` is 2 and ``reason`` what we sent in our
+    A-ABORT, or ``connection_lost`` is true when the transport closed under the association.
+    ``detail`` says what happened, for logs.
+    """
+
+    source: int
+    reason: int
+    by_peer: bool
+    connection_lost: bool = False
+    detail: str = attrs.field(default="", eq=False)
+
+    @property
+    def description(self) -> str:
+        if self.connection_lost:
+            return "the connection closed before the association ended"
+        return describe_abort(self.source, self.reason)
+
+
+@attrs.frozen
+class ConnectionClosed(Event):
+    """The transport closed where PS3.8 expects it (Sta13 by AR-5, Sta2 by AA-5).
+
+    Not to be confused with :class:`aiodicom.errors.ConnectionClosed`, the exception.
+    """
+
+
+# --- the transition table (PS3.8 Table 9-10) ------------------------------------------------
+
+
+class _Evt(enum.IntEnum):
+    """PS3.8 events, valued by their number."""
+
+    ASSOCIATE_REQUEST = 1
+    TRANSPORT_CONFIRM = 2
+    ASSOCIATE_AC_PDU = 3
+    ASSOCIATE_RJ_PDU = 4
+    TRANSPORT_INDICATION = 5
+    ASSOCIATE_RQ_PDU = 6
+    ASSOCIATE_ACCEPT = 7
+    ASSOCIATE_REJECT = 8
+    PDATA_REQUEST = 9
+    PDATA_PDU = 10
+    RELEASE_REQUEST = 11
+    RELEASE_RQ_PDU = 12
+    RELEASE_RP_PDU = 13
+    RELEASE_RESPONSE = 14
+    ABORT_REQUEST = 15
+    ABORT_PDU = 16
+    TRANSPORT_CLOSED = 17
+    ARTIM_EXPIRED = 18
+    INVALID_PDU = 19
+
+
+_S = State
+_ESTABLISHED: Final = (_S.Sta6, _S.Sta7, _S.Sta8, _S.Sta9, _S.Sta10, _S.Sta11, _S.Sta12)
+
+
+def _row(*cells: tuple[State | tuple[State, ...], str]) -> dict[State, str]:
+    row: dict[State, str] = {}
+    for states, action in cells:
+        for state in states if isinstance(states, tuple) else (states,):
+            row[state] = action
+    return row
+
+
+def _unexpected_pdu_row(**overrides: str) -> dict[State, str]:
+    # Most PDUs share one pattern: abort in Sta2, A-P-ABORT while connected, ignore in Sta13.
+    row = _row((_S.Sta2, "AA-1"), ((_S.Sta3, _S.Sta5, *_ESTABLISHED), "AA-8"), (_S.Sta13, "AA-6"))
+    row.update({State[name]: action for name, action in overrides.items()})
+    return row
+
+
+_TABLE: Final[dict[_Evt, dict[State, str]]] = {
+    _Evt.ASSOCIATE_REQUEST: _row((_S.Sta1, "AE-1")),
+    _Evt.TRANSPORT_CONFIRM: _row((_S.Sta4, "AE-2")),
+    _Evt.ASSOCIATE_AC_PDU: _unexpected_pdu_row(Sta5="AE-3"),
+    _Evt.ASSOCIATE_RJ_PDU: _unexpected_pdu_row(Sta5="AE-4"),
+    _Evt.TRANSPORT_INDICATION: _row((_S.Sta1, "AE-5")),
+    _Evt.ASSOCIATE_RQ_PDU: _unexpected_pdu_row(Sta2="AE-6", Sta13="AA-7"),
+    _Evt.ASSOCIATE_ACCEPT: _row((_S.Sta3, "AE-7")),
+    _Evt.ASSOCIATE_REJECT: _row((_S.Sta3, "AE-8")),
+    _Evt.PDATA_REQUEST: _row((_S.Sta6, "DT-1"), (_S.Sta8, "AR-7")),
+    _Evt.PDATA_PDU: _unexpected_pdu_row(Sta6="DT-2", Sta7="AR-6"),
+    _Evt.RELEASE_REQUEST: _row((_S.Sta6, "AR-1")),
+    _Evt.RELEASE_RQ_PDU: _unexpected_pdu_row(Sta6="AR-2", Sta7="AR-8"),
+    _Evt.RELEASE_RP_PDU: _unexpected_pdu_row(Sta7="AR-3", Sta10="AR-10", Sta11="AR-3"),
+    _Evt.RELEASE_RESPONSE: _row((_S.Sta8, "AR-4"), (_S.Sta9, "AR-9"), (_S.Sta12, "AR-4")),
+    _Evt.ABORT_REQUEST: _row(((_S.Sta3, _S.Sta5, *_ESTABLISHED), "AA-1"), (_S.Sta4, "AA-2")),
+    _Evt.ABORT_PDU: _row(
+        ((_S.Sta2, _S.Sta13), "AA-2"), ((_S.Sta3, _S.Sta5, *_ESTABLISHED), "AA-3")
+    ),
+    _Evt.TRANSPORT_CLOSED: _row(
+        (_S.Sta2, "AA-5"), ((_S.Sta3, _S.Sta4, _S.Sta5, *_ESTABLISHED), "AA-4"), (_S.Sta13, "AR-5")
+    ),
+    _Evt.ARTIM_EXPIRED: _row(((_S.Sta2, _S.Sta13), "AA-2")),
+    _Evt.INVALID_PDU: _unexpected_pdu_row(Sta13="AA-7"),
+}
+
+_PDU_EVENTS: Final[dict[type, _Evt]] = {
+    AssociateRQ: _Evt.ASSOCIATE_RQ_PDU,
+    AssociateAC: _Evt.ASSOCIATE_AC_PDU,
+    AssociateRJ: _Evt.ASSOCIATE_RJ_PDU,
+    PDataTF: _Evt.PDATA_PDU,
+    AReleaseRQ: _Evt.RELEASE_RQ_PDU,
+    AReleaseRP: _Evt.RELEASE_RP_PDU,
+    AAbort: _Evt.ABORT_PDU,
+}
+
+_PDU_NAMES: Final[dict[type, str]] = {
+    AssociateRQ: "A-ASSOCIATE-RQ",
+    AssociateAC: "A-ASSOCIATE-AC",
+    AssociateRJ: "A-ASSOCIATE-RJ",
+    PDataTF: "P-DATA-TF",
+    AReleaseRQ: "A-RELEASE-RQ",
+    AReleaseRP: "A-RELEASE-RP",
+    AAbort: "A-ABORT",
+}
+
+_CONNECTED_STATES: Final = frozenset(State) - {State.Sta1, State.Sta4}
+
+
+@attrs.frozen
+class _Trigger:
+    """One PS3.8 event with what its action needs: the PDU received or to send, and for
+    provider aborts the reason to send and a description."""
+
+    event: _Evt
+    pdu: PDU | None = None
+    reason: int = REASON_UNEXPECTED_PDU
+    detail: str = ""
+
+
+_T = TypeVar("_T")
+
+
+def _expect(value: object, kind: type[_T]) -> _T:
+    if not isinstance(value, kind):  # pragma: no cover - the table routes PDUs by type
+        raise AssertionError(f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+class AssociationStateMachine:
+    """One side of one association, per PS3.8 section 9.2. See the module docstring."""
+
+    def __init__(
+        self,
+        requestor: bool,
+        *,
+        max_pdu_length: int | None = None,
+        max_receive_pdu_size: int | None = None,
+    ) -> None:
+        limits: list[int] = []
+        if max_pdu_length:
+            if max_pdu_length < 0:
+                raise ValueError(f"max_pdu_length must not be negative, got {max_pdu_length}")
+            limits.append(max_pdu_length + PDU_HEADER_LENGTH)
+        if max_receive_pdu_size is not None:
+            if max_receive_pdu_size <= PDU_HEADER_LENGTH:
+                raise ValueError(
+                    f"max_receive_pdu_size must exceed {PDU_HEADER_LENGTH}, "
+                    f"got {max_receive_pdu_size}"
+                )
+            limits.append(max_receive_pdu_size)
+        self._pdata_limit: int | None = min(limits) if limits else None
+        self._association_pdu_limit: int | None = (
+            None
+            if self._pdata_limit is None
+            else max(self._pdata_limit, ASSOCIATION_PDU_SIZE_LIMIT)
+        )
+        self._requestor = requestor
+        self._state = State.Sta1
+        self._request_bytes = b""
+        self._events: list[Event] = []
+        self._outgoing: list[bytes] = []
+        self._should_close = False
+        self._artim_running = False
+        self._artim_generation = 0
+        # Set in Sta10 when the user answered the collision before the peer's A-RELEASE-RP.
+        self._release_response_pending = False
+        # Framing: the start of an incomplete PDU, and its whole size once its header is known.
+        self._partial = bytearray()
+        self._partial_size = 0
+        # True once PDU boundaries are lost or the transport is being closed: input is ignored.
+        self._ignore_input = False
+
+    # --- properties ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def requestor(self) -> bool:
+        """True for the association-requestor side, False for the acceptor."""
+        return self._requestor
+
+    @property
+    def max_receive_pdu_size(self) -> int | None:
+        """The largest whole P-DATA-TF PDU accepted (``None``: no limit)."""
+        return self._pdata_limit
+
+    @property
+    def should_close(self) -> bool:
+        return self._should_close
+
+    @property
+    def artim_running(self) -> bool:
+        return self._artim_running
+
+    @property
+    def artim_generation(self) -> int:
+        """Incremented each time ARTIM is started or restarted."""
+        return self._artim_generation
+
+    # --- user primitives ----------------------------------------------------------------------
+
+    def request_association(self, request: AssociateRQ) -> None:
+        """A-ASSOCIATE request (Evt1); open the transport connection next."""
+        if not self._requestor:
+            raise LocalProtocolError("an association acceptor cannot request an association")
+        self._user_primitive(_Trigger(_Evt.ASSOCIATE_REQUEST, request), "request an association")
+
+    def connection_made(self) -> None:
+        """The transport connection is open: Evt2 for a requestor, Evt5 for an acceptor."""
+        if self._requestor:
+            self._user_primitive(_Trigger(_Evt.TRANSPORT_CONFIRM), "report a transport connection")
+        else:
+            self._user_primitive(
+                _Trigger(_Evt.TRANSPORT_INDICATION), "report a transport connection"
+            )
+
+    def accept(self, response: AssociateAC) -> None:
+        """A-ASSOCIATE response, accept (Evt7)."""
+        self._user_primitive(_Trigger(_Evt.ASSOCIATE_ACCEPT, response), "accept an association")
+
+    def reject(self, response: AssociateRJ) -> None:
+        """A-ASSOCIATE response, reject (Evt8)."""
+        self._user_primitive(_Trigger(_Evt.ASSOCIATE_REJECT, response), "reject an association")
+
+    def send_data(self, pdata: PDataTF) -> None:
+        """P-DATA request (Evt9). The PDV values are copied once, into the outgoing bytes."""
+        self._user_primitive(_Trigger(_Evt.PDATA_REQUEST, pdata), "send P-DATA")
+
+    def release(self) -> None:
+        """A-RELEASE request (Evt11)."""
+        self._user_primitive(_Trigger(_Evt.RELEASE_REQUEST), "request a release")
+
+    def release_response(self) -> None:
+        """A-RELEASE response (Evt14); in Sta10 held until the peer's A-RELEASE-RP."""
+        if self._state is State.Sta10 and not self._release_response_pending:
+            self._release_response_pending = True
+            return
+        self._user_primitive(_Trigger(_Evt.RELEASE_RESPONSE), "answer a release request")
+
+    def abort(self, source: int = ABORT_SOURCE_USER, reason: int = REASON_NOT_SPECIFIED) -> None:
+        """A-ABORT request (Evt15)."""
+        if source not in (ABORT_SOURCE_USER, ABORT_SOURCE_PROVIDER):
+            raise ValueError(f"A-ABORT source must be 0 (user) or 2 (provider), got {source}")
+        if not 0 <= reason <= 0xFF:
+            raise ValueError(f"A-ABORT reason must fit in one byte, got {reason}")
+        if self._state in (State.Sta1, State.Sta13):
+            return
+        if self._state is State.Sta2:
+            self._state = self._aa_2(_Trigger(_Evt.ABORT_REQUEST))
+            return
+        self._user_primitive(_Trigger(_Evt.ABORT_REQUEST, AAbort(source, reason)), "abort")
+
+    # --- transport input ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Bytes from the transport, in any slicing (Evt3, 4, 6, 10, 12, 13, 16, 19)."""
+        if self._state not in _CONNECTED_STATES and not self._ignore_input:
+            raise LocalProtocolError(
+                f"cannot receive data in state {self._state.name} "
+                f"({self._state.description}): there is no transport connection"
+            )
+        if not self._ignore_input and data:
+            self._feed(data)
+        return self._take_events()
+
+    def connection_closed(self) -> list[Event]:
+        """The transport connection closed (Evt17)."""
+        if self._state is not State.Sta1:
+            self._handle(_Trigger(_Evt.TRANSPORT_CLOSED))
+        return self._take_events()
+
+    def artim_expired(self) -> list[Event]:
+        """The ARTIM timer expired (Evt18); ignored when it is no longer running."""
+        if self._artim_running:
+            self._handle(_Trigger(_Evt.ARTIM_EXPIRED))
+        return self._take_events()
+
+    # --- output -------------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the transport since the last call (``b""`` when nothing)."""
+        out = self._outgoing
+        if not out:
+            return b""
+        self._outgoing = []
+        # One PDU per flush is the common case: hand its bytes over without another copy.
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    # --- internals: dispatch ------------------------------------------------------------------
+
+    def _take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _user_primitive(self, trigger: _Trigger, what: str) -> None:
+        if self._state not in _TABLE[trigger.event]:
+            raise LocalProtocolError(
+                f"cannot {what} in state {self._state.name} ({self._state.description})"
+            )
+        self._handle(trigger)
+
+    def _handle(self, trigger: _Trigger) -> None:
+        action = _TABLE[trigger.event][self._state]
+        self._state = _ACTIONS[action](self, trigger)
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def _send(self, pdu: PDU) -> None:
+        self._outgoing.append(encode_pdu(pdu))
+
+    def _start_artim(self) -> None:
+        self._artim_running = True
+        self._artim_generation += 1
+
+    def _close(self) -> None:
+        self._should_close = True
+        self._artim_running = False
+        self._ignore_input = True
+        self._partial = bytearray()
+        self._partial_size = 0
+
+    def _new_connection(self) -> None:
+        self._should_close = False
+        self._ignore_input = False
+        self._release_response_pending = False
+        self._partial = bytearray()
+        self._partial_size = 0
+
+    def _provider_abort(self, trigger: _Trigger) -> str:
+        """Send the A-ABORT for an unwanted or invalid PDU; return what was wrong."""
+        self._send(AAbort(ABORT_SOURCE_PROVIDER, trigger.reason))
+        if trigger.detail:
+            return trigger.detail
+        # Built here rather than for every PDU received: only aborts need the words.
+        return (
+            f"unexpected {_PDU_NAMES[type(trigger.pdu)]} PDU in state {self._state.name} "
+            f"({self._state.description})"
+        )
+
+    # --- internals: framing -------------------------------------------------------------------
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        end = len(view)
+        pos = self._fill_partial(view) if self._partial else 0
+        while pos < end and not self._ignore_input:
+            available = end - pos
+            if available < PDU_HEADER_LENGTH:
+                self._partial = bytearray(view[pos:])
+                return
+            size = self._pdu_size(view[pos : pos + PDU_HEADER_LENGTH])
+            if size is None:
+                return
+            if available < size:
+                self._partial = bytearray(view[pos:])
+                self._partial_size = size
+                return
+            # Whole PDUs are decoded in place: P-DATA values stay views of the caller's bytes.
+            self._dispatch(view[pos : pos + size])
+            pos += size
+
+    def _fill_partial(self, view: memoryview) -> int:
+        """Extend the buffered incomplete PDU from ``view``; return how many bytes were used."""
+        buf = self._partial
+        used = 0
+        if self._partial_size == 0:
+            used = min(PDU_HEADER_LENGTH - len(buf), len(view))
+            buf += view[:used]
+            if len(buf) < PDU_HEADER_LENGTH:
+                return used
+            size = self._pdu_size(bytes(buf))
+            if size is None:
+                return len(view)
+            self._partial_size = size
+        take = min(self._partial_size - len(buf), len(view) - used)
+        buf += view[used : used + take]
+        used += take
+        if len(buf) == self._partial_size:
+            # A fresh buffer for what follows: the decoded PDU may keep views on this one.
+            self._partial = bytearray()
+            self._partial_size = 0
+            self._dispatch(memoryview(buf))
+        return used
+
+    def _pdu_size(self, header: bytes | memoryview) -> int | None:
+        """The whole size of the PDU starting with ``header``, or ``None`` when the PDU is refused
+        without reading its body (the abort is then done and input ignored from here on)."""
+        try:
+            pdu_type, length = read_pdu_header(header)
+        except PDUDecodeError as exc:
+            self._lose_framing(REASON_UNRECOGNIZED_PDU, f"unrecognized PDU: {exc}")
+            return None
+        size = PDU_HEADER_LENGTH + length
+        limit = self._pdata_limit if pdu_type == P_DATA_TF else self._association_pdu_limit
+        if limit is not None and size > limit:
+            self._lose_framing(
+                REASON_INVALID_PARAMETER_VALUE,
+                f"PDU of type 0x{pdu_type:02X} declares {size} bytes, more than the {limit} "
+                "accepted",
+            )
+            return None
+        return size
+
+    def _lose_framing(self, reason: int, detail: str) -> None:
+        self._ignore_input = True
+        self._partial = bytearray()
+        self._partial_size = 0
+        self._handle(_Trigger(_Evt.INVALID_PDU, reason=reason, detail=detail))
+
+    def _dispatch(self, view: memoryview) -> None:
+        try:
+            pdu = decode_pdu(view)
+        except PDUDecodeError as exc:
+            self._handle(
+                _Trigger(
+                    _Evt.INVALID_PDU,
+                    reason=REASON_INVALID_PARAMETER_VALUE,
+                    detail=f"invalid PDU: {exc}",
+                )
+            )
+            return
+        self._handle(_Trigger(_PDU_EVENTS[type(pdu)], pdu))
+
+    # --- internals: actions (PS3.8 Tables 9-6 to 9-9); each returns the next state ------------
+
+    def _ae_1(self, t: _Trigger) -> State:
+        # Encoded now so that a request that cannot be sent fails before any connection is made.
+        self._request_bytes = encode_pdu(_expect(t.pdu, AssociateRQ))
+        self._new_connection()
+        return State.Sta4
+
+    def _ae_2(self, t: _Trigger) -> State:
+        self._outgoing.append(self._request_bytes)
+        return State.Sta5
+
+    def _ae_3(self, t: _Trigger) -> State:
+        self._emit(AssociateAccepted(_expect(t.pdu, AssociateAC)))
+        return State.Sta6
+
+    def _ae_4(self, t: _Trigger) -> State:
+        self._emit(AssociateRejected(_expect(t.pdu, AssociateRJ)))
+        self._close()
+        return State.Sta1
+
+    def _ae_5(self, t: _Trigger) -> State:
+        self._new_connection()
+        self._start_artim()
+        return State.Sta2
+
+    def _ae_6(self, t: _Trigger) -> State:
+        self._artim_running = False
+        request = _expect(t.pdu, AssociateRQ)
+        if request.protocol_version & 1:
+            self._emit(AssociateRequestReceived(request))
+            return State.Sta3
+        # Result 1 permanent, source 2 ACSE provider, reason 2 protocol version not supported.
+        self._send(AssociateRJ(result=1, source=2, reason=2))
+        self._start_artim()
+        return State.Sta13
+
+    def _ae_7(self, t: _Trigger) -> State:
+        self._send(_expect(t.pdu, AssociateAC))
+        return State.Sta6
+
+    def _ae_8(self, t: _Trigger) -> State:
+        self._send(_expect(t.pdu, AssociateRJ))
+        self._start_artim()
+        return State.Sta13
+
+    def _dt_1(self, t: _Trigger) -> State:
+        self._send(_expect(t.pdu, PDataTF))
+        return State.Sta6
+
+    def _dt_2(self, t: _Trigger) -> State:
+        self._emit(DataReceived(_expect(t.pdu, PDataTF)))
+        return State.Sta6
+
+    def _ar_1(self, t: _Trigger) -> State:
+        self._send(AReleaseRQ())
+        return State.Sta7
+
+    def _ar_2(self, t: _Trigger) -> State:
+        self._emit(ReleaseRequested())
+        return State.Sta8
+
+    def _ar_3(self, t: _Trigger) -> State:
+        self._emit(ReleaseConfirmed())
+        self._close()
+        return State.Sta1
+
+    def _ar_4(self, t: _Trigger) -> State:
+        self._send(AReleaseRP())
+        self._start_artim()
+        return State.Sta13
+
+    def _ar_5(self, t: _Trigger) -> State:
+        self._emit(ConnectionClosed())
+        self._close()
+        return State.Sta1
+
+    def _ar_6(self, t: _Trigger) -> State:
+        self._emit(DataReceived(_expect(t.pdu, PDataTF)))
+        return State.Sta7
+
+    def _ar_7(self, t: _Trigger) -> State:
+        self._send(_expect(t.pdu, PDataTF))
+        return State.Sta8
+
+    def _ar_8(self, t: _Trigger) -> State:
+        self._emit(ReleaseRequested(collision=True))
+        return State.Sta9 if self._requestor else State.Sta10
+
+    def _ar_9(self, t: _Trigger) -> State:
+        self._send(AReleaseRP())
+        return State.Sta11
+
+    def _ar_10(self, t: _Trigger) -> State:
+        self._emit(ReleaseConfirmed())
+        if self._release_response_pending:
+            self._release_response_pending = False
+            return self._ar_4(t)
+        return State.Sta12
+
+    def _aa_1(self, t: _Trigger) -> State:
+        if t.event is _Evt.ABORT_REQUEST:
+            self._send(_expect(t.pdu, AAbort))
+        else:
+            self._provider_abort(t)
+        self._start_artim()
+        return State.Sta13
+
+    def _aa_2(self, t: _Trigger) -> State:
+        self._close()
+        return State.Sta1
+
+    def _aa_3(self, t: _Trigger) -> State:
+        abort = _expect(t.pdu, AAbort)
+        self._emit(Aborted(abort.source, abort.reason, by_peer=True, detail="A-ABORT received"))
+        self._close()
+        return State.Sta1
+
+    def _aa_4(self, t: _Trigger) -> State:
+        self._emit(
+            Aborted(
+                ABORT_SOURCE_PROVIDER,
+                REASON_NOT_SPECIFIED,
+                by_peer=False,
+                connection_lost=True,
+                detail=f"transport connection closed in state {self._state.name} "
+                f"({self._state.description})",
+            )
+        )
+        self._close()
+        return State.Sta1
+
+    def _aa_5(self, t: _Trigger) -> State:
+        self._emit(ConnectionClosed())
+        self._close()
+        return State.Sta1
+
+    def _aa_6(self, t: _Trigger) -> State:
+        return State.Sta13
+
+    def _aa_7(self, t: _Trigger) -> State:
+        self._provider_abort(t)
+        return State.Sta13
+
+    def _aa_8(self, t: _Trigger) -> State:
+        detail = self._provider_abort(t)
+        self._emit(Aborted(ABORT_SOURCE_PROVIDER, t.reason, by_peer=False, detail=detail))
+        self._start_artim()
+        return State.Sta13
+
+
+_ACTIONS: Final[dict[str, Callable[[AssociationStateMachine, _Trigger], State]]] = {
+    "AE-1": AssociationStateMachine._ae_1,
+    "AE-2": AssociationStateMachine._ae_2,
+    "AE-3": AssociationStateMachine._ae_3,
+    "AE-4": AssociationStateMachine._ae_4,
+    "AE-5": AssociationStateMachine._ae_5,
+    "AE-6": AssociationStateMachine._ae_6,
+    "AE-7": AssociationStateMachine._ae_7,
+    "AE-8": AssociationStateMachine._ae_8,
+    "DT-1": AssociationStateMachine._dt_1,
+    "DT-2": AssociationStateMachine._dt_2,
+    "AR-1": AssociationStateMachine._ar_1,
+    "AR-2": AssociationStateMachine._ar_2,
+    "AR-3": AssociationStateMachine._ar_3,
+    "AR-4": AssociationStateMachine._ar_4,
+    "AR-5": AssociationStateMachine._ar_5,
+    "AR-6": AssociationStateMachine._ar_6,
+    "AR-7": AssociationStateMachine._ar_7,
+    "AR-8": AssociationStateMachine._ar_8,
+    "AR-9": AssociationStateMachine._ar_9,
+    "AR-10": AssociationStateMachine._ar_10,
+    "AA-1": AssociationStateMachine._aa_1,
+    "AA-2": AssociationStateMachine._aa_2,
+    "AA-3": AssociationStateMachine._aa_3,
+    "AA-4": AssociationStateMachine._aa_4,
+    "AA-5": AssociationStateMachine._aa_5,
+    "AA-6": AssociationStateMachine._aa_6,
+    "AA-7": AssociationStateMachine._aa_7,
+    "AA-8": AssociationStateMachine._aa_8,
+}
