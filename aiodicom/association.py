@@ -243,6 +243,8 @@ class Association:
     def _raise_for_end(self, event: object) -> None:
         if isinstance(event, Aborted):
             self._ended = True
+            if event.connection_lost:
+                raise ConnectionClosed("the peer closed the connection without releasing")
             if event.by_peer:
                 raise AssociationAborted(
                     describe_abort(event.source, event.reason), event.source, event.reason
@@ -252,8 +254,9 @@ class Association:
                 event.source, event.reason,
             )
         if isinstance(event, ConnectionClosedEvent):
+            already_ending = self._releasing or self._ended
             self._ended = True
-            if not self._releasing:
+            if not already_ending:
                 raise ConnectionClosed("the peer closed the connection without releasing")
 
     async def _receive_events(self) -> list[object]:

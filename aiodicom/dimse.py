@@ -167,9 +167,6 @@ _US_VALUE = struct.Struct("<H")
 _UL_VALUE = struct.Struct("<I")
 _TAG = struct.Struct("<HH")
 
-_PDV_COMMAND = 0x01
-_PDV_LAST = 0x02
-
 
 class CommandDecodeError(DimseError):
     """A command set is not well-formed; ``offset`` is where in the command set it went wrong."""
@@ -188,16 +185,18 @@ def command_name(command_field: int) -> str:
 # --- command set encoding -----------------------------------------------------------------------
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 def _raw_key(element: int) -> str:
     return f"(0000,{element:04X})"
 
 
 def _parse_raw_key(key: str) -> int | None:
     if len(key) == 11 and key.startswith("(0000,") and key.endswith(")"):
-        try:
-            return int(key[6:10], 16)
-        except ValueError:
-            return None
+        digits = key[6:10]
+        if all(c in _HEX_DIGITS for c in digits):
+            return int(digits, 16)
     return None
 
 
@@ -236,6 +235,10 @@ def _encode_element(keyword: str, element: int, vr: str, value: object) -> bytes
         raw = bytes(value)
     else:  # AE, LO, SH, LT: space padded
         raw = _text(value, keyword)
+        if vr == "LO" and len(raw) > 64:
+            # An SCP's error comment is often an exception message; the LO limit of 64
+            # characters matters more than the tail of the text.
+            raw = raw[:64]
         if len(raw) & 1:
             raw += b" "
     return _HEADER.pack(0, element, len(raw)) + raw
@@ -245,8 +248,9 @@ def encode_command(fields: Mapping[str, object]) -> bytes:
     """Encode a command set: Implicit VR Little Endian, Command Group Length first, tag order.
 
     A ``CommandGroupLength`` key is ignored (the length is always computed); a value of ``None``
-    leaves the element out. Unknown keywords raise :class:`ValueError`, wrong value types
-    :class:`TypeError`.
+    leaves the element out; text is sent as ASCII (other characters become ``?``) and an
+    ``ErrorComment`` is cut to the 64 characters LO allows. Unknown keywords raise
+    :class:`ValueError`, wrong value types :class:`TypeError`.
     """
     encoded: list[tuple[int, bytes]] = []
     for keyword, value in fields.items():
@@ -442,7 +446,7 @@ def fragment_message(msg: DimseMessage, max_pdu_length: int) -> Iterator[PDataTF
     if data_set_type is None:
         command = dict(command)
         command["CommandDataSetType"] = NO_DATASET if msg.data is None else DATASET_PRESENT
-    elif (data_set_type == NO_DATASET) != (msg.data is None):
+    elif isinstance(data_set_type, int) and (data_set_type == NO_DATASET) != (msg.data is None):
         state = "no data set" if data_set_type == NO_DATASET else "a data set"
         raise ValueError(
             f"CommandDataSetType 0x{data_set_type:04X} says {state}, "

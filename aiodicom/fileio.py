@@ -284,24 +284,22 @@ class _Scanner:
     def __init__(self, source: _Source, little_endian: bool) -> None:
         self._source = source
         order = "<" if little_endian else ">"
-        self._tag_and_length = struct.Struct(order + "HHI")
-        self._short_length = struct.Struct(order + "H")
+        self._implicit_header = struct.Struct(order + "HHI")
+        self._explicit_header = struct.Struct(order + "HH2sH")
         self._long_length = struct.Struct(order + "I")
 
     def header(self, position: int, implicit_vr: bool) -> tuple[int, bytes, int, int]:
         """Return (tag, VR or b"", value length, value position) of the element at position."""
-        group, element, implicit_length = self._tag_and_length.unpack(
-            self._source.read(position, 8)
-        )
-        tag = group << 16 | element
-        if implicit_vr or group == 0xFFFE:  # item and delimiter tags never carry a VR
-            return tag, b"", implicit_length, position + 8
-        vr = self._source.read(position + 4, 2)
+        head = self._source.read(position, 8)
+        group, element, vr, short_length = self._explicit_header.unpack(head)
+        # Item and delimiter tags never carry a VR, whatever the transfer syntax.
+        if implicit_vr or group == 0xFFFE:
+            (_, _, length) = self._implicit_header.unpack(head)
+            return group << 16 | element, b"", length, position + 8
         if vr in _LONG_VRS:
             (length,) = self._long_length.unpack(self._source.read(position + 8, 4))
-            return tag, vr, length, position + 12
-        (length,) = self._short_length.unpack(self._source.read(position + 6, 2))
-        return tag, vr, length, position + 8
+            return group << 16 | element, vr, length, position + 12
+        return group << 16 | element, vr, short_length, position + 8
 
     def skip_undefined(self, position: int, implicit_vr: bool, depth: int = 0) -> int:
         """Skip the items of an undefined-length value; return the position after its end."""

@@ -10,6 +10,7 @@ import zlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
@@ -75,6 +76,16 @@ def pydicom_command(**elements: object) -> bytes:
     return write(ds)
 
 
+def pynetdicom_encode(
+    ds: Dataset, implicit_vr: bool = True, little_endian: bool = True, deflated: bool = False
+) -> bytes:
+    from pynetdicom import dsutils
+
+    encoded = dsutils.encode(ds, implicit_vr, little_endian, deflated)
+    assert encoded is not None
+    return encoded
+
+
 def split_elements(data: bytes) -> list[tuple[int, bytes]]:
     out = []
     offset = 0
@@ -120,7 +131,7 @@ def test_c_find_rq_matches_pynetdicom() -> None:
     primitive.MessageID = 513
     primitive.AffectedSOPClassUID = STUDY_ROOT_FIND
     primitive.Priority = 2
-    primitive.Identifier = io.BytesIO(dsutils.encode(identifier, True, True))
+    primitive.Identifier = io.BytesIO(pynetdicom_encode(identifier))
     message = dimse_messages.C_FIND_RQ()
     message.primitive_to_message(primitive)
     expected = dsutils.encode(message.command_set, True, True)
@@ -148,7 +159,7 @@ def test_c_move_rq_matches_pynetdicom() -> None:
     primitive.AffectedSOPClassUID = STUDY_ROOT_MOVE
     primitive.Priority = 0
     primitive.MoveDestination = "MOVESCP"  # odd length: space padded
-    primitive.Identifier = io.BytesIO(dsutils.encode(identifier, True, True))
+    primitive.Identifier = io.BytesIO(pynetdicom_encode(identifier))
     message = dimse_messages.C_MOVE_RQ()
     message.primitive_to_message(primitive)
     expected = dsutils.encode(message.command_set, True, True)
@@ -272,6 +283,11 @@ def test_non_ascii_text_is_replaced() -> None:
     assert decode_command(data)["ErrorComment"] == "R?fus?"
 
 
+def test_error_comment_is_cut_to_64_characters() -> None:
+    data = encode_command({"ErrorComment": "x" * 100})
+    assert decode_command(data)["ErrorComment"] == "x" * 64
+
+
 def test_at_accepts_a_single_int() -> None:
     data = encode_command({"OffendingElement": 0x00100020})
     assert dict(split_elements(data))[0x0901] == b"\x10\x00\x20\x00"
@@ -283,6 +299,7 @@ def test_at_accepts_a_single_int() -> None:
     [
         ({"NoSuchKeyword": 1}, ValueError),
         ({"(0000,12)": b""}, ValueError),
+        ({"(0000,+123)": b""}, ValueError),
         ({"MessageID": 65536}, ValueError),
         ({"MessageID": -1}, ValueError),
         ({"MessageID": "1"}, TypeError),
@@ -491,7 +508,9 @@ def pdvs(pdus: list[PDataTF]) -> list[PresentationDataValue]:
 
 def check_fragments(msg: DimseMessage, max_pdu: int) -> list[PDataTF]:
     pdus = list(fragment_message(msg, max_pdu))
-    command = {"CommandDataSetType": DATASET_PRESENT if msg.data is not None else NO_DATASET}
+    command: dict[str, object] = {
+        "CommandDataSetType": DATASET_PRESENT if msg.data is not None else NO_DATASET
+    }
     command.update(msg.command)
     items = pdvs(pdus)
     for pdu in pdus:
@@ -582,7 +601,7 @@ def test_max_pdu_length_too_small(max_pdu: int) -> None:
 
 
 def test_data_set_type_is_filled_in() -> None:
-    without = {"CommandField": C_ECHO_RQ, "MessageID": 1}
+    without: dict[str, object] = {"CommandField": C_ECHO_RQ, "MessageID": 1}
     echo = pdvs(list(fragment_message(DimseMessage(1, without), 0)))
     assert decode_command(bytes(echo[0].data))["CommandDataSetType"] == NO_DATASET
     store = pdvs(list(fragment_message(DimseMessage(1, without, b"ab"), 0)))
@@ -783,7 +802,7 @@ def test_dataset_matches_pynetdicom(ts: str, implicit: bool, little: bool, defla
         assert ours == dsutils.encode(ds, implicit, little)
     theirs = dsutils.decode(io.BytesIO(ours), implicit, little, deflated)
     assert theirs.PatientName == ds.PatientName
-    assert decode_dataset(dsutils.encode(ds, implicit, little, deflated), ts).Rows == 256
+    assert decode_dataset(pynetdicom_encode(ds, implicit, little, deflated), ts).Rows == 256
 
 
 def test_deflated_is_deflated() -> None:
@@ -840,6 +859,7 @@ def test_every_truncation_of_a_dataset_fails_or_stops_at_a_boundary(ts: str) -> 
     boundaries = {0}
     for tag in list(full.keys()):
         raw = full.get_item(tag)
+        assert isinstance(raw, RawDataElement)
         boundaries.add(raw.value_tell + raw.length)
     assert len(data) in boundaries
     for cut in range(len(data)):
