@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from pydicom.datadict import dictionary_VR
 
 from aiodicom.errors import DicomError
+from aiodicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 if TYPE_CHECKING:
     from aiodicom.instance import Instance
@@ -35,9 +36,6 @@ __all__ = [
     "write_part10_atomic",
 ]
 
-# Fixed once for the project (a UUID-derived UID, PS3.5 B.2): peers and files name us by it.
-IMPLEMENTATION_CLASS_UID = "2.25.316873040462265708864517720557634738861"
-IMPLEMENTATION_VERSION_NAME = "AIODICOM_010"
 
 #: The 128-byte File Preamble (unused, so zero) and the "DICM" prefix.
 PREAMBLE = bytes(128) + b"DICM"

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+from pydicom import config
 from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 from pydicom.dataelem import DataElement
@@ -775,11 +776,17 @@ def _encode(vr: str, value: object) -> Any:
     return value
 
 
+def _element(keyword: str, vr: str, value: object) -> DataElement:
+    # Query values legitimately break the VR rules pydicom checks: wildcards in CS, "" for
+    # Empty Value Matching, ranges longer than a DA (PS3.4 C.2.2.2). They were checked above.
+    return DataElement(_tag(keyword), vr, _encode(vr, value), validation_mode=config.IGNORE)
+
+
 def _build_item(keys: Mapping[str, object]) -> Dataset:
     item = Dataset()
     for keyword, value in keys.items():
         vr = _vr_of(keyword)
-        item.add(DataElement(_tag(keyword), vr, _encode(vr, value)))
+        item.add(_element(keyword, vr, value))
     return item
 
 
@@ -1264,7 +1271,7 @@ class Query:
             ds.QueryRetrieveLevel = self.level.value
         for keyword, value in self.keys.items():
             vr = _vr_of(keyword)
-            ds.add(DataElement(_tag(keyword), vr, _encode(vr, value)))
+            ds.add(_element(keyword, vr, value))
         return ds
 
     def retrieve_identifier(self) -> Dataset:
@@ -1291,7 +1298,7 @@ class Query:
             if key_value is None:
                 continue
             vr = _vr_of(key)
-            ds.add(DataElement(_tag(key), vr, _encode(vr, key_value)))
+            ds.add(_element(key, vr, key_value))
             if vr in _CHARSET_VRS and isinstance(key_value, str) and not key_value.isascii():
                 ds.SpecificCharacterSet = self.character_set or "ISO_IR 192"
         return ds

@@ -55,7 +55,6 @@ class _Geometry:
     column: Vector  # direction of increasing row index
     normal: Vector
     positions: tuple[float, ...]  # each slice's position along the normal, ascending
-    origin: Vector  # ImagePositionPatient of the first slice
 
 
 def _plane_geometry(datasets: Sequence[Dataset]) -> tuple[Vector, Vector, Vector] | None:
@@ -96,9 +95,7 @@ class Series:
             key=lambda pair: pair[0],
         )
         positions = tuple(position for position, _ in keyed)
-        ordered = [ds for _, ds in keyed]
-        origin = _vector(ordered[0].ImagePositionPatient)
-        return ordered, _Geometry(row, column, normal, positions, origin)
+        return [ds for _, ds in keyed], _Geometry(row, column, normal, positions)
 
     def datasets(self) -> list[Dataset]:
         """The decoded data sets, ordered along the slice normal (ImagePositionPatient projected
@@ -167,7 +164,7 @@ class Series:
         image = sitk.GetImageFromArray(pixels, isVector=pixels.ndim == 4)
         row_spacing, column_spacing = (float(value) for value in first.get("PixelSpacing", (1, 1)))
         image.SetSpacing((column_spacing, row_spacing, slice_spacing))
-        image.SetOrigin(geometry.origin)
+        image.SetOrigin(_vector(first.ImagePositionPatient))
         # ITK's direction matrix has the axis directions as columns, flattened row by row.
         axes = (geometry.row, geometry.column, geometry.normal)
         image.SetDirection(tuple(axis[i] for i in range(3) for axis in axes))

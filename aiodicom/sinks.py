@@ -130,7 +130,7 @@ def as_sink(obj: object) -> Sink:
         return obj
     # The type's __call__, not the object's: a class whose instances are sinks is not one.
     if inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
-        getattr(type(obj), "__call__", None)
+        getattr(type(obj), "__call__", None)  # noqa: B004 - the method itself is wanted
     ):
         return cast(Sink, obj)
     if isinstance(obj, (str, os.PathLike)):

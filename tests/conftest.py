@@ -42,11 +42,19 @@ from peers.orthanc import ORTHANC, WORKLIST_PLUGIN, Orthanc
 __all__ = ["missing_peer", "require_executable", "require_module"]
 
 # Fixtures that start a real peer: tests using them get the "interop" marker automatically.
-PEER_FIXTURES = frozenset({
-    "dcmqrscp", "dcmqrscp_factory", "storescp", "storescp_factory", "orthanc",
-    "orthanc_factory", "pynetdicom_echo_scp", "pynetdicom_echo_scp_factory",
-    "pynetdicom_find_scp_factory",
-})
+PEER_FIXTURES = frozenset(
+    {
+        "dcmqrscp",
+        "dcmqrscp_factory",
+        "storescp",
+        "storescp_factory",
+        "orthanc",
+        "orthanc_factory",
+        "pynetdicom_echo_scp",
+        "pynetdicom_echo_scp_factory",
+        "pynetdicom_find_scp_factory",
+    }
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

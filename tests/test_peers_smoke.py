@@ -7,12 +7,20 @@ and answer as the corpus description predicts - before aiodicom itself talks to 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from peers import PeerProcess, in_ci, missing_peer, require_executable
-from peers.corpus import Corpus, compressed_copy, generate_corpus, generate_worklist
+from peers.corpus import (
+    Corpus,
+    compressed_copy,
+    generate_corpus,
+    generate_worklist,
+    load_datasets,
+)
 from peers.dcmtk import (
     ECHOSCU,
     DcmQrScp,
@@ -25,6 +33,7 @@ from peers.dcmtk import (
     storescu,
 )
 from peers.orthanc import Orthanc
+from peers.pynetdicom_scp import EchoScp, FindScp
 from pydicom import dcmread
 from pydicom.uid import JPEGLosslessSV1, RLELossless
 
@@ -36,10 +45,10 @@ def _dcmtk_clients() -> None:
     require_executable(ECHOSCU)
 
 
-def _ok(proc: object) -> None:
-    rc = getattr(proc, "returncode", None)
-    assert rc == 0, f"exit {rc}\nstdout:\n{getattr(proc, 'stdout', '')}\n" \
-                    f"stderr:\n{getattr(proc, 'stderr', '')}"
+def _ok(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, (
+        f"{proc.args!r} exited with {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,10 +91,9 @@ def test_echo_orthanc(orthanc: Orthanc) -> None:
     _ok(echoscu(orthanc.host, orthanc.port, orthanc.ae_title))
 
 
-def test_echo_pynetdicom(pynetdicom_echo_scp) -> None:  # type: ignore[no-untyped-def]
+def test_echo_pynetdicom(pynetdicom_echo_scp: EchoScp) -> None:
     before = pynetdicom_echo_scp.echoes
-    _ok(echoscu(pynetdicom_echo_scp.host, pynetdicom_echo_scp.port,
-                pynetdicom_echo_scp.ae_title))
+    _ok(echoscu(pynetdicom_echo_scp.host, pynetdicom_echo_scp.port, pynetdicom_echo_scp.ae_title))
     assert pynetdicom_echo_scp.echoes == before + 1
 
 
@@ -103,27 +111,36 @@ STUDY_KEYS = {
 
 
 def test_find_studies_dcmqrscp(dcmqrscp: DcmQrScp, corpus: Corpus, tmp_path: Path) -> None:
-    found = find_datasets(dcmqrscp.host, dcmqrscp.port, dcmqrscp.ae_title, STUDY_KEYS,
-                          extract_dir=tmp_path)
+    found = find_datasets(
+        dcmqrscp.host, dcmqrscp.port, dcmqrscp.ae_title, STUDY_KEYS, extract_dir=tmp_path
+    )
     expected = {s.study_instance_uid for s in corpus.studies_between(*JAN_2024)}
-    assert {str(d.StudyInstanceUID).strip() for d in found} == expected
+    assert {str(d.StudyInstanceUID) for d in found} == expected
     assert len(found) == len(expected) == 5
 
 
 def test_find_studies_orthanc(orthanc: Orthanc, corpus: Corpus, tmp_path: Path) -> None:
-    found = find_datasets(orthanc.host, orthanc.port, orthanc.ae_title, STUDY_KEYS,
-                          extract_dir=tmp_path)
+    found = find_datasets(
+        orthanc.host, orthanc.port, orthanc.ae_title, STUDY_KEYS, extract_dir=tmp_path
+    )
     expected = {s.study_instance_uid for s in corpus.studies_between(*JAN_2024)}
     assert {str(d.StudyInstanceUID) for d in found} == expected
     names = {str(d.PatientName) for d in found}
     assert "山田^太郎" in names and "Müller^Jürgen" in names  # DefaultEncoding Utf8
 
 
-def test_find_with_small_pdu(dcmqrscp_factory, corpus: Corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_find_with_small_pdu(
+    dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus, tmp_path: Path
+) -> None:
     qr = dcmqrscp_factory(max_pdu=4096)
-    found = find_datasets(qr.host, qr.port, qr.ae_title,
-                          {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ""},
-                          extract_dir=tmp_path, max_pdu=4096)
+    found = find_datasets(
+        qr.host,
+        qr.port,
+        qr.ae_title,
+        {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ""},
+        extract_dir=tmp_path,
+        max_pdu=4096,
+    )
     assert len(found) == len(corpus.studies)
 
 
@@ -132,12 +149,19 @@ def test_find_with_small_pdu(dcmqrscp_factory, corpus: Corpus, tmp_path: Path) -
 # ---------------------------------------------------------------------------------------------
 
 
-def test_move_dcmqrscp_to_storescp(dcmqrscp_factory, storescp_factory, corpus: Corpus) -> None:  # type: ignore[no-untyped-def]
+def test_move_dcmqrscp_to_storescp(
+    dcmqrscp_factory: Callable[..., DcmQrScp],
+    storescp_factory: Callable[..., StoreScp],
+    corpus: Corpus,
+) -> None:
     dest = storescp_factory(ae_title="AIOSCU")
     qr = dcmqrscp_factory(move_destinations=[dest.destination])
     series = corpus.series_with(modality="CT")[0]
-    keys = {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": series.study_instance_uid,
-            "SeriesInstanceUID": series.series_instance_uid}
+    keys = {
+        "QueryRetrieveLevel": "SERIES",
+        "StudyInstanceUID": series.study_instance_uid,
+        "SeriesInstanceUID": series.series_instance_uid,
+    }
     _ok(movescu(qr.host, qr.port, qr.ae_title, "AIOSCU", keys))
     got = {str(d.SOPInstanceUID) for d in dest.received_datasets()}
     assert got == {i.sop_instance_uid for i in series.instances}
@@ -149,16 +173,22 @@ def test_move_dcmqrscp_to_storescp(dcmqrscp_factory, storescp_factory, corpus: C
     _ok(echoscu(qr.host, qr.port, qr.ae_title))
 
 
-def test_move_orthanc_to_storescp(orthanc: Orthanc, storescp_factory, corpus: Corpus) -> None:  # type: ignore[no-untyped-def]
+def test_move_orthanc_to_storescp(
+    orthanc: Orthanc, storescp_factory: Callable[..., StoreScp], corpus: Corpus
+) -> None:
     dest = storescp_factory(ae_title="AIOSCU")
-    orthanc.add_modality("AIOSCU", dest.ae_title, dest.host, dest.port)
-    try:
-        study = corpus.patient("AIO0002").studies[0]
-        _ok(movescu(orthanc.host, orthanc.port, orthanc.ae_title, "AIOSCU",
-                    {"QueryRetrieveLevel": "STUDY",
-                     "StudyInstanceUID": study.study_instance_uid}))
-    finally:
-        orthanc.remove_modality("AIOSCU")
+    study = corpus.patient("AIO0002").studies[0]
+    with orthanc.temporary_modality("AIOSCU", dest.ae_title, dest.host, dest.port):
+        _ok(
+            movescu(
+                orthanc.host,
+                orthanc.port,
+                orthanc.ae_title,
+                "AIOSCU",
+                {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study.study_instance_uid},
+            )
+        )
+    assert "AIOSCU" not in orthanc.rest("GET", "/modalities")
     assert len(dest.received_files()) == len(study.instances)
 
 
@@ -167,15 +197,18 @@ def test_move_orthanc_to_storescp(orthanc: Orthanc, storescp_factory, corpus: Co
 # ---------------------------------------------------------------------------------------------
 
 
-def test_pynetdicom_find_scp_records_cancel(pynetdicom_find_scp_factory, corpus: Corpus,  # type: ignore[no-untyped-def]
-                                            tmp_path: Path) -> None:
-    from peers.corpus import load_datasets
-
-    scp = pynetdicom_find_scp_factory(load_datasets(corpus.instances), delay=0.02,
-                                      max_pdu=4096)
-    proc = findscu(scp.host, scp.port, scp.ae_title,
-                   {"QueryRetrieveLevel": "IMAGE", "SOPInstanceUID": ""},
-                   extract_dir=tmp_path, args=["--cancel", "3"])
+def test_pynetdicom_find_scp_records_cancel(
+    pynetdicom_find_scp_factory: Callable[..., FindScp], corpus: Corpus, tmp_path: Path
+) -> None:
+    scp = pynetdicom_find_scp_factory(load_datasets(corpus.instances), delay=0.02, max_pdu=4096)
+    proc = findscu(
+        scp.host,
+        scp.port,
+        scp.ae_title,
+        {"QueryRetrieveLevel": "IMAGE", "SOPInstanceUID": ""},
+        extract_dir=tmp_path,
+        args=["--cancel", "3"],
+    )
     _ok(proc)
     assert len(read_responses(tmp_path)) < len(corpus.instances)
     deadline = time.monotonic() + 5
@@ -186,8 +219,9 @@ def test_pynetdicom_find_scp_records_cancel(pynetdicom_find_scp_factory, corpus:
     assert scp.requestor_max_pdus  # DCMTK's findscu announced its max PDU
 
 
-def test_compressed_copies_to_storescp(storescp_factory, corpus: Corpus,  # type: ignore[no-untyped-def]
-                                       tmp_path: Path) -> None:
+def test_compressed_copies_to_storescp(
+    storescp_factory: Callable[..., StoreScp], corpus: Corpus, tmp_path: Path
+) -> None:
     series = corpus.series_with(modality="MR")[0]
     syntaxes = [RLELossless]
     if os.access("/usr/bin/dcmcjpeg", os.X_OK):
@@ -203,13 +237,22 @@ def test_compressed_copies_to_storescp(storescp_factory, corpus: Corpus,  # type
     )
 
 
-def test_orthanc_worklist(orthanc_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_orthanc_worklist(orthanc_factory: Callable[..., Orthanc], tmp_path: Path) -> None:
     items = generate_worklist(tmp_path / "wl")
     server = orthanc_factory(worklist_dir=tmp_path / "wl", load_corpus=False, max_pdu=4096)
-    found = find_datasets(server.host, server.port, server.ae_title,
-                          ["PatientName", "PatientID", "AccessionNumber",
-                           "ScheduledProcedureStepSequence[0].Modality=MR"],
-                          model="worklist", extract_dir=tmp_path / "rsp")
+    found = find_datasets(
+        server.host,
+        server.port,
+        server.ae_title,
+        [
+            "PatientName",
+            "PatientID",
+            "AccessionNumber",
+            "ScheduledProcedureStepSequence[0].Modality=MR",
+        ],
+        model="worklist",
+        extract_dir=tmp_path / "rsp",
+    )
     assert {str(d.AccessionNumber) for d in found} == {
         i.accession_number for i in items if i.modality == "MR"
     }
@@ -241,8 +284,7 @@ def _live_members(pgid: int) -> list[int]:
 
 
 def test_peer_process_stops_its_process_group(tmp_path: Path) -> None:
-    proc = PeerProcess(["/bin/sh", "-c", "sleep 60 & sleep 60 & wait"],
-                       log_path=tmp_path / "log")
+    proc = PeerProcess(["/bin/sh", "-c", "sleep 60 & sleep 60 & wait"], log_path=tmp_path / "log")
     popen = proc.start()
     deadline = time.monotonic() + 5
     while len(_live_members(popen.pid)) < 3 and time.monotonic() < deadline:

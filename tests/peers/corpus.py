@@ -25,6 +25,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     JPEGLosslessSV1,
@@ -100,45 +101,114 @@ class PatientSpec:
 
 DEFAULT_SPEC: tuple[PatientSpec, ...] = (
     PatientSpec(
-        "AIO0001", "Doe^John", None, "19700101", "M",
+        "AIO0001",
+        "Doe^John",
+        None,
+        "19700101",
+        "M",
         (
-            StudySpec("20240105", "101500", "CT CHEST", "ACC1001", "S1001",
-                      (SeriesSpec("CT", "AX CT", 5, "AX", "CHEST"),), "Welby^Marcus"),
-            StudySpec("20240112", "083000", "MR HEAD", "ACC1002", "S1002",
-                      (SeriesSpec("MR", "AX T1", 4, "AX", "HEAD"),
-                       SeriesSpec("MR", "SAG T2", 4, "SAG", "HEAD"))),
+            StudySpec(
+                "20240105",
+                "101500",
+                "CT CHEST",
+                "ACC1001",
+                "S1001",
+                (SeriesSpec("CT", "AX CT", 5, "AX", "CHEST"),),
+                "Welby^Marcus",
+            ),
+            StudySpec(
+                "20240112",
+                "083000",
+                "MR HEAD",
+                "ACC1002",
+                "S1002",
+                (
+                    SeriesSpec("MR", "AX T1", 4, "AX", "HEAD"),
+                    SeriesSpec("MR", "SAG T2", 4, "SAG", "HEAD"),
+                ),
+            ),
         ),
     ),
     PatientSpec(
-        "AIO0002", "Müller^Jürgen", "ISO_IR 192", "19621224", "M",
+        "AIO0002",
+        "Müller^Jürgen",
+        "ISO_IR 192",
+        "19621224",
+        "M",
         (
-            StudySpec("20240115", "141000", "MR KNEE", "ACC1003", "S1003",
-                      (SeriesSpec("MR", "AX T1", 3, "AX", "KNEE"),
-                       SeriesSpec("MR", "SAG T2", 3, "SAG", "KNEE"))),
+            StudySpec(
+                "20240115",
+                "141000",
+                "MR KNEE",
+                "ACC1003",
+                "S1003",
+                (
+                    SeriesSpec("MR", "AX T1", 3, "AX", "KNEE"),
+                    SeriesSpec("MR", "SAG T2", 3, "SAG", "KNEE"),
+                ),
+            ),
         ),
     ),
     PatientSpec(
-        "AIO0003", "山田^太郎", "ISO_IR 192", "19800315", "M",
+        "AIO0003",
+        "山田^太郎",
+        "ISO_IR 192",
+        "19800315",
+        "M",
         (
-            StudySpec("20240120", "090000", "CT ABDOMEN", "ACC1004", "S1004",
-                      (SeriesSpec("CT", "AX CT", 5, "AX", "ABDOMEN"),)),
+            StudySpec(
+                "20240120",
+                "090000",
+                "CT ABDOMEN",
+                "ACC1004",
+                "S1004",
+                (SeriesSpec("CT", "AX CT", 5, "AX", "ABDOMEN"),),
+            ),
         ),
     ),
     PatientSpec(
-        "AIO0004", "Smith^Jane", None, "19851130", "F",
+        "AIO0004",
+        "Smith^Jane",
+        None,
+        "19851130",
+        "F",
         (
-            StudySpec("20231215", "110000", "MR SPINE", "ACC1005", "S1005",
-                      (SeriesSpec("MR", "SAG T2", 4, "SAG", "LSPINE"),)),
-            StudySpec("20240205", "160000", "CT HEAD", "ACC1006", "S1006",
-                      (SeriesSpec("CT", "AX CT", 4, "AX", "HEAD"),)),
+            StudySpec(
+                "20231215",
+                "110000",
+                "MR SPINE",
+                "ACC1005",
+                "S1005",
+                (SeriesSpec("MR", "SAG T2", 4, "SAG", "LSPINE"),),
+            ),
+            StudySpec(
+                "20240205",
+                "160000",
+                "CT HEAD",
+                "ACC1006",
+                "S1006",
+                (SeriesSpec("CT", "AX CT", 4, "AX", "HEAD"),),
+            ),
         ),
     ),
     PatientSpec(
-        "AIO0005", "Lindqvist^Åsa", "ISO_IR 100", "19910704", "F",
+        "AIO0005",
+        "Lindqvist^Åsa",
+        "ISO_IR 100",
+        "19910704",
+        "F",
         (
-            StudySpec("20240131", "235900", "CT MR PELVIS", "ACC1007", "S1007",
-                      (SeriesSpec("CT", "AX CT", 3, "AX", "PELVIS"),
-                       SeriesSpec("MR", "AX T1", 3, "AX", "PELVIS"))),
+            StudySpec(
+                "20240131",
+                "235900",
+                "CT MR PELVIS",
+                "ACC1007",
+                "S1007",
+                (
+                    SeriesSpec("CT", "AX CT", 3, "AX", "PELVIS"),
+                    SeriesSpec("MR", "AX T1", 3, "AX", "PELVIS"),
+                ),
+            ),
         ),
     ),
 )
@@ -157,9 +227,21 @@ def bulk_patient_spec(
     """
     desc = "AX CT" if modality == "CT" else "AX T1"
     return PatientSpec(
-        patient_id, name, None, "19750505", "O",
-        (StudySpec(date, "120000", "BULK", "ACCBULK", "SBULK",
-                   (SeriesSpec(modality, desc, n_instances, "AX", "CHEST"),)),),
+        patient_id,
+        name,
+        None,
+        "19750505",
+        "O",
+        (
+            StudySpec(
+                date,
+                "120000",
+                "BULK",
+                "ACCBULK",
+                "SBULK",
+                (SeriesSpec(modality, desc, n_instances, "AX", "CHEST"),),
+            ),
+        ),
     )
 
 
@@ -304,7 +386,8 @@ class Corpus:
         self, *, modality: str | None = None, description: str | None = None
     ) -> list[SeriesInfo]:
         return [
-            s for s in self.series
+            s
+            for s in self.series
             if (modality is None or s.modality == modality)
             and (description is None or s.series_description == description)
         ]
@@ -375,7 +458,7 @@ def _instance_dataset(
     frame_uid: str,
     sop_uid: str,
     index: int,
-) -> tuple[Dataset, tuple[float, float, float], tuple[float, ...]]:
+) -> tuple[Dataset, tuple[float, float, float], tuple[float, float, float, float, float, float]]:
     sop_class = CTImageStorage if sspec.modality == "CT" else MRImageStorage
     position, orient = _geometry(sspec.orientation, index, sspec.n_instances)
 
@@ -459,7 +542,7 @@ def _instance_dataset(
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
     return ds, position, orient
@@ -490,55 +573,69 @@ def generate_corpus(directory: str | Path, spec: Sequence[PatientSpec] = DEFAULT
                 for idx in range(sspec.n_instances):
                     sop_uid = derive_uid(f"instance/{series_key}/{idx + 1}")
                     ds, position, orient = _instance_dataset(
-                        pspec, stspec, sspec,
-                        study_uid=study_uid, series_uid=series_uid, series_number=se_idx,
-                        frame_uid=frame_uid, sop_uid=sop_uid, index=idx,
+                        pspec,
+                        stspec,
+                        sspec,
+                        study_uid=study_uid,
+                        series_uid=series_uid,
+                        series_number=se_idx,
+                        frame_uid=frame_uid,
+                        sop_uid=sop_uid,
+                        index=idx,
                     )
                     path = series_dir / f"IM{idx + 1:04d}.dcm"
                     ds.save_as(path, enforce_file_format=True)
-                    instances.append(InstanceInfo(
-                        sop_class_uid=str(ds.SOPClassUID),
-                        sop_instance_uid=sop_uid,
-                        instance_number=idx + 1,
-                        path=path,
-                        transfer_syntax_uid=ExplicitVRLittleEndian,
+                    instances.append(
+                        InstanceInfo(
+                            sop_class_uid=str(ds.SOPClassUID),
+                            sop_instance_uid=sop_uid,
+                            instance_number=idx + 1,
+                            path=path,
+                            transfer_syntax_uid=ExplicitVRLittleEndian,
+                            series_instance_uid=series_uid,
+                            study_instance_uid=study_uid,
+                            patient_id=pspec.patient_id,
+                            image_position=position,
+                            image_orientation=orient,
+                        )
+                    )
+                series_infos.append(
+                    SeriesInfo(
                         series_instance_uid=series_uid,
+                        series_number=se_idx,
+                        modality=sspec.modality,
+                        series_description=sspec.description,
+                        body_part=sspec.body_part,
+                        frame_of_reference_uid=frame_uid,
                         study_instance_uid=study_uid,
                         patient_id=pspec.patient_id,
-                        image_position=position,
-                        image_orientation=orient,
-                    ))
-                series_infos.append(SeriesInfo(
-                    series_instance_uid=series_uid,
-                    series_number=se_idx,
-                    modality=sspec.modality,
-                    series_description=sspec.description,
-                    body_part=sspec.body_part,
-                    frame_of_reference_uid=frame_uid,
+                        instances=tuple(instances),
+                    )
+                )
+            studies.append(
+                StudyInfo(
                     study_instance_uid=study_uid,
+                    study_date=stspec.date,
+                    study_time=stspec.time,
+                    study_id=stspec.study_id,
+                    accession_number=stspec.accession_number,
+                    study_description=stspec.description,
+                    referring_physician=stspec.referring_physician,
                     patient_id=pspec.patient_id,
-                    instances=tuple(instances),
-                ))
-            studies.append(StudyInfo(
-                study_instance_uid=study_uid,
-                study_date=stspec.date,
-                study_time=stspec.time,
-                study_id=stspec.study_id,
-                accession_number=stspec.accession_number,
-                study_description=stspec.description,
-                referring_physician=stspec.referring_physician,
+                    patient_name=pspec.name,
+                    series=tuple(series_infos),
+                )
+            )
+        patients.append(
+            PatientInfo(
                 patient_id=pspec.patient_id,
                 patient_name=pspec.name,
-                series=tuple(series_infos),
-            ))
-        patients.append(PatientInfo(
-            patient_id=pspec.patient_id,
-            patient_name=pspec.name,
-            specific_character_set=pspec.charset,
-            birth_date=pspec.birth_date,
-            sex=pspec.sex,
-            studies=tuple(studies),
-        ))
+                specific_character_set=pspec.charset,
+                birth_date=pspec.birth_date,
+                sex=pspec.sex,
+                studies=tuple(studies),
+            )
+        )
     return Corpus(directory=root, patients=tuple(patients))
 
 
@@ -570,7 +667,8 @@ def compressed_copy(
     out.mkdir(parents=True, exist_ok=True)
     series_uid = (
         derive_uid(f"series-copy/{new_uids}/{series.series_instance_uid}")
-        if new_uids else series.series_instance_uid
+        if new_uids
+        else series.series_instance_uid
     )
     instances: list[InstanceInfo] = []
     for inst in series.instances:
@@ -580,7 +678,7 @@ def compressed_copy(
             sop_uid = derive_uid(f"instance-copy/{new_uids}/{inst.sop_instance_uid}")
             ds.SeriesInstanceUID = series_uid
             ds.SOPInstanceUID = sop_uid
-            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+            ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
             ds.SeriesDescription = f"{ds.SeriesDescription} {_TS_SHORT.get(transfer_syntax, 'C')}"
         path = out / inst.path.name
         if transfer_syntax == RLELossless:
@@ -599,14 +697,19 @@ def compressed_copy(
             tmp.unlink()
         else:
             raise ValueError(f"unsupported transfer syntax {transfer_syntax}")
-        instances.append(replace(
-            inst, path=path, transfer_syntax_uid=transfer_syntax,
-            sop_instance_uid=sop_uid, series_instance_uid=series_uid,
-        ))
+        instances.append(
+            replace(
+                inst,
+                path=path,
+                transfer_syntax_uid=transfer_syntax,
+                sop_instance_uid=sop_uid,
+                series_instance_uid=series_uid,
+            )
+        )
     return replace(series, series_instance_uid=series_uid, instances=tuple(instances))
 
 
-_TS_SHORT = {RLELossless: "RLE", JPEGLosslessSV1: "JPEGLL"}
+_TS_SHORT: dict[str, str] = {RLELossless: "RLE", JPEGLosslessSV1: "JPEGLL"}
 
 
 def _run_checked(cmd: list[str]) -> None:
@@ -679,18 +782,27 @@ def generate_worklist(
         sps.ScheduledProcedureStepID = f"SPS{acc}"
         ds.ScheduledProcedureStepSequence = [sps]
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MODALITY_WORKLIST_FIND
-        meta.MediaStorageSOPInstanceUID = derive_uid(f"worklist-file/{acc}")
+        meta.MediaStorageSOPClassUID = UID(MODALITY_WORKLIST_FIND)
+        meta.MediaStorageSOPInstanceUID = UID(derive_uid(f"worklist-file/{acc}"))
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta = meta
         path = out / f"{acc}.wl"
         ds.save_as(path, enforce_file_format=True)
-        result.append(WorklistItem(
-            path=path, patient_id=pid, patient_name=name, accession_number=acc,
-            modality=modality, scheduled_station_ae=station_ae, scheduled_date=date,
-            scheduled_time=time, requested_procedure_id=f"RP{acc}",
-            study_instance_uid=study_uid, specific_character_set=charset,
-        ))
+        result.append(
+            WorklistItem(
+                path=path,
+                patient_id=pid,
+                patient_name=name,
+                accession_number=acc,
+                modality=modality,
+                scheduled_station_ae=station_ae,
+                scheduled_date=date,
+                scheduled_time=time,
+                requested_procedure_id=f"RP{acc}",
+                study_instance_uid=study_uid,
+                specific_character_set=charset,
+            )
+        )
     return result
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +17,7 @@ from typing import Literal
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from . import LOOPBACK, PeerProcess, free_port, peer_env, wait_for_port
+from . import LOOPBACK, PeerProcess, PeerStartError, free_port, peer_env, wait_for_port
 from .corpus import InstanceInfo, copy_files, iter_files
 
 __all__ = [
@@ -106,6 +106,7 @@ class DcmQrScp:
         self.max_pdu = max_pdu
         self.fork = fork
         self.port = port or free_port()
+        self.auto_port = port is None
         self.max_associations = max_associations
         self.extra_args = list(extra_args)
         self.storage_dir = self.workdir / "storage"
@@ -155,7 +156,11 @@ class DcmQrScp:
             chunk = copies[i : i + 200]
             proc = subprocess.run(
                 [DCMQRIDX, str(self.storage_dir), *map(str, chunk)],
-                capture_output=True, text=True, timeout=120, env=peer_env(), check=False,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=peer_env(),
+                check=False,
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"dcmqridx failed ({proc.returncode}): {proc.stderr}")
@@ -170,14 +175,7 @@ class DcmQrScp:
         return [DCMQRSCP, "-c", str(self.config_path), mode, *self.extra_args, str(self.port)]
 
     def start(self, timeout: float = 20.0) -> DcmQrScp:
-        self.write_config()
-        self._proc = PeerProcess(self.args, log_path=self.log_path, cwd=self.workdir)
-        popen = self._proc.start()
-        try:
-            wait_for_port(self.host, self.port, timeout, popen, self.log_path)
-        except Exception:
-            self.stop()
-            raise
+        self._proc = _start_listening(self, timeout, before=self.write_config)
         return self
 
     def stop(self) -> None:
@@ -203,6 +201,7 @@ class DcmQrScp:
             self.max_pdu = max_pdu
         if new_port:
             self.port = free_port()
+            self.auto_port = True
         return self.start()
 
     def running(self) -> bool:
@@ -254,6 +253,7 @@ class StoreScp:
         self.ae_title = ae_title
         self.max_pdu = max_pdu
         self.port = port or free_port()
+        self.auto_port = port is None
         self.fork = fork
         self.accept_all = accept_all
         self.extra_args = list(extra_args)
@@ -279,13 +279,7 @@ class StoreScp:
         return [*args, *self.extra_args, str(self.port)]
 
     def start(self, timeout: float = 20.0) -> StoreScp:
-        self._proc = PeerProcess(self.args, log_path=self.log_path, cwd=self.workdir)
-        popen = self._proc.start()
-        try:
-            wait_for_port(self.host, self.port, timeout, popen, self.log_path)
-        except Exception:
-            self.stop()
-            raise
+        self._proc = _start_listening(self, timeout)
         return self
 
     def stop(self) -> None:
@@ -323,6 +317,32 @@ class StoreScp:
         return f"<StoreScp {self.ae_title}@{self.host}:{self.port}>"
 
 
+def _start_listening(
+    server: DcmQrScp | StoreScp, timeout: float, before: Callable[[], object] | None = None
+) -> PeerProcess:
+    """Start ``server.args`` and wait for its port.  If the process dies before listening and
+    the port was picked automatically (someone else may have taken it meanwhile), retry twice
+    on a fresh port."""
+    for attempt in range(3):
+        if before is not None:
+            before()
+        proc = PeerProcess(server.args, log_path=server.log_path, cwd=server.workdir)
+        popen = proc.start()
+        try:
+            wait_for_port(server.host, server.port, timeout, popen, server.log_path)
+            return proc
+        except PeerStartError:
+            died = popen.poll() is not None
+            proc.stop()
+            if not (died and server.auto_port and attempt < 2):
+                raise
+            server.port = free_port()
+        except BaseException:
+            proc.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 # --------------------------------------------------------------------------------------------
 # Command-line clients
 # --------------------------------------------------------------------------------------------
@@ -334,8 +354,13 @@ def run_tool(
     """Run a DCMTK tool (absolute path) with ``TCP_NODELAY=1``; never raises on exit status."""
     return subprocess.run(
         [tool, *map(str, args)],
-        capture_output=True, text=True, errors="replace", timeout=timeout,
-        env=peer_env(), cwd=cwd, check=False,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        env=peer_env(),
+        cwd=cwd,
+        check=False,
     )
 
 
@@ -358,17 +383,31 @@ def _common(calling_ae: str, called_ae: str, max_pdu: int | None) -> list[str]:
 
 
 def echoscu(
-    host: str, port: int, called_ae: str, *, calling_ae: str = "ECHOSCU",
-    args: Sequence[str] = (), timeout: float = 30.0,
+    host: str,
+    port: int,
+    called_ae: str,
+    *,
+    calling_ae: str = "ECHOSCU",
+    args: Sequence[str] = (),
+    timeout: float = 30.0,
 ) -> subprocess.CompletedProcess[str]:
-    return run_tool(ECHOSCU, [*_common(calling_ae, called_ae, None), *args, host, str(port)],
-                    timeout=timeout)
+    return run_tool(
+        ECHOSCU, [*_common(calling_ae, called_ae, None), *args, host, str(port)], timeout=timeout
+    )
 
 
 def findscu(
-    host: str, port: int, called_ae: str, keys: Keys, *, model: Model = "study",
-    calling_ae: str = "FINDSCU", extract_dir: Path | None = None, max_pdu: int | None = None,
-    args: Sequence[str] = (), timeout: float = 60.0,
+    host: str,
+    port: int,
+    called_ae: str,
+    keys: Keys,
+    *,
+    model: Model = "study",
+    calling_ae: str = "FINDSCU",
+    extract_dir: Path | None = None,
+    max_pdu: int | None = None,
+    args: Sequence[str] = (),
+    timeout: float = 60.0,
 ) -> subprocess.CompletedProcess[str]:
     """``findscu``; with ``extract_dir`` every response is written there (rsp0001.dcm, ...),
     read them with :func:`read_responses`.  Keys: ``{"QueryRetrieveLevel": "STUDY",
@@ -377,10 +416,19 @@ def findscu(
     if extract_dir is not None:
         extract_dir.mkdir(parents=True, exist_ok=True)
         extra = ["-X", "-od", str(extract_dir)]
-    return run_tool(FINDSCU, [
-        _MODEL_FLAG[model], *_common(calling_ae, called_ae, max_pdu), *extra, *args,
-        *_key_args(keys), host, str(port),
-    ], timeout=timeout)
+    return run_tool(
+        FINDSCU,
+        [
+            _MODEL_FLAG[model],
+            *_common(calling_ae, called_ae, max_pdu),
+            *extra,
+            *args,
+            *_key_args(keys),
+            host,
+            str(port),
+        ],
+        timeout=timeout,
+    )
 
 
 def read_responses(extract_dir: Path) -> list[Dataset]:
@@ -389,8 +437,14 @@ def read_responses(extract_dir: Path) -> list[Dataset]:
 
 
 def find_datasets(
-    host: str, port: int, called_ae: str, keys: Keys, *, extract_dir: Path,
-    model: Model = "study", **kw: object,
+    host: str,
+    port: int,
+    called_ae: str,
+    keys: Keys,
+    *,
+    extract_dir: Path,
+    model: Model = "study",
+    **kw: object,
 ) -> list[Dataset]:
     """Run ``findscu`` and return the matches; raises if findscu failed."""
     proc = findscu(host, port, called_ae, keys, model=model, extract_dir=extract_dir, **kw)  # type: ignore[arg-type]
@@ -400,36 +454,87 @@ def find_datasets(
 
 
 def movescu(
-    host: str, port: int, called_ae: str, move_destination: str, keys: Keys, *,
-    model: Literal["study", "patient"] = "study", calling_ae: str = "MOVESCU",
-    max_pdu: int | None = None, args: Sequence[str] = (), timeout: float = 120.0,
+    host: str,
+    port: int,
+    called_ae: str,
+    move_destination: str,
+    keys: Keys,
+    *,
+    model: Literal["study", "patient"] = "study",
+    calling_ae: str = "MOVESCU",
+    max_pdu: int | None = None,
+    args: Sequence[str] = (),
+    timeout: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:
     """``movescu -aem <move_destination>`` (the destination must be a separate SCP)."""
-    return run_tool(MOVESCU, [
-        _MODEL_FLAG[model], *_common(calling_ae, called_ae, max_pdu), "-aem", move_destination,
-        *args, *_key_args(keys), host, str(port),
-    ], timeout=timeout)
+    return run_tool(
+        MOVESCU,
+        [
+            _MODEL_FLAG[model],
+            *_common(calling_ae, called_ae, max_pdu),
+            "-aem",
+            move_destination,
+            *args,
+            *_key_args(keys),
+            host,
+            str(port),
+        ],
+        timeout=timeout,
+    )
 
 
 def getscu(
-    host: str, port: int, called_ae: str, keys: Keys, *, output_dir: Path,
-    model: Literal["study", "patient"] = "study", calling_ae: str = "GETSCU",
-    max_pdu: int | None = None, args: Sequence[str] = (), timeout: float = 120.0,
+    host: str,
+    port: int,
+    called_ae: str,
+    keys: Keys,
+    *,
+    output_dir: Path,
+    model: Literal["study", "patient"] = "study",
+    calling_ae: str = "GETSCU",
+    max_pdu: int | None = None,
+    args: Sequence[str] = (),
+    timeout: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:
     output_dir.mkdir(parents=True, exist_ok=True)
-    return run_tool(GETSCU, [
-        _MODEL_FLAG[model], *_common(calling_ae, called_ae, max_pdu), "-od", str(output_dir),
-        *args, *_key_args(keys), host, str(port),
-    ], timeout=timeout)
+    return run_tool(
+        GETSCU,
+        [
+            _MODEL_FLAG[model],
+            *_common(calling_ae, called_ae, max_pdu),
+            "-od",
+            str(output_dir),
+            *args,
+            *_key_args(keys),
+            host,
+            str(port),
+        ],
+        timeout=timeout,
+    )
 
 
 def storescu(
-    host: str, port: int, called_ae: str, files: Iterable[Path | InstanceInfo], *,
-    calling_ae: str = "STORESCU", max_pdu: int | None = None, args: Sequence[str] = (),
+    host: str,
+    port: int,
+    called_ae: str,
+    files: Iterable[Path | InstanceInfo],
+    *,
+    calling_ae: str = "STORESCU",
+    max_pdu: int | None = None,
+    args: Sequence[str] = (),
     timeout: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:
     """Send files in one association (``-R``: only propose the SOP classes present)."""
     paths = [str(p) for p in iter_files(files)]
-    return run_tool(STORESCU, [
-        *_common(calling_ae, called_ae, max_pdu), "-R", *args, host, str(port), *paths,
-    ], timeout=timeout)
+    return run_tool(
+        STORESCU,
+        [
+            *_common(calling_ae, called_ae, max_pdu),
+            "-R",
+            *args,
+            host,
+            str(port),
+            *paths,
+        ],
+        timeout=timeout,
+    )

@@ -7,11 +7,13 @@ Its REST API (``RemoteAccessAllowed: false``) only answers loopback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ class Orthanc:
         self.ae_title = ae_title
         self.port = port or free_port()
         self.http_port = http_port or free_port()
+        self.auto_ports = port is None and http_port is None
         self.modalities = {k: MoveDestination.of(v) for k, v in (modalities or {}).items()}
         self.max_pdu = max_pdu
         self.worklist_dir = Path(worklist_dir).resolve() if worklist_dir else None
@@ -117,33 +120,46 @@ class Orthanc:
     # -- process -------------------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> Orthanc:
+        """Start and wait for the REST API and the DICOM port.  If Orthanc dies before that
+        and its ports were picked automatically, retry twice on fresh ports."""
         self.storage_dir.mkdir(parents=True, exist_ok=True)
-        self.write_config()
-        args = [ORTHANC, *(["--verbose"] if self.verbose else []), str(self.config_path)]
-        self._proc = PeerProcess(args, log_path=self.log_path, cwd=self.workdir)
-        popen = self._proc.start()
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if popen.poll() is not None:
+        for attempt in range(3):
+            self.write_config()
+            args = [ORTHANC, *(["--verbose"] if self.verbose else []), str(self.config_path)]
+            self._proc = PeerProcess(args, log_path=self.log_path, cwd=self.workdir)
+            popen = self._proc.start()
+            try:
+                self._wait_ready(popen, timeout)
+                return self
+            except PeerStartError:
+                died = popen.poll() is not None
+                self.stop()
+                if not (died and self.auto_ports and attempt < 2):
+                    raise
+                self.port, self.http_port = free_port(), free_port()
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self, popen: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if popen.poll() is not None:
+                raise PeerStartError(
+                    f"Orthanc exited with {popen.returncode}:\n{self.log_text()[-3000:]}"
+                )
+            try:
+                self.rest("GET", "/system", timeout=2)
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
                     raise PeerStartError(
-                        f"Orthanc exited with {popen.returncode}:\n{self.log_text()[-3000:]}"
-                    )
-                try:
-                    self.rest("GET", "/system", timeout=2)
-                    break
-                except (urllib.error.URLError, OSError):
-                    if time.monotonic() > deadline:
-                        raise PeerStartError(
-                            f"Orthanc REST API not answering after {timeout}s:\n"
-                            f"{self.log_text()[-3000:]}"
-                        ) from None
-                    time.sleep(0.05)
-            wait_for_port(self.host, self.port, timeout, popen, self.log_path)
-        except Exception:
-            self.stop()
-            raise
-        return self
+                        f"Orthanc REST API not answering after {timeout}s:\n"
+                        f"{self.log_text()[-3000:]}"
+                    ) from None
+                time.sleep(0.05)
+        wait_for_port(self.host, self.port, timeout, popen, self.log_path)
 
     def stop(self, wait: bool = True) -> None:
         """SIGTERM and wait (Orthanc needs ~3.5 s to shut down).
@@ -223,10 +239,12 @@ class Orthanc:
         """POST each file to /instances; returns Orthanc's instance ids."""
         ids: list[str] = []
         for path in iter_files(files):
-            answer = self.rest("POST", "/instances", path.read_bytes(),
-                               content_type="application/dicom")
+            answer = self.rest(
+                "POST", "/instances", path.read_bytes(), content_type="application/dicom"
+            )
             if not isinstance(answer, dict) or answer.get("Status") not in (
-                "Success", "AlreadyStored"
+                "Success",
+                "AlreadyStored",
             ):
                 raise RuntimeError(f"Orthanc refused {path}: {answer!r}")
             ids.append(answer["ID"])
@@ -243,9 +261,23 @@ class Orthanc:
     ) -> None:
         """Declare a DICOM modality (C-MOVE destination) at run time (PUT /modalities/name)."""
         dest = MoveDestination(ae_title or name, host, port)
-        self.rest("PUT", f"/modalities/{name}",
-                  {"AET": dest.ae_title, "Host": dest.host, "Port": dest.port})
+        self.rest(
+            "PUT",
+            f"/modalities/{name}",
+            {"AET": dest.ae_title, "Host": dest.host, "Port": dest.port},
+        )
         self.modalities[name] = dest
+
+    @contextlib.contextmanager
+    def temporary_modality(
+        self, name: str, ae_title: str | None = None, host: str = LOOPBACK, port: int = 104
+    ) -> Iterator[MoveDestination]:
+        """``with orthanc.temporary_modality("AIOSCU", "AIOSCU", host, port): ...``"""
+        self.add_modality(name, ae_title, host, port)
+        try:
+            yield self.modalities[name]
+        finally:
+            self.remove_modality(name)
 
     def remove_modality(self, name: str) -> None:
         self.rest("DELETE", f"/modalities/{name}")

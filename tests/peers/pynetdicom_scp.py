@@ -84,7 +84,7 @@ class PynetdicomScp:
         ae.acse_timeout = 30
         ae.dimse_timeout = 60
         ae.network_timeout = 60
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_conn_open),
             (evt.EVT_ACCEPTED, self._on_accepted),
             *self._configure(ae),
@@ -131,7 +131,11 @@ class EchoScp(PynetdicomScp):
     """Verification SCP; ``echoes`` counts the C-ECHO requests answered."""
 
     def __init__(
-        self, *, ae_title: str = "ECHOSCP", max_pdu: int = 16384, status: int = 0x0000,
+        self,
+        *,
+        ae_title: str = "ECHOSCP",
+        max_pdu: int = 16384,
+        status: int = 0x0000,
         host: str = LOOPBACK,
     ) -> None:
         super().__init__(ae_title=ae_title, max_pdu=max_pdu, host=host)
@@ -202,9 +206,9 @@ class FindScp(PynetdicomScp):
         cs = getattr(event.message, "command_set", None)
         if cs is not None and getattr(cs, "CommandField", None) == 0x0FFF:
             with self._lock:
-                self.cancels.append(CancelRecord(
-                    int(cs.MessageIDBeingRespondedTo), time.monotonic()
-                ))
+                self.cancels.append(
+                    CancelRecord(int(cs.MessageIDBeingRespondedTo), time.monotonic())
+                )
 
     def _answers(self, identifier: Dataset) -> Iterable[tuple[int, Dataset | None]]:
         if self.responder is not None:
