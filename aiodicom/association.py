@@ -188,9 +188,17 @@ class Association:
         async with self._send_lock:
             if self._ended:
                 raise AssociationAborted("the association has already ended")
-            for pdata in fragment_message(message, self.peer_max_pdu_length):
-                self._machine.send_data(pdata)
-                await self._flush()
+            sent_any = False
+            try:
+                for pdata in fragment_message(message, self.peer_max_pdu_length):
+                    self._machine.send_data(pdata)
+                    sent_any = True
+                    await self._flush()
+            except BaseException:
+                # Half a message on the wire can never be completed or taken back.
+                if sent_any:
+                    await self.abort()
+                raise
 
     def context(self, abstract_syntax: str, transfer_syntax: str | None = None,
                 *, as_scp: bool = False) -> PresentationContext:

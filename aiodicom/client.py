@@ -11,6 +11,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 import attrs
+from pydicom import Dataset
 
 from aiodicom.acceptor import AcceptorPolicy, StoreHandler, serve_association
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
@@ -24,7 +25,11 @@ from aiodicom.pdu import (
     UserIdentityRQ,
     UserInformation,
 )
-from aiodicom.query import Query
+from aiodicom.query import Query, QueryModel
+from aiodicom.routing import DeliveryRouter, UnexpectedHandler
+from aiodicom.services.get_contexts import sop_classes_from, storage_proposals
+from aiodicom.services.retrieve import Retrieval
+from aiodicom.sinks import MemorySink, Sink
 from aiodicom.services.find import Find
 from aiodicom.session import Session, open_session
 from aiodicom.transport import Listener
@@ -71,6 +76,8 @@ class Client:
             ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
             require_called_ae_title=require_called_ae_title,
         )
+        self.router = DeliveryRouter()
+        self.acceptor_policy.store_handler = self.router.handle
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
 
@@ -80,8 +87,20 @@ class Client:
         return self._listener.port if self._listener is not None else None
 
     def set_store_handler(self, handler: StoreHandler | None) -> None:
-        """Route incoming C-STORE requests (used by retrieval; ``None`` refuses storage)."""
+        """Replace the routing of incoming C-STORE requests to C-MOVEs (``None`` refuses all
+        storage); for handing deliveries no move expects to code of yours, prefer
+        :attr:`on_unexpected_delivery`."""
         self.acceptor_policy.store_handler = handler
+
+    @property
+    def on_unexpected_delivery(self) -> UnexpectedHandler | None:
+        """Async callable taking an :class:`~aiodicom.Instance` that no active C-MOVE expects
+        and returning the C-STORE status; ``None`` (the default) refuses such deliveries."""
+        return self.router.unexpected
+
+    @on_unexpected_delivery.setter
+    def on_unexpected_delivery(self, handler: UnexpectedHandler | None) -> None:
+        self.router.unexpected = handler
 
     async def __aenter__(self) -> Client:
         if self._requested_port is not None:
@@ -205,11 +224,85 @@ class Peer:
             relational=relational,
         )
 
+    def move(
+        self,
+        query: Query | Dataset,
+        destination: str | None = None,
+        *,
+        sink: Sink | MemorySink | None = None,
+    ) -> Retrieval:
+        """C-MOVE to ``destination`` (default: this client's acceptor, which must be running).
+
+        ``await peer.move(q)`` gives the :class:`RetrieveResult`; ``async with peer.move(q) as
+        r: async for event in r`` shows progress. Instances go to ``sink`` (a
+        :class:`MemorySink` unless given).
+        """
+        client = self.client
+        to_us = destination is None or destination == client.ae_title
+        if to_us and client.port is None:
+            raise DicomError(
+                "C-MOVE to this client needs its acceptor: use Client(ae_title, port=...) "
+                "inside 'async with', or name another destination, or use get()"
+            )
+        sop_class = _model_sop_class(query, "move")
+        proposal = ContextProposal(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
+        return Retrieval(
+            "move", query, sop_class_uid=sop_class, sink=sink,
+            open_session=lambda _: self.associate([proposal]),
+            destination=destination or client.ae_title,
+            message_id=client.router.allocate_message_id() if to_us else None,
+            expect_delivery=client.router.expecting if to_us else None,
+        )
+
+    def get(
+        self,
+        query: Query | Dataset,
+        *,
+        sink: Sink | MemorySink | None = None,
+        sop_classes: Sequence[str] | None = None,
+    ) -> Retrieval:
+        """C-GET: the instances come back on the same association (no acceptor needed).
+
+        Storage contexts are proposed for ``sop_classes``, else for the SOP classes a C-FIND
+        match names (SOP Classes in Study, SOP Class UID), else for common storage classes.
+        """
+        sop_class = _model_sop_class(query, "get")
+        classes = sop_classes or sop_classes_from(query)
+        proposals = [ContextProposal(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)]
+        proposals += storage_proposals(classes)
+        return Retrieval(
+            "get", query, sop_class_uid=sop_class, sink=sink,
+            open_session=lambda _: self.associate(proposals),
+        )
+
+    def retrieve(
+        self,
+        query: Query | Dataset,
+        *,
+        sink: Sink | MemorySink | None = None,
+    ) -> Retrieval:
+        """C-MOVE to our own acceptor when the client runs one, C-GET otherwise."""
+        if self.client.port is not None:
+            return self.move(query, sink=sink)
+        return self.get(query, sink=sink)
+
     async def echo(self) -> None:
         """Associate, C-ECHO, release. Raises a :class:`~aiodicom.DicomError` subclass on any
         failure: rejected association, abort, timeout or a non-success status."""
         async with self.associate() as session:
             await session.echo()
+
+
+def _model_sop_class(query: Query | Dataset, service: str) -> str:
+    if isinstance(query, Query):
+        return query.sop_class_uid(service)
+    # A C-FIND match carries its level but not its model: Study Root serves every level but
+    # PATIENT, which only Patient Root has.
+    model = QueryModel.PATIENT_ROOT if query.get("QueryRetrieveLevel") == "PATIENT" \
+        else QueryModel.STUDY_ROOT
+    uid = model.move_sop_class if service == "move" else model.get_sop_class
+    assert uid is not None
+    return uid
 
 
 __all__ = ["Client", "Peer"]

@@ -85,7 +85,10 @@ class Dispatcher:
             # else: a late answer to an operation that already gave up; nothing to do.
             self._wake()
         elif self.request_handler is not None:
-            await self.request_handler(message)
+            # A request is answered whole even if our waiter is cancelled meanwhile: a missing
+            # response would stall the peer, and a half-sent one would break the association.
+            with anyio.CancelScope(shield=True):
+                await self.request_handler(message)
         else:
             raise DimseError(
                 f"peer sent a request (command field 0x{message.command_field:04X}) that no "
@@ -108,11 +111,13 @@ class Dispatcher:
         raise DimseError("65535 operations outstanding: no Message ID left")
 
     @asynccontextmanager
-    async def operation(self) -> AsyncIterator[int]:
-        """Reserve a Message ID whose responses are kept for :meth:`next_response`."""
+    async def operation(self, message_id: int | None = None) -> AsyncIterator[int]:
+        """Reserve a Message ID (``message_id`` if given and free) whose responses are kept for
+        :meth:`next_response`."""
         if self._window is not None:
             await self._window.acquire()
-        message_id = self.next_message_id()
+        if message_id is None or message_id in self._queues:
+            message_id = self.next_message_id()
         self._queues[message_id] = deque()
         try:
             yield message_id

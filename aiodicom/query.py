@@ -40,7 +40,7 @@ from pydicom.valuerep import DSfloat, PersonName
 
 from aiodicom.errors import DicomError
 
-__all__ = ["Level", "Query", "QueryError", "QueryModel"]
+__all__ = ["Level", "Query", "QueryError", "QueryModel", "key_level"]
 
 
 class QueryError(DicomError, ValueError):
@@ -740,9 +740,11 @@ def _point_text(vr: str, value: object) -> str:
             text += f".{value.microsecond:06d}"
         offset = value.utcoffset()
         if offset is not None:
-            minutes = int(offset.total_seconds()) // 60
-            sign = "-" if minutes < 0 else "+"
-            text += f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+            seconds = int(offset.total_seconds())
+            sign = "-" if seconds < 0 else "+"
+            # DT offsets have no seconds: historical zones (LMT) lose theirs, toward zero.
+            minutes = abs(seconds) // 60
+            text += f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
         return text
     if isinstance(value, datetime.date):
         return f"{value.year:04d}{value.month:02d}{value.day:02d}"
@@ -1323,3 +1325,8 @@ def _with_required(
             step_keys.setdefault(keyword, None)
         out[_STEP_SEQUENCE] = step_keys
     return out
+
+
+def key_level(keyword: str) -> Level | None:
+    """The query level an attribute belongs to (PS3.4 C.6), ``None`` if no level lists it."""
+    return _KEY_LEVEL.get(keyword)

@@ -1,10 +1,11 @@
 """Shared fixtures: a generated corpus and REAL peers on free loopback ports.
 
-Session-scoped (started once, shared, read-only use please):
+Session-scoped (started once and shared: do not store into them, use a factory for that):
     corpus               -> peers.corpus.Corpus (files under a session tmp dir)
     dcmqrscp             -> peers.dcmtk.DcmQrScp, AE "QRSCP", corpus loaded, no move destinations
     storescp             -> peers.dcmtk.StoreScp, AE "STORESCP" (call .clear() before use)
-    orthanc              -> peers.orthanc.Orthanc, AE "ORTHANC", corpus loaded
+    orthanc              -> peers.orthanc.Orthanc, AE "ORTHANC", corpus loaded; move destinations
+                            at run time: ``with orthanc.temporary_modality(name, aet, host, port)``
     pynetdicom_echo_scp  -> peers.pynetdicom_scp.EchoScp, AE "ECHOSCP"
 
 Function-scoped factories (each call starts a new peer, stopped at the end of the test):
@@ -17,6 +18,9 @@ Function-scoped factories (each call starts a new peer, stopped at the end of th
                                 ae_title="FINDSCP", max_pdu=16384)
     pynetdicom_echo_scp_factory(ae_title="ECHOSCP", max_pdu=16384)
 
+Helpers live in the ``peers`` package (``from peers.dcmtk import findscu``; tests/ has no
+__init__.py, so pytest puts tests/ on sys.path).  From async tests, call the blocking DCMTK
+helpers through ``await peers.in_thread(fn, ...)``.
 A peer that cannot be found fails the test when CI=true and skips it otherwise.
 """
 
@@ -42,19 +46,11 @@ from peers.orthanc import ORTHANC, WORKLIST_PLUGIN, Orthanc
 __all__ = ["missing_peer", "require_executable", "require_module"]
 
 # Fixtures that start a real peer: tests using them get the "interop" marker automatically.
-PEER_FIXTURES = frozenset(
-    {
-        "dcmqrscp",
-        "dcmqrscp_factory",
-        "storescp",
-        "storescp_factory",
-        "orthanc",
-        "orthanc_factory",
-        "pynetdicom_echo_scp",
-        "pynetdicom_echo_scp_factory",
-        "pynetdicom_find_scp_factory",
-    }
-)
+PEER_FIXTURES = frozenset({
+    "dcmqrscp", "dcmqrscp_factory", "storescp", "storescp_factory", "orthanc",
+    "orthanc_factory", "pynetdicom_echo_scp", "pynetdicom_echo_scp_factory",
+    "pynetdicom_find_scp_factory",
+})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -128,9 +128,6 @@ def test_library_uses_no_threads_and_no_sleep_polling() -> None:
                 assert "threading" not in names and not module.startswith("threading"), path
                 assert "concurrent.futures" not in names, path
             if isinstance(node, ast.Attribute) and node.attr in {
-                "sleep",
-                "to_thread",
-                "run_in_executor",
-                "run_sync_in_worker_thread",
+                "sleep", "to_thread", "run_in_executor", "run_sync_in_worker_thread",
             }:
                 pytest.fail(f"{path}:{node.lineno} uses {node.attr}")

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from pydicom import config
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -27,7 +27,7 @@ def response(**values: object) -> Dataset:
     ds = Dataset()
     for keyword, value in values.items():
         vr = dictionary_VR(keyword).split(" or ")[0]
-        ds.add(DataElement(tag_for_keyword(keyword), vr, value, validation_mode=config.IGNORE))
+        ds.add(DataElement(keyword, vr, value, validation_mode=config.IGNORE))
     return ds
 
 

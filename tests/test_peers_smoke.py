@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from peers import PeerProcess, in_ci, missing_peer, require_executable
+from peers import PeerProcess, in_ci, in_thread, missing_peer, require_executable
 from peers.corpus import (
     Corpus,
     compressed_copy,
@@ -292,3 +292,25 @@ def test_peer_process_stops_its_process_group(tmp_path: Path) -> None:
     assert len(_live_members(popen.pid)) == 3
     proc.stop(timeout=5)
     assert _live_members(popen.pid) == []
+
+
+async def test_in_thread_keeps_the_event_loop_free(
+    pynetdicom_echo_scp: EchoScp,
+) -> None:
+    import anyio
+
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0.001)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        proc = await in_thread(echoscu, pynetdicom_echo_scp.host, pynetdicom_echo_scp.port,
+                               pynetdicom_echo_scp.ae_title)
+        tg.cancel_scope.cancel()
+    _ok(proc)
+    assert ticks > 1

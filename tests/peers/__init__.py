@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 import pytest
 
@@ -34,6 +35,7 @@ __all__ = [
     "finish_stopping",
     "free_port",
     "in_ci",
+    "in_thread",
     "missing_peer",
     "peer_env",
     "require_executable",
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 LOOPBACK = "127.0.0.1"
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +154,15 @@ def _tail(log_path: Path | None, n: int = 40) -> str:
         return ""
     lines = log_path.read_text(errors="replace").splitlines()
     return "--- log tail ---\n" + "\n".join(lines[-n:])
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a blocking helper (e.g. ``dcmtk.movescu``) from an async test without blocking the
+    event loop - needed whenever the loop also serves something the helper talks to (e.g. an
+    aiodicom Storage SCP receiving a C-MOVE).  ``await in_thread(movescu, host, port, ...)``."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------
