@@ -53,7 +53,7 @@ class AcceptorPolicy:
     """What our acceptor agrees to."""
 
     ae_title: str
-    timeouts: Timeouts = Timeouts()
+    timeouts: Timeouts = attrs.Factory(Timeouts)
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH
     require_called_ae_title: bool = False
     store_handler: StoreHandler | None = None

@@ -89,7 +89,7 @@ class Association:
     # --- establishment ----------------------------------------------------------------------
 
     @classmethod
-    async def request(
+    async def open(
         cls,
         host: str,
         port: int,
@@ -319,7 +319,7 @@ class Association:
                 self._machine.abort(source, reason)
                 with anyio.CancelScope(shield=True):
                     await self._flush()
-            except Exception:  # noqa: BLE001 - aborting must never fail
+            except Exception:  # aborting must never fail: the connection is dropped anyway
                 pass
         self._ended = True
         await self._close_stream()

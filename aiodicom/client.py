@@ -27,11 +27,12 @@ from aiodicom.pdu import (
 )
 from aiodicom.query import Query, QueryModel
 from aiodicom.routing import DeliveryRouter, UnexpectedHandler
+from aiodicom.services import store as store_service
+from aiodicom.services.find import Find
 from aiodicom.services.get_contexts import sop_classes_from, storage_proposals
 from aiodicom.services.retrieve import Retrieval
-from aiodicom.sinks import MemorySink, Sink
-from aiodicom.services.find import Find
 from aiodicom.session import Session, open_session
+from aiodicom.sinks import MemorySink, Sink
 from aiodicom.transport import Listener
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
@@ -291,6 +292,20 @@ class Peer:
         failure: rejected association, abort, timeout or a non-success status."""
         async with self.associate() as session:
             await session.echo()
+
+    async def store(
+        self,
+        items: store_service.StoreItems,
+        *,
+        priority: int = 0,
+        move_originator: tuple[str, int] | None = None,
+    ) -> store_service.StoreResult:
+        """C-STORE each item (file path, Dataset, Instance) on associations of their own (more
+        than one only past 128 presentation contexts). Failed objects are in the result;
+        association failures raise."""
+        return await store_service.store_on_associations(
+            self.associate, items, priority=priority, move_originator=move_originator
+        )
 
 
 def _model_sop_class(query: Query | Dataset, service: str) -> str:

@@ -125,7 +125,9 @@ TransferSyntaxPolicy = Callable[[str], Iterable[str] | None]
 
 def acceptor_contexts(
     rq: AssociateRQ, supported: TransferSyntaxPolicy
-) -> tuple[tuple[PresentationContextAC, ...], tuple[RoleSelection, ...], dict[int, PresentationContext]]:
+) -> tuple[
+    tuple[PresentationContextAC, ...], tuple[RoleSelection, ...], dict[int, PresentationContext]
+]:
     """Answer each proposed context. The transfer syntax chosen is the requestor's first one we
     support, so that storage data arrives in the encoding the sender already has."""
     answers: list[PresentationContextAC] = []

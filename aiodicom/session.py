@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 import anyio
 
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
-from aiodicom.errors import DicomError
 from aiodicom.dispatcher import Dispatcher, RequestHandler
+from aiodicom.errors import DicomError
 from aiodicom.negotiation import PresentationContext
 from aiodicom.pdu import AssociateRQ
 from aiodicom.query import Query
 from aiodicom.services import echo as echo_service
+from aiodicom.services import store as store_service
 from aiodicom.services.find import Find
 
 
@@ -69,6 +70,21 @@ class Session:
         """C-ECHO: returns on status 0000, raises :class:`~aiodicom.StatusError` otherwise."""
         await echo_service.echo(self.dispatcher)
 
+    async def store(
+        self,
+        items: store_service.StoreItems,
+        *,
+        priority: int = 0,
+        move_originator: tuple[str, int] | None = None,
+    ) -> store_service.StoreResult:
+        """C-STORE each item (file path, Dataset, Instance); a per-object status, never raised.
+
+        Propose :func:`~aiodicom.services.store.proposals_for` when associating.
+        """
+        return await store_service.store(
+            self, items, priority=priority, move_originator=move_originator
+        )
+
 
 @asynccontextmanager
 async def open_session(
@@ -81,7 +97,7 @@ async def open_session(
     ssl_context: ssl.SSLContext | None = None,
     request_handler: RequestHandler | None = None,
 ) -> AsyncIterator[Session]:
-    association = await Association.request(
+    association = await Association.open(
         host, port, rq, timeouts=timeouts, max_pdu_length=max_pdu_length, ssl_context=ssl_context
     )
     assert association.response is not None

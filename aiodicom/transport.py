@@ -6,6 +6,7 @@ sockets, so that the rest of the stack can be tested without them.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
-from anyio.streams.tls import TLSListener, TLSStream
+from anyio.streams.tls import TLSStream
 
 from aiodicom.errors import AssociationError, DicomTimeoutError
 
@@ -30,10 +31,9 @@ def _tune(stream: anyio.abc.ByteStream) -> None:
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # Big socket buffers let a fast peer keep sending while we process the previous PDU.
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
+        # Some kernels refuse the size; their default still works.
+        with contextlib.suppress(OSError):
             raw.setsockopt(socket.SOL_SOCKET, option, 1 << 21)
-        except OSError:  # pragma: no cover - some kernels cap it; the default still works
-            pass
 
 
 async def connect(
@@ -106,4 +106,4 @@ class Listener:
         await self._listener.aclose()
 
 
-__all__ = ["RECEIVE_SIZE", "ConnectionHandler", "Listener", "TLSListener", "connect"]
+__all__ = ["RECEIVE_SIZE", "ConnectionHandler", "Listener", "connect"]

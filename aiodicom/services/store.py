@@ -41,6 +41,7 @@ __all__ = [
     "STATUS_NOT_SENT_LOCAL_ERROR",
     "STATUS_NOT_SENT_NO_CONTEXT",
     "StoreItem",
+    "StoreItems",
     "StoreOutcome",
     "StoreResult",
     "proposals_for",
@@ -50,6 +51,8 @@ __all__ = [
 
 StoreItem = str | os.PathLike[str] | Dataset | Instance
 """What can be stored: a Part 10 file path, a pydicom Dataset or a received Instance."""
+
+StoreItems = Iterable[StoreItem]
 
 FALLBACK_TRANSFER_SYNTAXES: tuple[str, ...] = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 """Proposed for every SOP class next to the syntaxes the objects carry: what we convert to."""
