@@ -25,14 +25,15 @@ from aiodicom.pdu import (
     UserIdentityRQ,
     UserInformation,
 )
-from aiodicom.query import Query, QueryModel
+from aiodicom.query import Level, Query, QueryModel
 from aiodicom.routing import DeliveryRouter, UnexpectedHandler
 from aiodicom.services import store as store_service
-from aiodicom.services.find import Find
-from aiodicom.services.get_contexts import sop_classes_from, storage_proposals
-from aiodicom.services.retrieve import Retrieval
+from aiodicom.services.find import CANCEL_TIMEOUT, Find, FindOptions, HierarchicalFind
+from aiodicom.services.get_contexts import get_proposals, sop_classes_from
+from aiodicom.services.retrieve import CANCEL_TIMEOUT as RETRIEVE_CANCEL_TIMEOUT
+from aiodicom.services.retrieve import Retrieval, retrieve_model, retrieve_sop_class
 from aiodicom.session import Session, open_session
-from aiodicom.sinks import MemorySink, Sink
+from aiodicom.sinks import DirectorySink, MemorySink, Sink
 from aiodicom.transport import Listener
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
@@ -106,7 +107,8 @@ class Client:
     async def __aenter__(self) -> Client:
         if self._requested_port is not None:
             self._listener = await Listener.bind(
-                self.host, self._requested_port, self._server_ssl_context
+                self.host, self._requested_port, self._server_ssl_context,
+                handshake_timeout=self.timeouts.artim,
             )
             self._tasks = anyio.create_task_group()
             await self._tasks.__aenter__()
@@ -208,21 +210,54 @@ class Peer:
         *,
         strict: bool = False,
         relational: bool = False,
+        datetime_matching: bool = False,
+        fuzzy_names: bool = False,
+        timezone_adjustment: bool = False,
+        priority: int = 0,
+        cancel_timeout: float = CANCEL_TIMEOUT,
     ) -> Find:
         """C-FIND on an association of its own: ``async for match in peer.find(query)``.
 
-        ``relational=True`` proposes relational queries (SOP Class Extended Negotiation) and
-        lets the query break the hierarchical rules; the peer must accept it.
+        The four options are proposed in SOP Class Extended Negotiation when asked for;
+        ``find.negotiated`` (and ``find.result.negotiated``) says which the peer accepted. A
+        query that breaks the hierarchical rules is sent only if relational was accepted.
         """
+        options = FindOptions(relational, datetime_matching, fuzzy_names, timezone_adjustment)
         proposal = ContextProposal(query.sop_class_uid("find"), UNCOMPRESSED_TRANSFER_SYNTAXES)
-        extended = (
-            [SOPClassExtendedNegotiation(proposal.abstract_syntax, b"\x01")] if relational else []
-        )
+        extended = [options.negotiation_item(proposal.abstract_syntax)] if options.any else []
         return Find(
             query,
             open_session=lambda: self.associate([proposal], extended_negotiation=extended),
-            strict=strict,
-            relational=relational,
+            strict=strict, relational=relational, datetime_matching=datetime_matching,
+            fuzzy_names=fuzzy_names, timezone_adjustment=timezone_adjustment,
+            priority=priority, cancel_timeout=cancel_timeout,
+        )
+
+    def find_series(
+        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
+        character_set: str | None = None, **keys: object,
+    ) -> HierarchicalFind:
+        """Series matching ``keys`` (any level down to SERIES) with hierarchical queries only,
+        STUDY then SERIES, on one association; each match carries its study's attributes."""
+        return self._hierarchy(Level.SERIES, model, strict, character_set, keys)
+
+    def find_images(
+        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
+        character_set: str | None = None, **keys: object,
+    ) -> HierarchicalFind:
+        """Like :meth:`find_series`, down to the IMAGE level."""
+        return self._hierarchy(Level.IMAGE, model, strict, character_set, keys)
+
+    def _hierarchy(
+        self, level: Level, model: QueryModel, strict: bool, character_set: str | None,
+        keys: dict[str, object],
+    ) -> HierarchicalFind:
+        uid = model.find_sop_class
+        assert uid is not None
+        proposal = ContextProposal(uid, UNCOMPRESSED_TRANSFER_SYNTAXES)
+        return HierarchicalFind(
+            level, keys, model=model, strict=strict, character_set=character_set,
+            open_session=lambda: self.associate([proposal]),
         )
 
     def move(
@@ -230,13 +265,17 @@ class Peer:
         query: Query | Dataset,
         destination: str | None = None,
         *,
-        sink: Sink | MemorySink | None = None,
+        sink: Sink | MemorySink | DirectorySink | None = None,
+        priority: int = 0,
+        cancel_timeout: float = RETRIEVE_CANCEL_TIMEOUT,
     ) -> Retrieval:
         """C-MOVE to ``destination`` (default: this client's acceptor, which must be running).
 
         ``await peer.move(q)`` gives the :class:`RetrieveResult`; ``async with peer.move(q) as
         r: async for event in r`` shows progress. Instances go to ``sink`` (a
-        :class:`MemorySink` unless given).
+        :class:`MemorySink` unless given). ``query`` is a :class:`Query` or a C-FIND match;
+        only its level and unique keys are sent. The PACS must know our AE title with our
+        host and port; :class:`MoveDestinationUnknown` says so when it does not.
         """
         client = self.client
         to_us = destination is None or destination == client.ae_title
@@ -245,44 +284,64 @@ class Peer:
                 "C-MOVE to this client needs its acceptor: use Client(ae_title, port=...) "
                 "inside 'async with', or name another destination, or use get()"
             )
-        sop_class = _model_sop_class(query, "move")
+        model = retrieve_model(query)
+        sop_class = retrieve_sop_class(model, "move")
         proposal = ContextProposal(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
+
+        async def count_matches(identifier: Dataset) -> int:
+            return len(await self.find(Query.from_dataset(identifier, model)).all())
+
+        port = client.port
         return Retrieval(
             "move", query, sop_class_uid=sop_class, sink=sink,
             open_session=lambda _: self.associate([proposal]),
             destination=destination or client.ae_title,
-            message_id=client.router.allocate_message_id() if to_us else None,
-            expect_delivery=client.router.expecting if to_us else None,
+            router=client.router if to_us else None,
+            destination_address=(client.host, port) if to_us and port is not None else None,
+            count_matches=count_matches,
+            priority=priority, cancel_timeout=cancel_timeout,
         )
 
     def get(
         self,
         query: Query | Dataset,
         *,
-        sink: Sink | MemorySink | None = None,
+        sink: Sink | MemorySink | DirectorySink | None = None,
         sop_classes: Sequence[str] | None = None,
+        transfer_syntaxes: Sequence[str] | None = None,
+        priority: int = 0,
+        cancel_timeout: float = RETRIEVE_CANCEL_TIMEOUT,
     ) -> Retrieval:
         """C-GET: the instances come back on the same association (no acceptor needed).
 
         Storage contexts are proposed for ``sop_classes``, else for the SOP classes a C-FIND
-        match names (SOP Classes in Study, SOP Class UID), else for common storage classes.
+        match names (SOP Classes in Study, SOP Class UID), else for common storage classes;
+        each class with uncompressed and, separately, the common lossless and lossy
+        compressed transfer syntaxes, so the peer can send what it stores unchanged.
+        ``transfer_syntaxes`` instead proposes exactly those, in that order, in one context per
+        class: to ask for an encoding, or for peers (DCMTK dcmqrscp) that send everything on
+        the first context accepted for a class.
         """
-        sop_class = _model_sop_class(query, "get")
+        sop_class = retrieve_sop_class(retrieve_model(query), "get")
         classes = sop_classes or sop_classes_from(query)
-        proposals = [ContextProposal(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)]
-        proposals += storage_proposals(classes)
+        proposals = get_proposals(sop_class, classes, transfer_syntaxes)
         return Retrieval(
             "get", query, sop_class_uid=sop_class, sink=sink,
             open_session=lambda _: self.associate(proposals),
+            priority=priority, cancel_timeout=cancel_timeout,
         )
 
     def retrieve(
         self,
         query: Query | Dataset,
         *,
-        sink: Sink | MemorySink | None = None,
+        sink: Sink | MemorySink | DirectorySink | None = None,
     ) -> Retrieval:
-        """C-MOVE to our own acceptor when the client runs one, C-GET otherwise."""
+        """C-MOVE to our own acceptor when the client runs one, C-GET otherwise.
+
+        ``result = await peer.retrieve(match)``, then ``result.series().to_sitk()`` for an
+        image of the series held in memory.
+        """
         if self.client.port is not None:
             return self.move(query, sink=sink)
         return self.get(query, sink=sink)
@@ -306,18 +365,6 @@ class Peer:
         return await store_service.store_on_associations(
             self.associate, items, priority=priority, move_originator=move_originator
         )
-
-
-def _model_sop_class(query: Query | Dataset, service: str) -> str:
-    if isinstance(query, Query):
-        return query.sop_class_uid(service)
-    # A C-FIND match carries its level but not its model: Study Root serves every level but
-    # PATIENT, which only Patient Root has.
-    model = QueryModel.PATIENT_ROOT if query.get("QueryRetrieveLevel") == "PATIENT" \
-        else QueryModel.STUDY_ROOT
-    uid = model.move_sop_class if service == "move" else model.get_sop_class
-    assert uid is not None
-    return uid
 
 
 __all__ = ["Client", "Peer"]

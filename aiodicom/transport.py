@@ -64,26 +64,33 @@ ConnectionHandler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
 
 
 class Listener:
-    """A bound TCP listener; :meth:`serve` runs until cancelled."""
+    """A bound TCP listener; :meth:`serve` runs until cancelled.
+
+    ``handshake_timeout`` bounds the TLS handshake of each incoming connection: the ARTIM timer
+    of the association only starts once it is done, so without it a peer that connects and
+    stays silent would hold its connection for ever.
+    """
 
     def __init__(
         self, listener: anyio.abc.Listener[anyio.abc.SocketStream], port: int,
-        ssl_context: ssl.SSLContext | None,
+        ssl_context: ssl.SSLContext | None, handshake_timeout: float | None = 30.0,
     ) -> None:
         self._listener = listener
         self.port = port
         self._ssl_context = ssl_context
+        self.handshake_timeout = handshake_timeout
 
     @classmethod
     async def bind(
-        cls, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+        cls, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = 30.0,
     ) -> Listener:
         try:
             listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
         except OSError as exc:
             raise AssociationError(f"cannot listen on {host}:{port}: {exc}") from exc
         bound_port = int(listener.extra(SocketAttribute.local_port))
-        return cls(listener, bound_port, ssl_context)
+        return cls(listener, bound_port, ssl_context, handshake_timeout)
 
     async def serve(self, handler: ConnectionHandler) -> None:
         async def tuned(stream: anyio.abc.SocketStream) -> None:
@@ -91,11 +98,13 @@ class Listener:
             byte_stream: anyio.abc.ByteStream = stream
             if self._ssl_context is not None:
                 try:
-                    byte_stream = await TLSStream.wrap(
-                        stream, server_side=True, ssl_context=self._ssl_context,
-                        standard_compatible=False,
-                    )
+                    with anyio.fail_after(self.handshake_timeout):
+                        byte_stream = await TLSStream.wrap(
+                            stream, server_side=True, ssl_context=self._ssl_context,
+                            standard_compatible=False,
+                        )
                 except (OSError, ssl.SSLError, anyio.BrokenResourceError):
+                    # TimeoutError is an OSError: a silent peer lands here too.
                     await stream.aclose()
                     return
             await handler(byte_stream)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiodicom.dimse import C_ECHO_RQ, C_ECHO_RSP, NO_DATASET, DimseMessage
 from aiodicom.dispatcher import Dispatcher
-from aiodicom.errors import StatusError
+from aiodicom.errors import DicomTimeoutError, StatusError
 from aiodicom.status import status_meaning
 from aiodicom.uids import VERIFICATION
 
@@ -24,7 +24,13 @@ async def echo(dispatcher: Dispatcher) -> int:
             None,
         )
         await dispatcher.send(request)
-        response = await dispatcher.next_response(message_id)
+        try:
+            response = await dispatcher.next_response(message_id)
+        except DicomTimeoutError:
+            # C-ECHO cannot be cancelled and its answer may still come: the association's
+            # state is unknown, so it must not be reused or released.
+            await dispatcher.association.abort()
+            raise
     status = response.status if response.status is not None else 0xFFFF
     if status != 0x0000:
         error_comment = response.command.get("ErrorComment")

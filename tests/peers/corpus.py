@@ -683,7 +683,7 @@ def compressed_copy(
         path = out / inst.path.name
         if transfer_syntax == RLELossless:
             try:
-                ds.compress(RLELossless)
+                ds.compress(RLELossless, generate_instance_uid=False)
                 ds.save_as(path, enforce_file_format=True)
             except Exception:  # pragma: no cover - fallback when pydicom cannot encode
                 tmp = out / (inst.path.name + ".tmp")
