@@ -33,6 +33,8 @@ __all__ = [
     "encoding_of",
     "part10_header",
     "peek_elements",
+    "read_part10",
+    "split_part10",
     "write_part10_atomic",
 ]
 
@@ -372,3 +374,61 @@ def peek_elements(
             found[tag] = source.read(position, length).rstrip(b"\0 ").decode("latin-1")
         position += length
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a Part 10 file back
+
+_META_TAGS = {
+    0x00020002: "sop_class_uid",
+    0x00020003: "sop_instance_uid",
+    0x00020010: "transfer_syntax_uid",
+    0x00020016: "source_ae_title",
+}
+
+
+def split_part10(data: bytes | memoryview) -> tuple[dict[str, str], memoryview]:
+    """Split Part 10 bytes into File Meta values and the data set bytes that follow.
+
+    The values are keyed ``sop_class_uid``, ``sop_instance_uid``, ``transfer_syntax_uid`` and
+    ``source_ae_title`` (those present). The data set is returned as a view of ``data``,
+    untouched. Raises :class:`FileMetaError` when there is no preamble and "DICM" prefix or no
+    Transfer Syntax UID, :class:`MalformedDataSetError` when the meta group is truncated.
+    """
+    view = memoryview(data).cast("B")
+    if view.nbytes < len(PREAMBLE) or bytes(view[128:132]) != b"DICM":
+        raise FileMetaError("not a DICOM Part 10 file: no 'DICM' after the 128-byte preamble")
+    source = _Source(view, deflated=False)
+    scanner = _Scanner(source, little_endian=True)
+    position = len(PREAMBLE)
+    found: dict[str, str] = {}
+    # The meta group is always explicit VR little endian (PS3.10 7.1); it ends where group
+    # 0002 does, which is more robust than trusting (0002,0000).
+    while not source.at_end(position):
+        tag, _, length, value_position = scanner.header(position, implicit_vr=False)
+        if tag >> 16 != 0x0002:
+            break
+        if length == _UNDEFINED_LENGTH:
+            raise MalformedDataSetError(f"undefined length in File Meta element {tag:08X}")
+        name = _META_TAGS.get(tag)
+        if name is not None:
+            found[name] = source.read(value_position, length).rstrip(b"\0 ").decode("latin-1")
+        position = value_position + length
+    if not found.get("transfer_syntax_uid"):
+        raise FileMetaError("the File Meta Information has no Transfer Syntax UID")
+    return found, view[position:]
+
+
+def read_part10(path: str | os.PathLike[str]) -> Instance:
+    """Read a Part 10 file (as :func:`write_part10_atomic` writes them) back into an
+    :class:`~aiodicom.instance.Instance` whose ``data`` are the data set bytes of the file."""
+    from aiodicom.instance import Instance  # instance.py imports this module
+
+    meta, data = split_part10(Path(path).read_bytes())
+    return Instance(
+        sop_class_uid=meta.get("sop_class_uid", ""),
+        sop_instance_uid=meta.get("sop_instance_uid", ""),
+        transfer_syntax_uid=meta["transfer_syntax_uid"],
+        data=data,
+        source_ae_title=meta.get("source_ae_title") or None,
+    )

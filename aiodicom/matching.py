@@ -18,12 +18,12 @@ import re
 import unicodedata
 from collections.abc import Iterator
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
-__all__ = ["contradictions", "missing_matching_keys"]
+__all__ = ["MatchingKeys", "contradictions", "missing_matching_keys"]
 
 # Never matched: Specific Character Set says how values are encoded (PS3.4 C.2.2.2), the level
 # and view say what is queried, the timezone offset qualifies the other values.
@@ -43,12 +43,7 @@ def missing_matching_keys(identifier: Dataset, response: Dataset) -> list[str]:
     not match on it. A sequence key counts as missing when the response has no item, or when an
     item key with a value is absent from every item.
     """
-    missing = []
-    for qelem in _matching_elements(identifier):
-        relem = response.get(qelem.tag)
-        if relem is None or _is_missing(qelem, relem):
-            missing.append(_name(qelem))
-    return missing
+    return MatchingKeys(identifier).missing(response)
 
 
 def contradictions(
@@ -61,12 +56,67 @@ def contradictions(
     evaluated as PS3.4 C.2.2.2 says. PS3.4 leaves the case sensitivity of person names to the
     SCP; the default tolerates case and accents, as Orthanc and many archives do.
     """
-    found = []
-    for qelem in _matching_elements(identifier):
-        relem = response.get(qelem.tag)
-        if relem is not None and _contradicts(qelem, relem, case_sensitive_pn):
-            found.append(_name(qelem))
-    return found
+    return MatchingKeys(identifier).contradictions(response, case_sensitive_pn=case_sensitive_pn)
+
+
+class MatchingKeys:
+    """The matching keys of one identifier, found once to check each of many responses.
+
+    ``unjudged``: keywords :meth:`contradictions` leaves alone (their matching follows rules
+    negotiated with the peer that a value-by-value check cannot follow).
+    """
+
+    def __init__(self, identifier: Dataset, *, unjudged: frozenset[str] = frozenset()) -> None:
+        self._elements = list(_matching_elements(identifier))
+        self._judged = [e for e in self._elements if e.keyword not in unjudged]
+        # UID keys (the unique keys pinning a hierarchical query: in every response) are
+        # compared as raw bytes, sparing pydicom's conversion and validation of each value.
+        self._uids = {
+            e.tag: frozenset(str(v).strip().rstrip("\0").encode("ascii", "replace")
+                             for v in _values(e))
+            for e in self._elements if e.VR == "UI"
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self._elements)
+
+    def missing(self, response: Dataset) -> list[str]:
+        """As :func:`missing_matching_keys`."""
+        missing = []
+        for qelem in self._elements:
+            raw = self._raw_uids(response, qelem.tag)
+            if raw is not None:
+                if not raw:
+                    missing.append(_name(qelem))
+                continue
+            relem = response.get(qelem.tag)
+            if relem is None or _is_missing(qelem, relem):
+                missing.append(_name(qelem))
+        return missing
+
+    def contradictions(self, response: Dataset, *, case_sensitive_pn: bool = False) -> list[str]:
+        """As :func:`contradictions`."""
+        found = []
+        for qelem in self._judged:
+            raw = self._raw_uids(response, qelem.tag)
+            if raw is not None:
+                if raw and self._uids[qelem.tag].isdisjoint(raw):
+                    found.append(_name(qelem))
+                continue
+            relem = response.get(qelem.tag)
+            if relem is not None and _contradicts(qelem, relem, case_sensitive_pn):
+                found.append(_name(qelem))
+        return found
+
+    def _raw_uids(self, response: Dataset, tag: int) -> list[bytes] | None:
+        """The UIDs of a raw UI element as bytes; ``None`` to take the general path (not a UID
+        key, absent, or already converted)."""
+        if tag not in self._uids:
+            return None
+        elem = response.get_item(tag, keep_deferred=True)
+        if not isinstance(elem, RawDataElement) or not isinstance(elem.value, bytes):
+            return None
+        return [uid for uid in (v.strip(b" \0") for v in elem.value.split(b"\\")) if uid]
 
 
 def _name(elem: DataElement) -> str:

@@ -63,6 +63,11 @@ class Level(enum.Enum):
     SERIES = "SERIES"
     IMAGE = "IMAGE"
 
+    @property
+    def unique_key(self) -> str:
+        """The keyword of the level's unique key (PatientID, StudyInstanceUID, ...)."""
+        return _UNIQUE_KEY[self]
+
 
 _LEVEL_ORDER = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 
@@ -991,6 +996,19 @@ class Query:
         if required_keys:
             merged = _with_required(level, model, merged)
         return cls(level=level, model=model, keys=merged, character_set=character_set)
+
+    @classmethod
+    def at_level(
+        cls,
+        level: Level,
+        keys: Mapping[str, object],
+        *,
+        model: QueryModel = QueryModel.STUDY_ROOT,
+        required_keys: bool = True,
+        character_set: str | None = None,
+    ) -> Query:
+        """A query at ``level`` with ``keys`` given as a mapping (for code that builds them)."""
+        return cls._build(level, model, keys, required_keys, character_set)
 
     @classmethod
     def patient(

@@ -3,8 +3,11 @@
 A PACS performing a C-MOVE opens its own association to us, so nothing on that association says
 which of our moves it serves except, when the sender fills them in, Move Originator AE Title and
 Move Originator Message ID. Our C-MOVE Message IDs are unique across the whole client, so the
-Message ID alone identifies the move. Senders that leave them out are matched by the sending AE
-and by the study/series/instance UIDs the move asked for.
+Message ID alone identifies the move. Senders that leave them out are matched by the UIDs the
+move asked for, among the moves from the sending AE first, then among all: only a single move
+whose identifier the instance satisfies gets it. Anything else is refused (or handed to the
+client's handler for unexpected deliveries): a wrong guess would put an instance into a result
+that never asked for it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
-from aiodicom.services.retrieve import Retrieval, instance_from_request, store_response
+from aiodicom.services.retrieve import (
+    NOT_AUTHORIZED,
+    Retrieval,
+    instance_from_request,
+    store_response,
+)
 
 log = logging.getLogger("aiodicom.routing")
 
 STUDY_UID, SERIES_UID = 0x0020000D, 0x0020000E
-NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.8: the association is fine, this delivery is not wanted
 
 UnexpectedHandler = Callable[[Instance], Awaitable[int]]
 """Takes a delivery no move expects; returns the C-STORE status to answer with."""
@@ -35,6 +42,11 @@ class DeliveryRouter:
         self._next_id = 0
         self.unexpected: UnexpectedHandler | None = None
 
+    @property
+    def active(self) -> int:
+        """C-MOVEs currently expecting deliveries."""
+        return len(self._moves)
+
     def allocate_message_id(self) -> int:
         """A C-MOVE Message ID no active move of this client uses."""
         for _ in range(0xFFFF):
@@ -45,47 +57,69 @@ class DeliveryRouter:
 
     @asynccontextmanager
     async def expecting(self, move: Retrieval) -> AsyncIterator[None]:
-        assert move.message_id is not None
-        self._moves[move.message_id] = move
+        """Route deliveries to ``move`` (by its ``message_id``) for the life of the block."""
+        message_id = move.message_id
+        assert message_id is not None
+        if self._moves.get(message_id, move) is not move:
+            # Only when a shared association handed out another ID than the router's.
+            raise DicomError(
+                f"C-MOVE Message ID {message_id} is already used by another active move of this "
+                "client: its deliveries could not be told apart"
+            )
+        self._moves[message_id] = move
         try:
             yield
         finally:
-            self._moves.pop(move.message_id, None)
+            if self._moves.get(message_id) is move:
+                del self._moves[message_id]
 
-    def _route(self, incoming: IncomingStore, instance: Instance) -> Retrieval | None:
-        command = incoming.message.command
+    def route(self, command: dict[str, object], calling_ae_title: str,
+              instance: Instance) -> Retrieval | None:
+        """The active move a delivery belongs to, or ``None``."""
         originator_id = command.get("MoveOriginatorMessageID")
-        if isinstance(originator_id, int) and originator_id in self._moves:
-            return self._moves[originator_id]
-        candidates = [
-            move for move in self._moves.values()
-            if move.peer_ae_title in (None, incoming.calling_ae_title)
-        ] or list(self._moves.values())
-        if len(candidates) <= 1:
-            return candidates[0] if candidates else None
-        return self._by_uids(candidates, instance)
+        originator_ae = str(command.get("MoveOriginatorApplicationEntityTitle") or "").strip()
+        if isinstance(originator_id, int):
+            move = self._moves.get(originator_id)
+            if move is not None and (
+                originator_ae in ("", move.calling_ae_title)
+                # pynetdicom (3.0.4) names itself, not the C-MOVE SCU, as the originator.
+                or (originator_ae == calling_ae_title == move.peer_ae_title)
+            ):
+                return move
+            if originator_ae not in ("", calling_ae_title, *self._our_titles()):
+                return None  # a C-MOVE some other AE asked for, with us as its destination
+        moves = list(self._moves.values())
+        from_sender = [move for move in moves if move.peer_ae_title == calling_ae_title]
+        return self._by_uids(from_sender, instance) or self._by_uids(moves, instance)
+
+    def _our_titles(self) -> set[str]:
+        return {move.calling_ae_title for move in self._moves.values() if move.calling_ae_title}
 
     @staticmethod
     def _by_uids(candidates: list[Retrieval], instance: Instance) -> Retrieval | None:
+        if not candidates:
+            return None
         try:
-            uids = peek_elements(instance.data, instance.transfer_syntax_uid, (STUDY_UID, SERIES_UID))
+            uids = peek_elements(
+                instance.data, instance.transfer_syntax_uid, (STUDY_UID, SERIES_UID)
+            )
         except DicomError:
             return None
-        wanted = {
-            "SOPInstanceUID": {instance.sop_instance_uid},
-            "SeriesInstanceUID": {uids.get(SERIES_UID)},
-            "StudyInstanceUID": {uids.get(STUDY_UID)},
+        have = {
+            "SOPInstanceUID": instance.sop_instance_uid,
+            "SeriesInstanceUID": uids.get(SERIES_UID),
+            "StudyInstanceUID": uids.get(STUDY_UID),
         }
         matching = []
         for move in candidates:
             identifier = move.identifier
             ok = True
-            for keyword, values in wanted.items():
+            for keyword, value in have.items():
                 asked = identifier.get(keyword)
-                if asked in (None, ""):
+                if asked is None or asked == "":
                     continue
                 asked_set = {asked} if isinstance(asked, str) else {str(v) for v in asked}
-                if not values & asked_set:
+                if value not in asked_set:
                     ok = False
                     break
             if ok:
@@ -100,7 +134,7 @@ class DeliveryRouter:
         except DicomError as exc:
             log.warning("malformed C-STORE from %s: %s", incoming.calling_ae_title, exc)
             return store_response(request, 0xC000)
-        move = self._route(incoming, instance)
+        move = self.route(request.command, incoming.calling_ae_title, instance)
         if move is not None:
             return store_response(request, await move.accept_instance(instance))
         if self.unexpected is not None:

@@ -5,18 +5,25 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
+from pydicom import Dataset
 
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
 from aiodicom.dispatcher import Dispatcher, RequestHandler
 from aiodicom.errors import DicomError
 from aiodicom.negotiation import PresentationContext
 from aiodicom.pdu import AssociateRQ
-from aiodicom.query import Query
+from aiodicom.query import Level, Query, QueryModel
 from aiodicom.services import echo as echo_service
+from aiodicom.services import retrieve as retrieve_service
 from aiodicom.services import store as store_service
-from aiodicom.services.find import Find
+from aiodicom.services.find import CANCEL_TIMEOUT, Find, HierarchicalFind
+from aiodicom.sinks import DirectorySink, MemorySink, Sink
+
+if TYPE_CHECKING:
+    from aiodicom.client import Client
 
 
 class Session:
@@ -45,9 +52,37 @@ class Session:
         return self.association.is_established and not self.dispatcher.ended \
             and not self.dispatcher.outstanding
 
-    def find(self, query: Query, *, strict: bool = False, relational: bool = False) -> Find:
-        """C-FIND on this association; see :class:`~aiodicom.services.find.Find`."""
-        return Find(query, session=self, strict=strict, relational=relational)
+    def find(
+        self, query: Query, *, strict: bool = False, relational: bool = False,
+        datetime_matching: bool = False, fuzzy_names: bool = False,
+        timezone_adjustment: bool = False, priority: int = 0,
+        cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Find:
+        """C-FIND on this association; see :class:`~aiodicom.services.find.Find`. The options
+        must have been proposed when associating (``FindOptions(...).negotiation_item(uid)``)."""
+        return Find(
+            query, session=self, strict=strict, relational=relational,
+            datetime_matching=datetime_matching, fuzzy_names=fuzzy_names,
+            timezone_adjustment=timezone_adjustment, priority=priority,
+            cancel_timeout=cancel_timeout,
+        )
+
+    def find_series(
+        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
+        character_set: str | None = None, **keys: object,
+    ) -> HierarchicalFind:
+        """Series by hierarchical queries (STUDY, then SERIES per study) on this association;
+        see :class:`~aiodicom.services.find.HierarchicalFind`."""
+        return HierarchicalFind(Level.SERIES, keys, model=model, session=self, strict=strict,
+                                character_set=character_set)
+
+    def find_images(
+        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
+        character_set: str | None = None, **keys: object,
+    ) -> HierarchicalFind:
+        """Like :meth:`find_series`, down to the IMAGE level."""
+        return HierarchicalFind(Level.IMAGE, keys, model=model, session=self, strict=strict,
+                                character_set=character_set)
 
     async def release(self) -> None:
         """A-RELEASE, waiting (ACSE timeout) for the peer's reply; abort if none comes."""
@@ -83,6 +118,67 @@ class Session:
         """
         return await store_service.store(
             self, items, priority=priority, move_originator=move_originator
+        )
+
+    def move(
+        self,
+        query: Query | Dataset,
+        destination: str | None = None,
+        *,
+        client: Client | None = None,
+        sink: Sink | MemorySink | DirectorySink | None = None,
+        priority: int = 0,
+        cancel_timeout: float = retrieve_service.CANCEL_TIMEOUT,
+    ) -> retrieve_service.Retrieval:
+        """C-MOVE on this association (the Move SOP class of the query's model must have been
+        proposed). With ``client``, the destination defaults to its AE title and the
+        deliveries reaching its acceptor go to ``sink``; without, name the ``destination``.
+        A FIND context of the same model, if accepted, lets errors say whether the PACS holds
+        what was asked for. See :class:`~aiodicom.services.retrieve.Retrieval`."""
+        model = retrieve_service.retrieve_model(query)
+        sop_class = retrieve_service.retrieve_sop_class(model, "move")
+        to_us = client is not None and destination in (None, client.ae_title)
+        if client is not None and to_us and client.port is None:
+            raise DicomError("C-MOVE to this client needs its acceptor: Client(..., port=0)")
+        if client is None and destination is None:
+            raise TypeError("name the move destination, or pass client= to receive the instances")
+        find_uid = model.find_sop_class
+        can_find = any(
+            ctx.accepted and ctx.abstract_syntax == find_uid for ctx in self.contexts.values()
+        )
+
+        async def count_matches(identifier: Dataset) -> int:
+            return len(await self.find(Query.from_dataset(identifier, model)).all())
+
+        address = None
+        if client is not None and to_us and client.port is not None:
+            address = (client.host, client.port)
+        return retrieve_service.Retrieval(
+            "move", query, sop_class_uid=sop_class, sink=sink, session=self,
+            destination=destination or (client.ae_title if client is not None else None),
+            router=client.router if client is not None and to_us else None,
+            destination_address=address,
+            count_matches=count_matches if can_find else None,
+            priority=priority, cancel_timeout=cancel_timeout,
+        )
+
+    def get(
+        self,
+        query: Query | Dataset,
+        *,
+        sink: Sink | MemorySink | DirectorySink | None = None,
+        priority: int = 0,
+        cancel_timeout: float = retrieve_service.CANCEL_TIMEOUT,
+    ) -> retrieve_service.Retrieval:
+        """C-GET on this association: propose
+        :func:`~aiodicom.services.get_contexts.get_proposals` when associating, so that the
+        Get model and the storage contexts (SCP role) are there. One C-GET at a time."""
+        sop_class = retrieve_service.retrieve_sop_class(
+            retrieve_service.retrieve_model(query), "get"
+        )
+        return retrieve_service.Retrieval(
+            "get", query, sop_class_uid=sop_class, sink=sink, session=self,
+            priority=priority, cancel_timeout=cancel_timeout,
         )
 
 

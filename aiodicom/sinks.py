@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from aiodicom.errors import DicomError
-from aiodicom.fileio import write_part10_atomic
+from aiodicom.fileio import read_part10, write_part10_atomic
 from aiodicom.instance import Instance
 
 __all__ = [
@@ -90,6 +90,9 @@ class DirectorySink:
     links included, or :class:`UnsafePathError` is raised before anything is created. An
     instance received again replaces its file. ``paths`` maps each SOP Instance UID to the
     file written for it.
+
+    Iterating it (or :meth:`instance`) reads the files back as :class:`Instance` objects, so
+    ``Series(sink)`` works as with a :class:`MemorySink`, loading only when asked.
     """
 
     def __init__(
@@ -117,6 +120,16 @@ class DirectorySink:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_part10_atomic(target, instance, fsync=self.fsync)
         self.paths[instance.sop_instance_uid] = target
+
+    def instance(self, sop_instance_uid: str) -> Instance:
+        """The instance written for ``sop_instance_uid``, read back from its file."""
+        return read_part10(self.paths[sop_instance_uid])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Instance]:
+        return (read_part10(path) for path in list(self.paths.values()))
 
 
 def as_sink(obj: object) -> Sink:

@@ -1,16 +1,29 @@
 """C-FIND SCU (PS3.4 C.4.1 and K): matches stream as an async iterator.
 
 ``Find`` is both an async iterator and an async context manager. Its iterator is an async
-generator, so leaving an ``async for`` early (the generator is then closed), leaving ``async
-with``, a cancelled task or a timeout all run the same ``finally``: C-CANCEL-RQ for our Message ID,
-then a bounded wait for the final response (the association stays usable), or A-ABORT when the
-peer does not answer in time.
+generator, so leaving ``async with``, a cancelled task, a timeout, or closing the generator all run
+the same ``finally``: C-CANCEL-RQ for our Message ID, then a bounded wait for the final response
+(the association stays usable), or A-ABORT when the peer does not answer in time.
+
+Leaving a plain ``async for`` early (``break``) does not close an async generator by itself
+(PEP 533 was never accepted): it is closed when it is garbage collected, which CPython does as
+soon as the loop drops it, and the event loop then runs its ``aclose()`` as a task of its own.
+The C-CANCEL is therefore sent shortly after the ``break``, not during it; a later operation on
+the same association waits for it (one operation at a time). ``async with`` (or ``aclose()``) is
+the deterministic way, and the one to use when the ``Find`` object is kept in a variable: the
+generator then lives as long as that variable.
+
+The generators never refer back to the ``Find`` (their state lives in a separate object), so no
+reference cycle keeps an abandoned one alive until the cycle collector runs.
+
+Reading is pulled: a response is read from the socket only when the consumer asks for the next
+match, so a slow consumer slows the peer down (TCP flow control) instead of growing a buffer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -18,21 +31,98 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 from pydicom import Dataset
+from pydicom.dataelem import DataElement
+from pydicom.multival import MultiValue
 
 from aiodicom.datasets import decode_dataset, encode_dataset
 from aiodicom.dimse import C_CANCEL_RQ, C_FIND_RQ, DATASET_PRESENT, NO_DATASET, DimseMessage
 from aiodicom.errors import StatusError
-from aiodicom.matching import contradictions, missing_matching_keys
-from aiodicom.query import Query
+from aiodicom.matching import MatchingKeys
+from aiodicom.pdu import SOPClassExtendedNegotiation
+from aiodicom.query import Level, Query, QueryError, QueryModel, key_level
 from aiodicom.status import StatusCategory, status_category, status_meaning
 
 if TYPE_CHECKING:
+    from aiodicom.association import Association
     from aiodicom.session import Session
 
 log = logging.getLogger("aiodicom.find")
 
 CANCEL_TIMEOUT = 10.0
 """How long a cancelled operation waits for the peer's final response before aborting."""
+
+SessionOpener = Callable[[], AbstractAsyncContextManager["Session"]]
+
+
+@attrs.frozen
+class FindOptions:
+    """C-FIND SOP Class Extended Negotiation (PS3.4 C.5.1.1.1), one flag per byte."""
+
+    relational: bool = False
+    """Byte 1: relational queries (the hierarchical rules of C.4.1.2.1 do not apply)."""
+    datetime_matching: bool = False
+    """Byte 2: combined date and time range matching (a DA key and its TM key as one range)."""
+    fuzzy_names: bool = False
+    """Byte 3: fuzzy semantic matching of person names."""
+    timezone_adjustment: bool = False
+    """Byte 4: the peer adjusts date and time values to the Timezone Offset From UTC."""
+
+    @property
+    def any(self) -> bool:
+        return self.relational or self.datetime_matching or self.fuzzy_names \
+            or self.timezone_adjustment
+
+    def application_information(self) -> bytes:
+        """The bytes to propose: up to the last option asked for (missing bytes mean 0)."""
+        flags = [self.relational, self.datetime_matching, self.fuzzy_names,
+                 self.timezone_adjustment]
+        while flags and not flags[-1]:
+            flags.pop()
+        return bytes(int(flag) for flag in flags)
+
+    def negotiation_item(self, sop_class_uid: str) -> SOPClassExtendedNegotiation:
+        """The A-ASSOCIATE-RQ sub-item proposing these options for a C-FIND SOP class."""
+        return SOPClassExtendedNegotiation(sop_class_uid, self.application_information())
+
+    @classmethod
+    def from_application_information(cls, info: bytes) -> FindOptions:
+        padded = bytes(info[:4]).ljust(4, b"\x00")
+        return cls(*(byte == 1 for byte in padded))
+
+    def __and__(self, other: FindOptions) -> FindOptions:
+        return FindOptions(
+            self.relational and other.relational,
+            self.datetime_matching and other.datetime_matching,
+            self.fuzzy_names and other.fuzzy_names,
+            self.timezone_adjustment and other.timezone_adjustment,
+        )
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(
+            name for name, on in (
+                ("relational queries", self.relational),
+                ("combined date-time matching", self.datetime_matching),
+                ("fuzzy semantic matching of person names", self.fuzzy_names),
+                ("timezone query adjustment", self.timezone_adjustment),
+            ) if on
+        )
+
+
+def negotiated_options(association: Association, sop_class_uid: str) -> FindOptions:
+    """The options both sides agreed on for ``sop_class_uid``: proposed in our A-ASSOCIATE-RQ
+    and accepted in the peer's A-ASSOCIATE-AC (no item in the AC: none accepted)."""
+    def item_for(items: tuple[SOPClassExtendedNegotiation, ...]) -> FindOptions:
+        for item in items:
+            if item.sop_class_uid == sop_class_uid:
+                return FindOptions.from_application_information(item.application_information)
+        return FindOptions()
+
+    if association.request is None or association.response is None:
+        return FindOptions()
+    proposed = item_for(association.request.user_information.sop_class_extended)
+    accepted = item_for(association.response.user_information.sop_class_extended)
+    # An acceptor may only confirm what was proposed; anything else it says is ignored.
+    return proposed & accepted
 
 
 @attrs.frozen
@@ -53,6 +143,10 @@ class FindResult:
     """Matching keys that came back in no response: the peer most likely ignored them."""
     contradicting: int = 0
     """Responses whose values contradict a matching key (dropped when ``strict=True``)."""
+    negotiated: FindOptions = FindOptions()
+    """The extended negotiation options the peer accepted for this SOP class."""
+    requested: FindOptions = FindOptions()
+    """The options the caller asked for."""
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -68,6 +162,16 @@ class FindResult:
             notes.append("the peer does not support some optional keys (status FF01)")
         if self.contradicting:
             notes.append(f"{self.contradicting} response(s) contradict the query")
+        # Relational is not listed: a query that needed it was refused before sending.
+        unaccepted = FindOptions(
+            False,
+            self.requested.datetime_matching and not self.negotiated.datetime_matching,
+            self.requested.fuzzy_names and not self.negotiated.fuzzy_names,
+            self.requested.timezone_adjustment and not self.negotiated.timezone_adjustment,
+        )
+        if unaccepted.any:
+            notes.append("the peer did not accept " + ", ".join(unaccepted.names())
+                         + " (SOP Class Extended Negotiation): the query was matched without")
         return tuple(notes)
 
 
@@ -80,34 +184,70 @@ class FindError(StatusError):
 
 
 class Find:
-    """A C-FIND in progress: ``async for match in find`` yields each match as a ``Dataset``."""
+    """A C-FIND in progress: ``async for match in find`` yields each match as a ``Dataset``.
+
+    ``relational``, ``datetime_matching``, ``fuzzy_names`` and ``timezone_adjustment`` are the
+    options of SOP Class Extended Negotiation; :attr:`negotiated` says which the peer accepted
+    (known once the association is up). A query that breaks the hierarchical rules is refused
+    with :class:`~aiodicom.query.QueryError` before anything is sent unless relational queries
+    were asked for here and accepted by the peer.
+
+    Each match has its values decoded (Specific Character Set applied), so its elements can be
+    copied into other data sets.
+    """
 
     def __init__(
         self,
         query: Query,
         *,
         session: Session | None = None,
-        open_session: Callable[[], AbstractAsyncContextManager[Session]] | None = None,
+        open_session: SessionOpener | None = None,
         strict: bool = False,
         relational: bool = False,
+        datetime_matching: bool = False,
+        fuzzy_names: bool = False,
+        timezone_adjustment: bool = False,
         priority: int = 0,
         cancel_timeout: float = CANCEL_TIMEOUT,
+        log_warnings: bool = True,
     ) -> None:
         if (session is None) == (open_session is None):
             raise TypeError("give exactly one of session and open_session")
+        # Relational or not, keys below the query level are always wrong: refuse them now. The
+        # rules relational queries lift are checked once the peer has answered the proposal.
         query.validate(relational=relational)
         self.query = query
         self._session = session
         self._open_session = open_session
-        self.strict = strict
-        self.priority = priority
-        self.cancel_timeout = cancel_timeout
-        self.result: FindResult | None = None
+        self._run = _FindRun(
+            query,
+            FindOptions(relational, datetime_matching, fuzzy_names, timezone_adjustment),
+            strict=strict, priority=priority, cancel_timeout=cancel_timeout,
+            log_warnings=log_warnings,
+        )
         self._generator: AsyncGenerator[Dataset, None] | None = None
+
+    @property
+    def strict(self) -> bool:
+        return self._run.strict
+
+    @property
+    def requested(self) -> FindOptions:
+        return self._run.options
+
+    @property
+    def result(self) -> FindResult | None:
+        """How the C-FIND ended (``None`` before it has)."""
+        return self._run.result
+
+    @property
+    def negotiated(self) -> FindOptions | None:
+        """The extended negotiation options accepted (``None`` before the association is up)."""
+        return self._run.negotiated
 
     def __aiter__(self) -> AsyncIterator[Dataset]:
         if self._generator is None:
-            self._generator = self._matches()
+            self._generator = self._run.matches(self._session, self._open_session)
         return self._generator
 
     async def __aenter__(self) -> Find:
@@ -128,63 +268,97 @@ class Find:
 
     async def all(self) -> list[Dataset]:
         """Every match, as a list (for small results)."""
-        return [match async for match in self]
+        async with self:
+            return [match async for match in self]
 
-    async def _matches(self) -> AsyncGenerator[Dataset, None]:
+
+class _FindRun:
+    """The state of one C-FIND, shared by :class:`Find` and its generator (which must not
+    refer to the ``Find``: see the module docstring)."""
+
+    def __init__(
+        self, query: Query, options: FindOptions, *, strict: bool, priority: int,
+        cancel_timeout: float, log_warnings: bool,
+    ) -> None:
+        self.query = query
+        self.options = options
+        self.strict = strict
+        self.priority = priority
+        self.cancel_timeout = cancel_timeout
+        self.log_warnings = log_warnings
+        self.result: FindResult | None = None
+        self.negotiated: FindOptions | None = None
+
+    async def matches(
+        self, session: Session | None, open_session: SessionOpener | None
+    ) -> AsyncGenerator[Dataset, None]:
+        # One generator for the whole operation: the C-CANCEL in its inner ``finally`` runs
+        # before the association is released. (Two nested generators would also be finalized
+        # one by one, and race, should a reference cycle leave them to the garbage collector.)
         async with AsyncExitStack() as stack:
-            session = self._session
             if session is None:
-                assert self._open_session is not None
-                session = await stack.enter_async_context(self._open_session())
-            # Closed explicitly so that its C-CANCEL runs before the association is released.
-            async with aclosing(self._run(session)) as matches:
-                async for match in matches:
-                    yield match
+                assert open_session is not None
+                session = await stack.enter_async_context(open_session())
+            dispatcher = session.dispatcher
+            sop_class = self.query.sop_class_uid("find")
+            context = session.association.context(sop_class)
+            negotiated = self._check_negotiation(session, sop_class)
+            transfer_syntax = context.transfer_syntax
+            assert transfer_syntax is not None
+            identifier = self.query.to_dataset()
+            state = _Progress(identifier, _unjudged(identifier, negotiated))
+            async with dispatcher.operation() as message_id:
+                await dispatcher.send(DimseMessage(
+                    context.context_id,
+                    {
+                        "CommandField": C_FIND_RQ,
+                        "MessageID": message_id,
+                        "AffectedSOPClassUID": sop_class,
+                        "Priority": self.priority,
+                        "CommandDataSetType": DATASET_PRESENT,
+                    },
+                    encode_dataset(identifier, transfer_syntax),
+                ))
+                final: DimseMessage | None = None
+                try:
+                    while final is None:
+                        response = await dispatcher.next_response(message_id)
+                        status = response.status if response.status is not None else 0xC000
+                        if status_category(status) is not StatusCategory.PENDING:
+                            final = response
+                            break
+                        if response.data is None:
+                            continue  # a pending response without identifier carries nothing
+                        # Values decode on first access, each with the match's own
+                        # Specific Character Set (also when copied out as an element).
+                        match = decode_dataset(response.data, transfer_syntax)
+                        if state.accept(match, status, strict=self.strict):
+                            yield match
+                finally:
+                    if final is None:
+                        state.cancelled = True
+                        with anyio.CancelScope(shield=True):
+                            final = await self._cancel(session, context.context_id, message_id)
+                    self.result = state.result(final, negotiated, self.options)
+            if status_category(self.result.status) is StatusCategory.FAILURE:
+                raise FindError(self.result)
+        if self.log_warnings:
+            for warning in self.result.warnings:
+                log.warning("C-FIND: %s", warning)
 
-    async def _run(self, session: Session) -> AsyncGenerator[Dataset, None]:
-        dispatcher = session.dispatcher
-        sop_class = self.query.sop_class_uid("find")
-        context = session.association.context(sop_class)
-        transfer_syntax = context.transfer_syntax
-        assert transfer_syntax is not None
-        identifier = self.query.to_dataset()
-        state = _Progress(identifier)
-        async with dispatcher.operation() as message_id:
-            await dispatcher.send(DimseMessage(
-                context.context_id,
-                {
-                    "CommandField": C_FIND_RQ,
-                    "MessageID": message_id,
-                    "AffectedSOPClassUID": sop_class,
-                    "Priority": self.priority,
-                    "CommandDataSetType": DATASET_PRESENT,
-                },
-                encode_dataset(identifier, transfer_syntax),
-            ))
-            final: DimseMessage | None = None
+    def _check_negotiation(self, session: Session, sop_class: str) -> FindOptions:
+        negotiated = negotiated_options(session.association, sop_class)
+        self.negotiated = negotiated
+        if self.options.relational and not negotiated.relational:
             try:
-                while final is None:
-                    response = await dispatcher.next_response(message_id)
-                    status = response.status if response.status is not None else 0xC000
-                    if status_category(status) is not StatusCategory.PENDING:
-                        final = response
-                        break
-                    if response.data is None:
-                        continue  # a pending response without identifier carries nothing
-                    match = decode_dataset(response.data, transfer_syntax)
-                    if state.accept(match, status, strict=self.strict):
-                        yield match
-            finally:
-                if final is None:
-                    state.cancelled = True
-                    with anyio.CancelScope(shield=True):
-                        final = await self._cancel(session, context.context_id, message_id)
-                self.result = state.result(final)
-        assert self.result is not None
-        if status_category(self.result.status) is StatusCategory.FAILURE:
-            raise FindError(self.result)
-        for warning in self.result.warnings:
-            log.warning("C-FIND: %s", warning)
+                self.query.validate(relational=False)
+            except QueryError as exc:
+                raise QueryError(
+                    f"the peer did not accept relational queries (SOP Class Extended "
+                    f"Negotiation), and this query needs them: {exc}",
+                    exc.key,
+                ) from exc
+        return negotiated
 
     async def _cancel(
         self, session: Session, context_id: int, message_id: int
@@ -202,49 +376,83 @@ class Find:
                 },
                 None,
             ))
+            # Pendings already on their way come first; the FE00 (or any final) ends the wait.
             with anyio.move_on_after(self.cancel_timeout):
                 while True:
                     response = await dispatcher.next_response(message_id, timeout=None)
                     status = response.status if response.status is not None else 0xC000
                     if status_category(status) is not StatusCategory.PENDING:
                         return response
-        except Exception as exc:  # noqa: BLE001 - any failure here means: give up the association
+            log.warning(
+                "C-FIND: no final response within %s s of C-CANCEL; aborting the association",
+                self.cancel_timeout,
+            )
+        except Exception as exc:  # any failure here means: give up the association
             log.info("C-CANCEL did not complete: %s", exc)
         await session.association.abort()
         return None
 
 
-@attrs.define
+def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
+    """Keys whose local check would be wrong under the negotiated matching semantics."""
+    skip: set[str] = set()
+    for elem in identifier:
+        vr = elem.VR
+        if negotiated.fuzzy_names and vr == "PN":
+            skip.add(elem.keyword)
+        # Combined date-time matching makes a TM key part of a range that spans days, and a
+        # timezone adjustment shifts every date and time: neither can be checked value by value.
+        if negotiated.datetime_matching and vr == "TM":
+            skip.add(elem.keyword)
+        if negotiated.timezone_adjustment and vr in ("DA", "TM", "DT"):
+            skip.add(elem.keyword)
+    return frozenset(skip)
+
+
 class _Progress:
     """What the responses of one C-FIND have shown so far."""
 
-    identifier: Dataset
-    matches: int = 0
-    optional_keys_unsupported: bool = False
-    cancelled: bool = False
-    contradicting: int = 0
-    never_returned: set[str] | None = None
+    def __init__(self, identifier: Dataset, unjudged: frozenset[str] = frozenset()) -> None:
+        self.keys = MatchingKeys(identifier, unjudged=unjudged)
+        self.matches = 0
+        self.optional_keys_unsupported = False
+        self.cancelled = False
+        self.contradicting = 0
+        # Matching keys absent from every response so far (None before the first response).
+        self.never_returned: set[str] | None = None if self.keys else set()
 
     def accept(self, match: Dataset, status: int, *, strict: bool) -> bool:
         if status == 0xFF01:
             self.optional_keys_unsupported = True
-        missing = set(missing_matching_keys(self.identifier, match))
-        self.never_returned = missing if self.never_returned is None \
-            else self.never_returned & missing
-        if contradictions(self.identifier, match):
+        if not self.keys:
+            self.matches += 1
+            return True
+        try:
+            if self.never_returned is None or self.never_returned:
+                missing = set(self.keys.missing(match))
+                self.never_returned = missing if self.never_returned is None \
+                    else self.never_returned & missing
+            contradicted = bool(self.keys.contradictions(match))
+        except Exception as exc:  # a malformed value is not ours to judge
+            log.debug("C-FIND: cannot check a match against the query: %s", exc)
+            contradicted = False
+        if contradicted:
             self.contradicting += 1
             if strict:
                 return False
         self.matches += 1
         return True
 
-    def result(self, final: DimseMessage | None) -> FindResult:
+    def result(
+        self, final: DimseMessage | None, negotiated: FindOptions, requested: FindOptions
+    ) -> FindResult:
+        comment: str | None
         if final is None:
             status, comment = 0xFE00, "the peer did not confirm the cancel; association aborted"
         else:
             status = final.status if final.status is not None else 0xC000
             raw_comment = final.command.get("ErrorComment")
-            comment = str(raw_comment) if raw_comment else None
+            comment = str(raw_comment).strip() if raw_comment else None
         return FindResult(
             status=status,
             status_text=status_meaning(status, "find"),
@@ -255,7 +463,262 @@ class _Progress:
             truncated=status == 0xFE00 and not self.cancelled,
             ignored_keys=tuple(sorted(self.never_returned or ())),
             contradicting=self.contradicting,
+            negotiated=negotiated,
+            requested=requested,
         )
 
 
-__all__ = ["CANCEL_TIMEOUT", "Find", "FindError", "FindResult"]
+# --- the hierarchy helper ------------------------------------------------------------------------
+
+# Attributes of the response itself, not of the entity: the child's own are the right ones.
+_NOT_INHERITED = frozenset({0x00080005, 0x00080052, 0x00080054, 0x00080056})
+
+
+@attrs.frozen
+class HierarchyResult:
+    """How a :class:`HierarchicalFind` ended: one :class:`FindResult` per C-FIND it ran."""
+
+    results: tuple[FindResult, ...]
+    matches: int
+    """Matches yielded (at the target level)."""
+
+    @property
+    def queries(self) -> int:
+        return len(self.results)
+
+    @property
+    def ignored_keys(self) -> tuple[str, ...]:
+        return tuple(sorted({key for r in self.results for key in r.ignored_keys}))
+
+    @property
+    def cancelled(self) -> bool:
+        return any(r.cancelled for r in self.results)
+
+    @property
+    def truncated(self) -> bool:
+        return any(r.truncated for r in self.results)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(w for r in self.results for w in r.warnings))
+
+
+class HierarchicalFind:
+    """Matches at ``level`` found with hierarchical queries only, on one association.
+
+    The keys are split by the level they belong to (:func:`~aiodicom.query.key_level`; patient
+    keys go to the STUDY level in Study Root, keys of no known level to ``level``). The top
+    level is queried with its keys, then the next level once per match above it, pinned by the
+    unique keys found, down to ``level``; each match yielded carries the attributes of the
+    entities above it (its own values win). Upper levels are collected before going down (one
+    operation at a time on the association); the target level streams. Iteration, ``async
+    with`` and cancellation behave as for :class:`Find`: the C-FIND running at that moment is
+    cancelled.
+    """
+
+    def __init__(
+        self,
+        level: Level,
+        keys: Mapping[str, object],
+        *,
+        model: QueryModel = QueryModel.STUDY_ROOT,
+        session: Session | None = None,
+        open_session: SessionOpener | None = None,
+        strict: bool = False,
+        priority: int = 0,
+        cancel_timeout: float = CANCEL_TIMEOUT,
+        character_set: str | None = None,
+    ) -> None:
+        if (session is None) == (open_session is None):
+            raise TypeError("give exactly one of session and open_session")
+        if model not in (QueryModel.PATIENT_ROOT, QueryModel.STUDY_ROOT):
+            raise QueryError(f"the hierarchy helper walks Patient Root or Study Root, not {model}")
+        if level not in model.levels:
+            raise QueryError(f"the {model.value} model has no {level.value} level")
+        levels = model.levels[: model.levels.index(level) + 1]
+        per_level: dict[Level, dict[str, object]] = {lvl: {} for lvl in levels}
+        for keyword, value in keys.items():
+            home = key_level(keyword)
+            if home is Level.PATIENT and Level.PATIENT not in levels:
+                home = Level.STUDY  # Study Root folds the patient into the study (C.6-5)
+            if home is None:
+                home = level
+            if home not in per_level:
+                raise QueryError(
+                    f"{keyword} is a {home.value}-level key, below the {level.value} matches "
+                    "asked for; ask for that level instead",
+                    keyword,
+                )
+            per_level[home][keyword] = value
+        templates = [
+            Query.at_level(lvl, per_level[lvl], model=model, character_set=character_set)
+            for lvl in levels
+        ]
+        templates[0].validate()
+        # Refuse now what would only fail after the first queries ran.
+        for depth, template in enumerate(templates[1:], start=1):
+            placeholders = {lvl.unique_key: "1" for lvl in levels[:depth]}
+            template.with_keys(**placeholders).validate()
+        self.level = level
+        self.model = model
+        self._session = session
+        self._open_session = open_session
+        self._run = _HierarchyRun(
+            tuple(zip(levels, templates, strict=True)), strict=strict, priority=priority,
+            cancel_timeout=cancel_timeout,
+        )
+        self._generator: AsyncGenerator[Dataset, None] | None = None
+
+    @property
+    def queries(self) -> tuple[Query, ...]:
+        """The query of each level, without the unique keys pinned at run time."""
+        return tuple(template for _, template in self._run.levels)
+
+    @property
+    def result(self) -> HierarchyResult | None:
+        return self._run.result
+
+    def __aiter__(self) -> AsyncIterator[Dataset]:
+        if self._generator is None:
+            self._generator = self._run.matches(self._session, self._open_session)
+        return self._generator
+
+    async def __aenter__(self) -> HierarchicalFind:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._generator is not None:
+            await self._generator.aclose()
+
+    async def all(self) -> list[Dataset]:
+        async with self:
+            return [match async for match in self]
+
+
+class _HierarchyRun:
+    def __init__(
+        self, levels: tuple[tuple[Level, Query], ...], *, strict: bool, priority: int,
+        cancel_timeout: float,
+    ) -> None:
+        self.levels = levels
+        self.strict = strict
+        self.priority = priority
+        self.cancel_timeout = cancel_timeout
+        self.results: list[FindResult] = []
+        self.matches_yielded = 0
+        self.result: HierarchyResult | None = None
+
+    async def matches(
+        self, session: Session | None, open_session: SessionOpener | None
+    ) -> AsyncGenerator[Dataset, None]:
+        try:
+            async with AsyncExitStack() as stack:
+                if session is None:
+                    assert open_session is not None
+                    session = await stack.enter_async_context(open_session())
+                async with aclosing(self._walk(session, 0, {}, ())) as matches:
+                    async for match in matches:
+                        self.matches_yielded += 1
+                        yield match
+        finally:
+            self.result = HierarchyResult(tuple(self.results), self.matches_yielded)
+        for warning in self.result.warnings:
+            log.warning("C-FIND (hierarchy): %s", warning)
+
+    async def _walk(
+        self,
+        session: Session,
+        depth: int,
+        pinned: dict[str, object],
+        parents: tuple[Dataset, ...],
+    ) -> AsyncGenerator[Dataset, None]:
+        level, template = self.levels[depth]
+        query = template.with_keys(**pinned) if pinned else template
+        find = Find(
+            query, session=session, strict=self.strict, priority=self.priority,
+            cancel_timeout=self.cancel_timeout, log_warnings=False,
+        )
+        try:
+            if depth == len(self.levels) - 1:
+                async with find:
+                    async for match in find:
+                        yield _inherit(match, parents)
+                return
+            # The association carries one operation at a time: this level is read whole
+            # before the level below is asked, once per entity found here.
+            found = await find.all()
+        finally:
+            if find.result is not None:
+                self.results.append(find.result)
+        unique = level.unique_key
+        for entity in found:
+            value = entity.get(unique)
+            if not value:
+                log.warning("C-FIND: a %s match without %s cannot be followed down",
+                            level.value, unique)
+                continue
+            below = {**pinned, unique: str(value)}
+            async with aclosing(self._walk(session, depth + 1, below, (*parents, entity))) as sub:
+                async for match in sub:
+                    yield match
+
+
+def _inherit(match: Dataset, parents: tuple[Dataset, ...]) -> Dataset:
+    """``match`` with the attributes of its parents it lacks (closest parent first)."""
+    charset = _charset(match)
+    inherited: dict[int, DataElement] = {}
+    needs_utf8 = False
+    for parent in reversed(parents):
+        # Iterating converts each element with the parent's own character set: the values
+        # copied are text already, not bytes in a foreign encoding.
+        for elem in parent:
+            if elem.tag in _NOT_INHERITED or elem.tag.element == 0 or elem.tag in inherited:
+                continue
+            own = match.get(elem.tag)
+            if own is not None and not own.is_empty:
+                continue
+            inherited[elem.tag] = elem
+            if _charset(parent) != charset and _has_non_ascii(elem.value):
+                needs_utf8 = True
+    if needs_utf8:
+        # UTF-8 can encode the mix whatever it came from. The match's own undecoded values are
+        # unaffected: pydicom decodes them with the character set they were read in.
+        match.SpecificCharacterSet = "ISO_IR 192"
+    for elem in inherited.values():
+        match.add(elem)
+    return match
+
+
+def _charset(ds: Dataset) -> tuple[str, ...]:
+    value = ds.get("SpecificCharacterSet")
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return (value.strip(),)
+    return tuple(str(v).strip() for v in value)
+
+
+def _has_non_ascii(value: object) -> bool:
+    if isinstance(value, (list, tuple, MultiValue)):
+        return any(_has_non_ascii(v) for v in value)
+    return not str(value).isascii()
+
+
+__all__ = [
+    "CANCEL_TIMEOUT",
+    "Find",
+    "FindError",
+    "FindOptions",
+    "FindResult",
+    "HierarchicalFind",
+    "HierarchyResult",
+    "negotiated_options",
+]

@@ -7,12 +7,12 @@ transfer-syntax contexts for the common compressed syntaxes, within the 128-cont
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pydicom.uid as pu
 
 from aiodicom.negotiation import MAX_CONTEXTS, ContextProposal
-from aiodicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from aiodicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES
 
 # The storage classes a PACS most often holds, for when nothing tells us what a study contains.
 COMMON_STORAGE_CLASSES: tuple[str, ...] = tuple(str(uid) for uid in (
@@ -45,14 +45,27 @@ COMPRESSED_PREFERENCE: tuple[str, ...] = tuple(str(uid) for uid in (
 
 
 def storage_proposals(
-    sop_classes: Iterable[str] | None, budget: int = MAX_CONTEXTS - 1
+    sop_classes: Iterable[str] | None,
+    budget: int = MAX_CONTEXTS - 1,
+    transfer_syntaxes: Sequence[str] | None = None,
 ) -> list[ContextProposal]:
     """Contexts (SCP role) for receiving the given storage classes: one uncompressed context per
     class, then single compressed-syntax contexts, round-robin across classes, until the budget
-    of contexts is used."""
+    of contexts is used.
+
+    With ``transfer_syntaxes``, exactly one context per class carrying those syntaxes in that
+    order: for asking the peer for a given encoding, and for peers such as DCMTK's dcmqrscp
+    (3.6.7) that send every instance of a class on the first context accepted for it and fail
+    the sub-operation when that context's syntax differs from the stored one.
+    """
     classes: Sequence[str] = list(dict.fromkeys(sop_classes or COMMON_STORAGE_CLASSES))
     if len(classes) > budget:
         classes = classes[:budget]
+    if transfer_syntaxes is not None:
+        if not transfer_syntaxes:
+            raise ValueError("transfer_syntaxes is empty: give at least one, or None")
+        chosen = tuple(str(uid) for uid in transfer_syntaxes)
+        return [ContextProposal(uid, chosen, scu_role=False, scp_role=True) for uid in classes]
     proposals = [
         ContextProposal(uid, (EXPLICIT_VR_LE, IMPLICIT_VR_LE), scu_role=False, scp_role=True)
         for uid in classes
@@ -65,8 +78,27 @@ def storage_proposals(
     return proposals
 
 
+def get_proposals(
+    get_sop_class_uid: str,
+    sop_classes: Iterable[str] | None = None,
+    transfer_syntaxes: Sequence[str] | None = None,
+) -> list[ContextProposal]:
+    """Everything a C-GET association proposes: the Get model, then :func:`storage_proposals`.
+
+    Pass them to ``peer.associate(...)`` before ``session.get(...)``.
+    """
+    return [
+        ContextProposal(get_sop_class_uid, UNCOMPRESSED_TRANSFER_SYNTAXES),
+        *storage_proposals(sop_classes, MAX_CONTEXTS - 1, transfer_syntaxes),
+    ]
+
+
 def sop_classes_from(identifier: object) -> list[str] | None:
-    """SOP classes named by a C-FIND match: SOP Classes in Study, or the SOP Class UID."""
+    """SOP classes named by a C-FIND match (SOP Classes in Study, or the SOP Class UID), or by
+    the keys of a :class:`~aiodicom.query.Query`."""
+    keys = getattr(identifier, "keys", None)
+    if isinstance(keys, Mapping):  # a Query: its keys, not the Dataset method of that name
+        identifier = keys
     get = getattr(identifier, "get", None)
     if get is None:
         return None

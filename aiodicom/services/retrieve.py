@@ -6,13 +6,18 @@ instances arrive as C-STORE requests on the retrieval's own association (routed 
 dispatcher); C-MOVE instances arrive at the client's acceptor and are routed here by
 :class:`aiodicom.routing.DeliveryRouter`. Either way an instance is handed to the sink before the
 sender is told it was stored, so every instance the peer counts as completed is in the sink.
+
+Leaving ``async with`` early, or cancelling the awaiting task, sends C-CANCEL and waits (bounded)
+for the peer's final response; :attr:`Retrieval.result` then says what arrived. A failure status,
+or an association that ends before the final response, raises :class:`RetrieveError` whose
+``result`` holds the same account.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Generator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
@@ -25,6 +30,7 @@ from pydicom import Dataset
 from aiodicom.datasets import decode_dataset, encode_dataset
 from aiodicom.dimse import (
     C_CANCEL_RQ,
+    C_ECHO_RQ,
     C_GET_RQ,
     C_MOVE_RQ,
     C_STORE_RQ,
@@ -35,17 +41,32 @@ from aiodicom.dimse import (
 )
 from aiodicom.errors import DicomError, DicomTimeoutError, DimseError, StatusError
 from aiodicom.instance import Instance
-from aiodicom.query import Query
-from aiodicom.sinks import MemorySink, Sink, as_sink
+from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.series import Series, SeriesError, split_series
+from aiodicom.services.echo import echo_response
+from aiodicom.sinks import DirectorySink, MemorySink, Sink, as_sink
 from aiodicom.status import StatusCategory, status_category, status_meaning
 
 if TYPE_CHECKING:
+    from aiodicom.routing import DeliveryRouter
     from aiodicom.session import Session
 
 log = logging.getLogger("aiodicom.retrieve")
 
 CANCEL_TIMEOUT = 10.0
-UNIQUE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+NOT_AUTHORIZED = 0x0124
+"""C-STORE status for a delivery no retrieval wants (PS3.7 C.5.8: Refused, not authorized)."""
+NO_FINAL_RESPONSE = 0xC000
+"""The status a result carries when the association ended before the peer's final response
+(:attr:`RetrieveResult.interrupted` then says why): a failure, as nothing confirms the rest."""
+
+_UNIQUE_KEYS = {
+    Level.PATIENT: "PatientID",
+    Level.STUDY: "StudyInstanceUID",
+    Level.SERIES: "SeriesInstanceUID",
+    Level.IMAGE: "SOPInstanceUID",
+}
+_ALL_LEVELS = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 
 
 @attrs.frozen
@@ -73,21 +94,60 @@ class RetrieveResult:
     """How a C-MOVE or C-GET ended, and what arrived."""
 
     status: int
+    """The final status; :data:`NO_FINAL_RESPONSE` when none came (see :attr:`interrupted`)."""
     status_text: str
     error_comment: str | None
     completed: tuple[str, ...]
-    """SOP Instance UIDs that arrived and were stored by the sink."""
+    """SOP Instance UIDs that arrived and were stored by the sink, in arrival order. Empty for
+    a C-MOVE to another AE: only the peer's counts (:attr:`sub_operations`) tell then."""
     failed: tuple[str, ...]
     """The peer's Failed SOP Instance UID List (0008,0058) plus instances we could not store."""
     warning: tuple[str, ...]
     bytes_received: int
+    """Data set bytes of the instances in :attr:`completed`."""
     sub_operations: Progress
     """The peer's last reported counts."""
     cancelled: bool = False
+    """We cancelled (left ``async with`` early, or the task was cancelled)."""
+    interrupted: str | None = None
+    """Why the retrieval ended without its normal course (association aborted or closed,
+    DIMSE timeout); ``None`` otherwise."""
+    sink: Sink | MemorySink | DirectorySink | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
+    """Where the instances went."""
 
     @property
     def ok(self) -> bool:
         return status_category(self.status) in (StatusCategory.SUCCESS, StatusCategory.WARNING)
+
+    def instances(self) -> list[Instance]:
+        """The instances in :attr:`completed`, from a :class:`MemorySink` or read back from the
+        files of a :class:`DirectorySink` (other sinks keep nothing we could give back)."""
+        sink = self.sink
+        if isinstance(sink, MemorySink):
+            return [sink.instances[uid] for uid in self.completed if uid in sink.instances]
+        if isinstance(sink, DirectorySink):
+            return [sink.instance(uid) for uid in self.completed if uid in sink.paths]
+        raise TypeError(
+            f"the instances went to {sink!r}, which does not keep them: retrieve into a "
+            "MemorySink or a DirectorySink to get them back from the result"
+        )
+
+    def series(self, series_instance_uid: str | None = None) -> Series:
+        """The instances that arrived as a :class:`~aiodicom.series.Series` (e.g. for
+        ``.to_sitk()``). Without ``series_instance_uid`` exactly one series must have arrived."""
+        groups = split_series(self.instances())
+        if series_instance_uid is not None:
+            if series_instance_uid not in groups:
+                raise SeriesError(f"no instance of series {series_instance_uid} arrived")
+            return groups[series_instance_uid]
+        if len(groups) != 1:
+            found = ", ".join(sorted(groups)) or "none"
+            raise SeriesError(
+                f"{len(groups)} series arrived ({found}): name one with series(uid)"
+            )
+        return next(iter(groups.values()))
 
 
 class RetrieveError(StatusError):
@@ -104,17 +164,72 @@ class MoveDestinationUnknown(RetrieveError):
     """The PACS does not know the AE title we asked it to send to."""
 
 
-def retrieve_identifier(query: Query | Dataset) -> Dataset:
-    """The C-MOVE/C-GET identifier: the level and the unique keys that have values."""
-    full = query.to_dataset() if isinstance(query, Query) else query
+def _model_of(sop_class_uid: str | None) -> QueryModel | None:
+    for model in QueryModel:
+        if sop_class_uid is not None and sop_class_uid in (
+            model.move_sop_class, model.get_sop_class
+        ):
+            return model
+    return None
+
+
+def retrieve_model(query: Query | Dataset) -> QueryModel:
+    """The information model to retrieve ``query`` with: a :class:`Query`'s own; for a C-FIND
+    match, which does not say, Patient Root at PATIENT level and Study Root otherwise."""
+    if isinstance(query, Query):
+        return query.model
+    return QueryModel.PATIENT_ROOT if query.get("QueryRetrieveLevel") == "PATIENT" \
+        else QueryModel.STUDY_ROOT
+
+
+def retrieve_sop_class(model: QueryModel, kind: Literal["move", "get"]) -> str:
+    """The Move or Get SOP Class UID of ``model``; :class:`QueryError` for the worklist."""
+    uid = model.move_sop_class if kind == "move" else model.get_sop_class
+    if uid is None:
+        raise QueryError(f"the {model.value} model has no C-{kind.upper()}")
+    return uid
+
+
+def retrieve_identifier(query: Query | Dataset, sop_class_uid: str | None = None) -> Dataset:
+    """The C-MOVE/C-GET identifier: the level and the unique keys from the top of the model
+    down to that level (PS3.4 C.4.2.2.1), for a :class:`Query` or a C-FIND match.
+
+    ``sop_class_uid`` (the Move or Get SOP class) says the model: Study Root has no Patient ID
+    among its unique keys, so a match's Patient ID is left out there. Raises
+    :class:`~aiodicom.query.QueryError` when the unique key of the level has no value.
+    """
+    if isinstance(query, Query):
+        return query.retrieve_identifier()
+    raw_level = query.get("QueryRetrieveLevel")
+    try:
+        level = Level(str(raw_level or "").strip())
+    except ValueError:
+        raise QueryError(
+            f"QueryRetrieveLevel {raw_level!r} is none of PATIENT, STUDY, SERIES, IMAGE",
+            "QueryRetrieveLevel",
+        ) from None
+    model = _model_of(sop_class_uid)
+    levels = model.levels if model is not None else _ALL_LEVELS
+    if level not in levels:
+        assert model is not None
+        raise QueryError(
+            f"the {model.value} model has no {level.value} level", "QueryRetrieveLevel"
+        )
     identifier = Dataset()
-    identifier.QueryRetrieveLevel = full.QueryRetrieveLevel
-    if "SpecificCharacterSet" in full:
-        identifier.SpecificCharacterSet = full.SpecificCharacterSet
-    for keyword in UNIQUE_KEYS:
-        value = full.get(keyword)
-        if value not in (None, ""):
-            identifier[keyword] = full[keyword]
+    identifier.QueryRetrieveLevel = level.value
+    if "SpecificCharacterSet" in query:
+        identifier.SpecificCharacterSet = query.SpecificCharacterSet
+    for upper in levels[: levels.index(level) + 1]:
+        keyword = _UNIQUE_KEYS[upper]
+        value = query.get(keyword)
+        if value is None or value == "":
+            if upper is level:
+                raise QueryError(
+                    f"{keyword}: a {level.value} retrieve needs the {keyword} value(s) to fetch",
+                    keyword,
+                )
+            continue
+        identifier[keyword] = query[keyword]
     return identifier
 
 
@@ -128,6 +243,19 @@ def store_response(request: DimseMessage, status: int) -> DimseMessage:
             "AffectedSOPInstanceUID": request.command.get("AffectedSOPInstanceUID"),
             "CommandDataSetType": NO_DATASET,
             "Status": status,
+        },
+        None,
+    )
+
+
+def _unrecognized_response(request: DimseMessage) -> DimseMessage:
+    return DimseMessage(
+        request.context_id,
+        {
+            "CommandField": request.command_field | 0x8000,
+            "MessageIDBeingRespondedTo": request.message_id,
+            "CommandDataSetType": NO_DATASET,
+            "Status": 0x0211,  # Unrecognized operation: the association lives on
         },
         None,
     )
@@ -147,8 +275,18 @@ def instance_from_request(
     )
 
 
+MatchCounter = Callable[[Dataset], Awaitable[int]]
+"""Counts (by C-FIND) what a retrieve identifier matches at the peer."""
+
+
 class Retrieval:
-    """A C-MOVE or C-GET; await it, or ``async with`` it and iterate its events."""
+    """A C-MOVE or C-GET; await it, or ``async with`` it and iterate its events.
+
+    ``router``: the client's :class:`~aiodicom.routing.DeliveryRouter`, for a C-MOVE whose
+    instances come to our own acceptor. ``destination_address``: our acceptor's (host, port),
+    named in the error when the PACS does not know the destination. ``count_matches``: used
+    only to tell, after a bare 0xC000 refusal, whether the PACS holds what we asked for.
+    """
 
     def __init__(
         self,
@@ -156,41 +294,57 @@ class Retrieval:
         query: Query | Dataset,
         *,
         sop_class_uid: str,
-        sink: Sink | MemorySink | None = None,
+        sink: Sink | MemorySink | DirectorySink | None = None,
         session: Session | None = None,
         open_session: Callable[[Retrieval], AbstractAsyncContextManager[Session]] | None = None,
         destination: str | None = None,
-        message_id: int | None = None,
-        expect_delivery: Callable[[Retrieval], AbstractAsyncContextManager[None]] | None = None,
+        router: DeliveryRouter | None = None,
+        destination_address: tuple[str, int] | None = None,
+        count_matches: MatchCounter | None = None,
         priority: int = 0,
         cancel_timeout: float = CANCEL_TIMEOUT,
     ) -> None:
         if (session is None) == (open_session is None):
             raise TypeError("give exactly one of session and open_session")
+        if kind == "move" and not destination:
+            raise TypeError("a C-MOVE needs a destination AE title")
         self.kind = kind
-        self.identifier = retrieve_identifier(query)
+        self.identifier = retrieve_identifier(query, sop_class_uid)
         self.sop_class_uid = sop_class_uid
         self.sink = sink if sink is not None else MemorySink()
         self._deliver = as_sink(self.sink)
         self._session = session
         self._open_session = open_session
         self.destination = destination
-        self.message_id = message_id
-        self._expect_delivery = expect_delivery
+        self._router = router
+        self.destination_address = destination_address
+        self._count_matches = count_matches
         self.priority = priority
         self.cancel_timeout = cancel_timeout
+        self.message_id: int | None = None
         self.peer_ae_title: str | None = None
+        """The AE title we called (the PACS's)."""
+        self.calling_ae_title: str | None = None
+        """Our own AE title on the association."""
         self.result: RetrieveResult | None = None
         self._completed: list[str] = []
         self._local_failures: list[str] = []
-        # PS3.4 gives no UID list for warning sub-operations; only our own stores can add here.
+        # PS3.4 gives no UID list for warning sub-operations; only our own stores could add here.
         self._warnings: list[str] = []
         self._bytes = 0
         self._last_activity = 0.0
+        self._inflight = 0
+        self._idle: anyio.Event | None = None
+        self._closed = False
         self._events: MemoryObjectSendStream[RetrieveEvent] | None = None
         self._receive_events: MemoryObjectReceiveStream[RetrieveEvent] | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._failure: DicomError | None = None
+
+    @property
+    def expects_delivery(self) -> bool:
+        """Instances of this retrieval come to our acceptor (a C-MOVE to ourselves)."""
+        return self._router is not None
 
     # --- ways to use it -----------------------------------------------------------------------
 
@@ -214,7 +368,9 @@ class Retrieval:
 
     def __aiter__(self) -> AsyncIterator[RetrieveEvent]:
         if self._receive_events is None:
-            raise RuntimeError("iterate a retrieval inside 'async with': async with peer.move(...) as r")
+            raise RuntimeError(
+                "iterate a retrieval inside 'async with': async with peer.move(...) as r"
+            )
         return self._iterate(self._receive_events)
 
     async def _iterate(
@@ -241,7 +397,7 @@ class Retrieval:
             raise self._failure
         return suppress
 
-    # --- the work -----------------------------------------------------------------------------
+    # --- instances ------------------------------------------------------------------------------
 
     async def _emit(self, event: RetrieveEvent) -> None:
         if self._events is not None:
@@ -252,6 +408,18 @@ class Retrieval:
 
     async def accept_instance(self, instance: Instance) -> int:
         """Hand one arrived instance to the sink; the status to answer its C-STORE with."""
+        if self._closed:
+            # The result is written: an instance stored now would be in the sink but not in it.
+            return NOT_AUTHORIZED
+        self._inflight += 1
+        try:
+            return await self._store(instance)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _store(self, instance: Instance) -> int:
         self._last_activity = anyio.current_time()
         uid = instance.sop_instance_uid
         try:
@@ -260,7 +428,7 @@ class Retrieval:
             log.error("could not store %s: %s", uid, exc)
             self._local_failures.append(uid)
             return 0xA700  # Refused: out of resources
-        except Exception as exc:  # noqa: BLE001 - a sink's failure is reported, never lost
+        except Exception as exc:
             log.error("sink refused %s: %s", uid, exc)
             self._local_failures.append(uid)
             return 0xC000  # Error: cannot understand
@@ -269,20 +437,43 @@ class Retrieval:
         await self._emit(InstanceArrived(instance))
         return 0x0000
 
-    async def handle_store_request(self, request: DimseMessage, session: Session) -> None:
-        """C-STORE sub-operation of a C-GET, arriving on our own association."""
+    async def _settle(self) -> None:
+        """Refuse further instances and wait for those being stored (a C-MOVE's deliveries run
+        in the acceptor's tasks), so that the result and the sink agree. A sink that hangs
+        must not make the retrieval hang: the wait is bounded like a cancel's."""
+        self._closed = True
+        with anyio.move_on_after(self.cancel_timeout):
+            while self._inflight:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+        if self._inflight:
+            log.warning(
+                "%s: %d instance(s) still in the sink after %s s are left out of the result",
+                self._what(), self._inflight, self.cancel_timeout,
+            )
+
+    async def handle_request(self, request: DimseMessage, session: Session) -> None:
+        """A request the peer sends on a C-GET's association: its C-STORE sub-operations."""
+        association = session.association
+        if request.command_field == C_ECHO_RQ:
+            await association.send_message(echo_response(request))
+            return
         if request.command_field != C_STORE_RQ:
-            raise DimseError(f"unexpected {request.name} during a C-GET")
-        context = session.association.contexts.get(request.context_id)
+            log.warning("refused %s on a C-GET association", request.name)
+            await association.send_message(_unrecognized_response(request))
+            return
+        context = association.contexts.get(request.context_id)
         if context is None or context.transfer_syntax is None:
             status = 0x0122  # Refused: SOP class not supported
         else:
-            peer = session.association.request
+            peer = association.request
             instance = instance_from_request(
                 request, context.transfer_syntax, peer.called_ae_title if peer else None
             )
             status = await self.accept_instance(instance)
-        await session.association.send_message(store_response(request, status))
+        await association.send_message(store_response(request, status))
+
+    # --- the work -----------------------------------------------------------------------------
 
     async def _drive(self) -> RetrieveResult:
         async with AsyncExitStack() as stack:
@@ -290,18 +481,24 @@ class Retrieval:
             if session is None:
                 assert self._open_session is not None
                 session = await stack.enter_async_context(self._open_session(self))
-            if self.kind == "get":
-                session.dispatcher.request_handler = \
-                    lambda message: self.handle_store_request(message, session)
             request = session.association.request
             self.peer_ae_title = request.called_ae_title if request else None
-            return await self._exchange(session, stack)
-        raise AssertionError("unreachable")  # pragma: no cover - the block always returns
+            self.calling_ae_title = request.calling_ae_title if request else None
+            if self.kind == "get":
+                dispatcher = session.dispatcher
+                previous = dispatcher.request_handler
+                dispatcher.request_handler = lambda message: self.handle_request(message, session)
+                stack.callback(setattr, dispatcher, "request_handler", previous)
+            result, failure = await self._exchange(session)
+        if failure is not None:
+            raise RetrieveError(result, self._interrupted_message(result)) from failure
+        return await self._check(result)
 
-    async def _exchange(self, session: Session, stack: AsyncExitStack) -> RetrieveResult:
+    async def _exchange(self, session: Session) -> tuple[RetrieveResult, DicomError | None]:
         dispatcher = session.dispatcher
         context = session.association.context(self.sop_class_uid)
-        assert context.transfer_syntax is not None
+        transfer_syntax = context.transfer_syntax
+        assert transfer_syntax is not None
         command: dict[str, object] = {
             "CommandField": C_MOVE_RQ if self.kind == "move" else C_GET_RQ,
             "AffectedSOPClassUID": self.sop_class_uid,
@@ -310,34 +507,47 @@ class Retrieval:
         }
         if self.kind == "move":
             command["MoveDestination"] = self.destination
-        async with dispatcher.operation(self.message_id) as message_id:
+        router = self._router
+        # Deliveries are matched by this Message ID, so it comes from the client-wide router.
+        wanted_id = router.allocate_message_id() if router is not None else None
+        async with dispatcher.operation(wanted_id) as message_id:
             self.message_id = message_id
-            if self._expect_delivery is not None:
-                await stack.enter_async_context(self._expect_delivery(self))
-            command["MessageID"] = message_id
-            await dispatcher.send(DimseMessage(
-                context.context_id, command,
-                encode_dataset(self.identifier, context.transfer_syntax),
-            ))
-            counts = Progress(None, None, None, None)
-            final: DimseMessage | None = None
-            cancelled = False
-            try:
-                while final is None:
-                    response = await self._next_response(session, message_id)
-                    status = response.status if response.status is not None else 0xC000
-                    counts = _counts(response, counts)
-                    if status_category(status) is StatusCategory.PENDING:
-                        await self._emit(counts)
-                    else:
-                        final = response
-            finally:
-                if final is None:
-                    cancelled = True
+            expecting = router.expecting(self) if router is not None else nullcontext()
+            async with expecting:
+                command["MessageID"] = message_id
+                await dispatcher.send(DimseMessage(
+                    context.context_id, command,
+                    encode_dataset(self.identifier, transfer_syntax),
+                ))
+                counts = Progress(None, None, None, None)
+                final: DimseMessage | None = None
+                failure: DicomError | None = None
+                cancelled = False
+                try:
+                    while final is None:
+                        response = await self._next_response(session, message_id)
+                        status = response.status if response.status is not None else 0xC000
+                        counts = _counts(response, counts)
+                        if status_category(status) is StatusCategory.PENDING:
+                            await self._emit(counts)
+                        else:
+                            final = response
+                except DicomError as exc:
+                    failure = exc
+                finally:
                     with anyio.CancelScope(shield=True):
-                        final = await self._cancel(session, context.context_id, message_id)
-                self.result = self._result(final, counts, cancelled, context.transfer_syntax)
-        return self._check(self.result)
+                        if final is None:
+                            # No failure means we were cancelled (or a non-DICOM error).
+                            cancelled = failure is None
+                            if not dispatcher.ended:
+                                final = await self._cancel(session, context.context_id, message_id)
+                            if final is not None:
+                                counts = _counts(final, counts)
+                        await self._settle()
+                    self.result = self._result(
+                        final, counts, cancelled, transfer_syntax, failure
+                    )
+        return self.result, failure
 
     async def _next_response(self, session: Session, message_id: int) -> DimseMessage:
         """Wait for a response; instances arriving count as activity for the DIMSE timeout,
@@ -357,8 +567,6 @@ class Retrieval:
         self, session: Session, context_id: int, message_id: int
     ) -> DimseMessage | None:
         dispatcher = session.dispatcher
-        if dispatcher.ended:
-            return None
         try:
             await dispatcher.send(DimseMessage(
                 context_id,
@@ -375,20 +583,33 @@ class Retrieval:
                     status = response.status if response.status is not None else 0xC000
                     if status_category(status) is not StatusCategory.PENDING:
                         return response
-        except Exception as exc:  # noqa: BLE001 - any failure here means: give up the association
+        except Exception as exc:
             log.info("C-CANCEL did not complete: %s", exc)
         await session.association.abort()
         return None
 
     def _result(
-        self, final: DimseMessage | None, counts: Progress, cancelled: bool, transfer_syntax: str
+        self,
+        final: DimseMessage | None,
+        counts: Progress,
+        cancelled: bool,
+        transfer_syntax: str,
+        failure: DicomError | None,
     ) -> RetrieveResult:
         failed_remote: list[str] = []
+        interrupted = f"{type(failure).__name__}: {failure}" if failure is not None else None
         if final is None:
-            status = 0xFE00 if cancelled else 0xC000
-            comment: str | None = "the peer did not confirm the cancel; association aborted"
+            if cancelled:
+                status = 0xFE00
+                status_text = status_meaning(status, self.kind)
+                comment: str | None = "the peer did not confirm the cancel; association aborted"
+            else:
+                status = NO_FINAL_RESPONSE
+                status_text = "Failed: the association ended before the final response"
+                comment = None
         else:
             status = final.status if final.status is not None else 0xC000
+            status_text = status_meaning(status, self.kind)
             raw = final.command.get("ErrorComment")
             comment = str(raw) if raw else None
             failed_remote = _failed_list(final, transfer_syntax)
@@ -396,7 +617,7 @@ class Retrieval:
         failed = tuple(dict.fromkeys(failed_remote + self._local_failures))
         return RetrieveResult(
             status=status,
-            status_text=status_meaning(status, self.kind),
+            status_text=status_text,
             error_comment=comment,
             completed=completed,
             failed=failed,
@@ -404,31 +625,104 @@ class Retrieval:
             bytes_received=self._bytes,
             sub_operations=counts,
             cancelled=cancelled,
+            interrupted=interrupted,
+            sink=self.sink,
         )
 
-    def _check(self, result: RetrieveResult) -> RetrieveResult:
-        if result.cancelled or status_category(result.status) is not StatusCategory.FAILURE:
+    # --- telling what went wrong ----------------------------------------------------------------
+
+    def _what(self) -> str:
+        peer = f" from {self.peer_ae_title}" if self.peer_ae_title else ""
+        return f"C-{self.kind.upper()}{peer}"
+
+    def _interrupted_message(self, result: RetrieveResult) -> str:
+        arrived = len(result.completed)
+        reported = result.sub_operations
+        told = ""
+        if reported.remaining is not None:
+            told = f"; the peer had last reported {reported.remaining} sub-operation(s) remaining"
+        return (
+            f"{self._what()} interrupted ({result.interrupted}): {arrived} instance(s) had "
+            f"arrived and are in the sink (see .result.completed){told}"
+        )
+
+    def _refused_before_start(self, result: RetrieveResult) -> bool:
+        """A bare Cxxx failure: no sub-operation counted, nothing arrived, no comment."""
+        counts = result.sub_operations
+        return (
+            (result.status & 0xF000) == 0xC000
+            and not result.error_comment
+            and not result.completed
+            and not result.failed
+            and not any((counts.completed, counts.failed, counts.warning, counts.remaining))
+        )
+
+    def _destination_advice(self) -> str:
+        where = "its host and port"
+        if self.destination_address is not None:
+            host, port = self.destination_address
+            shown = "this machine's address" if host in ("0.0.0.0", "::", "") else f"host {host}"
+            where = f"{shown} and port {port}"
+        return (
+            f"Configure AE title {self.destination!r} with {where} in the PACS's list of DICOM "
+            "nodes (DCMTK dcmqrscp: HostTable in its configuration file; Orthanc: "
+            "DicomModalities), or retrieve with C-GET instead."
+        )
+
+    async def _check(self, result: RetrieveResult) -> RetrieveResult:
+        category = status_category(result.status)
+        if result.cancelled or category in (StatusCategory.SUCCESS, StatusCategory.WARNING):
+            if category is StatusCategory.WARNING:
+                log.warning(
+                    "%s ended with 0x%04X (%s): %d failed", self._what(), result.status,
+                    result.status_text, len(result.failed),
+                )
             return result
-        if self.kind == "move" and _destination_unknown(result):
-            raise MoveDestinationUnknown(result, (
-                f"C-MOVE refused, status 0x{result.status:04X} ({result.status_text}"
-                + (f": {result.error_comment}" if result.error_comment else "")
-                + f"): the PACS {self.peer_ae_title or ''} does not know the move destination "
-                f"{self.destination!r}. Configure it there as a DICOM node with our host and "
-                "port (dcmqrscp: HostTable; Orthanc: DicomModalities), or use C-GET."
+        if category is StatusCategory.CANCEL:
+            raise RetrieveError(result, (
+                f"{self._what()} ended with 0xFE00 (cancelled) though we did not cancel: "
+                f"{len(result.completed)} instance(s) arrived"
             ))
+        if self.kind == "move" and result.status == 0xA801:
+            raise MoveDestinationUnknown(result, (
+                f"{self._what()} refused with 0xA801 (move destination unknown): the PACS does "
+                f"not know the AE title {self.destination!r}. " + self._destination_advice()
+            ))
+        if self.kind == "move" and self._refused_before_start(result):
+            matches = await self._matches_at_peer()
+            if matches:
+                # Orthanc answers 0xC000 alike for an unknown or unreachable destination and for
+                # an identifier matching nothing; a C-FIND tells the two apart.
+                raise MoveDestinationUnknown(result, (
+                    f"{self._what()} failed with 0x{result.status:04X} before any "
+                    f"sub-operation, though the PACS holds {matches} match(es) for the "
+                    "identifier (checked with C-FIND): it does not know the move destination "
+                    f"{self.destination!r}, or cannot connect to the address it has for it. "
+                    + self._destination_advice()
+                ))
+            if matches == 0:
+                raise RetrieveError(result, (
+                    f"{self._what()} failed with 0x{result.status:04X}: the PACS holds nothing "
+                    f"matching the identifier ({_describe_identifier(self.identifier)})"
+                ))
         raise RetrieveError(result)
 
+    async def _matches_at_peer(self) -> int | None:
+        if self._count_matches is None:
+            return None
+        try:
+            return await self._count_matches(self.identifier)
+        except (DicomError, ValueError) as exc:
+            log.info("could not check the C-MOVE identifier with C-FIND: %s", exc)
+            return None
 
-def _destination_unknown(result: RetrieveResult) -> bool:
-    if result.status == 0xA801:
-        return True
-    # Orthanc answers C000 with no sub-operation at all; its comment names the modality.
-    comment = (result.error_comment or "").lower()
-    nothing_moved = not result.completed and not result.sub_operations.completed
-    return (result.status & 0xF000) == 0xC000 and nothing_moved and (
-        "modality" in comment or "destination" in comment or "unknown" in comment
-    )
+
+def _describe_identifier(identifier: Dataset) -> str:
+    parts: list[str] = []
+    for element in identifier:
+        if element.keyword != "SpecificCharacterSet":
+            parts.append(f"{element.keyword}={element.value}")
+    return ", ".join(parts)
 
 
 def _counts(response: DimseMessage, previous: Progress) -> Progress:
@@ -450,24 +744,34 @@ def _failed_list(response: DimseMessage, transfer_syntax: str) -> list[str]:
     try:
         identifier = decode_dataset(response.data, transfer_syntax)
         value = identifier.get("FailedSOPInstanceUIDList")
-    except Exception:  # noqa: BLE001 - a garbled list must not hide the status
+    except Exception:
         return []
     if value is None or value == "":
         return []
     if isinstance(value, str):
         return [value]
-    return [str(uid) for uid in value]
+    return [str(uid) for uid in _as_iterable(value)]
+
+
+def _as_iterable(value: object) -> Iterable[object]:
+    return value if isinstance(value, Iterable) else [value]
 
 
 __all__ = [
+    "CANCEL_TIMEOUT",
+    "NOT_AUTHORIZED",
+    "NO_FINAL_RESPONSE",
     "InstanceArrived",
+    "MatchCounter",
     "MoveDestinationUnknown",
     "Progress",
+    "Retrieval",
     "RetrieveError",
     "RetrieveEvent",
     "RetrieveResult",
-    "Retrieval",
     "instance_from_request",
     "retrieve_identifier",
+    "retrieve_model",
+    "retrieve_sop_class",
     "store_response",
 ]

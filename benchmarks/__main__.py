@@ -1,0 +1,78 @@
+"""``python -m benchmarks`` (full run, about 10-15 minutes) or ``python -m benchmarks --quick``
+(smoke run, well under a minute). See benchmarks/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import pstats
+import shutil
+import sys
+from pathlib import Path
+
+from benchmarks import _paths, machine, measure, report
+from benchmarks.runner import PROFILES, Bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run: small corpus, 1 run")
+    parser.add_argument("--runs", type=int, help="runs per client (default: 3, quick: 1)")
+    parser.add_argument(
+        "--only", help="comma-separated case prefixes, e.g. 'get,find-many,echo,store-small'"
+    )
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="run aiodicom's workers under cProfile; print their hottest functions",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the report")
+    args = parser.parse_args(argv)
+
+    profile = PROFILES["quick" if args.quick else "full"]
+    if args.runs:
+        profile = dataclasses.replace(profile, runs=args.runs)
+    only = {k.strip() for k in args.only.split(",") if k.strip()} if args.only else None
+    bench = Bench(profile, only, verbose=not args.quiet)
+    if args.profile:
+        measure.PROFILE_DIR = bench.work / "profiles"
+        shutil.rmtree(measure.PROFILE_DIR, ignore_errors=True)
+    try:
+        bench.setup()
+        bench.run_all()
+    finally:
+        bench.teardown()
+    results = bench.save()
+    rows = bench.rows()
+    info = machine.describe()
+    text = "\n\n".join(part for part in [
+        f"## Benchmark results ({profile.name} profile, {profile.runs} run(s) per client)",
+        machine.markdown(info),
+        report.case_titles(rows),
+        report.table(rows),
+        "### Targets (issue 5)",
+        report.targets_table(report.targets(rows)),
+        "### Headline",
+        report.headline(rows, info, bench.series_text()),
+        ("### Failures\n\n" + report.errors(rows)) if report.errors(rows) else "",
+        f"Set-up {bench.setup_seconds:.0f} s; raw samples: {results.relative_to(_paths.ROOT)}",
+    ] if part)
+    (bench.work / "report.md").write_text(text + "\n")
+    print(text)
+    if measure.PROFILE_DIR is not None:
+        print_profiles(measure.PROFILE_DIR)
+    failures = sum(r.failures for r in rows)
+    return 1 if failures else 0
+
+
+def print_profiles(directory: Path, top: int = 25) -> None:
+    for path in sorted(directory.glob("*.pstats")):
+        out = io.StringIO()
+        stats = pstats.Stats(str(path), stream=out)
+        stats.sort_stats("tottime").print_stats(top)
+        print(f"\n### cProfile {path.name} (by own time)\n")
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

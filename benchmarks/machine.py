@@ -1,0 +1,92 @@
+"""What the benchmarks ran on: recorded with every result."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any
+
+from benchmarks import _paths
+
+
+def _first_line(args: list[str]) -> str:
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc})"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fp:
+            for line in fp:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total_gib() -> float:
+    try:
+        with open("/proc/meminfo") as fp:
+            for line in fp:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(_paths.ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(_paths.ROOT), "status", "--porcelain", "--", "aiodicom"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except OSError:
+        return "unknown"
+    commit = out.stdout.strip() or "unknown"
+    return commit + (" + uncommitted changes in aiodicom/" if dirty.stdout.strip() else "")
+
+
+def describe() -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "ram_gib": round(_mem_total_gib(), 1),
+        "kernel": platform.release(),
+        "os": _first_line(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "python": sys.version.split()[0],
+        "aiodicom": _version("aiodicom") + f" (git {_git_commit()})",
+        "pydicom": _version("pydicom"),
+        "pynetdicom": _version("pynetdicom"),
+        "anyio": _version("anyio"),
+        "dcmtk": _first_line(["/usr/bin/dcmqrscp", "--version"]),
+        "orthanc": _first_line(["/usr/sbin/Orthanc", "--version"]),
+    }
+
+
+def markdown(info: dict[str, Any]) -> str:
+    return "\n".join([
+        f"- CPU: {info['cpu']}, {info['nproc']} cores (nproc); RAM {info['ram_gib']} GiB",
+        f"- OS: {info['os']}, kernel {info['kernel']}; Python {info['python']}",
+        f"- aiodicom {info['aiodicom']}; pydicom {info['pydicom']}; anyio {info['anyio']}",
+        f"- pynetdicom {info['pynetdicom']}; DCMTK: {info['dcmtk']}; Orthanc: {info['orthanc']}",
+    ])

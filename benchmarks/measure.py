@@ -1,0 +1,248 @@
+"""Running one measurement in a child process and collecting what it cost.
+
+Python clients run ``benchmarks.worker`` (it times its own work and reports its peak RSS).
+DCMTK tools are timed from outside; their CPU time and peak RSS come from ``os.wait4``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peers import peer_env, wait_for_port
+
+from benchmarks import _paths
+
+WORKER_TIMEOUT = 600.0
+PROFILE_DIR: Path | None = None
+"""When set (``--profile``), aiodicom workers run under cProfile and leave their stats here."""
+_profile_counter = 0
+
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float
+    peak_rss_kb: int
+    ok: bool
+    count: int | None = None
+    nbytes: int | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _worker_cmd(library: str, task: str, params: Mapping[str, Any]) -> list[str]:
+    spec = json.dumps({"library": library, "task": task, "params": dict(params)})
+    return [sys.executable, "-m", "benchmarks.worker", spec]
+
+
+def _worker_env(library: str = "", task: str = "") -> dict[str, str]:
+    global _profile_counter
+    env = dict(os.environ)
+    if PROFILE_DIR is not None and library == "aiodicom" and task not in ("serve_echo",):
+        _profile_counter += 1
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+        env["AIODICOM_BENCH_PROFILE"] = str(PROFILE_DIR / f"{_profile_counter:03d}-{task}.pstats")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_paths.ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def _sample_from(result: Mapping[str, Any], error_text: str = "") -> Sample:
+    known = {"wall", "cpu", "peak_rss_kb", "ok", "count", "bytes", "error"}
+    error = result.get("error")
+    if error and error_text:
+        error = f"{error}\n{error_text[-2000:]}"
+    return Sample(
+        wall=float(result.get("wall", float("nan"))),
+        cpu=float(result.get("cpu", float("nan"))),
+        peak_rss_kb=int(result.get("peak_rss_kb", 0)),
+        ok=bool(result.get("ok", False)),
+        count=result.get("count"),
+        nbytes=result.get("bytes"),
+        error=error,
+        extra={k: v for k, v in result.items() if k not in known},
+    )
+
+
+def _last_json_line(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def failed(error: str) -> Sample:
+    return Sample(float("nan"), float("nan"), 0, False, error=error)
+
+
+def run_worker(
+    library: str, task: str, params: Mapping[str, Any], timeout: float = WORKER_TIMEOUT
+) -> Sample:
+    """Run one client measurement in a fresh interpreter."""
+    try:
+        proc = subprocess.run(
+            _worker_cmd(library, task, params), capture_output=True, text=True,
+            timeout=timeout, env=_worker_env(library, task), cwd=_paths.ROOT, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return failed(f"{library} {task}: no result within {timeout} s")
+    result = _last_json_line(proc.stdout)
+    if result is None:
+        return failed(f"{library} {task} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return _sample_from(result, proc.stderr if not result.get("ok") else "")
+
+
+class WorkerServer:
+    """A Python SCP worker (``serve_store``/``serve_echo``) running until :meth:`finish`."""
+
+    def __init__(self, library: str, task: str, params: Mapping[str, Any]) -> None:
+        self.label = f"{library} {task}"
+        self.proc = subprocess.Popen(
+            _worker_cmd(library, task, params), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=_worker_env(library, task), cwd=_paths.ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "READY":
+            rest = self.proc.communicate(timeout=30)
+            raise RuntimeError(f"{self.label} did not start: {line}{rest[0]}{rest[1][-2000:]}")
+
+    def finish(self, timeout: float = 60.0) -> Sample:
+        try:
+            out, err = self.proc.communicate("stop\n", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        result = _last_json_line(out)
+        if result is None:
+            return failed(f"{self.label} exited {self.proc.returncode}: {err[-2000:]}")
+        return _sample_from(result, err if not result.get("ok") else "")
+
+
+@dataclass
+class ToolRun:
+    wall: float
+    cpu: float
+    peak_rss_kb: int
+    returncode: int
+    output: str
+
+
+def vm_hwm_kb(pid: int) -> int | None:
+    """Peak RSS of a running process (``None`` once it is gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/status") as fp:
+            for line in fp:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class HwmWatcher:
+    """Follows the peak RSS of a child process by reading its VmHWM every few milliseconds.
+
+    ``ru_maxrss`` from ``wait4`` cannot be used: Linux carries the parent's peak RSS into the
+    child's over fork + exec, so every tool would report at least this runner's size. VmHWM
+    belongs to the address space the tool got at exec; it only grows, so the last reading
+    before exit is the peak to within the polling interval.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        self.pid = pid
+        self.peak_kb = 0
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = vm_hwm_kb(self.pid)
+            if value is not None:
+                self.peak_kb = max(self.peak_kb, value)
+            self._stop.wait(self._interval)
+
+    def stop(self) -> int:
+        value = vm_hwm_kb(self.pid)
+        if value is not None:
+            self.peak_kb = max(self.peak_kb, value)
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb
+
+
+def _wait4(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, Any]:
+    """Reap ``proc`` with its resource usage (Popen is told, so it never reaps it again)."""
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage
+        if time.monotonic() > deadline:
+            proc.kill()
+            deadline = float("inf")
+        time.sleep(0.001)
+
+
+def run_tool(
+    args: Sequence[str], *, timeout: float = WORKER_TIMEOUT, log: Path | None = None
+) -> ToolRun:
+    """Run a DCMTK tool with ``TCP_NODELAY=1``; wall, CPU and peak RSS of that process."""
+    out_path = log or Path(os.devnull)
+    with open(out_path, "wb") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            list(map(str, args)), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=peer_env(),
+        )
+        watcher = HwmWatcher(proc.pid)
+        # Polling costs the measured tool nothing: it runs in another process, and the 1 ms
+        # granularity is far below the durations measured.
+        code, usage = _wait4(proc, time.monotonic() + timeout)
+        wall = time.perf_counter() - t0
+        peak = watcher.stop()
+    text = out_path.read_text(errors="replace")[-3000:] if log is not None else ""
+    return ToolRun(wall, usage.ru_utime + usage.ru_stime, peak, code, text)
+
+
+class ToolServer:
+    """A DCMTK server (storescp) whose CPU time and peak RSS are collected when stopped."""
+
+    def __init__(self, args: Sequence[str], port: int, log: Path) -> None:
+        self.log = log
+        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            list(map(str, args)), stdout=self._out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=peer_env(), start_new_session=True,
+        )
+        self.watcher = HwmWatcher(self.proc.pid, interval=0.02)
+        wait_for_port("127.0.0.1", port, 20.0, self.proc, log)
+
+    def stop(self) -> tuple[float, int]:
+        """SIGTERM; returns (CPU seconds, peak RSS kB) of its whole life."""
+        peak = self.watcher.stop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        _code, usage = _wait4(self.proc, time.monotonic() + 10)
+        self._out.close()
+        return usage.ru_utime + usage.ru_stime, peak

@@ -1,0 +1,107 @@
+"""The real peers of a benchmark run: dcmqrscp (two archives) and Orthanc, with cached storage.
+
+Both are started with ``TCP_NODELAY=1`` (``tests/peers`` does it for every peer) and a maximum
+PDU of 131072 bytes, the largest DCMTK accepts. Their storage (dcmqrscp's index, Orthanc's
+database) is kept under ``benchmarks/.work/<profile>/peers`` and reused while the corpus is the
+same, so only the first run pays for loading 263 MB into them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from peers import free_port
+from peers.dcmtk import DcmQrScp
+from peers.orthanc import Orthanc
+
+from benchmarks import _paths
+from benchmarks.corpus import Corpus, SeriesRef
+
+MAX_PDU = 131072
+
+# Move destinations known to both archives; each client receives on its own port.
+AIO_AE = "AIOBENCH"
+PYN_AE = "PYNBENCH"
+DCMTK_AE = "DCMTKSCP"
+
+
+@dataclass
+class Destinations:
+    aiodicom: int
+    pynetdicom: int
+    dcmtk: int
+
+    def table(self) -> list[tuple[str, str, int]]:
+        return [
+            (AIO_AE, "127.0.0.1", self.aiodicom),
+            (PYN_AE, "127.0.0.1", self.pynetdicom),
+            (DCMTK_AE, "127.0.0.1", self.dcmtk),
+        ]
+
+
+def new_destinations() -> Destinations:
+    return Destinations(free_port(), free_port(), free_port())
+
+
+def _cache_key(series: list[SeriesRef]) -> str:
+    text = "|".join(f"{s.series_uid}:{s.n}:{s.dataset_bytes}" for s in series)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _prepared(workdir: Path, key: str) -> bool:
+    marker = workdir / "loaded.key"
+    if marker.exists() and marker.read_text() == key:
+        return True
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    return False
+
+
+def start_dcmqrscp(
+    profile: str, name: str, series: list[SeriesRef], destinations: Destinations,
+    max_associations: int = 600, log: object = print,
+) -> DcmQrScp:
+    workdir = _paths.WORK / profile / "peers" / name
+    key = _cache_key(series)
+    loaded = _prepared(workdir, key)
+    server = DcmQrScp(
+        workdir, ae_title="QRSCP", move_destinations=destinations.table(), max_pdu=MAX_PDU,
+        max_associations=max_associations,
+    )
+    if not loaded:
+        for s in series:
+            if callable(log):
+                log(f"  indexing {s.n} instances ({s.key}) into dcmqrscp {name} ...")
+            server.load(s.files)
+        (workdir / "loaded.key").write_text(key)
+    return server.start()
+
+
+def start_orthanc(
+    profile: str, series: list[SeriesRef], destinations: Destinations, log: object = print
+) -> Orthanc:
+    workdir = _paths.WORK / profile / "peers" / "orthanc"
+    key = _cache_key(series)
+    loaded = _prepared(workdir, key)
+    server = Orthanc(
+        workdir,
+        modalities={ae: (ae, host, port) for ae, host, port in destinations.table()},
+        max_pdu=MAX_PDU,
+        extra_config={"DicomScpTimeout": 600, "LimitFindResults": 0, "LimitFindInstances": 0},
+    )
+    server.start()
+    if not loaded:
+        for s in series:
+            if callable(log):
+                log(f"  uploading {s.n} instances ({s.key}) to Orthanc ...")
+            server.upload(s.files)
+        (workdir / "loaded.key").write_text(key)
+    return server
+
+
+def corpus_series(corpus: Corpus) -> dict[str, SeriesRef]:
+    return {"big": corpus.big, "many": corpus.many}

@@ -1,0 +1,681 @@
+"""The benchmark run: peers up, every case measured client after client (A B C A B C ...).
+
+Each case lists its clients; run ``r`` measures every client once before run ``r + 1`` starts,
+so that a slow drift of the machine (page cache, CPU frequency, a noisy neighbour) touches all
+clients alike. Reported per client: median wall time, throughput, client CPU seconds and peak
+RSS of the client's process, and on aiodicom rows the speed ratios to pynetdicom and to DCMTK
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peers import free_port
+from peers.dcmtk import ECHOSCU, FINDSCU, GETSCU, MOVESCU, STORESCP, STORESCU, StoreScp
+
+from benchmarks import _paths, machine
+from benchmarks.corpus import Corpus, SeriesRef, ensure_corpus_in_child
+from benchmarks.measure import (
+    Sample,
+    ToolServer,
+    WorkerServer,
+    failed,
+    run_tool,
+    run_worker,
+)
+from benchmarks.peers import (
+    AIO_AE,
+    DCMTK_AE,
+    MAX_PDU,
+    PYN_AE,
+    Destinations,
+    new_destinations,
+    start_dcmqrscp,
+    start_orthanc,
+)
+
+HOST = "127.0.0.1"
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    runs: int
+    echo_n: int
+    orthanc: bool
+    concurrency: tuple[int, ...]
+    pyn_concurrency: tuple[int, ...]
+    concurrency_ops: int  # operations in total per concurrency sample (spread over associations)
+    idle_n: int
+    idle_seconds: float
+    pyn_default_pdu: bool
+    warmup: bool
+
+
+PROFILES = {
+    "full": Profile(
+        "full", runs=3, echo_n=200, orthanc=True, concurrency=(1, 10, 100, 500),
+        pyn_concurrency=(1, 10, 100, 500), concurrency_ops=1000, idle_n=100, idle_seconds=5.0,
+        pyn_default_pdu=True, warmup=True,
+    ),
+    "quick": Profile(
+        "quick", runs=1, echo_n=20, orthanc=False, concurrency=(1, 10),
+        pyn_concurrency=(), concurrency_ops=40, idle_n=10, idle_seconds=1.0,
+        pyn_default_pdu=False, warmup=False,
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Cases and results
+# --------------------------------------------------------------------------------------------
+
+FAMILIES = ("aiodicom", "pynetdicom", "dcmtk")
+
+
+@dataclass
+class Client:
+    label: str
+    family: str
+    run: Callable[[], Sample]
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    """On the row of ``aio``: its speed over ``pyn``'s and over ``dcmtk``'s (same work)."""
+
+    aio: str
+    pyn: str | None
+    dcmtk: str | None
+
+
+@dataclass
+class Case:
+    key: str
+    title: str
+    unit: str  # "MB/s", "matches/s", "ms/assoc", "ops/s", "objects/s", "idle CPU"
+    work_bytes: int | None
+    work_count: int | None
+    clients: list[Client]
+    comparisons: list[Comparison] = field(default_factory=list)
+    warmup: list[str] = field(default_factory=list)
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class Row:
+    case: str
+    title: str
+    client: str
+    family: str
+    runs: int
+    failures: int
+    wall: float | None
+    throughput: float | None
+    unit: str
+    cpu: float | None
+    peak_rss_mib: float | None
+    rss_before_mib: float | None
+    work_count: int | None = None
+    vs_pyn: float | None = None
+    vs_pyn_ref: str | None = None
+    vs_dcmtk: float | None = None
+    vs_dcmtk_ref: str | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _median(values: Sequence[float]) -> float | None:
+    values = [v for v in values if v == v]  # drop NaN
+    return statistics.median(values) if values else None
+
+
+def _throughput(case: Case, client: str, wall: float | None, samples: list[Sample]) -> float | None:
+    if wall is None or wall <= 0:
+        return None
+    if case.unit == "ms/assoc":
+        assert case.work_count
+        return wall / case.work_count * 1000.0
+    if case.unit == "MB/s":
+        assert case.work_bytes
+        return case.work_bytes / wall / 1e6
+    if case.unit == "ops/s":
+        ops = _median([s.extra.get("ops_wall", float("nan")) for s in samples if s.ok])
+        count = _median([float(s.count or 0) for s in samples if s.ok])
+        if ops and count:
+            return count / ops
+        return None
+    if case.unit == "idle CPU %":
+        cpu = _median([s.cpu for s in samples if s.ok])
+        return None if cpu is None else cpu / wall * 100.0
+    assert case.work_count
+    return case.work_count / wall
+
+
+def summarize(case: Case) -> list[Row]:
+    rows: dict[str, Row] = {}
+    for client in case.clients:
+        samples = case.samples.get(client.label, [])
+        good = [s for s in samples if s.ok]
+        wall = _median([s.wall for s in good])
+        rows[client.label] = Row(
+            case=case.key, title=case.title, client=client.label, family=client.family,
+            runs=len(samples), failures=len(samples) - len(good), wall=wall,
+            throughput=_throughput(case, client.label, wall, good), unit=case.unit,
+            cpu=_median([s.cpu for s in good]),
+            peak_rss_mib=_median([s.peak_rss_kb / 1024 for s in good]),
+            rss_before_mib=_median(
+                [s.extra["rss_before_kb"] / 1024 for s in good if "rss_before_kb" in s.extra]
+            ),
+            error=next((s.error for s in samples if not s.ok and s.error), None),
+            extra=_extra_medians(good),
+            work_count=case.work_count,
+        )
+    for comp in case.comparisons:
+        row = rows.get(comp.aio)
+        if row is None:
+            continue
+        for ref, attr in ((comp.pyn, "vs_pyn"), (comp.dcmtk, "vs_dcmtk")):
+            other = rows.get(ref) if ref else None
+            if other is None:
+                continue
+            setattr(row, attr, _speed_ratio(case, row, other))
+            setattr(row, attr + "_ref", ref)
+    return list(rows.values())
+
+
+def _extra_medians(samples: list[Sample]) -> dict[str, Any]:
+    keys = {k for s in samples for k, v in s.extra.items() if isinstance(v, (int, float))}
+    out: dict[str, Any] = {}
+    for k in sorted(keys):
+        m = _median(
+            [float(s.extra[k]) for s in samples if isinstance(s.extra.get(k), (int, float))]
+        )
+        if m is not None:
+            out[k] = m
+    return out
+
+
+def _speed_ratio(case: Case, aio: Row, other: Row) -> float | None:
+    """How many times faster aiodicom is (> 1: faster)."""
+    if aio.throughput is None or other.throughput is None or aio.throughput == 0:
+        return None
+    if case.unit in ("ms/assoc",):
+        return other.throughput / aio.throughput
+    if case.unit == "idle CPU %":
+        return None
+    if other.throughput == 0:
+        return None
+    return aio.throughput / other.throughput
+
+
+# --------------------------------------------------------------------------------------------
+# The bench
+# --------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, profile: Profile, only: set[str] | None, verbose: bool = True) -> None:
+        self.profile = profile
+        self.only = only
+        self.verbose = verbose
+        self.work = _paths.WORK / profile.name
+        self.out = self.work / "out"
+        self.logs = self.work / "logs"
+        self.cases: list[Case] = []
+        self.corpus: Corpus | None = None
+        self.dest: Destinations = new_destinations()
+        self.stoppers: list[Callable[[], None]] = []
+        self.started = time.monotonic()
+        self.setup_seconds = 0.0
+
+    def log(self, text: str) -> None:
+        if self.verbose:
+            elapsed = time.monotonic() - self.started
+            print(f"[{elapsed:7.1f}s] {text}", flush=True)
+
+    def wanted(self, key: str) -> bool:
+        return self.only is None or any(key.startswith(k) for k in self.only)
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.log(f"corpus ({self.profile.name}) ...")
+        self.corpus = ensure_corpus_in_child(self.profile.name)
+        c = self.corpus
+        self.log("starting dcmqrscp (big series) ...")
+        self.qr = start_dcmqrscp(self.profile.name, "dcmqrscp", [c.big], self.dest, log=self.log)
+        self.stoppers.append(self.qr.stop)
+        self.log("starting dcmqrscp (many small instances) ...")
+        self.qr_many = start_dcmqrscp(
+            self.profile.name, "dcmqrscp-many", [c.many], self.dest, log=self.log
+        )
+        self.stoppers.append(self.qr_many.stop)
+        self.orthanc = None
+        if self.profile.orthanc and self._wants_orthanc():
+            self.log("starting Orthanc ...")
+            self.orthanc = start_orthanc(self.profile.name, [c.big], self.dest, log=self.log)
+            self.stoppers.append(self.orthanc.stop)
+        self.setup_seconds = time.monotonic() - self.started
+
+    def _wants_orthanc(self) -> bool:
+        return self.only is None or any("orthanc" in k for k in self.only)
+
+    def teardown(self) -> None:
+        for stop in reversed(self.stoppers):
+            try:
+                stop()
+            except Exception as exc:
+                print(f"warning: stopping a peer failed: {exc}")
+        shutil.rmtree(self.out, ignore_errors=True)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run_case(self, case: Case) -> None:
+        if not self.wanted(case.key):
+            return
+        self.log(f"case {case.key}: {case.title}")
+        for label in case.warmup:
+            client = next(c for c in case.clients if c.label == label)
+            sample = client.run()
+            self.log(f"    warm-up {label}: {'ok' if sample.ok else 'FAILED ' + str(sample.error)}")
+        for run in range(self.profile.runs):
+            for client in case.clients:
+                sample = client.run()
+                case.samples.setdefault(client.label, []).append(sample)
+                status = "ok" if sample.ok else f"FAILED: {sample.error}"
+                self.log(
+                    f"    run {run + 1} {client.label:<34} wall {sample.wall:8.3f} s  "
+                    f"cpu {sample.cpu:7.3f} s  rss {sample.peak_rss_kb / 1024:7.1f} MiB  {status}"
+                )
+        self.cases.append(case)
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def _series_params(self, series: SeriesRef) -> dict[str, Any]:
+        return {"study_uid": series.study_uid, "series_uid": series.series_uid, "expect": series.n}
+
+    def _out_dir(self, name: str) -> Path:
+        return self.out / name
+
+    def _clear(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def _worker(self, library: str, task: str, params: dict[str, Any], clear: Path | None = None
+                ) -> Callable[[], Sample]:
+        def run() -> Sample:
+            try:
+                return run_worker(library, task, params)
+            finally:
+                if clear is not None:
+                    self._clear(clear)
+
+        return run
+
+    # -- cases ---------------------------------------------------------------------------------
+
+    def case_echo(self) -> None:
+        if not self.wanted("echo"):
+            return
+        n = self.profile.echo_n
+        scp = StoreScp(self.work / "peers" / "echo-storescp", ae_title="ECHOSCP", max_pdu=MAX_PDU)
+        scp.start()
+        try:
+            peer = {"host": HOST, "port": scp.port, "called": scp.ae_title, "n": n}
+
+            def echoscu_loop() -> Sample:
+                wall = cpu = 0.0
+                rss = 0
+                for _ in range(n):
+                    r = run_tool([ECHOSCU, "-aec", scp.ae_title, HOST, scp.port])
+                    if r.returncode != 0:
+                        return failed(f"echoscu exited {r.returncode}")
+                    wall += r.wall
+                    cpu += r.cpu
+                    rss = max(rss, r.peak_rss_kb)
+                return Sample(wall, cpu, rss, True, count=n)
+
+            case = Case(
+                "echo", f"associate + C-ECHO + release, {n} in a loop (peer: DCMTK storescp)",
+                "ms/assoc", None, n,
+                [
+                    Client("aiodicom", "aiodicom", self._worker("aiodicom", "echo_loop", peer)),
+                    Client("pynetdicom", "pynetdicom",
+                           self._worker("pynetdicom", "echo_loop", peer)),
+                    Client("echoscu (a process per call)", "dcmtk", echoscu_loop,
+                           note="reference only: includes starting a process per association"),
+                ],
+                [Comparison("aiodicom", "pynetdicom", "echoscu (a process per call)")],
+            )
+            self.run_case(case)
+        finally:
+            scp.stop()
+
+    def _find_case(self, key: str, peer_name: str, host: str, port: int, called: str,
+                   series: SeriesRef) -> None:
+        if not self.wanted(key):
+            return
+        params = {"host": host, "port": port, "called": called, **self._series_params(series)}
+        keys = [
+            "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={series.study_uid}",
+            f"SeriesInstanceUID={series.series_uid}", "SOPInstanceUID", "InstanceNumber",
+            "SOPClassUID",
+        ]
+        args = [FINDSCU, "-S", "-aec", called]
+        for k in keys:
+            args += ["-k", k]
+        args += [host, port]
+
+        def findscu(quiet: bool = True) -> Sample:
+            log = self.logs / f"{key}-findscu.log"
+            r = run_tool([args[0], "-q", *args[1:]] if quiet else args, log=log)
+            if r.returncode != 0:
+                return failed(f"findscu exited {r.returncode}: {r.output}")
+            return Sample(r.wall, r.cpu, r.peak_rss_kb, True, count=series.n)
+
+        def findscu_checked() -> Sample:
+            # Unmeasured check that findscu gets every match (the measured runs print nothing).
+            findscu(quiet=False)
+            text = (self.logs / f"{key}-findscu.log").read_text(errors="replace")
+            got = text.count("(Pending)")
+            if got != series.n:
+                return failed(f"findscu saw {got} matches, expected {series.n}")
+            return Sample(0.0, 0.0, 0, True)
+
+        case = Case(
+            key, f"C-FIND IMAGE level, {series.n} matches ({peer_name})", "matches/s", None,
+            series.n,
+            [
+                Client("aiodicom", "aiodicom", self._worker("aiodicom", "find", params)),
+                Client("pynetdicom", "pynetdicom", self._worker("pynetdicom", "find", params)),
+                Client("findscu -q", "dcmtk", findscu),
+            ],
+            [Comparison("aiodicom", "pynetdicom", "findscu -q")],
+        )
+        check = findscu_checked()
+        self.log(f"    findscu match count check: {'ok' if check.ok else check.error}")
+        self.run_case(case)
+
+    def case_find(self) -> None:
+        assert self.corpus is not None
+        self._find_case("find-dcmqrscp", "dcmqrscp", HOST, self.qr.port, "QRSCP", self.corpus.big)
+        self._find_case(
+            "find-many-dcmqrscp", "dcmqrscp", HOST, self.qr_many.port, "QRSCP", self.corpus.many
+        )
+        if self.orthanc is not None:
+            self._find_case(
+                "find-orthanc", "Orthanc", HOST, self.orthanc.port, "ORTHANC", self.corpus.big
+            )
+
+    def _retrieve_case(self, kind: str, peer_name: str, port: int, called: str) -> None:
+        key = f"{kind}-{peer_name.lower()}"
+        if not self.wanted(key):
+            return
+        assert self.corpus is not None
+        series = self.corpus.big
+        base = {"host": HOST, "port": port, "called": called, "kind": kind,
+                **self._series_params(series)}
+        aio = {**base, "ae_title": AIO_AE, "listen_port": self.dest.aiodicom}
+        pyn = {**base, "ae_title": PYN_AE, "listen_port": self.dest.pynetdicom}
+        aio_dir, pyn_dir, dcmtk_dir = (self._out_dir(f"{key}-{n}") for n in ("aio", "pyn", "dcmtk"))
+        keys = ["-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={series.study_uid}",
+                "-k", f"SeriesInstanceUID={series.series_uid}"]
+
+        def dcmtk_get() -> Sample:
+            self._clear(dcmtk_dir)
+            dcmtk_dir.mkdir(parents=True)
+            try:
+                r = run_tool([GETSCU, "-S", "+B", "-pdu", MAX_PDU, "-aec", called, "-od",
+                              dcmtk_dir, *keys, HOST, port], log=self.logs / f"{key}-getscu.log")
+                files = len(list(dcmtk_dir.iterdir()))
+            finally:
+                self._clear(dcmtk_dir)
+            if r.returncode != 0 or files != series.n:
+                return failed(f"getscu exited {r.returncode}, {files} files: {r.output}")
+            return Sample(r.wall, r.cpu, r.peak_rss_kb, True, count=files)
+
+        def dcmtk_move() -> Sample:
+            self._clear(dcmtk_dir)
+            dcmtk_dir.mkdir(parents=True)
+            try:
+                scp = ToolServer(
+                    [STORESCP, "-aet", DCMTK_AE, "-od", dcmtk_dir, "--max-pdu", MAX_PDU, "+B",
+                     self.dest.dcmtk],
+                    self.dest.dcmtk, self.logs / f"{key}-storescp.log",
+                )
+                try:
+                    r = run_tool([MOVESCU, "-S", "-pdu", MAX_PDU, "-aec", called, "-aem",
+                                  DCMTK_AE, *keys, HOST, port],
+                                 log=self.logs / f"{key}-movescu.log")
+                finally:
+                    scp_cpu, scp_rss = scp.stop()
+                files = len(list(dcmtk_dir.iterdir()))
+            finally:
+                self._clear(dcmtk_dir)
+            if r.returncode != 0 or files != series.n:
+                return failed(f"movescu exited {r.returncode}, {files} files: {r.output}")
+            return Sample(r.wall, r.cpu + scp_cpu, r.peak_rss_kb + scp_rss, True, count=files,
+                          extra={"movescu_cpu": r.cpu, "storescp_cpu": scp_cpu,
+                                 "storescp_rss_kb": scp_rss})
+
+        dcmtk_label = ("getscu +B -pdu 131072 (disk)" if kind == "get"
+                       else "movescu + storescp +B (disk)")
+        clients = [
+            Client("aiodicom memory", "aiodicom", self._worker("aiodicom", "retrieve", aio)),
+            Client("aiodicom directory", "aiodicom", self._worker(
+                "aiodicom", "retrieve", {**aio, "out_dir": str(aio_dir)}, clear=aio_dir)),
+        ]
+        if self.profile.pyn_default_pdu:
+            clients.append(Client("pynetdicom memory, default PDU", "pynetdicom",
+                                  self._worker("pynetdicom", "retrieve", pyn)))
+        clients += [
+            Client("pynetdicom memory, PDU 131072", "pynetdicom",
+                   self._worker("pynetdicom", "retrieve", {**pyn, "max_pdu": MAX_PDU})),
+            Client("pynetdicom directory, PDU 131072", "pynetdicom", self._worker(
+                "pynetdicom", "retrieve",
+                {**pyn, "max_pdu": MAX_PDU, "out_dir": str(pyn_dir)}, clear=pyn_dir)),
+            Client(dcmtk_label, "dcmtk", dcmtk_get if kind == "get" else dcmtk_move),
+        ]
+        case = Case(
+            key, f"C-{kind.upper()} of {series.n} CT slices, {series.megabytes:.0f} MB "
+            f"({peer_name}, max PDU {MAX_PDU})", "MB/s", series.dataset_bytes, series.n, clients,
+            [
+                Comparison("aiodicom memory", "pynetdicom memory, PDU 131072", dcmtk_label),
+                Comparison("aiodicom directory", "pynetdicom directory, PDU 131072", dcmtk_label),
+            ],
+            warmup=[dcmtk_label] if self.profile.warmup else [],
+        )
+        self.run_case(case)
+
+    def case_retrieve(self) -> None:
+        for kind in ("get", "move"):
+            self._retrieve_case(kind, "dcmqrscp", self.qr.port, "QRSCP")
+        if self.orthanc is not None:
+            for kind in ("get", "move"):
+                self._retrieve_case(kind, "Orthanc", self.orthanc.port, "ORTHANC")
+
+    def _store_case(self, key: str, series: SeriesRef) -> None:
+        if not self.wanted(key):
+            return
+        files = [str(p) for p in series.files]
+
+        def storescu(port: int, called: str) -> Any:
+            return run_tool([STORESCU, "-aec", called, "-R", HOST, port, *files],
+                            log=self.logs / f"{key}-storescu.log")
+
+        def python_scp(library: str) -> Callable[[], Sample]:
+            out = self._out_dir(f"{key}-{library}")
+
+            def run() -> Sample:
+                port = free_port()
+                params = {"ae_title": "STORESCP", "listen_port": port, "out_dir": str(out),
+                          "max_pdu": MAX_PDU}
+                try:
+                    server = WorkerServer(library, "serve_store", params)
+                    try:
+                        r = storescu(port, "STORESCP")
+                    finally:
+                        sample = server.finish()
+                finally:
+                    self._clear(out)
+                if r.returncode != 0:
+                    return failed(f"storescu exited {r.returncode}: {r.output}")
+                received = sample.extra.get("files")
+                if received != series.n:
+                    return failed(f"{received} files written, expected {series.n}")
+                sample.wall = r.wall
+                sample.extra["storescu_cpu"] = r.cpu
+                return sample
+
+            return run
+
+        def dcmtk_scp(bit_preserving: bool) -> Callable[[], Sample]:
+            out = self._out_dir(f"{key}-dcmtk")
+
+            def run() -> Sample:
+                port = free_port()
+                self._clear(out)
+                out.mkdir(parents=True)
+                try:
+                    scp = ToolServer(
+                        [STORESCP, "-aet", "STORESCP", "-od", out, "--max-pdu", MAX_PDU,
+                         *(["+B"] if bit_preserving else []), port],
+                        port, self.logs / f"{key}-storescp.log",
+                    )
+                    try:
+                        r = storescu(port, "STORESCP")
+                    finally:
+                        cpu, rss = scp.stop()
+                    written = len(list(out.iterdir()))
+                finally:
+                    self._clear(out)
+                if r.returncode != 0 or written != series.n:
+                    return failed(f"storescu exited {r.returncode}, {written} files: {r.output}")
+                return Sample(r.wall, cpu, rss, True, count=written,
+                              extra={"storescu_cpu": r.cpu})
+
+            return run
+
+        size = series.dataset_bytes / series.n
+        size_text = f"{size / 1e6:.0f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+        case = Case(
+            key, f"C-STORE receive: DCMTK storescu sends {series.n} objects of {size_text}, "
+            "the SCP writes files", "MB/s", series.dataset_bytes, series.n,
+            [
+                Client("aiodicom acceptor + DirectorySink", "aiodicom", python_scp("aiodicom")),
+                Client("pynetdicom SCP, PDU 131072", "pynetdicom", python_scp("pynetdicom")),
+                Client("storescp -pdu 131072", "dcmtk", dcmtk_scp(False)),
+                Client("storescp +B -pdu 131072", "dcmtk", dcmtk_scp(True)),
+            ],
+            [Comparison("aiodicom acceptor + DirectorySink", "pynetdicom SCP, PDU 131072",
+                        "storescp -pdu 131072")],
+            note="client CPU and RSS are the receiving SCP's (storescu's own are not counted)",
+        )
+        self.run_case(case)
+
+    def case_store(self) -> None:
+        assert self.corpus is not None
+        self._store_case("store-small", self.corpus.store_small)
+        self._store_case("store-large", self.corpus.store_large)
+
+    def case_concurrency(self) -> None:
+        if not (self.wanted("concurrency") or self.wanted("idle")):
+            return
+        assert self.corpus is not None
+        port = free_port()
+        server = WorkerServer(
+            "aiodicom", "serve_echo", {"ae_title": "AIOECHO", "listen_port": port}
+        )
+        try:
+            echo_peer = {"host": HOST, "port": port, "called": "AIOECHO"}
+            find_peer = {"host": HOST, "port": self.qr.port, "called": "QRSCP",
+                         "study_uid": self.corpus.big.study_uid}
+            total = self.profile.concurrency_ops
+            if self.wanted("concurrency"):
+                for n in self.profile.concurrency:
+                    ops = max(1, total // n)
+                    clients = [
+                        Client("aiodicom echo", "aiodicom", self._worker(
+                            "aiodicom", "concurrency", {**echo_peer, "op": "echo", "n": n,
+                                                        "ops": ops})),
+                        Client("aiodicom find (dcmqrscp)", "aiodicom", self._worker(
+                            "aiodicom", "concurrency", {**find_peer, "op": "find", "n": n,
+                                                        "ops": ops})),
+                    ]
+                    comps = [Comparison("aiodicom echo", None, None)]
+                    if n in self.profile.pyn_concurrency:
+                        clients.append(Client("pynetdicom echo (threads)", "pynetdicom",
+                                              self._worker("pynetdicom", "concurrency", {
+                                                  **echo_peer, "n": n, "ops": ops})))
+                        comps = [Comparison("aiodicom echo", "pynetdicom echo (threads)", None)]
+                    self.run_case(Case(
+                        f"concurrency-{n}", f"{n} concurrent associations in one process, "
+                        f"{ops} operation(s) each once all are up (echo: aiodicom acceptor; "
+                        "find: dcmqrscp)", "ops/s", None, n * ops, clients, comps,
+                    ))
+            if self.wanted("idle"):
+                n, seconds = self.profile.idle_n, self.profile.idle_seconds
+                idle = {**echo_peer, "n": n, "seconds": seconds}
+                self.run_case(Case(
+                    "idle", f"CPU used while {n} established associations sit idle for "
+                    f"{seconds:g} s", "idle CPU %", None, n,
+                    [
+                        Client("aiodicom", "aiodicom", self._worker("aiodicom", "idle", idle)),
+                        Client("pynetdicom", "pynetdicom",
+                               self._worker("pynetdicom", "idle", idle)),
+                    ],
+                ))
+        finally:
+            server.finish()
+
+    def run_all(self) -> None:
+        self.case_echo()
+        self.case_find()
+        self.case_retrieve()
+        self.case_store()
+        self.case_concurrency()
+
+    # -- results -------------------------------------------------------------------------------
+
+    def series_text(self) -> str:
+        if self.corpus is None:
+            return "no corpus"
+        big = self.corpus.big
+        return f"{big.megabytes:.0f} MB series of {big.n} CT slices {big.rows}x{big.columns}"
+
+    def rows(self) -> list[Row]:
+        return [row for case in self.cases for row in summarize(case)]
+
+    def save(self) -> Path:
+        path = self.work / "results.json"
+        data = {
+            "profile": asdict(self.profile),
+            "machine": machine.describe(),
+            "setup_seconds": self.setup_seconds,
+            "total_seconds": time.monotonic() - self.started,
+            "cases": [
+                {"key": c.key, "title": c.title, "unit": c.unit, "note": c.note,
+                 "samples": {k: [asdict(s) for s in v] for k, v in c.samples.items()}}
+                for c in self.cases
+            ],
+            "rows": [asdict(r) for r in self.rows()],
+        }
+        path.write_text(json.dumps(data, indent=1, default=str))
+        return path

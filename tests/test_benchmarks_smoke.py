@@ -1,0 +1,54 @@
+"""The benchmark smoke run (``python -m benchmarks --quick``) works end to end.
+
+Behaviour only: every client of every case gets all its data from the real peers and the
+report carries the ratio columns. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from peers import require_executable, require_module
+from peers.dcmtk import (
+    DCMQRIDX,
+    DCMQRSCP,
+    ECHOSCU,
+    FINDSCU,
+    GETSCU,
+    MOVESCU,
+    STORESCP,
+    STORESCU,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.interop
+def test_quick_benchmark_prints_the_table_with_ratios() -> None:
+    for tool in (DCMQRSCP, DCMQRIDX, ECHOSCU, FINDSCU, GETSCU, MOVESCU, STORESCP, STORESCU):
+        require_executable(tool)
+    require_module("pynetdicom")
+    require_module("numpy")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--quiet"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"{out[-4000:]}\n{proc.stderr[-4000:]}"
+    header = next(line for line in out.splitlines() if line.startswith("| Case |"))
+    assert "aiodicom ÷ pynetdicom" in header and "aiodicom ÷ DCMTK" in header
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    for case in ("echo", "find-dcmqrscp", "get-dcmqrscp", "move-dcmqrscp", "store-small",
+                 "concurrency-10", "idle"):
+        assert any(row.startswith(f"| {case} |") for row in rows), case
+    # Each retrieval's aiodicom rows carry both ratios, measured against the other clients.
+    get_rows = rows[next(i for i, r in enumerate(rows) if r.startswith("| get-dcmqrscp |")):]
+    assert "**" in get_rows[0] and "vs pynetdicom" in get_rows[0] and "vs getscu" in get_rows[0]
+    assert "FAILED" not in out
+    assert "### Targets (issue 5)" in out and "### Headline" in out
