@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -33,9 +33,13 @@ class InvalidUIDError(UnsafePathError):
 
 
 class Sink(Protocol):
-    """Receives each retrieved instance; raising tells the sender the store failed."""
+    """Receives each retrieved instance; raising tells the sender the store failed.
 
-    async def __call__(self, instance: Instance) -> None: ...
+    Any ``async def f(instance)`` is one; typed as returning ``Awaitable[None]`` so that
+    callables annotated ``Callable[[Instance], Awaitable[None]]`` are accepted too.
+    """
+
+    def __call__(self, instance: Instance, /) -> Awaitable[None]: ...
 
 
 class MemorySink:

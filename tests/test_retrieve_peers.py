@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from aiodicom.sinks import DirectorySink, MemorySink
 
 AE = "AIOSCU"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+VERIFICATION = "1.2.840.10008.1.1"
 PEERS = ("dcmqrscp", "orthanc")
 KINDS = ("move", "get")
 
@@ -174,36 +175,62 @@ async def test_progress_events_then_result(
                for p in progress)
 
 
-async def test_find_then_retrieve_series_as_sitk_image(
-    dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus, tmp_path: Path
-) -> None:
+def _expected_volume(series: Any) -> Any:
+    np = pytest.importorskip("numpy")
+    slices = sorted(series.instances, key=lambda i: i.image_position[2])
+    volumes = []
+    for info in slices:
+        ds = dcmread(info.path)
+        volumes.append(ds.pixel_array * float(ds.get("RescaleSlope", 1))
+                       + float(ds.get("RescaleIntercept", 0)))
+    return np.stack(volumes), slices
+
+
+def _assert_image(image: Any, series: Any) -> None:
     sitk = pytest.importorskip("SimpleITK")
     np = pytest.importorskip("numpy")
-    series = corpus.series_with(modality="CT")[0]
-    slices = sorted(series.instances, key=lambda i: i.image_position[2])
-    expected = np.stack([
-        dcmread(i.path).pixel_array.astype(np.float64) - 1024.0 for i in slices
-    ])
+    expected, slices = _expected_volume(series)
+    assert image.GetSize() == (64, 64, len(slices))
+    assert image.GetSpacing() == pytest.approx((0.5, 0.5, 2.0))
+    assert image.GetOrigin() == pytest.approx(slices[0].image_position)
+    assert np.array_equal(sitk.GetArrayFromImage(image), expected)
 
+
+async def test_readme_find_series_then_retrieve_as_sitk_image(
+    orthanc: Orthanc, dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus,
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("SimpleITK")
+    patient = corpus.patient("AIO0001")
+    wanted = {
+        s.series_instance_uid: s for s in patient.series if s.series_description.startswith("AX")
+    }
+    assert len(wanted) == 2  # AX CT and AX T1, in two studies of January 2024
+    # As in the README: a client with an acceptor retrieves by C-MOVE.
     async with aiodicom.Client(AE, port=0) as client:
         assert client.port is not None
-        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.port)])
-        pacs = client.peer(qr.host, qr.port, qr.ae_title)
-        matches = await pacs.find(Query.series(
-            StudyInstanceUID=series.study_instance_uid,
-            SeriesInstanceUID=series.series_instance_uid,
-        )).all()
-        assert len(matches) == 1
-        moved = await pacs.retrieve(matches[0])  # the client has an acceptor: C-MOVE
-        got = await pacs.get(matches[0], sink=DirectorySink(tmp_path))
+        with orthanc.temporary_modality(AE, AE, LOOPBACK, client.port):
+            pacs = client.peer(orthanc.host, orthanc.port, orthanc.ae_title)
+            seen = []
+            async for match in pacs.find_series(
+                PatientID="AIO0001", StudyDate="20240101-20240131", SeriesDescription="AX*"
+            ):
+                result = await pacs.retrieve(match)
+                image = result.series().to_sitk()
+                _assert_image(image, wanted[match.SeriesInstanceUID])
+                seen.append(match.SeriesInstanceUID)
+    assert sorted(seen) == sorted(wanted)
 
-    for result in (moved, got):
-        image = result.series().to_sitk()
-        assert image.GetSize() == (64, 64, len(slices))
-        assert image.GetSpacing() == pytest.approx((0.5, 0.5, 2.0))
-        assert image.GetOrigin() == pytest.approx(slices[0].image_position)
-        assert np.array_equal(sitk.GetArrayFromImage(image), expected)
-    assert isinstance(got.sink, DirectorySink) and len(got.sink) == len(slices)
+    # Without an acceptor it is a C-GET; into files, read back for the image.
+    qr = dcmqrscp_factory()
+    async with aiodicom.Client(AE) as client:
+        pacs = client.peer(qr.host, qr.port, qr.ae_title)
+        ct = next(s for s in wanted.values() if s.modality == "CT")
+        matches = await pacs.find_series(PatientID="AIO0001", Modality="CT").all()
+        assert [m.SeriesInstanceUID for m in matches] == [ct.series_instance_uid]
+        result = await pacs.get(matches[0], sink=DirectorySink(tmp_path))
+    _assert_image(result.series().to_sitk(), ct)
+    assert isinstance(result.sink, DirectorySink) and len(result.sink) == len(ct.instances)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,8 +293,9 @@ class Barrier:
     def __init__(self, parties: int) -> None:
         self.parties, self.arrived, self.all_in = parties, 0, anyio.Event()
         self.memories: list[MemorySink] = []
+        self.gave_up = False
 
-    def sink(self) -> Callable[[Instance], Any]:
+    def sink(self) -> Callable[[Instance], Awaitable[None]]:
         memory = MemorySink()
         self.memories.append(memory)
 
@@ -276,8 +304,9 @@ class Barrier:
                 self.arrived += 1
                 if self.arrived == self.parties:
                     self.all_in.set()
-                with anyio.move_on_after(GUARD):
+                with anyio.move_on_after(GUARD) as guard:
                     await self.all_in.wait()
+                self.gave_up |= guard.cancelled_caught
             await memory(instance)
 
         return deliver
@@ -309,7 +338,7 @@ async def test_two_pacs_move_the_same_study_at_once(
                     client.peer(orthanc.host, orthanc.port, orthanc.ae_title)]
             results = await _run_all([p.move(query, sink=barrier.sink()) for p in pacs])
 
-    assert barrier.all_in.is_set()
+    assert not barrier.gave_up
     # The same UIDs from both: only the Move Originator Message ID tells them apart.
     for peer, result, memory in zip(pacs, results, barrier.memories, strict=True):
         assert_arrived(result, study.instances, memory)
@@ -327,22 +356,23 @@ async def test_three_moves_from_one_pacs_at_once(
         peer = client.peer(qr.host, qr.port, qr.ae_title)
         barrier = Barrier(len(studies))
         async with AsyncExitStack() as stack:
-            # Associations first: dcmqrscp locks its index exclusively when an association
-            # starts, and shares that lock for the whole of a C-MOVE; an association started
-            # while another move is held up would wait for it.
+            # Associations first, each answering a C-ECHO: the dcmqrscp child serving an
+            # association locks the index exclusively before its first command, and a C-MOVE
+            # holds it shared to the end; a child starting while a move is held up would wait.
+            proposals = [aiodicom.ContextProposal(VERIFICATION, (EXPLICIT_LE,)),
+                         aiodicom.ContextProposal(move_uid, (EXPLICIT_LE,))]
             sessions = [
-                await stack.enter_async_context(
-                    peer.associate([aiodicom.ContextProposal(move_uid, (EXPLICIT_LE,))])
-                )
-                for _ in studies
+                await stack.enter_async_context(peer.associate(proposals)) for _ in studies
             ]
+            for session in sessions:
+                await session.echo()
             results = await _run_all([
                 session.move(Query.study(StudyInstanceUID=study.study_instance_uid),
                              client=client, sink=barrier.sink())
                 for session, study in zip(sessions, studies, strict=True)
             ])
         assert client.router.active == 0
-    assert barrier.all_in.is_set()
+    assert not barrier.gave_up
     for study, result, memory in zip(studies, results, barrier.memories, strict=True):
         assert_arrived(result, study.instances, memory)
 
@@ -480,13 +510,15 @@ class Pause:
         self.directory = DirectorySink(directory)
         self.at, self.count = at, 0
         self.reached, self.release = anyio.Event(), anyio.Event()
+        self.gave_up = False
 
     async def __call__(self, instance: Instance) -> None:
         self.count += 1
         if self.count == self.at:
             self.reached.set()
-            with anyio.move_on_after(GUARD):
+            with anyio.move_on_after(GUARD) as guard:
                 await self.release.wait()
+            self.gave_up = guard.cancelled_caught
         await self.directory(instance)
 
 
@@ -573,7 +605,7 @@ async def test_cancelled_task_cancels_the_retrieval(
             sink.release.set()
 
     result = retrieval.result
-    assert result is not None and result.cancelled
+    assert result is not None and result.cancelled and not sink.gave_up
     assert 4 <= len(result.completed) < BIG_COUNT
     _assert_directory_matches(tmp_path, result, big_series)
 
@@ -624,7 +656,7 @@ async def test_pacs_killed_mid_move_leaves_what_arrived(
                 os.kill(child, signal.SIGKILL)
             sink.release.set()
 
-    assert len(errors) == 1 and isinstance(errors[0], RetrieveError)
+    assert len(errors) == 1 and isinstance(errors[0], RetrieveError) and not sink.gave_up
     error = errors[0]
     result = error.result
     assert result.interrupted is not None and "interrupted" in str(error)
@@ -670,6 +702,7 @@ async def test_unexpected_deliveries_are_refused_or_handed_over(
             during = await in_thread(send)
             sink.release.set()
         assert during.returncode != 0 and "Status: 0x124" in during.stderr
+        assert not sink.gave_up
         assert sorted(results[0].completed) == sorted(i.sop_instance_uid for i in study.instances)
         assert sorted(p.stem for p in _files(tmp_path)) == sorted(results[0].completed)
 

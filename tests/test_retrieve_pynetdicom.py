@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class QrScp:
         self.plan = plan or self.matching
         self.port = 0
         self._ae: Any = None
+        self.cancel_seen = threading.Event()
 
     def matching(self, identifier: Dataset) -> tuple[list[Dataset], int | str | None, list[str]]:
         chosen = []
@@ -97,6 +98,7 @@ class QrScp:
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_C_GET, self._on_get),
             (evt.EVT_CONN_OPEN, _nodelay),
+            (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
         ]
         server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=handlers)
         self.port = int(server.server_address[1])
@@ -107,6 +109,11 @@ class QrScp:
         if self._ae is not None:
             self._ae.shutdown()
             self._ae = None
+
+    def _on_dimse_recv(self, event: Any) -> None:
+        command = getattr(event.message, "command_set", None)
+        if command is not None and getattr(command, "CommandField", None) == 0x0FFF:
+            self.cancel_seen.set()
 
     def _on_move(self, event: Any) -> Iterator[Any]:
         yield self.destinations.get(str(event.move_destination).strip(), (None, None))
@@ -122,6 +129,12 @@ class QrScp:
             yield 0xFF00, ds
         if final == "abort":
             event.assoc.abort()
+            return
+        if final == "hold":  # silent until the requestor cancels (bounded: a hang guard)
+            self.cancel_seen.wait(30)
+            answer = Dataset()
+            answer.FailedSOPInstanceUIDList = failed
+            yield 0xFE00, answer
             return
         if isinstance(final, int):
             answer = Dataset()
@@ -176,8 +189,9 @@ class Barrier:
         self.parties = parties
         self.arrived = 0
         self.all_in = anyio.Event()
+        self.gave_up = False
 
-    def sink(self) -> Callable[[Instance], Any]:
+    def sink(self) -> Callable[[Instance], Awaitable[None]]:
         memory = MemorySink()
         first = [True]
 
@@ -187,8 +201,9 @@ class Barrier:
                 self.arrived += 1
                 if self.arrived == self.parties:
                     self.all_in.set()
-                with anyio.move_on_after(30):  # a hang guard, never a measurement
+                with anyio.move_on_after(30) as guard:  # a hang guard, never a measurement
                     await self.all_in.wait()
+                self.gave_up |= guard.cancelled_caught
             await memory(instance)
 
         deliver.memory = memory  # type: ignore[attr-defined]
@@ -221,7 +236,7 @@ async def test_concurrent_moves_without_originator_are_routed_by_uids(
         async with anyio.create_task_group() as tg:
             tg.start_soon(move, 0, first)
             tg.start_soon(move, 1, second)
-    assert barrier.all_in.is_set()
+    assert not barrier.gave_up
 
     for result, series, sink in zip(results, (first, second), sinks, strict=True):
         expected = [i.sop_instance_uid for i in series.instances]
@@ -298,6 +313,28 @@ async def test_get_aborted_midway_keeps_what_arrived(
     # What is on disk is what the peer sent.
     for uid in expected:
         assert sink.instance(uid).dataset.SOPInstanceUID == uid
+
+
+async def test_silent_peer_times_out_cancels_and_raises_with_the_result(
+    qr_scp: Callable[..., QrScp], corpus: Corpus
+) -> None:
+    series = corpus.series[0]
+    sent, held = series.instances[:2], [i.sop_instance_uid for i in series.instances[2:]]
+
+    def plan(identifier: Dataset) -> tuple[list[Dataset], int | str | None, list[str]]:
+        return [dcmread(i.path) for i in sent], "hold", held
+
+    scp = qr_scp(series.instances, plan=plan)
+    async with aiodicom.Client(AE, timeouts=aiodicom.Timeouts(dimse=1.0)) as client:
+        with pytest.raises(RetrieveError) as caught:
+            await client.peer(LOOPBACK, scp.port, scp.ae_title).get(_series_query(series))
+
+    result = caught.value.result
+    assert scp.cancel_seen.is_set()
+    assert result.status == 0xFE00 and not result.cancelled  # we did not choose to stop
+    assert result.interrupted is not None and "DicomTimeoutError" in result.interrupted
+    assert list(result.completed) == [i.sop_instance_uid for i in sent]
+    assert set(held) <= set(result.failed)
 
 
 async def test_get_failure_status_raises_with_the_result(
@@ -382,7 +419,7 @@ async def test_same_series_twice_at_once_routed_by_message_id(
         async with anyio.create_task_group() as tg:
             tg.start_soon(move, 0)
             tg.start_soon(move, 1)
-    assert barrier.all_in.is_set()
+    assert not barrier.gave_up
 
     expected = sorted(i.sop_instance_uid for i in series.instances)
     for result, sink in zip(results, sinks, strict=True):

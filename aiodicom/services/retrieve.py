@@ -467,10 +467,15 @@ class Retrieval:
             status = 0x0122  # Refused: SOP class not supported
         else:
             peer = association.request
-            instance = instance_from_request(
-                request, context.transfer_syntax, peer.called_ae_title if peer else None
-            )
-            status = await self.accept_instance(instance)
+            try:
+                instance = instance_from_request(
+                    request, context.transfer_syntax, peer.called_ae_title if peer else None
+                )
+            except DimseError as exc:
+                log.warning("malformed C-STORE during a C-GET: %s", exc)
+                status = 0xC000  # Error: cannot understand; the C-GET goes on
+            else:
+                status = await self.accept_instance(instance)
         await association.send_message(store_response(request, status))
 
     # --- the work -----------------------------------------------------------------------------
