@@ -15,8 +15,21 @@ from aiodicom.errors import (
     PDUDecodeError,
     StatusError,
 )
+from aiodicom.instance import Instance
 from aiodicom.negotiation import ContextProposal, PresentationContext
+from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.series import Series
+from aiodicom.services.find import FindError, FindOptions, FindResult
+from aiodicom.services.retrieve import (
+    InstanceArrived,
+    MoveDestinationUnknown,
+    Progress,
+    RetrieveError,
+    RetrieveResult,
+)
+from aiodicom.services.store import StoreOutcome, StoreResult
 from aiodicom.session import Session
+from aiodicom.sinks import DirectorySink, MemorySink
 
 __version__ = "0.1.0.dev0"
 
@@ -30,13 +43,31 @@ __all__ = [
     "DicomError",
     "DicomTimeoutError",
     "DimseError",
+    "DirectorySink",
+    "FindError",
+    "FindOptions",
+    "FindResult",
+    "Instance",
+    "InstanceArrived",
+    "Level",
     "LocalProtocolError",
+    "MemorySink",
+    "MoveDestinationUnknown",
     "NoAcceptedContext",
     "PDUDecodeError",
     "Peer",
     "PresentationContext",
+    "Progress",
+    "Query",
+    "QueryError",
+    "QueryModel",
+    "RetrieveError",
+    "RetrieveResult",
+    "Series",
     "Session",
     "StatusError",
+    "StoreOutcome",
+    "StoreResult",
     "Timeouts",
     "__version__",
 ]

@@ -188,7 +188,8 @@ def decode_dataset(data: bytes | bytearray | memoryview, transfer_syntax_uid: st
     last_end: int | None = 0
     tags = ds.keys()
     for tag in tags:
-        elem = ds.get_item(tag)
+        # keep_deferred: an empty raw value would otherwise be converted and lose value_tell.
+        elem = ds.get_item(tag, keep_deferred=True)
         if not isinstance(elem, RawDataElement):
             continue
         undefined = elem.length == 0xFFFFFFFF

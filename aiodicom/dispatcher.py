@@ -115,7 +115,18 @@ class Dispatcher:
         """Reserve a Message ID (``message_id`` if given and free) whose responses are kept for
         :meth:`next_response`."""
         if self._window is not None:
-            await self._window.acquire()
+            # Bounded: an operation abandoned without being closed (a find kept in a variable
+            # after 'break') would otherwise hold the only slot for ever.
+            timeout = self.association.timeouts.dimse
+            try:
+                with anyio.fail_after(timeout):
+                    await self._window.acquire()
+            except TimeoutError as exc:
+                raise DimseError(
+                    f"another operation is still outstanding on this association after "
+                    f"{timeout} s and the peer allows no more at once; close abandoned "
+                    "operations (use 'async with' or aclose()) or open another association"
+                ) from exc
         if message_id is None or message_id in self._queues:
             message_id = self.next_message_id()
         self._queues[message_id] = deque()

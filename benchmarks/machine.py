@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from typing import Any
 
@@ -64,6 +65,32 @@ def _git_commit() -> str:
         return "unknown"
     commit = out.stdout.strip() or "unknown"
     return commit + (" + uncommitted changes in aiodicom/" if dirty.stdout.strip() else "")
+
+
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as fp:
+        fields = [int(v) for v in fp.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_percent(seconds: float = 0.5) -> float:
+    """CPU used by the whole machine over ``seconds`` while we run nothing: other people's
+    load (these machines are shared), in percent of all cores."""
+    busy0, total0 = _cpu_times()
+    time.sleep(seconds)
+    busy1, total1 = _cpu_times()
+    return 100.0 * (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(max_wait: float, threshold: float = 10.0) -> float:
+    """Wait (at most ``max_wait`` seconds) until the machine is below ``threshold`` % busy;
+    returns the last reading."""
+    deadline = time.monotonic() + max_wait
+    busy = busy_percent()
+    while busy > threshold and time.monotonic() < deadline:
+        busy = busy_percent(1.0)
+    return busy
 
 
 def describe() -> dict[str, Any]:

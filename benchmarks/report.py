@@ -57,7 +57,8 @@ def table(rows: Iterable[Row]) -> str:
 def case_titles(rows: Iterable[Row]) -> str:
     seen: dict[str, str] = {}
     for row in rows:
-        seen.setdefault(row.case, row.title)
+        busy = "" if row.busy_before is None else f" [machine {row.busy_before:.0f} % busy before]"
+        seen.setdefault(row.case, row.title + busy)
     return "\n".join(f"- `{key}`: {title}" for key, title in seen.items())
 
 

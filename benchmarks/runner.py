@@ -63,18 +63,19 @@ class Profile:
     idle_seconds: float
     pyn_default_pdu: bool
     warmup: bool
+    quiet_wait: float  # seconds to wait for other people's load to pass before each case
 
 
 PROFILES = {
     "full": Profile(
         "full", runs=3, echo_n=200, orthanc=True, concurrency=(1, 10, 100, 500),
-        pyn_concurrency=(1, 10, 100, 500), concurrency_ops=1000, idle_n=100, idle_seconds=5.0,
-        pyn_default_pdu=True, warmup=True,
+        pyn_concurrency=(1, 10, 100), concurrency_ops=1000, idle_n=100, idle_seconds=5.0,
+        pyn_default_pdu=True, warmup=True, quiet_wait=120.0,
     ),
     "quick": Profile(
         "quick", runs=1, echo_n=20, orthanc=False, concurrency=(1, 10),
         pyn_concurrency=(), concurrency_ops=40, idle_n=10, idle_seconds=1.0,
-        pyn_default_pdu=False, warmup=False,
+        pyn_default_pdu=False, warmup=False, quiet_wait=0.0,
     ),
 }
 
@@ -115,6 +116,7 @@ class Case:
     warmup: list[str] = field(default_factory=list)
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     note: str = ""
+    busy_before: float | None = None  # % of the machine busy with others' work before the case
 
 
 @dataclass
@@ -132,6 +134,7 @@ class Row:
     peak_rss_mib: float | None
     rss_before_mib: float | None
     work_count: int | None = None
+    busy_before: float | None = None
     vs_pyn: float | None = None
     vs_pyn_ref: str | None = None
     vs_dcmtk: float | None = None
@@ -185,6 +188,7 @@ def summarize(case: Case) -> list[Row]:
             error=next((s.error for s in samples if not s.ok and s.error), None),
             extra=_extra_medians(good),
             work_count=case.work_count,
+            busy_before=case.busy_before,
         )
     for comp in case.comparisons:
         row = rows.get(comp.aio)
@@ -291,7 +295,8 @@ class Bench:
     def run_case(self, case: Case) -> None:
         if not self.wanted(case.key):
             return
-        self.log(f"case {case.key}: {case.title}")
+        case.busy_before = machine.wait_until_quiet(self.profile.quiet_wait)
+        self.log(f"case {case.key}: {case.title} (machine {case.busy_before:.0f} % busy before)")
         for label in case.warmup:
             client = next(c for c in case.clients if c.label == label)
             sample = client.run()
@@ -672,6 +677,7 @@ class Bench:
             "total_seconds": time.monotonic() - self.started,
             "cases": [
                 {"key": c.key, "title": c.title, "unit": c.unit, "note": c.note,
+                 "busy_before": c.busy_before,
                  "samples": {k: [asdict(s) for s in v] for k, v in c.samples.items()}}
                 for c in self.cases
             ],

@@ -58,12 +58,25 @@ def current_rss_kb() -> int:
 
 
 class Meter:
+    """Times the work; with ``AIODICOM_BENCH_PROFILE`` set, also profiles exactly that work
+    (cProfile, all threads' Python code that runs on the main thread's event loop)."""
+
     def __init__(self) -> None:
+        self.profiler: Any = None
+        if os.environ.get("AIODICOM_BENCH_PROFILE"):
+            import cProfile
+
+            self.profiler = cProfile.Profile()
         self.rss_before_kb = current_rss_kb()
         self.cpu0 = cpu_seconds()
         self.t0 = time.perf_counter()
+        if self.profiler is not None:
+            self.profiler.enable()
 
     def result(self, **extra: Any) -> dict[str, Any]:
+        if self.profiler is not None:
+            self.profiler.disable()
+            self.profiler.dump_stats(os.environ["AIODICOM_BENCH_PROFILE"])
         wall = time.perf_counter() - self.t0
         cpu = cpu_seconds() - self.cpu0
         out = {
@@ -608,20 +621,6 @@ PYN_TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 
 def main(argv: list[str]) -> int:
-    profile_to = os.environ.get("AIODICOM_BENCH_PROFILE")
-    if profile_to:
-        # cProfile of the whole worker (set-up included; the measured work dominates it).
-        import cProfile
-
-        profiler = cProfile.Profile()
-        try:
-            return profiler.runcall(_main, argv)
-        finally:
-            profiler.dump_stats(profile_to)
-    return _main(argv)
-
-
-def _main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     library, task, params = spec["library"], spec["task"], spec["params"]
     try:

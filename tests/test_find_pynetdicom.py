@@ -746,9 +746,13 @@ async def test_find_series_cancel_stops_the_running_find(
         peer = client.peer("127.0.0.1", scp.port, scp.ae_title)
         async with peer.associate([STUDY_CONTEXT]) as session:
             helper = session.find_series(PatientID="P0000")
-            async with helper:
-                async for _ in helper:
-                    break
+            # Each level is read whole before yielding, so a cancel reaches the SERIES C-FIND
+            # while it streams (200 answers, 10 ms apart), not after the first match.
+            with anyio.move_on_after(0.5) as scope:
+                async with helper:
+                    async for _ in helper:
+                        pytest.fail("a level is yielded only once read whole")
+            assert scope.cancelled_caught
             assert helper.result is not None and helper.result.cancelled
             assert len(await session.find(Query.study(PatientID="P0000")).all()) == 1
     assert [str(i.QueryRetrieveLevel) for i in scp.identifiers] == ["STUDY", "SERIES", "STUDY"]

@@ -647,17 +647,18 @@ class _HierarchyRun:
             cancel_timeout=self.cancel_timeout, log_warnings=False,
         )
         try:
-            if depth == len(self.levels) - 1:
-                async with find:
-                    async for match in find:
-                        yield _inherit(match, parents)
-                return
-            # The association carries one operation at a time: this level is read whole
-            # before the level below is asked, once per entity found here.
+            # Each level is read whole before anything is yielded: the association then holds
+            # no operation while the caller works on a match (typically retrieving it), so the
+            # next query may start, and a PACS that locks its index per operation (dcmqrscp)
+            # is never left waiting on a consumer that is itself waiting on the PACS.
             found = await find.all()
         finally:
             if find.result is not None:
                 self.results.append(find.result)
+        if depth == len(self.levels) - 1:
+            for match in found:
+                yield _inherit(match, parents)
+            return
         unique = level.unique_key
         for entity in found:
             value = entity.get(unique)
