@@ -26,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true",
         help="run aiodicom's workers under cProfile; print their hottest functions",
     )
+    parser.add_argument(
+        "--experiments", action="store_true",
+        help="add clients measuring proposed library changes (benchmarks/experiments.py)",
+    )
+    parser.add_argument(
+        "--py-spy", action="store_true",
+        help="sample aiodicom's workers with py-spy (must be installed); raw stacks are kept",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the report")
     args = parser.parse_args(argv)
 
@@ -33,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs:
         profile = dataclasses.replace(profile, runs=args.runs)
     only = {k.strip() for k in args.only.split(",") if k.strip()} if args.only else None
-    bench = Bench(profile, only, verbose=not args.quiet)
+    bench = Bench(profile, only, verbose=not args.quiet, experiments=args.experiments)
+    if args.py_spy:
+        measure.SAMPLING_DIR = bench.work / "py-spy"
+        shutil.rmtree(measure.SAMPLING_DIR, ignore_errors=True)
     if args.profile:
         measure.PROFILE_DIR = bench.work / "profiles"
         shutil.rmtree(measure.PROFILE_DIR, ignore_errors=True)

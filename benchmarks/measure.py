@@ -25,6 +25,8 @@ from benchmarks import _paths
 
 WORKER_TIMEOUT = 600.0
 PROFILE_DIR: Path | None = None
+SAMPLING_DIR: Path | None = None
+"""When set (``--py-spy``), aiodicom workers run under ``py-spy record`` (raw stacks here)."""
 """When set (``--profile``), aiodicom workers run under cProfile and leave their stats here."""
 _profile_counter = 0
 
@@ -42,8 +44,16 @@ class Sample:
 
 
 def _worker_cmd(library: str, task: str, params: Mapping[str, Any]) -> list[str]:
+    global _profile_counter
     spec = json.dumps({"library": library, "task": task, "params": dict(params)})
-    return [sys.executable, "-m", "benchmarks.worker", spec]
+    cmd = [sys.executable, "-m", "benchmarks.worker", spec]
+    if SAMPLING_DIR is not None and library == "aiodicom" and task != "serve_echo":
+        _profile_counter += 1
+        SAMPLING_DIR.mkdir(parents=True, exist_ok=True)
+        out = SAMPLING_DIR / f"{_profile_counter:03d}-{task}.txt"
+        cmd = ["py-spy", "record", "--nonblocking", "-r", "1000", "-f", "raw", "-o", str(out),
+               "--", *cmd]
+    return cmd
 
 
 def _worker_env(library: str = "", task: str = "") -> dict[str, str]:
@@ -144,6 +154,13 @@ class ToolRun:
     peak_rss_kb: int
     returncode: int
     output: str
+    user_cpu: float = 0.0
+    sys_cpu: float = 0.0
+    minor_faults: int = 0
+
+    def extra(self) -> dict[str, float]:
+        return {"user_cpu": self.user_cpu, "sys_cpu": self.sys_cpu,
+                "minor_faults": self.minor_faults}
 
 
 def vm_hwm_kb(pid: int) -> int | None:
@@ -222,7 +239,8 @@ def run_tool(
         wall = time.perf_counter() - t0
         peak = watcher.stop()
     text = out_path.read_text(errors="replace")[-3000:] if log is not None else ""
-    return ToolRun(wall, usage.ru_utime + usage.ru_stime, peak, code, text)
+    return ToolRun(wall, usage.ru_utime + usage.ru_stime, peak, code, text,
+                   usage.ru_utime, usage.ru_stime, usage.ru_minflt)
 
 
 class ToolServer:

@@ -10,6 +10,7 @@ measured in the same run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import time
@@ -43,6 +44,13 @@ from benchmarks.peers import (
 )
 
 HOST = "127.0.0.1"
+
+
+def settle() -> None:
+    """Write back what the previous client wrote (and the discards of what was deleted: the
+    file system here is mounted with ``discard``) before the next client is timed, so that no
+    client pays for another's files."""
+    os.sync()
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,8 +242,10 @@ def _speed_ratio(case: Case, aio: Row, other: Row) -> float | None:
 
 
 class Bench:
-    def __init__(self, profile: Profile, only: set[str] | None, verbose: bool = True) -> None:
+    def __init__(self, profile: Profile, only: set[str] | None, verbose: bool = True,
+                 experiments: bool = False) -> None:
         self.profile = profile
+        self.experiments = experiments
         self.only = only
         self.verbose = verbose
         self.work = _paths.WORK / profile.name
@@ -299,10 +309,12 @@ class Bench:
         self.log(f"case {case.key}: {case.title} (machine {case.busy_before:.0f} % busy before)")
         for label in case.warmup:
             client = next(c for c in case.clients if c.label == label)
+            settle()
             sample = client.run()
             self.log(f"    warm-up {label}: {'ok' if sample.ok else 'FAILED ' + str(sample.error)}")
         for run in range(self.profile.runs):
             for client in case.clients:
+                settle()
                 sample = client.run()
                 case.samples.setdefault(client.label, []).append(sample)
                 status = "ok" if sample.ok else f"FAILED: {sample.error}"
@@ -393,7 +405,7 @@ class Bench:
             r = run_tool([args[0], "-q", *args[1:]] if quiet else args, log=log)
             if r.returncode != 0:
                 return failed(f"findscu exited {r.returncode}: {r.output}")
-            return Sample(r.wall, r.cpu, r.peak_rss_kb, True, count=series.n)
+            return Sample(r.wall, r.cpu, r.peak_rss_kb, True, count=series.n, extra=r.extra())
 
         def findscu_checked() -> Sample:
             # Unmeasured check that findscu gets every match (the measured runs print nothing).
@@ -454,7 +466,7 @@ class Bench:
                 self._clear(dcmtk_dir)
             if r.returncode != 0 or files != series.n:
                 return failed(f"getscu exited {r.returncode}, {files} files: {r.output}")
-            return Sample(r.wall, r.cpu, r.peak_rss_kb, True, count=files)
+            return Sample(r.wall, r.cpu, r.peak_rss_kb, True, count=files, extra=r.extra())
 
         def dcmtk_move() -> Sample:
             self._clear(dcmtk_dir)
@@ -487,6 +499,12 @@ class Bench:
             Client("aiodicom directory", "aiodicom", self._worker(
                 "aiodicom", "retrieve", {**aio, "out_dir": str(aio_dir)}, clear=aio_dir)),
         ]
+        if self.experiments:
+            exp_dir = self._out_dir(f"{key}-aio-exp")
+            clients.append(Client("aiodicom directory, experiment: cached dirs", "aiodicom",
+                                  self._worker("aiodicom", "retrieve",
+                                               {**aio, "out_dir": str(exp_dir), "sink": "cached"},
+                                               clear=exp_dir)))
         if self.profile.pyn_default_pdu:
             clients.append(Client("pynetdicom memory, default PDU", "pynetdicom",
                                   self._worker("pynetdicom", "retrieve", pyn)))
@@ -525,13 +543,13 @@ class Bench:
             return run_tool([STORESCU, "-aec", called, "-R", HOST, port, *files],
                             log=self.logs / f"{key}-storescu.log")
 
-        def python_scp(library: str) -> Callable[[], Sample]:
-            out = self._out_dir(f"{key}-{library}")
+        def python_scp(library: str, sink: str | None = None) -> Callable[[], Sample]:
+            out = self._out_dir(f"{key}-{library}{'-' + sink if sink else ''}")
 
             def run() -> Sample:
                 port = free_port()
                 params = {"ae_title": "STORESCP", "listen_port": port, "out_dir": str(out),
-                          "max_pdu": MAX_PDU}
+                          "max_pdu": MAX_PDU, "sink": sink}
                 try:
                     server = WorkerServer(library, "serve_store", params)
                     try:
@@ -593,6 +611,9 @@ class Bench:
                         "storescp -pdu 131072")],
             note="client CPU and RSS are the receiving SCP's (storescu's own are not counted)",
         )
+        if self.experiments:
+            case.clients.insert(1, Client("aiodicom, experiment: cached dirs", "aiodicom",
+                                          python_scp("aiodicom", "cached")))
         self.run_case(case)
 
     def case_store(self) -> None:

@@ -39,6 +39,12 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def usage() -> tuple[float, float, int]:
+    """(user CPU s, system CPU s, minor page faults) of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as fp:
         for line in fp:
@@ -68,6 +74,7 @@ class Meter:
 
             self.profiler = cProfile.Profile()
         self.rss_before_kb = current_rss_kb()
+        self.usage0 = usage()
         self.cpu0 = cpu_seconds()
         self.t0 = time.perf_counter()
         if self.profiler is not None:
@@ -79,9 +86,13 @@ class Meter:
             self.profiler.dump_stats(os.environ["AIODICOM_BENCH_PROFILE"])
         wall = time.perf_counter() - self.t0
         cpu = cpu_seconds() - self.cpu0
+        user, system, faults = (a - b for a, b in zip(usage(), self.usage0, strict=True))
         out = {
             "wall": wall,
             "cpu": cpu,
+            "user_cpu": user,
+            "sys_cpu": system,
+            "minor_faults": faults,
             "peak_rss_kb": peak_rss_kb(),
             "rss_before_kb": self.rss_before_kb,
         }
@@ -135,7 +146,13 @@ def _aio_sink(p: dict[str, Any]) -> Any:
     from aiodicom.sinks import DirectorySink, MemorySink
 
     out = fresh_dir(p.get("out_dir"))
-    return DirectorySink(out) if out is not None else MemorySink()
+    if out is None:
+        return MemorySink()
+    if p.get("sink") == "cached":
+        from benchmarks.experiments import CachedDirectorySink
+
+        return CachedDirectorySink(out)
+    return DirectorySink(out)
 
 
 async def aio_echo_loop(p: dict[str, Any]) -> dict[str, Any]:
@@ -191,11 +208,9 @@ async def aio_serve_store(p: dict[str, Any]) -> dict[str, Any]:
     import anyio.to_thread
 
     import aiodicom
-    from aiodicom.sinks import DirectorySink
 
-    out = fresh_dir(p["out_dir"])
-    assert out is not None
-    sink = DirectorySink(out)
+    sink = _aio_sink(p)
+    out = sink.directory
     received = 0
     nbytes = 0
 
