@@ -35,11 +35,12 @@ from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 
 from aiodicom.datasets import decode_dataset, encode_dataset
-from aiodicom.dimse import C_CANCEL_RQ, C_FIND_RQ, DATASET_PRESENT, NO_DATASET, DimseMessage
+from aiodicom.dimse import C_FIND_RQ, DATASET_PRESENT, DimseMessage
 from aiodicom.errors import StatusError
 from aiodicom.matching import MatchingKeys
 from aiodicom.pdu import SOPClassExtendedNegotiation
 from aiodicom.query import Level, Query, QueryError, QueryModel, key_level
+from aiodicom.services.cancel import cancel_operation
 from aiodicom.status import StatusCategory, status_category, status_meaning
 
 if TYPE_CHECKING:
@@ -338,7 +339,10 @@ class _FindRun:
                     if final is None:
                         state.cancelled = True
                         with anyio.CancelScope(shield=True):
-                            final = await self._cancel(session, context.context_id, message_id)
+                            final = await cancel_operation(
+                                session, context.context_id, message_id, self.cancel_timeout,
+                                "C-FIND",
+                            )
                     self.result = state.result(final, negotiated, self.options)
             if status_category(self.result.status) is StatusCategory.FAILURE:
                 raise FindError(self.result)
@@ -359,38 +363,6 @@ class _FindRun:
                     exc.key,
                 ) from exc
         return negotiated
-
-    async def _cancel(
-        self, session: Session, context_id: int, message_id: int
-    ) -> DimseMessage | None:
-        dispatcher = session.dispatcher
-        if dispatcher.ended:
-            return None
-        try:
-            await dispatcher.send(DimseMessage(
-                context_id,
-                {
-                    "CommandField": C_CANCEL_RQ,
-                    "MessageIDBeingRespondedTo": message_id,
-                    "CommandDataSetType": NO_DATASET,
-                },
-                None,
-            ))
-            # Pendings already on their way come first; the FE00 (or any final) ends the wait.
-            with anyio.move_on_after(self.cancel_timeout):
-                while True:
-                    response = await dispatcher.next_response(message_id, timeout=None)
-                    status = response.status if response.status is not None else 0xC000
-                    if status_category(status) is not StatusCategory.PENDING:
-                        return response
-            log.warning(
-                "C-FIND: no final response within %s s of C-CANCEL; aborting the association",
-                self.cancel_timeout,
-            )
-        except Exception as exc:  # any failure here means: give up the association
-            log.info("C-CANCEL did not complete: %s", exc)
-        await session.association.abort()
-        return None
 
 
 def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:

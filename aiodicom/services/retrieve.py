@@ -29,7 +29,6 @@ from pydicom import Dataset
 
 from aiodicom.datasets import decode_dataset, encode_dataset
 from aiodicom.dimse import (
-    C_CANCEL_RQ,
     C_ECHO_RQ,
     C_GET_RQ,
     C_MOVE_RQ,
@@ -43,6 +42,7 @@ from aiodicom.errors import DicomError, DicomTimeoutError, DimseError, StatusErr
 from aiodicom.instance import Instance
 from aiodicom.query import Level, Query, QueryError, QueryModel
 from aiodicom.series import Series, SeriesError, split_series
+from aiodicom.services.cancel import cancel_operation
 from aiodicom.services.echo import echo_response
 from aiodicom.sinks import DirectorySink, MemorySink, Sink, as_sink
 from aiodicom.status import StatusCategory, status_category, status_meaning
@@ -545,7 +545,10 @@ class Retrieval:
                             # No failure means we were cancelled (or a non-DICOM error).
                             cancelled = failure is None
                             if not dispatcher.ended:
-                                final = await self._cancel(session, context.context_id, message_id)
+                                final = await cancel_operation(
+                                    session, context.context_id, message_id,
+                                    self.cancel_timeout, f"C-{self.kind.upper()}",
+                                )
                             if final is not None:
                                 counts = _counts(final, counts)
                         await self._settle()
@@ -567,31 +570,6 @@ class Retrieval:
                 raise DicomTimeoutError(
                     f"no response and no instance for {timeout} s during C-{self.kind.upper()}"
                 )
-
-    async def _cancel(
-        self, session: Session, context_id: int, message_id: int
-    ) -> DimseMessage | None:
-        dispatcher = session.dispatcher
-        try:
-            await dispatcher.send(DimseMessage(
-                context_id,
-                {
-                    "CommandField": C_CANCEL_RQ,
-                    "MessageIDBeingRespondedTo": message_id,
-                    "CommandDataSetType": NO_DATASET,
-                },
-                None,
-            ))
-            with anyio.move_on_after(self.cancel_timeout):
-                while True:
-                    response = await dispatcher.next_response(message_id, timeout=None)
-                    status = response.status if response.status is not None else 0xC000
-                    if status_category(status) is not StatusCategory.PENDING:
-                        return response
-        except Exception as exc:
-            log.info("C-CANCEL did not complete: %s", exc)
-        await session.association.abort()
-        return None
 
     def _result(
         self,
