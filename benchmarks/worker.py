@@ -547,13 +547,20 @@ def pyn_concurrency(p: dict[str, Any]) -> dict[str, Any]:
     from pynetdicom.sop_class import Verification
 
     n, ops = p["n"], p["ops"]
-    ae = _pyn_ae(p, "PYNBENCH")
-    # A lost response would otherwise hang the run for the default 120 s (seen in about one
-    # run in fifteen with 10 threads, against pynetdicom's own SCP as well as ours).
-    ae.dimse_timeout = p.get("dimse_timeout", 10)
-    ae.maximum_associations = max(n, 10)
-    ae.add_requested_context(Verification)
     handlers = [] if p.get("no_nodelay") else [(evt.EVT_CONN_OPEN, _pyn_nodelay)]
+
+    def new_ae() -> Any:
+        ae = _pyn_ae(p, "PYNBENCH")
+        # A lost response would otherwise hang the run for the default 120 s.
+        ae.dimse_timeout = p.get("dimse_timeout", 10)
+        ae.add_requested_context(Verification)
+        return ae
+
+    # One AE per thread: associations of one AE used from several threads lose responses
+    # (pynetdicom issues #842/#850; seen here against DCMTK and pynetdicom SCPs alike).
+    shared = None if p.get("ae_per_thread", True) else new_ae()
+    if shared is not None:
+        shared.maximum_associations = max(n, 10)
     barrier = threading.Barrier(n + 1, timeout=300)
     finished = threading.Barrier(n + 1, timeout=300)
     errors: list[str] = []
@@ -561,6 +568,7 @@ def pyn_concurrency(p: dict[str, Any]) -> dict[str, Any]:
     lock = threading.Lock()
 
     def one() -> None:
+        ae = shared or new_ae()
         try:
             assoc = ae.associate(p["host"], p["port"], ae_title=p["called"], evt_handlers=handlers)
         except Exception as exc:

@@ -26,7 +26,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import attrs
@@ -184,7 +184,46 @@ class FindError(StatusError):
         self.result = result
 
 
-class Find:
+_Stream = TypeVar("_Stream", bound="_MatchStream")
+
+
+class _MatchStream:
+    """Both an async iterator of matches and an async context manager whose exit closes the
+    iteration (C-CANCEL if the peer is still sending, release of what was opened)."""
+
+    _generator: AsyncGenerator[Dataset, None] | None
+
+    def _matches(self) -> AsyncGenerator[Dataset, None]:
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[Dataset]:
+        if self._generator is None:
+            self._generator = self._matches()
+        return self._generator
+
+    async def __aenter__(self: _Stream) -> _Stream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop early: C-CANCEL if the peer is still sending, then release what we opened."""
+        if self._generator is not None:
+            await self._generator.aclose()
+
+    async def all(self) -> list[Dataset]:
+        """Every match, as a list (for small results)."""
+        async with self:
+            return [match async for match in self]
+
+
+class Find(_MatchStream):
     """A C-FIND in progress: ``async for match in find`` yields each match as a ``Dataset``.
 
     ``relational``, ``datetime_matching``, ``fuzzy_names`` and ``timezone_adjustment`` are the
@@ -228,6 +267,9 @@ class Find:
         )
         self._generator: AsyncGenerator[Dataset, None] | None = None
 
+    def _matches(self) -> AsyncGenerator[Dataset, None]:
+        return self._run.matches(self._session, self._open_session)
+
     @property
     def strict(self) -> bool:
         return self._run.strict
@@ -246,31 +288,6 @@ class Find:
         """The extended negotiation options accepted (``None`` before the association is up)."""
         return self._run.negotiated
 
-    def __aiter__(self) -> AsyncIterator[Dataset]:
-        if self._generator is None:
-            self._generator = self._run.matches(self._session, self._open_session)
-        return self._generator
-
-    async def __aenter__(self) -> Find:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop early: C-CANCEL if the peer is still sending, then release what we opened."""
-        if self._generator is not None:
-            await self._generator.aclose()
-
-    async def all(self) -> list[Dataset]:
-        """Every match, as a list (for small results)."""
-        async with self:
-            return [match async for match in self]
 
 
 class _FindRun:
@@ -475,7 +492,7 @@ class HierarchyResult:
         return tuple(dict.fromkeys(w for r in self.results for w in r.warnings))
 
 
-class HierarchicalFind:
+class HierarchicalFind(_MatchStream):
     """Matches at ``level`` found with hierarchical queries only, on one association.
 
     The keys are split by the level they belong to (:func:`~aiodicom.query.key_level`; patient
@@ -541,6 +558,9 @@ class HierarchicalFind:
         )
         self._generator: AsyncGenerator[Dataset, None] | None = None
 
+    def _matches(self) -> AsyncGenerator[Dataset, None]:
+        return self._run.matches(self._session, self._open_session)
+
     @property
     def queries(self) -> tuple[Query, ...]:
         """The query of each level, without the unique keys pinned at run time."""
@@ -550,29 +570,6 @@ class HierarchicalFind:
     def result(self) -> HierarchyResult | None:
         return self._run.result
 
-    def __aiter__(self) -> AsyncIterator[Dataset]:
-        if self._generator is None:
-            self._generator = self._run.matches(self._session, self._open_session)
-        return self._generator
-
-    async def __aenter__(self) -> HierarchicalFind:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._generator is not None:
-            await self._generator.aclose()
-
-    async def all(self) -> list[Dataset]:
-        async with self:
-            return [match async for match in self]
 
 
 class _HierarchyRun:
