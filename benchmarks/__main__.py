@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import json
 import pstats
 import shutil
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks import _paths, machine, measure, report
-from benchmarks.runner import PROFILES, Bench
+from benchmarks.runner import PROFILES, Bench, Row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy", action="store_true",
         help="sample aiodicom's workers with py-spy (must be installed); raw stacks are kept",
     )
+    parser.add_argument(
+        "--report-only", metavar="RESULTS_JSON",
+        help="print the report of an earlier run from its results.json, measure nothing",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the report")
     args = parser.parse_args(argv)
+
+    if args.report_only:
+        data = json.loads(Path(args.report_only).read_text())
+        rows = [Row(**r) for r in data["rows"]]
+        text = render(rows, data["machine"], data["profile"]["name"], data["profile"]["runs"],
+                      data.get("series", "263 MB series of 500 CT slices 512x512"),
+                      data["setup_seconds"], data["total_seconds"], Path(args.report_only))
+        print(text)
+        return 0
 
     profile = PROFILES["quick" if args.quick else "full"]
     if args.runs:
@@ -55,25 +71,36 @@ def main(argv: list[str] | None = None) -> int:
         bench.teardown()
     results = bench.save()
     rows = bench.rows()
-    info = machine.describe()
-    text = "\n\n".join(part for part in [
-        f"## Benchmark results ({profile.name} profile, {profile.runs} run(s) per client)",
+    text = render(rows, machine.describe(), profile.name, profile.runs, bench.series_text(),
+                  bench.setup_seconds, time.monotonic() - bench.started, results)
+    (bench.work / "report.md").write_text(text + "\n")
+    print(text)
+    if measure.PROFILE_DIR is not None:
+        print_profiles(measure.PROFILE_DIR)
+    failures = sum(r.failures for r in rows if r.family == "aiodicom" or r.family == "dcmtk")
+    return 1 if failures else 0
+
+
+def render(rows: list[Row], info: dict[str, Any], profile: str, runs: int, series: str,
+           setup_seconds: float, total_seconds: float, results: Path) -> str:
+    try:
+        where = results.resolve().relative_to(_paths.ROOT)
+    except ValueError:
+        where = results
+    errors = report.errors(rows)
+    return "\n\n".join(part for part in [
+        f"## Benchmark results ({profile} profile, {runs} run(s) per client)",
         machine.markdown(info),
         report.case_titles(rows),
         report.table(rows),
         "### Targets (issue 5)",
         report.targets_table(report.targets(rows)),
         "### Headline",
-        report.headline(rows, info, bench.series_text()),
-        ("### Failures\n\n" + report.errors(rows)) if report.errors(rows) else "",
-        f"Set-up {bench.setup_seconds:.0f} s; raw samples: {results.relative_to(_paths.ROOT)}",
+        report.headline(rows, info, series),
+        ("### Failures\n\n" + errors) if errors else "",
+        f"Set-up {setup_seconds:.0f} s, whole run {total_seconds / 60:.1f} min; raw samples: "
+        f"{where}",
     ] if part)
-    (bench.work / "report.md").write_text(text + "\n")
-    print(text)
-    if measure.PROFILE_DIR is not None:
-        print_profiles(measure.PROFILE_DIR)
-    failures = sum(r.failures for r in rows)
-    return 1 if failures else 0
 
 
 def print_profiles(directory: Path, top: int = 25) -> None:

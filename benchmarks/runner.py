@@ -696,6 +696,7 @@ class Bench:
             "machine": machine.describe(),
             "setup_seconds": self.setup_seconds,
             "total_seconds": time.monotonic() - self.started,
+            "series": self.series_text(),
             "cases": [
                 {"key": c.key, "title": c.title, "unit": c.unit, "note": c.note,
                  "busy_before": c.busy_before,
