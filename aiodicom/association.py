@@ -269,8 +269,11 @@ class Association:
 
     async def _receive_events(self) -> list[object]:
         try:
-            with anyio.fail_after(self.timeouts.network):
+            if self.timeouts.network is None:  # the usual case: spare a cancel scope per read
                 chunk = await self._stream.receive(transport.RECEIVE_SIZE)
+            else:
+                with anyio.fail_after(self.timeouts.network):
+                    chunk = await self._stream.receive(transport.RECEIVE_SIZE)
         except TimeoutError as exc:
             await self.abort()
             raise DicomTimeoutError(

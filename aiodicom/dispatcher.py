@@ -43,6 +43,7 @@ class Dispatcher:
         self._window = anyio.Semaphore(max_outstanding) if max_outstanding else None
         self._read_lock = anyio.Lock()
         self._progress = anyio.Event()
+        self._progress_awaited = False
         self.failure: DicomError | None = None
         self.ended = False
 
@@ -64,8 +65,11 @@ class Dispatcher:
         await self._route(message)
 
     def _wake(self) -> None:
-        progress, self._progress = self._progress, anyio.Event()
-        progress.set()
+        # A fresh Event only when someone waited on the old one: this runs for every message.
+        if self._progress_awaited:
+            self._progress_awaited = False
+            progress, self._progress = self._progress, anyio.Event()
+            progress.set()
 
     def reading(self) -> anyio.Lock:
         """Hold this to read with :meth:`read_one` outside an operation (release, serving)."""
@@ -140,9 +144,12 @@ class Dispatcher:
     async def next_response(self, message_id: int, timeout: float | None = -1.0) -> DimseMessage:
         """Wait for the next response to ``message_id`` within the DIMSE timeout
         (``timeout=-1`` means the association's, ``None`` for ever)."""
+        queue = self._queues[message_id]
+        if queue:
+            # Responses often arrive several to a read: no timeout scope needed for those.
+            return queue.popleft()
         if timeout == -1.0:
             timeout = self.association.timeouts.dimse
-        queue = self._queues[message_id]
         try:
             with anyio.fail_after(timeout):
                 while not queue:
@@ -153,6 +160,7 @@ class Dispatcher:
                             "the association ended before the operation finished"
                         )
                     if self._read_lock.locked():
+                        self._progress_awaited = True
                         await self._progress.wait()
                     else:
                         async with self._read_lock:

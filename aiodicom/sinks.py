@@ -110,18 +110,32 @@ class DirectorySink:
         self.fsync = fsync
         self.paths: dict[str, Path] = {}
         self._root = self.directory.resolve()
+        self._directories: dict[Path, Path] = {}
 
     def _target(self, instance: Instance) -> Path:
         relative = Path(self.layout(instance))
-        target = (self._root / relative).resolve()
-        if relative.is_absolute() or target == self._root or not target.is_relative_to(self._root):
+        name = relative.name
+        if relative.is_absolute() or name in ("", ".", ".."):
             raise UnsafePathError(f"{str(relative)!r} does not name a file inside {self._root}")
-        return target
+        # Resolving (an lstat per component) and mkdir cost more than writing a small file:
+        # do them once per directory, since a series shares one.
+        directory = self._directories.get(relative.parent)
+        if directory is None:
+            directory = (self._root / relative.parent).resolve()
+            if directory != self._root and not directory.is_relative_to(self._root):
+                raise UnsafePathError(
+                    f"{str(relative)!r} does not name a file inside {self._root}"
+                )
+            # Blocking on purpose (no threads in this library): it is quick and done once.
+            directory.mkdir(parents=True, exist_ok=True)
+            self._directories[relative.parent] = directory
+        # The file is renamed into place, which replaces a symbolic link there rather than
+        # writing through it: the final component needs no resolving.
+        return directory / name
 
     async def __call__(self, instance: Instance) -> None:
         target = self._target(instance)
         # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
-        target.parent.mkdir(parents=True, exist_ok=True)
         write_part10_atomic(target, instance, fsync=self.fsync)
         self.paths[instance.sop_instance_uid] = target
 
