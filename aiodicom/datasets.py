@@ -182,28 +182,26 @@ def decode_dataset(data: bytes | bytearray | memoryview, transfer_syntax_uid: st
             f"cannot decode the data set as {transfer_syntax_name(transfer_syntax_uid)}: {exc}"
         ) from exc
     # pydicom accepts a value cut short by the end of the buffer, and drops a partial element
-    # header there, without a word: catch both on the raw top-level elements, before a truncated
-    # identifier passes for a valid one.
-    last_tell = -1
-    last_end: int | None = 0
-    tags = ds.keys()
-    for tag in tags:
-        # keep_deferred: an empty raw value would otherwise be converted and lose value_tell.
-        elem = ds.get_item(tag, keep_deferred=True)
-        if not isinstance(elem, RawDataElement):
-            continue
-        undefined = elem.length == 0xFFFFFFFF
-        if isinstance(elem.value, bytes) and not undefined and len(elem.value) != elem.length:
+    # header there, without a word: catch both before a truncated identifier passes for a valid
+    # one. Only the element read last can be cut short, so only it is checked (checking every
+    # element cost a third of a C-FIND's time per match).
+    if not ds:
+        if len(data):
+            raise DatasetDecodeError(f"{len(data)} bytes that hold no whole element")
+        return ds
+    last_tag = list(ds.keys())[-1]  # insertion order is the order read
+    # keep_deferred: an empty raw value would otherwise be converted and lose value_tell.
+    elem = ds.get_item(last_tag, keep_deferred=True)
+    if isinstance(elem, RawDataElement) and elem.length != 0xFFFFFFFF:
+        if isinstance(elem.value, bytes) and len(elem.value) != elem.length:
             raise DatasetDecodeError(
                 f"element {elem.tag} is truncated: {len(elem.value)} of its {elem.length} bytes "
                 "present"
             )
-        if elem.value_tell > last_tell:
-            last_tell = elem.value_tell
-            last_end = None if undefined else elem.value_tell + elem.length
-    if last_end is not None and last_end != len(data):
-        raise DatasetDecodeError(
-            f"{len(data) - last_end} bytes after the last element at offset {last_end}: "
-            "a truncated element header"
-        )
+        last_end = elem.value_tell + elem.length
+        if last_end != len(data):
+            raise DatasetDecodeError(
+                f"{len(data) - last_end} bytes after the last element at offset {last_end}: "
+                "a truncated element header"
+            )
     return ds
