@@ -10,7 +10,7 @@ import pytest
 
 import aiodicom
 from aiodicom import ContextProposal
-from aiodicom.pdu import ACCEPTANCE, ABSTRACT_SYNTAX_NOT_SUPPORTED
+from aiodicom.pdu import ABSTRACT_SYNTAX_NOT_SUPPORTED, ACCEPTANCE
 from aiodicom.uids import (
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
