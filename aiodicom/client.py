@@ -28,9 +28,9 @@ from aiodicom.pdu import (
 from aiodicom.query import Level, Query, QueryModel
 from aiodicom.routing import DeliveryRouter, UnexpectedHandler
 from aiodicom.services import store as store_service
-from aiodicom.services.find import CANCEL_TIMEOUT, Find, FindOptions, HierarchicalFind
+from aiodicom.services.cancel import CANCEL_TIMEOUT
+from aiodicom.services.find import Find, FindOptions, HierarchicalFind
 from aiodicom.services.get_contexts import get_proposals, sop_classes_from
-from aiodicom.services.retrieve import CANCEL_TIMEOUT as RETRIEVE_CANCEL_TIMEOUT
 from aiodicom.services.retrieve import Retrieval, retrieve_model, retrieve_sop_class
 from aiodicom.session import Session, open_session
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
@@ -267,7 +267,7 @@ class Peer:
         *,
         sink: Sink | MemorySink | DirectorySink | None = None,
         priority: int = 0,
-        cancel_timeout: float = RETRIEVE_CANCEL_TIMEOUT,
+        cancel_timeout: float = CANCEL_TIMEOUT,
     ) -> Retrieval:
         """C-MOVE to ``destination`` (default: this client's acceptor, which must be running).
 
@@ -310,7 +310,7 @@ class Peer:
         sop_classes: Sequence[str] | None = None,
         transfer_syntaxes: Sequence[str] | None = None,
         priority: int = 0,
-        cancel_timeout: float = RETRIEVE_CANCEL_TIMEOUT,
+        cancel_timeout: float = CANCEL_TIMEOUT,
     ) -> Retrieval:
         """C-GET: the instances come back on the same association (no acceptor needed).
 

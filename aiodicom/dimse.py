@@ -403,6 +403,12 @@ class DimseMessage:
         return self._int("Status")
 
     @property
+    def status_code(self) -> int:
+        """Status, with a response that lacks one counted as a failure (0xC000)."""
+        value = self._int("Status")
+        return 0xC000 if value is None else value
+
+    @property
     def has_dataset(self) -> bool:
         """What the command set says: Command Data Set Type present and not 0x0101."""
         value = self._int("CommandDataSetType")

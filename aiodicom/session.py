@@ -19,7 +19,8 @@ from aiodicom.query import Level, Query, QueryModel
 from aiodicom.services import echo as echo_service
 from aiodicom.services import retrieve as retrieve_service
 from aiodicom.services import store as store_service
-from aiodicom.services.find import CANCEL_TIMEOUT, Find, HierarchicalFind
+from aiodicom.services.cancel import CANCEL_TIMEOUT
+from aiodicom.services.find import Find, HierarchicalFind
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class Session:
         client: Client | None = None,
         sink: Sink | MemorySink | DirectorySink | None = None,
         priority: int = 0,
-        cancel_timeout: float = retrieve_service.CANCEL_TIMEOUT,
+        cancel_timeout: float = CANCEL_TIMEOUT,
     ) -> retrieve_service.Retrieval:
         """C-MOVE on this association (the Move SOP class of the query's model must have been
         proposed). With ``client``, the destination defaults to its AE title and the
@@ -168,7 +169,7 @@ class Session:
         *,
         sink: Sink | MemorySink | DirectorySink | None = None,
         priority: int = 0,
-        cancel_timeout: float = retrieve_service.CANCEL_TIMEOUT,
+        cancel_timeout: float = CANCEL_TIMEOUT,
     ) -> retrieve_service.Retrieval:
         """C-GET on this association: propose
         :func:`~aiodicom.services.get_contexts.get_proposals` when associating, so that the

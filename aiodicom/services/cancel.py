@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiodicom.cancel")
 
+CANCEL_TIMEOUT = 10.0
+"""How long a cancelled operation waits for the peer's final response before aborting."""
+
 
 async def cancel_operation(
     session: Session, context_id: int, message_id: int, timeout: float, service: str
@@ -40,7 +43,7 @@ async def cancel_operation(
         with anyio.move_on_after(timeout):
             while True:
                 response = await dispatcher.next_response(message_id, timeout=None)
-                status = response.status if response.status is not None else 0xC000
+                status = response.status_code
                 if status_category(status) is not StatusCategory.PENDING:
                     return response
         log.warning(

@@ -31,7 +31,7 @@ async def echo(dispatcher: Dispatcher) -> int:
             # state is unknown, so it must not be reused or released.
             await dispatcher.association.abort()
             raise
-    status = response.status if response.status is not None else 0xFFFF
+    status = response.status_code
     if status != 0x0000:
         error_comment = response.command.get("ErrorComment")
         raise StatusError(

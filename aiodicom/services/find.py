@@ -40,7 +40,7 @@ from aiodicom.errors import StatusError
 from aiodicom.matching import MatchingKeys
 from aiodicom.pdu import SOPClassExtendedNegotiation
 from aiodicom.query import Level, Query, QueryError, QueryModel, key_level
-from aiodicom.services.cancel import cancel_operation
+from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
 from aiodicom.status import StatusCategory, status_category, status_meaning
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiodicom.find")
 
-CANCEL_TIMEOUT = 10.0
-"""How long a cancelled operation waits for the peer's final response before aborting."""
 
 SessionOpener = Callable[[], AbstractAsyncContextManager["Session"]]
 
@@ -341,7 +339,7 @@ class _FindRun:
                 try:
                     while final is None:
                         response = await dispatcher.next_response(message_id)
-                        status = response.status if response.status is not None else 0xC000
+                        status = response.status_code
                         if status_category(status) is not StatusCategory.PENDING:
                             final = response
                             break
@@ -439,7 +437,7 @@ class _Progress:
         if final is None:
             status, comment = 0xFE00, "the peer did not confirm the cancel; association aborted"
         else:
-            status = final.status if final.status is not None else 0xC000
+            status = final.status_code
             raw_comment = final.command.get("ErrorComment")
             comment = str(raw_comment).strip() if raw_comment else None
         return FindResult(
@@ -683,7 +681,6 @@ def _has_non_ascii(value: object) -> bool:
 
 
 __all__ = [
-    "CANCEL_TIMEOUT",
     "Find",
     "FindError",
     "FindOptions",

@@ -42,7 +42,7 @@ from aiodicom.errors import DicomError, DicomTimeoutError, DimseError, StatusErr
 from aiodicom.instance import Instance
 from aiodicom.query import Level, Query, QueryError, QueryModel
 from aiodicom.series import Series, SeriesError, split_series
-from aiodicom.services.cancel import cancel_operation
+from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
 from aiodicom.services.echo import echo_response
 from aiodicom.sinks import DirectorySink, MemorySink, Sink, as_sink
 from aiodicom.status import StatusCategory, status_category, status_meaning
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiodicom.retrieve")
 
-CANCEL_TIMEOUT = 10.0
 NOT_AUTHORIZED = 0x0124
 """C-STORE status for a delivery no retrieval wants (PS3.7 C.5.8: Refused, not authorized)."""
 NO_FINAL_RESPONSE = 0xC000
@@ -531,7 +530,7 @@ class Retrieval:
                 try:
                     while final is None:
                         response = await self._next_response(session, message_id)
-                        status = response.status if response.status is not None else 0xC000
+                        status = response.status_code
                         counts = _counts(response, counts)
                         if status_category(status) is StatusCategory.PENDING:
                             await self._emit(counts)
@@ -591,7 +590,7 @@ class Retrieval:
                 status_text = "Failed: the association ended before the final response"
                 comment = None
         else:
-            status = final.status if final.status is not None else 0xC000
+            status = final.status_code
             status_text = status_meaning(status, self.kind)
             raw = final.command.get("ErrorComment")
             comment = str(raw) if raw else None
@@ -741,7 +740,6 @@ def _as_iterable(value: object) -> Iterable[object]:
 
 
 __all__ = [
-    "CANCEL_TIMEOUT",
     "NOT_AUTHORIZED",
     "NO_FINAL_RESPONSE",
     "InstanceArrived",

@@ -420,7 +420,7 @@ async def _store_one(
         ))
         response = await dispatcher.next_response(message_id)
     # A response without status cannot be taken for success.
-    status = response.status if response.status is not None else 0xC000
+    status = response.status_code
     comment = response.command.get("ErrorComment")
     return StoreOutcome(
         sop_class_uid=obj.sop_class_uid,
