@@ -6,6 +6,7 @@ Meta Information header (PS3.10 section 7.1) in front of those bytes and nothing
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import struct
@@ -25,16 +26,19 @@ if TYPE_CHECKING:
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "OPEN_FLAGS",
     "PREAMBLE",
     "Encoding",
     "FileMetaError",
     "MalformedDataSetError",
     "encode_file_meta",
     "encoding_of",
+    "fsync_directory",
     "part10_header",
     "peek_elements",
     "read_part10",
     "split_part10",
+    "write_all",
     "write_part10_atomic",
 ]
 
@@ -106,6 +110,78 @@ def _short_element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
+def _uid_element(element: int, name: str, value: str) -> bytes:
+    # Peers sometimes leave their padding on; a UI value is padded with NUL by us.
+    encoded = _text_value(value.rstrip("\0 "), name=name, max_length=64, pad=b"\0")
+    return _short_element(element, b"UI", encoded)
+
+
+_GROUP_LENGTH = struct.Struct("<HH2sHI")
+
+
+# Every instance of a retrieval shares these values, and encoding them costs more than the
+# rest of a small file's header: only the SOP Instance UID is encoded per file. Bounded, as
+# the values come from peers.
+@functools.lru_cache(maxsize=256)
+def _constant_meta(
+    sop_class_uid: str,
+    transfer_syntax_uid: str,
+    implementation_class_uid: str,
+    implementation_version_name: str | None,
+    source_ae_title: str | None,
+) -> tuple[bytes, bytes]:
+    """Return the encoded elements before and after (0002,0003)."""
+    before = (
+        # (0002,0001) is OB, so it takes the long explicit-VR header.
+        _GROUP_LENGTH.pack(0x0002, 0x0001, b"OB", 0, 2)
+        + b"\x00\x01"
+        + _uid_element(0x0002, "Media Storage SOP Class UID", sop_class_uid)
+    )
+    after = [
+        _uid_element(0x0010, "Transfer Syntax UID", transfer_syntax_uid),
+        _uid_element(0x0012, "Implementation Class UID", implementation_class_uid),
+    ]
+    if implementation_version_name:
+        name = _text_value(
+            implementation_version_name, name="Implementation Version Name", max_length=16, pad=b" "
+        )
+        after.append(_short_element(0x0013, b"SH", name))
+    if source_ae_title and source_ae_title.strip():
+        title = _text_value(
+            source_ae_title.strip(), name="Source Application Entity Title", max_length=16, pad=b" "
+        )
+        after.append(_short_element(0x0016, b"AE", title))
+    return before, b"".join(after)
+
+
+def _file_meta_parts(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    implementation_class_uid: str,
+    implementation_version_name: str | None,
+    source_ae_title: str | None,
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """(group length element, elements before (0002,0003), (0002,0003), elements after)."""
+    try:
+        before, after = _constant_meta(
+            sop_class_uid,
+            transfer_syntax_uid,
+            implementation_class_uid,
+            implementation_version_name,
+            source_ae_title,
+        )
+    except FileMetaError:
+        # Report the first bad value in element order, as encoding them one by one would:
+        # the SOP Instance UID comes second, before what the cached part raised for.
+        _uid_element(0x0002, "Media Storage SOP Class UID", sop_class_uid)
+        _uid_element(0x0003, "Media Storage SOP Instance UID", sop_instance_uid)
+        raise
+    instance = _uid_element(0x0003, "Media Storage SOP Instance UID", sop_instance_uid)
+    length = len(before) + len(instance) + len(after)
+    return _GROUP_LENGTH.pack(0x0002, 0x0000, b"UL", 4, length), before, instance, after
+
+
 def encode_file_meta(
     *,
     sop_class_uid: str,
@@ -120,32 +196,16 @@ def encode_file_meta(
     Returns the elements from (0002,0000) on, without preamble and prefix. Optional values
     that are ``None`` or empty are left out.
     """
-
-    def uid(element: int, name: str, value: str) -> bytes:
-        # Peers sometimes leave their padding on; a UI value is padded with NUL by us.
-        encoded = _text_value(value.rstrip("\0 "), name=name, max_length=64, pad=b"\0")
-        return _short_element(element, b"UI", encoded)
-
-    body = [
-        # (0002,0001) is OB, so it takes the long explicit-VR header.
-        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",
-        uid(0x0002, "Media Storage SOP Class UID", sop_class_uid),
-        uid(0x0003, "Media Storage SOP Instance UID", sop_instance_uid),
-        uid(0x0010, "Transfer Syntax UID", transfer_syntax_uid),
-        uid(0x0012, "Implementation Class UID", implementation_class_uid),
-    ]
-    if implementation_version_name:
-        name = _text_value(
-            implementation_version_name, name="Implementation Version Name", max_length=16, pad=b" "
+    return b"".join(
+        _file_meta_parts(
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            implementation_class_uid,
+            implementation_version_name,
+            source_ae_title,
         )
-        body.append(_short_element(0x0013, b"SH", name))
-    if source_ae_title and source_ae_title.strip():
-        title = _text_value(
-            source_ae_title.strip(), name="Source Application Entity Title", max_length=16, pad=b" "
-        )
-        body.append(_short_element(0x0016, b"AE", title))
-    rest = b"".join(body)
-    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(rest)) + rest
+    )
 
 
 def part10_header(
@@ -155,27 +215,29 @@ def part10_header(
     implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
 ) -> bytes:
     """Return everything a Part 10 file holds before the data set: preamble, prefix, meta."""
-    return PREAMBLE + encode_file_meta(
-        sop_class_uid=instance.sop_class_uid,
-        sop_instance_uid=instance.sop_instance_uid,
-        transfer_syntax_uid=instance.transfer_syntax_uid,
-        implementation_class_uid=implementation_class_uid,
-        implementation_version_name=implementation_version_name,
-        source_ae_title=instance.source_ae_title,
+    group_length, before, sop_instance, after = _file_meta_parts(
+        instance.sop_class_uid,
+        instance.sop_instance_uid,
+        instance.transfer_syntax_uid,
+        implementation_class_uid,
+        implementation_version_name,
+        instance.source_ae_title,
     )
+    return b"".join((PREAMBLE, group_length, before, sop_instance, after))
 
 
 # --------------------------------------------------------------------------------------------
 # Atomic writing
 
-_OPEN_FLAGS = (
+#: How temporary files are created: never following or reusing an existing name.
+OPEN_FLAGS = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 )
 
 _HAVE_WRITEV = hasattr(os, "writev")
 
 
-def _write_all(fd: int, chunks: list[memoryview]) -> None:
+def write_all(fd: int, chunks: list[memoryview]) -> None:
     # writev/write may write less than asked (signals, >2 GiB on Linux); go on from there.
     pending = [chunk for chunk in chunks if chunk.nbytes]
     while pending:
@@ -188,7 +250,7 @@ def _write_all(fd: int, chunks: list[memoryview]) -> None:
             pending[0] = pending[0][written:]
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     # Makes the rename itself durable; Windows cannot open a directory, and needs no such step.
     if os.name == "nt":
         return
@@ -214,10 +276,10 @@ def write_part10_atomic(
     # Build everything that can fail on bad input before a temporary file exists.
     chunks = [memoryview(part10_header(instance)), memoryview(instance.data).cast("B")]
     temporary = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temporary, _OPEN_FLAGS, 0o666)
+    fd = os.open(temporary, OPEN_FLAGS, 0o666)
     try:
         try:
-            _write_all(fd, chunks)
+            write_all(fd, chunks)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -228,7 +290,7 @@ def write_part10_atomic(
         temporary.unlink(missing_ok=True)
         raise
     if fsync:
-        _fsync_directory(final.parent)
+        fsync_directory(final.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +304,14 @@ _SEQUENCE_DELIMITATION = 0xFFFEE0DD
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
+# Element headers: implicit VR (also every item and delimiter), explicit VR with a 2-byte
+# length, and the 4-byte length that follows the reserved bytes of the long explicit form.
+_LE_IMPLICIT = struct.Struct("<HHI")
+_BE_IMPLICIT = struct.Struct(">HHI")
+_LE_EXPLICIT = struct.Struct("<HH2sH")
+_BE_EXPLICIT = struct.Struct(">HH2sH")
+_LE_LENGTH = struct.Struct("<I")
+_BE_LENGTH = struct.Struct(">I")
 # Deliberately nested data sets deeper than this are treated as hostile rather than recursed.
 _MAX_DEPTH = 64
 _INFLATE_CHUNK = 16384
@@ -350,19 +420,151 @@ def peek_elements(
     wanted = frozenset(tags)
     if not wanted:
         return {}
-    last = max(wanted)
     encoding = encoding_of(transfer_syntax_uid)
-    source = _Source(data, encoding.deflated)
-    scanner = _Scanner(source, encoding.little_endian)
-    # Implicit VR gives no hint that a defined-length value is a sequence: ask the dictionary.
-    implicit_sequences = (
-        frozenset(tag for tag in wanted if _dictionary_vr(tag) == "SQ")
-        if encoding.implicit_vr
-        else frozenset()
-    )
+    last, values = _peek_plan(wanted, encoding.implicit_vr)
+    if encoding.deflated:
+        return _peek_inflating(data, encoding, len(wanted), last, values)
+    # unpack_from and slicing work on bytes as they are; anything else is viewed as bytes.
+    view = data if type(data) is bytes else memoryview(data).cast("B")
+    end = len(view)
+    little_endian = encoding.little_endian
     found: dict[int, str] = {}
     position = 0
-    while len(found) < len(wanted) and not source.at_end(position):
+    # One loop per encoding, every header read with one unpack_from and no copy: this runs
+    # for every instance a DirectorySink writes.
+    if encoding.implicit_vr:
+        implicit_header = (_LE_IMPLICIT if little_endian else _BE_IMPLICIT).unpack_from
+        while position < end:
+            if position + 8 > end:
+                raise _truncated(position)
+            group, element, length = implicit_header(view, position)
+            position += 8
+            tag = group << 16 | element
+            if tag > last:
+                break
+            if length == _UNDEFINED_LENGTH:
+                position = _skip_undefined(view, position, True, little_endian)
+                continue
+            if tag in values:
+                if position + length > end:
+                    raise _truncated(position)
+                found[tag] = str(view[position : position + length], "latin-1").rstrip("\0 ")
+                if len(found) == len(wanted):
+                    break
+            position += length
+        return found
+    explicit_header = (_LE_EXPLICIT if little_endian else _BE_EXPLICIT).unpack_from
+    long_length = (_LE_LENGTH if little_endian else _BE_LENGTH).unpack_from
+    while position < end:
+        if position + 8 > end:
+            raise _truncated(position)
+        group, element, vr, length = explicit_header(view, position)
+        if group == 0xFFFE:
+            # Item and delimiter tags never carry a VR, whatever the transfer syntax.
+            (length,) = long_length(view, position + 4)
+            vr = b""
+            position += 8
+        elif vr in _LONG_VRS:
+            if position + 12 > end:
+                raise _truncated(position + 8)
+            (length,) = long_length(view, position + 8)
+            position += 12
+        else:
+            position += 8
+        tag = group << 16 | element
+        if tag > last:
+            break
+        if length == _UNDEFINED_LENGTH:
+            # CP-246: an undefined-length UN holds implicit VR little endian items.
+            position = _skip_undefined(view, position, vr == b"UN", little_endian)
+            continue
+        if tag in values and vr != b"SQ":
+            if position + length > end:
+                raise _truncated(position)
+            found[tag] = str(view[position : position + length], "latin-1").rstrip("\0 ")
+            if len(found) == len(wanted):
+                break
+        position += length
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _peek_plan(wanted: frozenset[int], implicit_vr: bool) -> tuple[int, frozenset[int]]:
+    """Return the highest wanted tag and the wanted tags whose values are to be read."""
+    if not implicit_vr:
+        return max(wanted), wanted
+    # Implicit VR gives no hint that a defined-length value is a sequence: ask the dictionary.
+    return max(wanted), frozenset(tag for tag in wanted if _dictionary_vr(tag) != "SQ")
+
+
+def _truncated(position: int) -> MalformedDataSetError:
+    return MalformedDataSetError(f"data set ends inside an element at offset {position}")
+
+
+def _skip_undefined(
+    view: bytes | memoryview, position: int, implicit_vr: bool, little_endian: bool, depth: int = 0
+) -> int:
+    """Skip the items of an undefined-length value; return the position after its end."""
+    if depth > _MAX_DEPTH:
+        raise MalformedDataSetError(f"sequences nested deeper than {_MAX_DEPTH} levels")
+    end = len(view)
+    implicit_header = (_LE_IMPLICIT if little_endian else _BE_IMPLICIT).unpack_from
+    explicit_header = (_LE_EXPLICIT if little_endian else _BE_EXPLICIT).unpack_from
+    long_length = (_LE_LENGTH if little_endian else _BE_LENGTH).unpack_from
+    while True:
+        if position + 8 > end:
+            raise _truncated(position)
+        group, element, length = implicit_header(view, position)
+        position += 8
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITATION:
+            return position
+        if tag != _ITEM:
+            raise MalformedDataSetError(f"expected an item tag, found {tag:08X}")
+        if length != _UNDEFINED_LENGTH:
+            position += length
+            continue
+        # An undefined-length item is a data set that runs to its Item Delimitation.
+        while True:
+            if position + 8 > end:
+                raise _truncated(position)
+            vr = b""
+            if implicit_vr:
+                group, element, length = implicit_header(view, position)
+                position += 8
+            else:
+                group, element, vr, length = explicit_header(view, position)
+                if group == 0xFFFE:
+                    (length,) = long_length(view, position + 4)
+                    vr = b""
+                    position += 8
+                elif vr in _LONG_VRS:
+                    if position + 12 > end:
+                        raise _truncated(position + 8)
+                    (length,) = long_length(view, position + 8)
+                    position += 12
+                else:
+                    position += 8
+            tag = group << 16 | element
+            if tag == _ITEM_DELIMITATION:
+                break
+            if length == _UNDEFINED_LENGTH:
+                position = _skip_undefined(
+                    view, position, implicit_vr or vr == b"UN", little_endian, depth + 1
+                )
+            else:
+                position += length
+
+
+def _peek_inflating(
+    data: bytes | memoryview, encoding: Encoding, count: int, last: int, values: frozenset[int]
+) -> dict[int, str]:
+    """:func:`peek_elements` for a deflated data set, inflating only as far as the scan goes."""
+    source = _Source(data, deflated=True)
+    scanner = _Scanner(source, encoding.little_endian)
+    found: dict[int, str] = {}
+    position = 0
+    while len(found) < count and not source.at_end(position):
         tag, vr, length, position = scanner.header(position, encoding.implicit_vr)
         if tag > last:
             break
@@ -370,7 +572,7 @@ def peek_elements(
             # CP-246: an undefined-length UN holds implicit VR little endian items.
             position = scanner.skip_undefined(position, encoding.implicit_vr or vr == b"UN")
             continue
-        if tag in wanted and vr != b"SQ" and tag not in implicit_sequences:
+        if tag in values and vr != b"SQ":
             found[tag] = source.read(position, length).rstrip(b"\0 ").decode("latin-1")
         position += length
     return found
