@@ -6,14 +6,13 @@ request handlers differ.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import cache
 
-import anyio.abc
 import attrs
 
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
-from aiodicom.dimse import C_ECHO_RQ, C_STORE_RQ, DimseMessage
+from aiodicom.dimse import C_ECHO_RQ, C_STORE_RQ, DataSetOpener, DimseMessage
 from aiodicom.dispatcher import Dispatcher
 from aiodicom.negotiation import PresentationContext, acceptor_contexts
 from aiodicom.pdu import (
@@ -24,6 +23,7 @@ from aiodicom.pdu import (
     UserInformation,
 )
 from aiodicom.services.echo import echo_response
+from aiodicom.transport import Connection
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -47,6 +47,8 @@ class IncomingStore:
 StoreHandler = Callable[[IncomingStore], Awaitable[DimseMessage]]
 """Handles one incoming C-STORE-RQ and returns the C-STORE-RSP to send."""
 
+DataOpenerFactory = Callable[[Mapping[int, PresentationContext], str], DataSetOpener]
+
 
 @attrs.define
 class AcceptorPolicy:
@@ -57,6 +59,9 @@ class AcceptorPolicy:
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH
     require_called_ae_title: bool = False
     store_handler: StoreHandler | None = None
+    #: Given an association's contexts and the calling AE title, chooses where incoming data
+    #: sets go (see :class:`~aiodicom.dimse.DataSetOpener`); default: memory.
+    data_opener: DataOpenerFactory | None = None
 
     def transfer_syntaxes_for(self, abstract_syntax: str) -> Iterable[str] | None:
         if abstract_syntax == VERIFICATION:
@@ -99,16 +104,20 @@ def _storage_transfer_syntaxes() -> tuple[str, ...]:
     return UNCOMPRESSED_TRANSFER_SYNTAXES + compressed_transfer_syntaxes()
 
 
-async def serve_association(stream: anyio.abc.ByteStream, policy: AcceptorPolicy) -> None:
+async def serve_association(connection: Connection, policy: AcceptorPolicy) -> None:
     """Serve one incoming connection until the association ends."""
     association = await Association.accept(
-        stream, policy.decide, timeouts=policy.timeouts, max_pdu_length=policy.max_pdu_length,
+        connection, policy.decide, timeouts=policy.timeouts, max_pdu_length=policy.max_pdu_length,
         contexts_for=policy.contexts_for,
     )
     if association is None:
         return
     assert association.request is not None
     request = association.request
+    if policy.data_opener is not None:
+        association.open_data = policy.data_opener(
+            association.contexts, request.calling_ae_title
+        )
 
     async def handle(message: DimseMessage) -> None:
         if message.command_field == C_ECHO_RQ:

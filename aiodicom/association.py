@@ -1,4 +1,4 @@
-"""An established association: the sans-I/O state machine driven over an anyio byte stream.
+"""An established association: the sans-I/O state machine driven over a transport connection.
 
 This layer turns bytes into whole DIMSE messages and back. It does not know about services or
 Message IDs; :mod:`aiodicom.dispatcher` reads from it and routes.
@@ -15,7 +15,7 @@ import anyio.abc
 import attrs
 
 from aiodicom import transport
-from aiodicom.dimse import DimseMessage, MessageAssembler, fragment_message
+from aiodicom.dimse import DataSetOpener, DimseMessage, MessageAssembler, fragment_message
 from aiodicom.errors import (
     AssociationAborted,
     AssociationError,
@@ -67,15 +67,16 @@ class Association:
 
     def __init__(
         self,
-        stream: anyio.abc.ByteStream,
+        connection: transport.Connection,
         machine: AssociationStateMachine,
         *,
         timeouts: Timeouts,
     ) -> None:
-        self._stream = stream
+        self._connection = connection
         self._machine = machine
         self.timeouts = timeouts
-        self._send_lock = anyio.Lock()
+        # fast_acquire: no trip through the event loop per message sent when nobody else sends.
+        self._send_lock = anyio.Lock(fast_acquire=True)
         self._assembler = MessageAssembler()
         self._inbox: deque[DimseMessage] = deque()
         self.request: AssociateRQ | None = None
@@ -104,11 +105,11 @@ class Association:
             requestor=True, max_receive_pdu_size=_receive_limit(max_pdu_length)
         )
         machine.request_association(rq)
-        stream = await transport.connect(
+        connection = await transport.connect(
             host, port, ssl_context=ssl_context, timeout=timeouts.connect
         )
         machine.connection_made()
-        association = cls(stream, machine, timeouts=timeouts)
+        association = cls(connection, machine, timeouts=timeouts)
         association.request = rq
         try:
             await association._flush()
@@ -141,7 +142,7 @@ class Association:
     @classmethod
     async def accept(
         cls,
-        stream: anyio.abc.ByteStream,
+        connection: transport.Connection,
         decide: Callable[[AssociateRQ], AssociateAC | AssociateRJ],
         *,
         timeouts: Timeouts,
@@ -154,7 +155,7 @@ class Association:
             requestor=False, max_receive_pdu_size=_receive_limit(max_pdu_length)
         )
         machine.connection_made()
-        association = cls(stream, machine, timeouts=timeouts)
+        association = cls(connection, machine, timeouts=timeouts)
         try:
             with anyio.fail_after(timeouts.artim):
                 while association.request is None:
@@ -221,6 +222,15 @@ class Association:
 
     # --- receiving --------------------------------------------------------------------------
 
+    @property
+    def open_data(self) -> DataSetOpener | None:
+        """Chooses where the data set of each incoming message goes (default: memory)."""
+        return self._assembler.open_data
+
+    @open_data.setter
+    def open_data(self, opener: DataSetOpener | None) -> None:
+        self._assembler.open_data = opener
+
     async def receive_message(self) -> DimseMessage | None:
         """The next whole DIMSE message, or ``None`` once the association was released.
 
@@ -270,24 +280,33 @@ class Association:
     async def _receive_events(self) -> list[object]:
         try:
             if self.timeouts.network is None:  # the usual case: spare a cancel scope per read
-                chunk = await self._stream.receive(transport.RECEIVE_SIZE)
+                more = await self._connection.receive()
             else:
                 with anyio.fail_after(self.timeouts.network):
-                    chunk = await self._stream.receive(transport.RECEIVE_SIZE)
+                    more = await self._connection.receive()
         except TimeoutError as exc:
             await self.abort()
             raise DicomTimeoutError(
                 f"the network was idle for {self.timeouts.network} s; association aborted"
             ) from exc
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            more = False
+        if not more:
             events: list[object] = list(self._machine.connection_closed())
             await self._close_stream()
             if not events:
                 events.append(ConnectionClosedEvent())
             return events
-        events = list(self._machine.receive_data(chunk))
+        # Whole PDUs are decoded where they lie; an incomplete one stays in the buffer. The
+        # P-DATA values are views of the buffer, valid until the next receive: the assembler
+        # copies what it keeps while the events are handled, before this is called again.
+        buffer = self._connection.buffer
+        pdu_events, used = self._machine.receive_pdus(buffer.data())
+        buffer.consume(used)
+        # Tell the buffer how large the incomplete PDU is, so that one read can complete it.
+        buffer.pending_size = _pdu_size(buffer.data()) if len(buffer) >= 6 else 0
         await self._flush()
-        return events
+        return list(pdu_events)
 
     # --- ending -----------------------------------------------------------------------------
 
@@ -338,7 +357,7 @@ class Association:
         data = self._machine.data_to_send()
         if data:
             try:
-                await self._stream.send(data)
+                await self._connection.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 self._ended = True
                 await self._close_stream()
@@ -349,12 +368,19 @@ class Association:
     async def _close_stream(self) -> None:
         if not self.closed.is_set():
             self.closed.set()
+            # A data set cut off by the end is dropped here (a spooled file is deleted).
+            self._assembler.abandon()
             with anyio.CancelScope(shield=True):
-                await self._stream.aclose()
+                await self._connection.aclose()
 
     @property
     def is_established(self) -> bool:
         return self.response is not None and not self._ended
+
+
+def _pdu_size(header: memoryview) -> int:
+    # Its header was already checked by the state machine (else the input is ignored anyway).
+    return 6 + int.from_bytes(header[2:6], "big")
 
 
 def _receive_limit(max_pdu_length: int) -> int | None:

@@ -34,7 +34,7 @@ from aiodicom.services.get_contexts import get_proposals, sop_classes_from
 from aiodicom.services.retrieve import Retrieval, retrieve_model, retrieve_sop_class
 from aiodicom.session import Session, open_session
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
-from aiodicom.transport import Listener
+from aiodicom.transport import Connection, Listener
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -80,6 +80,7 @@ class Client:
         )
         self.router = DeliveryRouter()
         self.acceptor_policy.store_handler = self.router.handle
+        self.acceptor_policy.data_opener = self.router.opener
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
 
@@ -93,6 +94,11 @@ class Client:
         storage); for handing deliveries no move expects to code of yours, prefer
         :attr:`on_unexpected_delivery`."""
         self.acceptor_policy.store_handler = handler
+        # Deliveries are written straight to a move's directory only for the router, which
+        # knows to rename or remove those files.
+        self.acceptor_policy.data_opener = (
+            self.router.opener if handler == self.router.handle else None
+        )
 
     @property
     def on_unexpected_delivery(self) -> UnexpectedHandler | None:
@@ -132,10 +138,10 @@ class Client:
                         await self._listener.aclose()
         return None
 
-    async def _serve_connection(self, stream: anyio.abc.ByteStream) -> None:
+    async def _serve_connection(self, connection: Connection) -> None:
         # One misbehaving peer must never take the acceptor (and the client) down with it.
         try:
-            await serve_association(stream, self.acceptor_policy)
+            await serve_association(connection, self.acceptor_policy)
         except DicomError as exc:
             log.info("incoming association ended: %s", exc)
         except Exception:

@@ -14,7 +14,8 @@ Values are ``int`` for US/UL, ``str`` for UI/AE/LO/SH/LT and ``list[int]`` for A
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 import attrs
 
@@ -54,7 +55,10 @@ __all__ = [
     "PRIORITY_LOW",
     "PRIORITY_MEDIUM",
     "CommandDecodeError",
+    "DataSetOpener",
+    "DataSetWriter",
     "DimseMessage",
+    "MemoryWriter",
     "MessageAssembler",
     "command_name",
     "decode_command",
@@ -371,7 +375,10 @@ class DimseMessage:
 
     context_id: int
     command: dict[str, object]
-    data: bytes | None = None
+    data: bytes | memoryview | None = None
+    # The writer that received the data set, when a layer above chose one for it (see
+    # MessageAssembler): lets that layer find again what it set up, e.g. a file spooled to disk.
+    writer: DataSetWriter | None = attrs.field(default=None, eq=False, repr=False)
 
     def _int(self, keyword: str) -> int | None:
         value = self.command.get(keyword)
@@ -466,7 +473,7 @@ def fragment_message(msg: DimseMessage, max_pdu_length: int) -> Iterator[PDataTF
 
 
 def _fragments(
-    context_id: int, payload: bytes, fragment_size: int, is_command: bool
+    context_id: int, payload: bytes | memoryview, fragment_size: int, is_command: bool
 ) -> Iterator[PDataTF]:
     size = len(payload)
     if size <= fragment_size:
@@ -484,6 +491,55 @@ def _fragments(
 # --- reassembly ---------------------------------------------------------------------------------
 
 
+class DataSetWriter(Protocol):
+    """Receives the fragments of one data set as they arrive, then says what the message holds.
+
+    ``write`` gets views of the receive buffer that are only valid during the call: whatever is
+    kept must be copied (or written out) before it returns.
+    """
+
+    def write(self, fragment: memoryview) -> None: ...
+
+    def close(self) -> bytes | memoryview:
+        """All fragments arrived: the data set bytes for :attr:`DimseMessage.data`."""
+        ...
+
+    def discard(self) -> None:
+        """The message will never complete (the association ended): free what was kept."""
+        ...
+
+
+DataSetOpener = Callable[[int, dict[str, object]], "DataSetWriter | None"]
+"""Chooses a writer for the data set that follows a command (context ID, command); ``None``
+keeps it in memory."""
+
+
+class MemoryWriter:
+    """The default: fragments copied once, into one buffer that grows in place."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer: bytearray | None = None
+
+    def write(self, fragment: memoryview) -> None:
+        if self._buffer is None:
+            self._buffer = bytearray(fragment)
+        else:
+            self._buffer += fragment
+
+    def close(self) -> bytes | memoryview:
+        buffer = self._buffer
+        self._buffer = None
+        if buffer is None:
+            return b""
+        # Read-only, so that a data set handed to several consumers cannot be changed by one.
+        return memoryview(buffer).toreadonly()
+
+    def discard(self) -> None:
+        self._buffer = None
+
+
 class MessageAssembler:
     """Reassembles DIMSE messages from the PDVs of received P-DATA-TF PDUs.
 
@@ -492,16 +548,18 @@ class MessageAssembler:
     then the next message. Violations raise :class:`DimseError`; the assembler is not usable
     afterwards (the association should be aborted).
 
-    The work is split into :meth:`_command_complete`, :meth:`_data_fragment` and
-    :meth:`_data_complete` so that streaming of large data sets (C-STORE to disk) can hook in
-    there later without changing the framing checks.
+    PDV values are views of a reused receive buffer, valid only while :meth:`feed` runs: command
+    fragments are copied, data set fragments go to a :class:`DataSetWriter` as they arrive
+    (``open_data`` may choose one per message, for example a file for a large C-STORE), so a
+    data set is copied once, or not at all when written straight to disk.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, open_data: DataSetOpener | None = None) -> None:
+        self.open_data = open_data
         self._context_id: int | None = None
-        self._command_parts: list[bytes | memoryview] = []
+        self._command_parts: list[bytes] = []
         self._command: dict[str, object] | None = None
-        self._data_parts: list[bytes | memoryview] = []
+        self._writer: DataSetWriter | None = None
         # Kept only to explain a stray data fragment in the error message.
         self._last_had_no_dataset: str | None = None
 
@@ -519,6 +577,15 @@ class MessageAssembler:
                 done.append(msg)
         return done
 
+    def abandon(self) -> None:
+        """The association ended: a message in progress will never complete."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.discard()
+        self._context_id = None
+        self._command = None
+        self._command_parts = []
+
     def _feed_pdv(self, pdv: PresentationDataValue) -> DimseMessage | None:
         if self._context_id is None:
             self._context_id = pdv.context_id
@@ -534,7 +601,7 @@ class MessageAssembler:
                 if self._last_had_no_dataset is not None:
                     hint = f" (the previous {self._last_had_no_dataset} said it has no data set)"
                 raise DimseError(f"data set fragment received before any command{hint}")
-            self._command_parts.append(pdv.data)
+            self._command_parts.append(bytes(pdv.data))
             if pdv.is_last:
                 return self._command_complete()
             return None
@@ -544,7 +611,9 @@ class MessageAssembler:
                 "command fragment received while the data set of the previous command was "
                 "still expected"
             )
-        self._data_fragment(pdv.data)
+        writer = self._writer
+        assert writer is not None
+        writer.write(memoryview(pdv.data))
         if pdv.is_last:
             return self._data_complete()
         return None
@@ -561,26 +630,27 @@ class MessageAssembler:
             raise DimseError(
                 f"received {command_name(field)} has no Command Data Set Type (0000,0800)"
             )
-        if data_set_type != NO_DATASET:
-            self._command = command
-            return None
         context_id = self._context_id
         assert context_id is not None
+        if data_set_type != NO_DATASET:
+            self._command = command
+            chosen = self.open_data(context_id, command) if self.open_data is not None else None
+            self._writer = chosen if chosen is not None else MemoryWriter()
+            return None
         self._context_id = None
         self._last_had_no_dataset = command_name(field)
         return DimseMessage(context_id, command, None)
 
-    def _data_fragment(self, fragment: bytes | memoryview) -> None:
-        self._data_parts.append(fragment)
-
     def _data_complete(self) -> DimseMessage:
-        parts = self._data_parts
-        self._data_parts = []
-        data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        writer = self._writer
         command = self._command
         context_id = self._context_id
-        assert command is not None and context_id is not None
+        assert writer is not None and command is not None and context_id is not None
+        self._writer = None
         self._command = None
         self._context_id = None
         self._last_had_no_dataset = None
-        return DimseMessage(context_id, command, data)
+        data = writer.close()
+        return DimseMessage(
+            context_id, command, data, writer=None if isinstance(writer, MemoryWriter) else writer
+        )

@@ -40,8 +40,12 @@ class Dispatcher:
         self._last_message_id = 0
         # The asynchronous operations window (0 = unlimited); without one, PS3.7 allows a single
         # outstanding operation per association.
-        self._window = anyio.Semaphore(max_outstanding) if max_outstanding else None
-        self._read_lock = anyio.Lock()
+        # fast_acquire: an uncontended acquire must not cost a trip through the event loop; it
+        # happens for every message read and every operation started.
+        self._window = (
+            anyio.Semaphore(max_outstanding, fast_acquire=True) if max_outstanding else None
+        )
+        self._read_lock = anyio.Lock(fast_acquire=True)
         self._progress = anyio.Event()
         self._progress_awaited = False
         self.failure: DicomError | None = None

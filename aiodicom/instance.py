@@ -18,6 +18,7 @@ from aiodicom.fileio import (
     part10_header,
     peek_elements,
 )
+from aiodicom.spool import SpooledFile
 
 __all__ = ["Instance"]
 
@@ -42,6 +43,9 @@ class Instance:
     # A repr of megabytes of pixel data helps nobody.
     data: bytes | memoryview = attrs.field(repr=lambda data: f"<{memoryview(data).nbytes} bytes>")
     source_ae_title: str | None = None
+    #: Set when the receiver wrote the data set to a temporary file as it arrived (for a
+    #: DirectorySink, which renames that file into place); ``data`` is then mapped from it.
+    spool: SpooledFile | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     @functools.cached_property
     def dataset(self) -> Dataset:

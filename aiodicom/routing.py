@@ -13,18 +13,22 @@ that never asked for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from aiodicom.acceptor import IncomingStore
-from aiodicom.dimse import DimseMessage
+from aiodicom.dimse import DataSetOpener, DataSetWriter, DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
+from aiodicom.negotiation import PresentationContext
 from aiodicom.services.retrieve import (
     NOT_AUTHORIZED,
     Retrieval,
+    SpoolError,
     instance_from_request,
+    release_spool,
+    spool_opener,
     store_response,
 )
 
@@ -76,6 +80,17 @@ class DeliveryRouter:
     def route(self, command: dict[str, object], calling_ae_title: str,
               instance: Instance) -> Retrieval | None:
         """The active move a delivery belongs to, or ``None``."""
+        move, decided = self._route_by_originator(command, calling_ae_title)
+        if decided:
+            return move
+        moves = list(self._moves.values())
+        from_sender = [move for move in moves if move.peer_ae_title == calling_ae_title]
+        return self._by_uids(from_sender, instance) or self._by_uids(moves, instance)
+
+    def _route_by_originator(
+        self, command: dict[str, object], calling_ae_title: str
+    ) -> tuple[Retrieval | None, bool]:
+        """Route by the Move Originator fields alone: (move, True) when they decide it."""
         originator_id = command.get("MoveOriginatorMessageID")
         originator_ae = str(command.get("MoveOriginatorApplicationEntityTitle") or "").strip()
         if isinstance(originator_id, int):
@@ -85,12 +100,24 @@ class DeliveryRouter:
                 # pynetdicom (3.0.4) names itself, not the C-MOVE SCU, as the originator.
                 or (originator_ae == calling_ae_title == move.peer_ae_title)
             ):
-                return move
+                return move, True
             if originator_ae not in ("", calling_ae_title, *self._our_titles()):
-                return None  # a C-MOVE some other AE asked for, with us as its destination
-        moves = list(self._moves.values())
-        from_sender = [move for move in moves if move.peer_ae_title == calling_ae_title]
-        return self._by_uids(from_sender, instance) or self._by_uids(moves, instance)
+                return None, True  # a C-MOVE some other AE asked for, with us as destination
+        return None, False
+
+    def opener(
+        self, contexts: Mapping[int, PresentationContext], calling_ae_title: str
+    ) -> DataSetOpener:
+        """For an incoming association: write deliveries straight to their move's directory,
+        when the command alone tells which move they belong to."""
+
+        def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
+            move, _ = self._route_by_originator(command, calling_ae_title)
+            if move is None:
+                return None
+            return spool_opener(move, contexts, calling_ae_title)(context_id, command)
+
+        return open_data
 
     def _our_titles(self) -> set[str]:
         return {move.calling_ae_title for move in self._moves.values() if move.calling_ae_title}
@@ -130,20 +157,33 @@ class DeliveryRouter:
         request = incoming.message
         transfer_syntax = incoming.context.transfer_syntax or ""
         try:
+            return store_response(request, await self._store(incoming, transfer_syntax))
+        finally:
+            release_spool(request)
+
+    async def _store(self, incoming: IncomingStore, transfer_syntax: str) -> int:
+        request = incoming.message
+        try:
             instance = instance_from_request(request, transfer_syntax, incoming.calling_ae_title)
+        except SpoolError as exc:
+            log.error("refused a delivery from %s: %s", incoming.calling_ae_title, exc)
+            move, _ = self._route_by_originator(request.command, incoming.calling_ae_title)
+            if move is not None:
+                move.record_local_failure(str(request.command.get("AffectedSOPInstanceUID", "")))
+            return 0xA700  # Refused: out of resources
         except DicomError as exc:
             log.warning("malformed C-STORE from %s: %s", incoming.calling_ae_title, exc)
-            return store_response(request, 0xC000)
+            return 0xC000
         move = self.route(request.command, incoming.calling_ae_title, instance)
         if move is not None:
-            return store_response(request, await move.accept_instance(instance))
+            return await move.accept_instance(instance)
         if self.unexpected is not None:
-            return store_response(request, await self.unexpected(instance))
+            return await self.unexpected(instance)
         log.warning(
             "refused %s from %s: no active C-MOVE expects it",
             instance.sop_instance_uid, incoming.calling_ae_title,
         )
-        return store_response(request, NOT_AUTHORIZED)
+        return NOT_AUTHORIZED
 
 
 __all__ = ["DeliveryRouter", "UnexpectedHandler"]

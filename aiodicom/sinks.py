@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
+import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -10,8 +12,11 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from aiodicom.errors import DicomError
-from aiodicom.fileio import read_part10, write_part10_atomic
+from aiodicom.fileio import part10_header, read_part10, write_part10_atomic
 from aiodicom.instance import Instance
+from aiodicom.spool import SpooledFile
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DirectorySink",
@@ -110,6 +115,7 @@ class DirectorySink:
         self.fsync = fsync
         self.paths: dict[str, Path] = {}
         self._root = self.directory.resolve()
+        self._root_created = False
         self._directories: dict[Path, Path] = {}
 
     def _target(self, instance: Instance) -> Path:
@@ -135,9 +141,39 @@ class DirectorySink:
 
     async def __call__(self, instance: Instance) -> None:
         target = self._target(instance)
-        # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
-        write_part10_atomic(target, instance, fsync=self.fsync)
+        spool = instance.spool
+        if spool is not None and spool.directory == self._root and not spool.committed:
+            # Written to our directory while it arrived: only the rename is left.
+            try:
+                spool.commit(target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:  # a layout reaching onto another file system
+                    raise
+                write_part10_atomic(target, instance, fsync=self.fsync)
+                spool.discard()
+        else:
+            # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
+            write_part10_atomic(target, instance, fsync=self.fsync)
         self.paths[instance.sop_instance_uid] = target
+
+    def open_spool(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+        source_ae_title: str | None,
+    ) -> SpooledFile | None:
+        """A temporary file in this directory for a data set about to arrive, so that it is
+        written as it comes instead of being held in memory; ``None`` if one cannot be made
+        (the data set is then received in memory and written by :meth:`__call__` as usual)."""
+        try:
+            header = part10_header(
+                Instance(sop_class_uid, sop_instance_uid, transfer_syntax_uid, b"", source_ae_title)
+            )
+            if not self._root_created:
+                self._root.mkdir(parents=True, exist_ok=True)
+                self._root_created = True
+            return SpooledFile(self._root, header, fsync=self.fsync)
+        except (OSError, DicomError) as exc:
+            log.debug("receiving %s in memory: no spool file: %s", sop_instance_uid, exc)
+            return None
 
     def instance(self, sop_instance_uid: str) -> Instance:
         """The instance written for ``sop_instance_uid``, read back from its file."""

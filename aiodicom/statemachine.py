@@ -509,6 +509,31 @@ class AssociationStateMachine:
             self._feed(data)
         return self._take_events()
 
+    def receive_pdus(self, data: memoryview) -> tuple[list[Event], int]:
+        """Decode the whole PDUs at the start of ``data``, in place; return the events and how many
+        bytes were used.
+
+        The zero-copy sibling of :meth:`receive_data` for a caller that owns a receive buffer: an
+        incomplete PDU at the end is left there (not copied into the machine) for the caller to
+        pass again once more bytes follow it. Its header is checked as soon as it is complete, so
+        an oversized PDU is refused before the caller makes room for it.
+        """
+        if self._state not in _CONNECTED_STATES and not self._ignore_input:
+            raise LocalProtocolError(
+                f"cannot receive data in state {self._state.name} "
+                f"({self._state.description}): there is no transport connection"
+            )
+        end = len(data)
+        pos = 0
+        while not self._ignore_input and end - pos >= PDU_HEADER_LENGTH:
+            size = self._pdu_size(data[pos : pos + PDU_HEADER_LENGTH])
+            if size is None or end - pos < size:
+                break
+            self._dispatch(data[pos : pos + size])
+            pos += size
+        # Once framing is lost every byte is ignored, so all of them count as used.
+        return self._take_events(), end if self._ignore_input else pos
+
     def connection_closed(self) -> list[Event]:
         """The transport connection closed (Evt17)."""
         if self._state is not State.Sta1:

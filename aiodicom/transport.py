@@ -1,32 +1,37 @@
-"""Thin TCP transport on anyio byte streams: connect, listen, and socket options.
+"""Thin TCP transport: connections that read into a :class:`ReceiveBuffer`, and a listener.
 
-Framing and protocol live in the sans-I/O state machine; this module only opens, tunes and closes
-sockets, so that the rest of the stack can be tested without them.
+Framing and protocol live in the sans-I/O state machine; this module only opens, tunes, reads,
+writes and closes sockets, so that the rest of the stack can be tested without them.
+
+Plain TCP uses an asyncio ``BufferedProtocol``: the kernel copies received bytes straight into
+the connection's reused buffer (``recv_into``), with no ``bytes`` object per read and no
+re-arming of the selector per read. TLS goes through anyio's ``TLSStream``, whose decrypted
+chunks are copied into the same kind of buffer, so the layers above see one interface.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
+from aiodicom.buffer import MIN_FREE, ReceiveBuffer
 from aiodicom.errors import AssociationError, DicomTimeoutError
 
-# One receive call may hand back this much; large reads keep the per-call overhead of Python low
-# when image data streams in (a 128 KiB PDU then needs one or two calls, not dozens).
+# What one read of a TLS stream may hand back; large reads keep the per-call cost of Python low.
 RECEIVE_SIZE = 1 << 18
 
 
-def _tune(stream: anyio.abc.ByteStream) -> None:
-    raw = stream.extra(SocketAttribute.raw_socket, None)
-    if raw is None:
-        return
+def _tune_socket(raw: socket.socket) -> None:
     # Nagle plus delayed ACK stalls every small C-STORE/C-FIND response by ~40 ms (see peers.md).
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # Big socket buffers let a fast peer keep sending while we process the previous PDU.
@@ -36,31 +41,222 @@ def _tune(stream: anyio.abc.ByteStream) -> None:
             raw.setsockopt(socket.SOL_SOCKET, option, 1 << 21)
 
 
+def _tune(stream: anyio.abc.ByteStream) -> None:
+    raw = stream.extra(SocketAttribute.raw_socket, None)
+    if raw is not None:
+        _tune_socket(raw)
+
+
+class Connection:
+    """A byte connection whose received bytes accumulate in :attr:`buffer`."""
+
+    buffer: ReceiveBuffer
+
+    async def receive(self) -> bool:
+        """Wait until bytes arrived that the previous call did not report; ``False`` once the
+        peer closed (or the connection broke) and nothing new is left.
+
+        Makes room in the buffer first, which invalidates earlier views of it.
+        """
+        raise NotImplementedError
+
+    async def send(self, data: bytes) -> None:
+        """Return once the kernel took all of ``data``; raise ``anyio.BrokenResourceError`` if
+        the connection is gone."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+
+class _BufferedProtocol(asyncio.BufferedProtocol):
+    def __init__(self, buffer: ReceiveBuffer) -> None:
+        self.buffer = buffer
+        self.transport: asyncio.Transport | None = None
+        self.reading_paused = False
+        self.writing_paused = False
+        self.at_eof = False
+        self.error: Exception | None = None
+        self.read_waiter: asyncio.Future[None] | None = None
+        self.write_waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        # Writes then count as done only once the kernel has them, as with anyio's streams.
+        transport.set_write_buffer_limits(0)
+        raw = transport.get_extra_info("socket")
+        if raw is not None:
+            _tune_socket(raw)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buffer = self.buffer
+        if buffer.free == 0:
+            # Reading was not paused in time. Never hand asyncio an empty buffer, and never
+            # compact here (the consumer may still look at earlier bytes): a bigger buffer
+            # leaves the old one, and every view of it, intact.
+            buffer.make_room(buffer.capacity + MIN_FREE)
+        return buffer.free_space()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.buffer.filled(nbytes)
+        if self.buffer.free < MIN_FREE and self.transport is not None:
+            # Back-pressure: the consumer makes room when it wants more; until then TCP flow
+            # control slows the peer instead of this buffer growing.
+            self.transport.pause_reading()
+            self.reading_paused = True
+        _wake(self.read_waiter)
+
+    def eof_received(self) -> bool | None:
+        self.at_eof = True
+        _wake(self.read_waiter)
+        return None  # let the transport close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.at_eof = True
+        self.error = exc
+        _wake(self.read_waiter)
+        _wake(self.write_waiter)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        _wake(self.write_waiter)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class SocketConnection(Connection):
+    """Plain TCP over an asyncio transport that reads straight into :attr:`buffer`."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _BufferedProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.buffer = protocol.buffer
+        self._reported = 0
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> SocketConnection:
+        loop = asyncio.get_running_loop()
+        buffer = ReceiveBuffer()
+        # create_connection skips name resolution for IP literals, and connects without the
+        # task group that anyio's happy-eyeballs connect costs on every association.
+        transport, protocol = await loop.create_connection(
+            lambda: _BufferedProtocol(buffer), host, port
+        )
+        return cls(transport, protocol)
+
+    @classmethod
+    async def from_accepted(cls, sock: socket.socket) -> SocketConnection:
+        loop = asyncio.get_running_loop()
+        buffer = ReceiveBuffer()
+        transport, protocol = await loop.connect_accepted_socket(
+            lambda: _BufferedProtocol(buffer), sock
+        )
+        return cls(transport, protocol)
+
+    async def receive(self) -> bool:
+        protocol = self._protocol
+        buffer = self.buffer
+        buffer.make_room()
+        if protocol.reading_paused and not protocol.at_eof:
+            protocol.reading_paused = False
+            self._transport.resume_reading()
+        while buffer.received == self._reported and not protocol.at_eof:
+            waiter = asyncio.get_running_loop().create_future()
+            protocol.read_waiter = waiter
+            try:
+                await waiter
+            finally:
+                protocol.read_waiter = None
+        if buffer.received == self._reported:
+            return False
+        self._reported = buffer.received
+        return True
+
+    async def send(self, data: bytes) -> None:
+        protocol = self._protocol
+        if self._transport.is_closing():
+            raise anyio.BrokenResourceError("the connection is closed")
+        self._transport.write(data)
+        while protocol.writing_paused:
+            if self._transport.is_closing():
+                raise anyio.BrokenResourceError("the connection closed while sending")
+            waiter = asyncio.get_running_loop().create_future()
+            protocol.write_waiter = waiter
+            try:
+                await waiter
+            finally:
+                protocol.write_waiter = None
+
+    async def aclose(self) -> None:
+        transport = self._transport
+        if not transport.is_closing():
+            # A FIN after what was sent, before the socket closes: a peer that is still
+            # sending would otherwise get an RST, which can discard our last PDU (an A-ABORT)
+            # unread at its end.
+            with contextlib.suppress(OSError):
+                transport.write_eof()
+            transport.close()
+        # close() lets asyncio finish on its next turn; then drop whatever a cancelled send left.
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+        transport.abort()
+
+
+class StreamConnection(Connection):
+    """Any anyio byte stream (TLS): its chunks are copied into :attr:`buffer`."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.buffer = ReceiveBuffer()
+
+    async def receive(self) -> bool:
+        self.buffer.make_room()
+        try:
+            chunk = await self.stream.receive(RECEIVE_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        self.buffer.append(chunk)
+        return True
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send(data)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 async def connect(
     host: str,
     port: int,
     *,
     ssl_context: ssl.SSLContext | None = None,
     timeout: float | None = None,
-) -> anyio.abc.ByteStream:
+) -> Connection:
     """Open a TCP (optionally TLS) connection to a peer, with TCP_NODELAY set."""
     try:
         with anyio.fail_after(timeout):
+            if ssl_context is None:
+                return await SocketConnection.connect(host, port)
             stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
             _tune(stream)
-            if ssl_context is not None:
-                # DICOM TLS peers often close without close_notify; don't treat that as an error.
-                stream = await TLSStream.wrap(
-                    stream, ssl_context=ssl_context, hostname=host, standard_compatible=False
-                )
+            # DICOM TLS peers often close without close_notify; don't treat that as an error.
+            stream = await TLSStream.wrap(
+                stream, ssl_context=ssl_context, hostname=host, standard_compatible=False
+            )
+            return StreamConnection(stream)
     except TimeoutError as exc:
         raise DicomTimeoutError(f"connecting to {host}:{port} timed out after {timeout} s") from exc
     except OSError as exc:
         raise AssociationError(f"cannot connect to {host}:{port}: {exc}") from exc
-    return stream
 
 
-ConnectionHandler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
+ConnectionHandler = Callable[[Connection], Awaitable[None]]
 
 
 class Listener:
@@ -72,11 +268,11 @@ class Listener:
     """
 
     def __init__(
-        self, listener: anyio.abc.Listener[anyio.abc.SocketStream], port: int,
-        ssl_context: ssl.SSLContext | None, handshake_timeout: float | None = 30.0,
+        self, sock: socket.socket, ssl_context: ssl.SSLContext | None,
+        handshake_timeout: float | None = 30.0,
     ) -> None:
-        self._listener = listener
-        self.port = port
+        self._socket = sock
+        self.port = int(sock.getsockname()[1])
         self._ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
 
@@ -85,21 +281,50 @@ class Listener:
         cls, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float | None = 30.0,
     ) -> Listener:
+        loop = asyncio.get_running_loop()
         try:
-            listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+            infos = await loop.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            family, kind, proto, _, address = infos[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                if os.name != "nt":  # on Windows it would let another process steal the port
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(address)
+                sock.listen(socket.SOMAXCONN)
+                sock.setblocking(False)
+            except BaseException:
+                sock.close()
+                raise
         except OSError as exc:
             raise AssociationError(f"cannot listen on {host}:{port}: {exc}") from exc
-        bound_port = int(listener.extra(SocketAttribute.local_port))
-        return cls(listener, bound_port, ssl_context, handshake_timeout)
+        return cls(sock, ssl_context, handshake_timeout)
 
     async def serve(self, handler: ConnectionHandler) -> None:
-        async def tuned(stream: anyio.abc.SocketStream) -> None:
-            _tune(stream)
-            byte_stream: anyio.abc.ByteStream = stream
-            if self._ssl_context is not None:
+        loop = asyncio.get_running_loop()
+        async with anyio.create_task_group() as tasks:
+            while True:
+                try:
+                    sock, _ = await loop.sock_accept(self._socket)
+                except OSError:
+                    if self._socket.fileno() < 0:  # closed by aclose()
+                        return
+                    # Out of file descriptors and the like: refuse this one, keep listening.
+                    continue
+                tasks.start_soon(self._serve_one, handler, sock)
+
+    async def _serve_one(self, handler: ConnectionHandler, sock: socket.socket) -> None:
+        connection: Connection
+        try:
+            if self._ssl_context is None:
+                connection = await SocketConnection.from_accepted(sock)
+            else:
+                stream = await anyio.abc.SocketStream.from_socket(sock)
+                _tune(stream)
                 try:
                     with anyio.fail_after(self.handshake_timeout):
-                        byte_stream = await TLSStream.wrap(
+                        tls = await TLSStream.wrap(
                             stream, server_side=True, ssl_context=self._ssl_context,
                             standard_compatible=False,
                         )
@@ -107,12 +332,22 @@ class Listener:
                     # TimeoutError is an OSError: a silent peer lands here too.
                     await stream.aclose()
                     return
-            await handler(byte_stream)
-
-        await self._listener.serve(tuned)
+                connection = StreamConnection(tls)
+        except OSError:
+            sock.close()
+            return
+        await handler(connection)
 
     async def aclose(self) -> None:
-        await self._listener.aclose()
+        self._socket.close()
 
 
-__all__ = ["RECEIVE_SIZE", "ConnectionHandler", "Listener", "connect"]
+__all__ = [
+    "RECEIVE_SIZE",
+    "Connection",
+    "ConnectionHandler",
+    "Listener",
+    "SocketConnection",
+    "StreamConnection",
+    "connect",
+]

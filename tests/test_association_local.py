@@ -97,14 +97,16 @@ async def test_peer_that_closes_mid_association_raises_connection_closed() -> No
 async def test_oversized_pdu_is_refused_with_abort() -> None:
     """A peer announcing a PDU larger than our limit gets A-ABORT; nothing is allocated."""
     received = bytearray()
+    liar_done = anyio.Event()
 
     async def liar(stream: anyio.abc.ByteStream) -> None:
         # A-ASSOCIATE-AC header announcing 2 GiB
         await stream.receive()
         await stream.send(b"\x02\x00" + (0x7FFFFFFF).to_bytes(4, "big"))
         with anyio.move_on_after(2):
-            async for chunk in stream:
+            async for chunk in stream:  # until we close the connection
                 received.extend(chunk)
+        liar_done.set()
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
@@ -113,6 +115,8 @@ async def test_oversized_pdu_is_refused_with_abort() -> None:
         client = aiodicom.Client("AIOSCU")
         with pytest.raises(aiodicom.AssociationAborted):
             await client.peer("127.0.0.1", port, "X").echo()
+        with anyio.fail_after(5):
+            await liar_done.wait()
         tasks.cancel_scope.cancel()
     assert received[:1] == b"\x07"  # we answered with A-ABORT
 

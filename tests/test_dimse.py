@@ -661,19 +661,80 @@ def test_assembles_a_sequence_of_messages() -> None:
     [find] = assembler.feed(pdv(3, False, True, b"ef"))
     assert find.context_id == 3
     assert find.data == b"abcdef"
-    assert type(find.data) is bytes
     assert find.command_field == C_FIND_RQ
 
 
-def test_single_data_fragment_becomes_bytes() -> None:
+def test_data_set_outlives_the_reused_receive_buffer() -> None:
+    """PDV values are views of a buffer the transport reuses: the message keeps a copy."""
     assembler = MessageAssembler()
     assembler.feed(pdv(1, True, True, FIND_RQ))
-    buffer = b"0123456789"
+    buffer = bytearray(b"0123456789")
+    assembler.feed(PDataTF((PresentationDataValue(1, False, False, memoryview(buffer)[2:6]),)))
+    buffer[:] = b"xxxxxxxxxx"
     [msg] = assembler.feed(
-        PDataTF((PresentationDataValue(1, False, True, memoryview(buffer)[2:6]),))
+        PDataTF((PresentationDataValue(1, False, True, memoryview(buffer)[0:2]),))
     )
-    assert type(msg.data) is bytes
-    assert msg.data == b"2345"
+    buffer[:] = b"yyyyyyyyyy"
+    assert msg.data == b"2345xx"
+    assert memoryview(msg.data).readonly
+
+
+def test_command_outlives_the_reused_receive_buffer() -> None:
+    assembler = MessageAssembler()
+    buffer = bytearray(ECHO_RQ)
+    first = PresentationDataValue(1, True, False, memoryview(buffer)[:10])
+    assert assembler.feed(PDataTF((first,))) == []
+    buffer[:10] = bytes(10)
+    [echo] = assembler.feed(PDataTF((PresentationDataValue(1, True, True, ECHO_RQ[10:]),)))
+    assert echo == DimseMessage(1, decode_command(ECHO_RQ), None)
+
+
+class _RecordingWriter:
+    def __init__(self) -> None:
+        self.fragments: list[bytes] = []
+        self.discarded = False
+
+    def write(self, fragment: memoryview) -> None:
+        self.fragments.append(bytes(fragment))
+
+    def close(self) -> bytes:
+        return b"".join(self.fragments)
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
+def test_open_data_chooses_the_writer_per_message() -> None:
+    writers: list[_RecordingWriter] = []
+    seen: list[tuple[int, int]] = []
+
+    def open_data(context_id: int, command: dict[str, object]) -> _RecordingWriter | None:
+        seen.append((context_id, int(command["CommandField"])))  # type: ignore[call-overload]
+        if len(writers) == 1:
+            return None  # the second message stays in memory
+        writers.append(_RecordingWriter())
+        return writers[-1]
+
+    assembler = MessageAssembler(open_data)
+    assembler.feed(pdv(3, True, True, FIND_RQ))
+    assembler.feed(pdv(3, False, False, b"ab"))
+    [first] = assembler.feed(pdv(3, False, True, b"cd"))
+    assert first.data == b"abcd" and first.writer is writers[0]
+    assert writers[0].fragments == [b"ab", b"cd"]
+    assembler.feed(pdv(3, True, True, FIND_RQ))
+    [second] = assembler.feed(pdv(3, False, True, b"ef"))
+    assert second.data == b"ef" and second.writer is None
+    assert seen == [(3, C_FIND_RQ), (3, C_FIND_RQ)]
+
+
+def test_abandon_discards_the_data_set_in_progress() -> None:
+    writer = _RecordingWriter()
+    assembler = MessageAssembler(lambda _c, _cmd: writer)
+    assembler.feed(pdv(3, True, True, FIND_RQ))
+    assembler.feed(pdv(3, False, False, b"ab"))
+    assembler.abandon()
+    assert writer.discarded
+    assert not assembler.in_progress
 
 
 def test_several_messages_in_one_pdu() -> None:

@@ -93,6 +93,8 @@ class PduTap:
         self.pdus: list[SeenPdu] = []
         self.port = 0
         self._tasks: anyio.abc.TaskGroup | None = None
+        self._relays = 0
+        self._idle: anyio.Event | None = None
 
     def seen(self, direction: str, pdu_type: int | None = None) -> list[SeenPdu]:
         return [p for p in self.pdus
@@ -108,17 +110,29 @@ class PduTap:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._tasks is not None
+        # Let the relays see the last PDUs and the closes through before stopping them: the
+        # client may close right after its last send, before the relay task has run.
+        with anyio.move_on_after(5):
+            while self._relays:
+                self._idle = anyio.Event()
+                await self._idle.wait()
         self._tasks.cancel_scope.cancel()
         await self._tasks.__aexit__(None, None, None)
 
     async def _relay(self, client: anyio.abc.SocketStream) -> None:
-        server = await anyio.connect_tcp(*self.target)
-        for stream in (client, server):
-            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        async with client, server, anyio.create_task_group() as tasks:
-            tasks.start_soon(self._pump, client, server, TO_ACCEPTOR)
-            tasks.start_soon(self._pump, server, client, TO_REQUESTOR)
+        self._relays += 1
+        try:
+            server = await anyio.connect_tcp(*self.target)
+            for stream in (client, server):
+                stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            async with client, server, anyio.create_task_group() as tasks:
+                tasks.start_soon(self._pump, client, server, TO_ACCEPTOR)
+                tasks.start_soon(self._pump, server, client, TO_REQUESTOR)
+        finally:
+            self._relays -= 1
+            if self._idle is not None:
+                self._idle.set()
 
     async def _pump(
         self, source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, direction: str

@@ -16,7 +16,7 @@ or an association that ends before the final response, raises :class:`RetrieveEr
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -36,15 +36,19 @@ from aiodicom.dimse import (
     C_STORE_RSP,
     DATASET_PRESENT,
     NO_DATASET,
+    DataSetOpener,
+    DataSetWriter,
     DimseMessage,
 )
 from aiodicom.errors import DicomError, DicomTimeoutError, DimseError, StatusError
 from aiodicom.instance import Instance
+from aiodicom.negotiation import PresentationContext
 from aiodicom.query import Level, Query, QueryError, QueryModel
 from aiodicom.series import Series, SeriesError, split_series
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
 from aiodicom.services.echo import echo_response
 from aiodicom.sinks import DirectorySink, MemorySink, Sink, as_sink
+from aiodicom.spool import SpooledFile
 from aiodicom.status import StatusCategory, status_category, status_meaning
 
 if TYPE_CHECKING:
@@ -265,13 +269,49 @@ def instance_from_request(
 ) -> Instance:
     if request.data is None:
         raise DimseError("C-STORE-RQ without a data set")
+    spool = request.writer if isinstance(request.writer, SpooledFile) else None
+    if spool is not None and spool.error is not None:
+        raise SpoolError(f"could not write the received data set to disk: {spool.error}")
     return Instance(
         sop_class_uid=str(request.command.get("AffectedSOPClassUID", "")),
         sop_instance_uid=str(request.command.get("AffectedSOPInstanceUID", "")),
         transfer_syntax_uid=transfer_syntax_uid,
         data=request.data,
         source_ae_title=source_ae_title,
+        spool=spool,
     )
+
+
+class SpoolError(DimseError):
+    """A data set written to disk while it arrived could not be written whole."""
+
+
+def release_spool(request: DimseMessage) -> None:
+    """Remove the temporary file of a C-STORE whose instance was not kept (refused, failed)."""
+    if isinstance(request.writer, SpooledFile) and not request.writer.committed:
+        request.writer.discard()
+
+
+def spool_opener(
+    retrieval: Retrieval, contexts: Mapping[int, PresentationContext], source_ae_title: str | None
+) -> DataSetOpener:
+    """Writes the C-STOREs of ``retrieval`` straight to files when its sink is a directory."""
+    sink = retrieval.sink
+
+    def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
+        if not isinstance(sink, DirectorySink) or command.get("CommandField") != C_STORE_RQ:
+            return None
+        context = contexts.get(context_id)
+        if context is None or context.transfer_syntax is None or retrieval.closed:
+            return None
+        return sink.open_spool(
+            str(command.get("AffectedSOPClassUID", "")),
+            str(command.get("AffectedSOPInstanceUID", "")),
+            context.transfer_syntax,
+            source_ae_title,
+        )
+
+    return open_data
 
 
 MatchCounter = Callable[[Dataset], Awaitable[int]]
@@ -339,6 +379,11 @@ class Retrieval:
         self._receive_events: MemoryObjectReceiveStream[RetrieveEvent] | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._failure: DicomError | None = None
+
+    @property
+    def closed(self) -> bool:
+        """The result is being written: instances arriving now are refused."""
+        return self._closed
 
     @property
     def expects_delivery(self) -> bool:
@@ -418,6 +463,10 @@ class Retrieval:
             if self._inflight == 0 and self._idle is not None:
                 self._idle.set()
 
+    def record_local_failure(self, sop_instance_uid: str) -> None:
+        """An instance of this retrieval arrived but could not be kept."""
+        self._local_failures.append(sop_instance_uid)
+
     async def _store(self, instance: Instance) -> int:
         self._last_activity = anyio.current_time()
         uid = instance.sop_instance_uid
@@ -470,11 +519,18 @@ class Retrieval:
                 instance = instance_from_request(
                     request, context.transfer_syntax, peer.called_ae_title if peer else None
                 )
+            except SpoolError as exc:
+                uid = str(request.command.get("AffectedSOPInstanceUID", ""))
+                log.error("could not store %s: %s", uid, exc)
+                self.record_local_failure(uid)
+                status = 0xA700  # Refused: out of resources
             except DimseError as exc:
                 log.warning("malformed C-STORE during a C-GET: %s", exc)
                 status = 0xC000  # Error: cannot understand; the C-GET goes on
             else:
                 status = await self.accept_instance(instance)
+            finally:
+                release_spool(request)
         await association.send_message(store_response(request, status))
 
     # --- the work -----------------------------------------------------------------------------
@@ -493,6 +549,12 @@ class Retrieval:
                 previous = dispatcher.request_handler
                 dispatcher.request_handler = lambda message: self.handle_request(message, session)
                 stack.callback(setattr, dispatcher, "request_handler", previous)
+                association = session.association
+                previous_opener = association.open_data
+                association.open_data = spool_opener(
+                    self, association.contexts, self.peer_ae_title
+                )
+                stack.callback(setattr, association, "open_data", previous_opener)
             result, failure = await self._exchange(session)
         if failure is not None:
             raise RetrieveError(result, self._interrupted_message(result)) from failure
