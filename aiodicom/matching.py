@@ -23,6 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from aiodicom.datasets import shared_tag
+
 __all__ = ["MatchingKeys", "contradictions", "missing_matching_keys"]
 
 # Never matched: Specific Character Set says how values are encoded (PS3.4 C.2.2.2), the level
@@ -76,6 +78,12 @@ class MatchingKeys:
                              for v in _values(e))
             for e in self._elements if e.VR == "UI"
         }
+        # What contradictions() walks for every response, worked out once; shared_tag: the
+        # key objects of decoded responses, found by identity.
+        self._keys = tuple((e, shared_tag(e.tag), _name(e)) for e in self._elements)
+        self._checks = tuple(
+            (e, shared_tag(e.tag), _name(e), self._uids.get(e.tag)) for e in self._judged
+        )
 
     def __bool__(self) -> bool:
         return bool(self._elements)
@@ -83,29 +91,39 @@ class MatchingKeys:
     def missing(self, response: Dataset) -> list[str]:
         """As :func:`missing_matching_keys`."""
         missing = []
-        for qelem in self._elements:
-            raw = self._raw_uids(response, qelem.tag)
+        for qelem, tag, name in self._keys:
+            raw = self._raw_uids(response, tag)
             if raw is not None:
                 if not raw:
-                    missing.append(_name(qelem))
+                    missing.append(name)
                 continue
-            relem = response.get(qelem.tag)
+            relem = response.get(tag)
             if relem is None or _is_missing(qelem, relem):
-                missing.append(_name(qelem))
+                missing.append(name)
         return missing
 
     def contradictions(self, response: Dataset, *, case_sensitive_pn: bool = False) -> list[str]:
         """As :func:`contradictions`."""
         found = []
-        for qelem in self._judged:
-            raw = self._raw_uids(response, qelem.tag)
-            if raw is not None:
-                if raw and self._uids[qelem.tag].isdisjoint(raw):
-                    found.append(_name(qelem))
-                continue
-            relem = response.get(qelem.tag)
+        get_item = response.get_item
+        for qelem, tag, name, uids in self._checks:
+            if uids is not None:
+                elem = get_item(tag, keep_deferred=True)
+                if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+                    value = elem.value
+                    if b"\\" in value:
+                        raw = _split_uids(value)
+                        if raw and uids.isdisjoint(raw):
+                            found.append(name)
+                    else:
+                        # One UID, the usual case: no list to build.
+                        uid = value.strip(b" \0")
+                        if uid and uid not in uids:
+                            found.append(name)
+                    continue
+            relem = response.get(tag)
             if relem is not None and _contradicts(qelem, relem, case_sensitive_pn):
-                found.append(_name(qelem))
+                found.append(name)
         return found
 
     def _raw_uids(self, response: Dataset, tag: int) -> list[bytes] | None:
@@ -116,7 +134,11 @@ class MatchingKeys:
         elem = response.get_item(tag, keep_deferred=True)
         if not isinstance(elem, RawDataElement) or not isinstance(elem.value, bytes):
             return None
-        return [uid for uid in (v.strip(b" \0") for v in elem.value.split(b"\\")) if uid]
+        return _split_uids(elem.value)
+
+
+def _split_uids(value: bytes) -> list[bytes]:
+    return [uid for uid in (v.strip(b" \0") for v in value.split(b"\\")) if uid]
 
 
 def _name(elem: DataElement) -> str:

@@ -336,19 +336,22 @@ class _FindRun:
                     encode_dataset(identifier, transfer_syntax),
                 ))
                 final: DimseMessage | None = None
+                strict = self.strict
+                accept = state.accept
                 try:
                     while final is None:
                         response = await dispatcher.next_response(message_id)
                         status = response.status_code
-                        if status_category(status) is not StatusCategory.PENDING:
+                        if status not in _PENDING:
                             final = response
                             break
-                        if response.data is None:
+                        data = response.data
+                        if data is None:
                             continue  # a pending response without identifier carries nothing
                         # Values decode on first access, each with the match's own
                         # Specific Character Set (also when copied out as an element).
-                        match = decode_dataset(response.data, transfer_syntax)
-                        if state.accept(match, status, strict=self.strict):
+                        match = decode_dataset(data, transfer_syntax)
+                        if accept(match, status, strict=strict):
                             yield match
                 finally:
                     if final is None:
@@ -380,6 +383,10 @@ class _FindRun:
         return negotiated
 
 
+# The codes status_category() calls PENDING (PS3.7 C.1.3), as a set test for the per-match loop.
+_PENDING = frozenset({0xFF00, 0xFF01})
+
+
 def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
     """Keys whose local check would be wrong under the negotiated matching semantics."""
     skip: set[str] = set()
@@ -401,6 +408,7 @@ class _Progress:
 
     def __init__(self, identifier: Dataset, unjudged: frozenset[str] = frozenset()) -> None:
         self.keys = MatchingKeys(identifier, unjudged=unjudged)
+        self._has_keys = bool(self.keys)
         self.matches = 0
         self.optional_keys_unsupported = False
         self.cancelled = False
@@ -411,7 +419,7 @@ class _Progress:
     def accept(self, match: Dataset, status: int, *, strict: bool) -> bool:
         if status == 0xFF01:
             self.optional_keys_unsupported = True
-        if not self.keys:
+        if not self._has_keys:
             self.matches += 1
             return True
         try:
