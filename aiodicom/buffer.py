@@ -12,7 +12,7 @@ caller must be done with them (copied what it keeps) before it reads again.
 
 from __future__ import annotations
 
-__all__ = ["INITIAL_SIZE", "MAX_PREFERRED_SIZE", "MIN_FREE", "ReceiveBuffer"]
+__all__ = ["INITIAL_SIZE", "MAX_PREFERRED_SIZE", "MIN_FREE", "PREFERRED_PDUS", "ReceiveBuffer"]
 
 #: Small enough that hundreds of idle associations cost little; it grows for large PDUs.
 INITIAL_SIZE = 1 << 16
@@ -21,7 +21,9 @@ INITIAL_SIZE = 1 << 16
 MIN_FREE = 1 << 14
 #: A peer sending large PDUs gets a buffer of several of them (up to this size): the tail then
 #: rarely runs short mid-PDU, so the incomplete PDU is rarely moved to the front.
-MAX_PREFERRED_SIZE = 1 << 21
+MAX_PREFERRED_SIZE = 1 << 20
+#: ... namely this many PDUs of the size seen.
+PREFERRED_PDUS = 4
 
 
 class ReceiveBuffer:
@@ -87,20 +89,21 @@ class ReceiveBuffer:
         size = self.pending_size
         if size > pending:
             wanted = max(wanted, size - pending)
-        if size and len(self._buffer) < min(8 * size, MAX_PREFERRED_SIZE):
-            self._move(pending, max(min(8 * size, MAX_PREFERRED_SIZE), pending + wanted))
+        preferred = min(PREFERRED_PDUS * size, MAX_PREFERRED_SIZE)
+        if len(self._buffer) < preferred:
+            self._move(pending, max(preferred, pending + wanted))
         elif self.free < wanted:
-            self._move(pending, max(len(self._buffer), pending + wanted))
+            needed = pending + wanted
+            # Doubling keeps growth for one huge PDU (an unlimited maximum length) amortized.
+            self._move(pending, needed if needed <= len(self._buffer) else max(
+                needed, 2 * len(self._buffer)))
 
     def _move(self, pending: int, capacity: int) -> None:
         if capacity <= len(self._buffer):
             self._buffer[:pending] = self._buffer[self.start : self.end]
         else:
             # A new object rather than a resize: a bytearray with exported views cannot resize.
-            size = len(self._buffer)
-            while size < capacity:
-                size *= 2
-            grown = bytearray(size)
+            grown = bytearray(capacity)
             grown[:pending] = self._buffer[self.start : self.end]
             self._buffer = grown
         self.start = 0

@@ -26,7 +26,7 @@ from aiodicom.pdu import (
     UserInformation,
 )
 from aiodicom.query import Level, Query, QueryModel
-from aiodicom.routing import DeliveryRouter, UnexpectedHandler
+from aiodicom.routing import DeliveryRouter, SinkHandler, UnexpectedHandler
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
@@ -102,12 +102,19 @@ class Client:
 
     @property
     def on_unexpected_delivery(self) -> UnexpectedHandler | None:
-        """Async callable taking an :class:`~aiodicom.Instance` that no active C-MOVE expects
-        and returning the C-STORE status; ``None`` (the default) refuses such deliveries."""
+        """What to do with an instance that no active C-MOVE expects (a storage SCP's job):
+        an async callable taking an :class:`~aiodicom.Instance` and returning the C-STORE
+        status, or a :class:`~aiodicom.sinks.MemorySink` / :class:`~aiodicom.sinks.DirectorySink`
+        to keep them all in (a DirectorySink gets each data set written as it arrives, at any
+        size). ``None`` (the default) refuses such deliveries."""
         return self.router.unexpected
 
     @on_unexpected_delivery.setter
-    def on_unexpected_delivery(self, handler: UnexpectedHandler | None) -> None:
+    def on_unexpected_delivery(
+        self, handler: UnexpectedHandler | MemorySink | DirectorySink | None
+    ) -> None:
+        if isinstance(handler, (MemorySink, DirectorySink)):
+            handler = SinkHandler(handler)
         self.router.unexpected = handler
 
     async def __aenter__(self) -> Client:

@@ -26,11 +26,13 @@ from aiodicom.services.retrieve import (
     NOT_AUTHORIZED,
     Retrieval,
     SpoolError,
+    directory_spool,
     instance_from_request,
     release_spool,
     spool_opener,
     store_response,
 )
+from aiodicom.sinks import DirectorySink, MemorySink
 
 log = logging.getLogger("aiodicom.routing")
 
@@ -38,6 +40,25 @@ STUDY_UID, SERIES_UID = 0x0020000D, 0x0020000E
 
 UnexpectedHandler = Callable[[Instance], Awaitable[int]]
 """Takes a delivery no move expects; returns the C-STORE status to answer with."""
+
+
+class SinkHandler:
+    """Keeps every unexpected delivery in a sink: answers 0x0000 once the sink has it, 0xA700
+    (out of resources) when the sink fails with an OS error, 0xC000 for anything else."""
+
+    def __init__(self, sink: MemorySink | DirectorySink) -> None:
+        self.sink = sink
+
+    async def __call__(self, instance: Instance) -> int:
+        try:
+            await self.sink(instance)
+        except OSError as exc:
+            log.error("could not store %s: %s", instance.sop_instance_uid, exc)
+            return 0xA700
+        except Exception as exc:
+            log.error("sink refused %s: %s", instance.sop_instance_uid, exc)
+            return 0xC000
+        return 0x0000
 
 
 class DeliveryRouter:
@@ -113,9 +134,15 @@ class DeliveryRouter:
 
         def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
             move, _ = self._route_by_originator(command, calling_ae_title)
-            if move is None:
-                return None
-            return spool_opener(move, contexts, calling_ae_title)(context_id, command)
+            if move is not None:
+                return spool_opener(move, contexts, calling_ae_title)(context_id, command)
+            unexpected = self.unexpected
+            # With no move active, nothing arriving can be a move's: it is unexpected for sure.
+            if not self._moves and isinstance(unexpected, SinkHandler):
+                return directory_spool(unexpected.sink, contexts, calling_ae_title)(
+                    context_id, command
+                )
+            return None
 
         return open_data
 
@@ -186,4 +213,4 @@ class DeliveryRouter:
         return NOT_AUTHORIZED
 
 
-__all__ = ["DeliveryRouter", "UnexpectedHandler"]
+__all__ = ["DeliveryRouter", "SinkHandler", "UnexpectedHandler"]

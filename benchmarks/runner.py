@@ -501,9 +501,10 @@ class Bench:
         ]
         if self.experiments:
             exp_dir = self._out_dir(f"{key}-aio-exp")
-            clients.append(Client("aiodicom directory, experiment: cached dirs", "aiodicom",
+            clients.append(Client("aiodicom directory, experiment: whole, then written",
+                                  "aiodicom",
                                   self._worker("aiodicom", "retrieve",
-                                               {**aio, "out_dir": str(exp_dir), "sink": "cached"},
+                                               {**aio, "out_dir": str(exp_dir), "sink": "whole"},
                                                clear=exp_dir)))
         if self.profile.pyn_default_pdu:
             clients.append(Client("pynetdicom memory, default PDU", "pynetdicom",
@@ -612,8 +613,8 @@ class Bench:
             note="client CPU and RSS are the receiving SCP's (storescu's own are not counted)",
         )
         if self.experiments:
-            case.clients.insert(1, Client("aiodicom, experiment: cached dirs", "aiodicom",
-                                          python_scp("aiodicom", "cached")))
+            case.clients.insert(1, Client("aiodicom, experiment: whole, then written",
+                                          "aiodicom", python_scp("aiodicom", "whole")))
         self.run_case(case)
 
     def case_store(self) -> None:

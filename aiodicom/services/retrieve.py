@@ -296,13 +296,24 @@ def spool_opener(
     retrieval: Retrieval, contexts: Mapping[int, PresentationContext], source_ae_title: str | None
 ) -> DataSetOpener:
     """Writes the C-STOREs of ``retrieval`` straight to files when its sink is a directory."""
-    sink = retrieval.sink
+    into_directory = directory_spool(retrieval.sink, contexts, source_ae_title)
+
+    def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
+        return None if retrieval.closed else into_directory(context_id, command)
+
+    return open_data
+
+
+def directory_spool(
+    sink: object, contexts: Mapping[int, PresentationContext], source_ae_title: str | None
+) -> DataSetOpener:
+    """Writes C-STORE data sets straight to files of ``sink`` when it is a DirectorySink."""
 
     def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
         if not isinstance(sink, DirectorySink) or command.get("CommandField") != C_STORE_RQ:
             return None
         context = contexts.get(context_id)
-        if context is None or context.transfer_syntax is None or retrieval.closed:
+        if context is None or context.transfer_syntax is None:
             return None
         return sink.open_spool(
             str(command.get("AffectedSOPClassUID", "")),

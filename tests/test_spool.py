@@ -1,0 +1,142 @@
+"""Data sets written to disk while they arrive: SpooledFile, DirectorySink.open_spool."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+import aiodicom.spool
+from aiodicom.dimse import DimseMessage
+from aiodicom.fileio import PREAMBLE, read_part10, split_part10
+from aiodicom.instance import Instance
+from aiodicom.services.retrieve import SpoolError, instance_from_request, release_spool
+from aiodicom.sinks import DirectorySink, UnsafePathError
+from aiodicom.spool import SpooledFile
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+
+
+def data_set() -> bytes:
+    # (0020,000D) and (0020,000E) in explicit VR little endian, then some "pixel" bytes.
+    def ui(element: int, value: str) -> bytes:
+        raw = value.encode() + (b"\0" if len(value) % 2 else b"")
+        return (0x0020).to_bytes(2, "little") + element.to_bytes(2, "little") + b"UI" + len(
+            raw).to_bytes(2, "little") + raw
+
+    return ui(0x000D, STUDY) + ui(0x000E, SERIES) + bytes(range(256)) * 64
+
+
+def spooled(sink: DirectorySink, data: bytes, pieces: int = 4) -> SpooledFile:
+    spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert spool is not None
+    step = max(1, len(data) // pieces)
+    for start in range(0, len(data), step):
+        spool.write(memoryview(data)[start : start + step])
+    return spool
+
+
+def leftovers(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.is_file() and p.name.startswith(".")]
+
+
+def test_spooled_file_holds_a_part10_file_until_committed(tmp_path: Path) -> None:
+    sink = DirectorySink(tmp_path / "out")
+    data = data_set()
+    spool = spooled(sink, data)
+    assert spool.path.parent == (tmp_path / "out").resolve()
+    view = spool.close()
+    assert bytes(view) == data  # the data set, mapped from the file
+    on_disk = spool.path.read_bytes()
+    assert on_disk.startswith(PREAMBLE)
+    meta, body = split_part10(on_disk)
+    assert bytes(body) == data
+    assert meta == {
+        "sop_class_uid": CT, "sop_instance_uid": SOP, "transfer_syntax_uid": EXPLICIT_LE,
+        "source_ae_title": "PACS",
+    }
+
+
+async def test_directory_sink_renames_its_spool_into_place(tmp_path: Path) -> None:
+    sink = DirectorySink(tmp_path)
+    data = data_set()
+    spool = spooled(sink, data)
+    instance = Instance(CT, SOP, EXPLICIT_LE, spool.close(), "PACS", spool=spool)
+    await sink(instance)
+    target = tmp_path / STUDY / SERIES / f"{SOP}.dcm"
+    assert sink.paths[SOP] == target and spool.committed
+    assert not spool.path.exists() and leftovers(tmp_path) == []
+    back = read_part10(target)
+    assert bytes(back.data) == data and back.source_ae_title == "PACS"
+    assert back.sop_instance_uid == SOP and back.transfer_syntax_uid == EXPLICIT_LE
+
+
+async def test_another_sinks_spool_is_written_not_stolen(tmp_path: Path) -> None:
+    """A spool belongs to the directory it was made in; another sink writes its own copy."""
+    first, second = DirectorySink(tmp_path / "a"), DirectorySink(tmp_path / "b")
+    spool = spooled(first, data_set())
+    instance = Instance(CT, SOP, EXPLICIT_LE, spool.close(), "PACS", spool=spool)
+    await second(instance)
+    assert (tmp_path / "b" / STUDY / SERIES / f"{SOP}.dcm").exists()
+    assert spool.path.exists() and not spool.committed
+    release_spool(DimseMessage(1, {}, instance.data, writer=spool))
+    assert not spool.path.exists()
+
+
+async def test_refused_instance_leaves_no_temporary_file(tmp_path: Path) -> None:
+    sink = DirectorySink(tmp_path, layout=lambda _instance: "../escape.dcm")
+    spool = spooled(sink, data_set())
+    message = DimseMessage(
+        1, {"AffectedSOPClassUID": CT, "AffectedSOPInstanceUID": SOP}, spool.close(),
+        writer=spool,
+    )
+    instance = instance_from_request(message, EXPLICIT_LE, "PACS")
+    assert instance.spool is spool
+    with pytest.raises(UnsafePathError):
+        await sink(instance)
+    release_spool(message)  # what the C-STORE handlers do after every request
+    assert leftovers(tmp_path) == [] and list(tmp_path.rglob("*")) == []
+
+
+def test_discard_before_the_end_removes_the_file(tmp_path: Path) -> None:
+    """An association that ends mid-data set: the assembler discards its writer."""
+    sink = DirectorySink(tmp_path)
+    spool = spooled(sink, data_set()[:100], pieces=1)
+    assert spool.path.exists()
+    spool.discard()
+    spool.discard()  # idempotent
+    assert not spool.path.exists() and leftovers(tmp_path) == []
+
+
+def test_write_error_is_kept_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = DirectorySink(tmp_path)
+    spool = sink.open_spool(CT, SOP, EXPLICIT_LE, None)
+    assert spool is not None
+
+    def full(fd: int, chunks: list[memoryview]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(aiodicom.spool, "write_all", full)
+    spool.write(memoryview(b"x" * 10))  # no exception: the association must go on
+    spool.write(memoryview(b"y" * 10))
+    assert isinstance(spool.error, OSError) and spool.error.errno == errno.ENOSPC
+    assert spool.close() == b""
+    assert not spool.path.exists()
+    message = DimseMessage(
+        1, {"AffectedSOPClassUID": CT, "AffectedSOPInstanceUID": SOP}, b"", writer=spool
+    )
+    with pytest.raises(SpoolError, match="No space left"):
+        instance_from_request(message, EXPLICIT_LE, "PACS")
+
+
+def test_open_spool_falls_back_to_memory_when_it_cannot(tmp_path: Path) -> None:
+    """UIDs that cannot go into File Meta, or a directory that cannot be made: ``None``, and
+    the data set is received in memory as before."""
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    assert DirectorySink(blocker / "sub").open_spool(CT, SOP, EXPLICIT_LE, None) is None
+    assert DirectorySink(tmp_path).open_spool(CT, "é" * 3, EXPLICIT_LE, None) is None
+    assert leftovers(tmp_path) == []
