@@ -72,10 +72,10 @@ class ReceiveBuffer:
         self.filled(size)
 
     def consume(self, count: int) -> None:
+        # No rewinding to the front here even when everything was consumed: the socket may
+        # read into the free tail at any await, and the consumer may still be looking at what
+        # it just consumed. make_room() rewinds (without a copy) when nothing is pending.
         self.start += count
-        if self.start == self.end:
-            # Nothing pending: the next read starts at the front again, no copy needed.
-            self.start = self.end = 0
 
     def make_room(self, wanted: int = MIN_FREE) -> None:
         """Make at least ``wanted`` bytes free, and enough to complete the pending PDU: move the

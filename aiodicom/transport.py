@@ -260,7 +260,7 @@ ConnectionHandler = Callable[[Connection], Awaitable[None]]
 
 
 class Listener:
-    """A bound TCP listener; :meth:`serve` runs until cancelled.
+    """A bound TCP listener; :meth:`serve` runs until cancelled or :meth:`aclose`.
 
     ``handshake_timeout`` bounds the TLS handshake of each incoming connection: the ARTIM timer
     of the association only starts once it is done, so without it a peer that connects and
@@ -275,6 +275,8 @@ class Listener:
         self.port = int(sock.getsockname()[1])
         self._ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
+        # The accept loop of a running serve(), for aclose() to end.
+        self._accepting: anyio.CancelScope | None = None
 
     @classmethod
     async def bind(
@@ -302,17 +304,25 @@ class Listener:
         return cls(sock, ssl_context, handshake_timeout)
 
     async def serve(self, handler: ConnectionHandler) -> None:
+        """Accept connections until cancelled or until :meth:`aclose`; then return once the
+        connections already accepted are done."""
         loop = asyncio.get_running_loop()
         async with anyio.create_task_group() as tasks:
-            while True:
+            with anyio.CancelScope() as self._accepting:
                 try:
-                    sock, _ = await loop.sock_accept(self._socket)
-                except OSError:
-                    if self._socket.fileno() < 0:  # closed by aclose()
-                        return
-                    # Out of file descriptors and the like: refuse this one, keep listening.
-                    continue
-                tasks.start_soon(self._serve_one, handler, sock)
+                    while self._socket.fileno() >= 0:
+                        try:
+                            sock, _ = await loop.sock_accept(self._socket)
+                        except OSError:
+                            # Out of file descriptors and the like: refuse this one, keep
+                            # listening (unless aclose() closed the socket meanwhile). The
+                            # failed accept did not yield: without this checkpoint the loop
+                            # would spin here, and no other task could ever free a descriptor.
+                            await anyio.lowlevel.checkpoint()
+                            continue
+                        tasks.start_soon(self._serve_one, handler, sock)
+                finally:
+                    self._accepting = None
 
     async def _serve_one(self, handler: ConnectionHandler, sock: socket.socket) -> None:
         connection: Connection
@@ -339,7 +349,14 @@ class Listener:
         await handler(connection)
 
     async def aclose(self) -> None:
-        self._socket.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        if self._socket.fileno() >= 0:
+            # A pending sock_accept() leaves the descriptor registered with the event loop, which
+            # does not notice the close: the next socket given the same number would then never
+            # be polled (or fail to register). Unregistered first, its cancellation skips this.
+            asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            self._socket.close()
 
 
 __all__ = [

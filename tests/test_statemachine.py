@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aiodicom.buffer import INITIAL_SIZE, ReceiveBuffer
 from aiodicom.errors import LocalProtocolError
 from aiodicom.pdu import (
     PDU,
@@ -723,3 +725,234 @@ def test_empty_input_is_nothing() -> None:
     sm = machine_in(6, REQUESTOR)
     assert sm.receive_data(b"") == []
     assert sm.state is State.Sta6
+
+
+# --- receive_pdus: whole PDUs decoded where they lie in a receive buffer ------------------------
+
+
+def _values(pdata: PDataTF) -> tuple[str, list[tuple[int, bool, bool, bytes]]]:
+    return ("data", [(p.context_id, p.is_command, p.is_last, bytes(p.data)) for p in pdata.pdvs])
+
+
+def _snapshot(events: list[Event]) -> list[object]:
+    """Events with their P-DATA values copied: views of a receive buffer do not last."""
+    out: list[object] = []
+    for event in events:
+        if isinstance(event, DataReceived):
+            out.append(_values(event.pdu))
+        elif isinstance(event, Aborted):
+            out.append((event, event.detail))
+        else:
+            out.append(event)
+    return out
+
+
+def feed_through_buffer(
+    sm: AssociationStateMachine, chunks: list[bytes], buffer: ReceiveBuffer, *, as_socket: bool
+) -> list[object]:
+    """Drive ``receive_pdus`` as aiodicom.association does over a transport connection."""
+    got: list[object] = []
+    for chunk in chunks:
+        rest = memoryview(chunk)
+        while True:
+            buffer.make_room()  # what Connection.receive() does before reading
+            if as_socket:  # recv_into the free tail: a chunk may take several reads
+                taken = min(len(rest), buffer.free)
+                buffer.free_space()[:taken] = rest[:taken]
+                buffer.filled(taken)
+                rest = rest[taken:]
+            else:  # a TLS stream hands over whole chunks
+                buffer.append(rest)
+                rest = rest[:0]
+            data = buffer.data()
+            events, used = sm.receive_pdus(data)
+            assert 0 <= used <= len(data)
+            for event in events:
+                if isinstance(event, DataReceived):
+                    for pdv in event.pdu.pdvs:  # decoded in place, not copied
+                        assert isinstance(pdv.data, memoryview) and pdv.data.obj is data.obj
+            got += _snapshot(events)
+            buffer.consume(used)
+            whole = len(buffer)
+            buffer.pending_size = 6 + int.from_bytes(buffer.data()[2:6], "big") if whole >= 6 else 0
+            if not rest:
+                break
+    return got
+
+
+def _pattern(size: int) -> bytes:
+    return random.Random(size).randbytes(size)
+
+
+PDVS = st.builds(
+    PresentationDataValue,
+    context_id=st.integers(min_value=0, max_value=127).map(lambda n: 2 * n + 1),
+    is_command=st.booleans(),
+    is_last=st.booleans(),
+    # Mostly small values; some larger than the initial receive buffer, to make it grow.
+    data=st.binary(max_size=200)
+    | st.integers(min_value=INITIAL_SIZE - 100, max_value=3 * INITIAL_SIZE).map(_pattern),
+)
+PDATAS = st.builds(PDataTF, st.lists(PDVS, min_size=1, max_size=4).map(tuple))
+ENDINGS: list[PDU | bytes | None] = [
+    None, AReleaseRQ(), AReleaseRP(), AAbort(0, 0), PEER_ABORT, RQ, UNKNOWN_PDU,
+]
+
+
+def _encode(item: PDU | bytes) -> bytes:
+    return item if isinstance(item, bytes) else encode_pdu(item)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    role=st.sampled_from([REQUESTOR, ACCEPTOR]),
+    limit=st.sampled_from([None, 1024, 2 * INITIAL_SIZE]),
+    leading=st.lists(PDATAS, max_size=6),
+    ending=st.sampled_from(ENDINGS),
+    trailing=st.lists(PDATAS, max_size=2),
+    initial_size=st.sampled_from([64, INITIAL_SIZE]),
+    as_socket=st.booleans(),
+    data=st.data(),
+)
+def test_receive_pdus_matches_receive_data(
+    role: str,
+    limit: int | None,
+    leading: list[PDataTF],
+    ending: PDU | bytes | None,
+    trailing: list[PDataTF],
+    initial_size: int,
+    as_socket: bool,
+    data: st.DataObject,
+) -> None:
+    items: list[PDU | bytes] = [*leading, *([] if ending is None else [ending]), *trailing]
+    stream = b"".join(_encode(item) for item in items)
+    cuts = data.draw(
+        st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=10), label="cuts"
+    )
+    bounds = [0, *sorted(cuts), len(stream)]
+    chunks = [stream[start:end] for start, end in itertools.pairwise(bounds)]
+    kwargs = {} if limit is None else {"max_receive_pdu_size": limit}
+    by_data = machine_in(6, role, **kwargs)
+    by_pdus = machine_in(6, role, **kwargs)
+
+    expected: list[object] = []
+    for chunk in chunks:
+        expected += _snapshot(by_data.receive_data(chunk))
+    buffer = ReceiveBuffer(initial_size)
+    got = feed_through_buffer(by_pdus, chunks, buffer, as_socket=as_socket)
+
+    assert got == expected
+    assert by_pdus.state is by_data.state
+    assert by_pdus.data_to_send() == by_data.data_to_send()
+    assert by_pdus.should_close == by_data.should_close
+    assert buffer.received == len(stream)
+    # The P-DATA values are the ones encoded: the leading P-DATA-TFs, up to one that is too big.
+    values = [event for event in got if isinstance(event, tuple) and event[0] == "data"]
+    sent: list[object] = []
+    for pdata in leading:
+        if limit is not None and len(encode_pdu(pdata)) > limit:
+            break
+        sent.append(_values(pdata))
+    assert values[: len(sent)] == sent
+    # Nothing is left unread but the start of a PDU that never completed.
+    if by_pdus.state is State.Sta6:
+        assert len(buffer) == 0
+
+
+def test_receive_pdus_leaves_an_incomplete_pdu_in_place() -> None:
+    sm = machine_in(6, ACCEPTOR)
+    raw = encode_pdu(BIG) + encode_pdu(PDATA)[:10]
+    events, used = sm.receive_pdus(memoryview(raw))
+    assert events == [DataReceived(BIG)] and used == len(encode_pdu(BIG))
+    assert len(sm._partial) == 0  # not copied into the machine: the caller passes it again
+    events, used = sm.receive_pdus(memoryview(encode_pdu(PDATA)))
+    assert events == [DataReceived(PDATA)] and used == len(encode_pdu(PDATA))
+    # Not even a whole header yet: nothing used.
+    assert sm.receive_pdus(memoryview(encode_pdu(PDATA)[:5])) == ([], 0)
+    assert sm.receive_pdus(memoryview(b"")) == ([], 0)
+    assert sm.state is State.Sta6
+
+
+@pytest.mark.parametrize("before", [b"", encode_pdu(PDATA)], ids=["alone", "after-a-pdu"])
+def test_receive_pdus_refuses_an_oversized_pdu_from_its_header(before: bytes) -> None:
+    sm = machine_in(6, REQUESTOR, max_receive_pdu_size=1024)
+    header = b"\x04\x00" + (1 << 30).to_bytes(4, "big")
+    buffer = ReceiveBuffer()
+    buffer.append(before + header[:5])
+    events, used = sm.receive_pdus(buffer.data())
+    assert used == len(before) and sm.state is State.Sta6
+    buffer.consume(used)
+    buffer.append(header[5:])
+    events, used = sm.receive_pdus(buffer.data())
+    # Refused from its header alone, before any of its body arrived: every byte counts as used,
+    # so the caller never makes room for the gigabyte announced.
+    assert events == [Aborted(2, 6, by_peer=False)]
+    assert used == len(buffer)
+    assert decode_stream(sm.data_to_send()) == [AAbort(2, 6)]
+    assert sm.state is State.Sta13
+    buffer.consume(used)
+    buffer.pending_size = 0
+    buffer.make_room()
+    assert buffer.capacity == INITIAL_SIZE
+    # The PDU boundaries are lost: what follows is not taken for PDUs, and all of it is used.
+    rest = bytes(100) + encode_pdu(RQ) + encode_pdu(PDATA)
+    assert sm.receive_pdus(memoryview(rest)) == ([], len(rest))
+    assert sm.data_to_send() == b""
+    assert sm.connection_closed() == [ConnectionClosed()]
+
+
+def test_receive_pdus_loses_framing_on_an_unknown_pdu_type() -> None:
+    sm = machine_in(6, ACCEPTOR)
+    raw = encode_pdu(PDATA) + b"\x0b\x00\x00\x00\x00\x02\x00\x00" + encode_pdu(PDATA)
+    events, used = sm.receive_pdus(memoryview(raw))
+    assert events == [DataReceived(PDATA), Aborted(2, 1, by_peer=False)]
+    assert used == len(raw)
+    assert decode_stream(sm.data_to_send()) == [AAbort(2, 1)]
+    for later in (encode_pdu(PDATA), b"\x01", encode_pdu(AReleaseRQ())):
+        assert sm.receive_pdus(memoryview(later)) == ([], len(later))
+    assert sm.state is State.Sta13
+
+
+def test_receive_pdus_after_the_association_ended_uses_everything() -> None:
+    sm = machine_in(6, REQUESTOR)
+    raw = encode_pdu(PEER_ABORT) + encode_pdu(PDATA)
+    events, used = sm.receive_pdus(memoryview(raw))
+    assert events == [Aborted(PEER_ABORT.source, PEER_ABORT.reason, by_peer=True)]
+    assert used == len(raw) and sm.state is State.Sta1 and sm.should_close
+    assert sm.receive_pdus(memoryview(encode_pdu(PDATA))) == ([], len(encode_pdu(PDATA)))
+
+
+def test_receive_pdus_without_connection_raises() -> None:
+    with pytest.raises(LocalProtocolError, match="Sta1"):
+        AssociationStateMachine(requestor=False).receive_pdus(memoryview(encode_pdu(RQ)))
+    with pytest.raises(LocalProtocolError, match="Sta4"):
+        machine_in(4, REQUESTOR).receive_pdus(memoryview(encode_pdu(AC)))
+
+
+def test_receive_pdus_runs_an_association() -> None:
+    # Request, accept, data and release, each side reading only through receive_pdus.
+    requestor = AssociationStateMachine(requestor=True)
+    acceptor = AssociationStateMachine(requestor=False)
+    requestor.request_association(RQ)
+    requestor.connection_made()
+    acceptor.connection_made()
+    buffers = {id(requestor): ReceiveBuffer(64), id(acceptor): ReceiveBuffer(64)}
+
+    def deliver(sender: AssociationStateMachine, receiver: AssociationStateMachine) -> list[object]:
+        data = sender.data_to_send()
+        return feed_through_buffer(receiver, [data], buffers[id(receiver)], as_socket=True)
+
+    assert deliver(requestor, acceptor) == [AssociateRequestReceived(RQ)]
+    acceptor.accept(AC)
+    assert deliver(acceptor, requestor) == [AssociateAccepted(AC)]
+    requestor.send_data(BIG)
+    requestor.send_data(PDATA)
+    assert deliver(requestor, acceptor) == _snapshot([DataReceived(BIG), DataReceived(PDATA)])
+    requestor.release()
+    assert deliver(requestor, acceptor) == [ReleaseRequested()]
+    acceptor.release_response()
+    assert deliver(acceptor, requestor) == [ReleaseConfirmed()]
+    assert requestor.state is State.Sta1 and requestor.should_close
+    assert acceptor.state is State.Sta13
+    assert acceptor.connection_closed() == [ConnectionClosed()]
+    assert all(len(buffer) == 0 for buffer in buffers.values())

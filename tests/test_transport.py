@@ -1,0 +1,423 @@
+"""The TCP transport over real loopback sockets: bytes intact, back-pressure, closing, listening."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import sys
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.abc
+import pytest
+from peers import LOOPBACK, free_port
+
+from aiodicom import transport
+from aiodicom.buffer import INITIAL_SIZE, MIN_FREE, ReceiveBuffer
+from aiodicom.errors import AssociationError
+from aiodicom.transport import (
+    Connection,
+    Listener,
+    SocketConnection,
+    StreamConnection,
+    _BufferedProtocol,
+)
+
+# Generous: a test that waits longer than this is stuck, not slow.
+STUCK = 10
+
+
+def _payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed * 7919 + size).randbytes(size)
+
+
+def _chunks(data: bytes, rng: random.Random, largest: int) -> list[bytes]:
+    out = []
+    pos = 0
+    while pos < len(data):
+        step = rng.randint(1, largest)
+        out.append(data[pos : pos + step])
+        pos += step
+    return out
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    handler: transport.ConnectionHandler,
+) -> AsyncIterator[Listener]:
+    listener = await Listener.bind(LOOPBACK, 0)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, handler)
+        try:
+            yield listener
+        finally:
+            await listener.aclose()
+            # aclose() ends serve() (tested on its own below); cancelling keeps a failure there
+            # from hanging every other test.
+            tasks.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def connected(*, stream_client: bool = False) -> AsyncIterator[tuple[Connection, Connection]]:
+    """A client connection and the connection our Listener accepted for it."""
+    send, receive = anyio.create_memory_object_stream[Connection](1)
+
+    async def handler(connection: Connection) -> None:
+        await send.send(connection)
+
+    async with listening(handler) as listener:
+        client: Connection
+        if stream_client:
+            client = StreamConnection(await anyio.connect_tcp(LOOPBACK, listener.port))
+        else:
+            client = await transport.connect(LOOPBACK, listener.port)
+        server = await receive.receive()
+        try:
+            yield client, server
+        finally:
+            await client.aclose()
+            await server.aclose()
+            send.close()
+            receive.close()
+
+
+async def receive_all(connection: Connection, rng: random.Random | None = None) -> bytes:
+    """Everything until the peer closes; consumes a random part each time when ``rng`` is given
+    (as the framing does, which leaves an incomplete PDU in the buffer)."""
+    buffer = connection.buffer
+    out = bytearray()
+    while await connection.receive():
+        count = len(buffer) if rng is None else rng.randint(0, len(buffer))
+        out += buffer.data()[:count]
+        buffer.consume(count)
+    # Once the end is reported nothing new ever arrives; what is left was all reported before.
+    out += buffer.data()
+    buffer.consume(len(buffer))
+    assert not await connection.receive()
+    return bytes(out)
+
+
+async def receive_exactly(connection: Connection, size: int, rng: random.Random) -> bytes:
+    buffer = connection.buffer
+    out = bytearray()
+    while len(out) < size:
+        if len(out) + len(buffer) < size:  # else all of it is here: nothing new would come
+            assert await connection.receive()
+        count = rng.randint(0, min(len(buffer), size - len(out)))
+        out += buffer.data()[:count]
+        buffer.consume(count)
+    return bytes(out)
+
+
+async def send_all(connection: Connection, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        await connection.send(chunk)
+    await connection.aclose()
+
+
+def _raw_socket(connection: Connection) -> socket.socket:
+    assert isinstance(connection, SocketConnection)
+    raw = connection._transport.get_extra_info("socket")
+    assert raw is not None
+    return raw  # type: ignore[no-any-return]
+
+
+# --- bytes arrive intact ------------------------------------------------------------------------
+
+
+SIZES = [1, 1000, MIN_FREE, INITIAL_SIZE - 1, INITIAL_SIZE + 1, 5 * INITIAL_SIZE + 17, 1 << 20]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("direction", ["to-acceptor", "to-requestor"])
+async def test_bytes_arrive_intact(size: int, direction: str) -> None:
+    rng = random.Random(size)
+    data = _payload(size)
+    with anyio.fail_after(STUCK):
+        async with connected() as (client, server):
+            sender, receiver = (client, server) if direction == "to-acceptor" else (server, client)
+            got = b""
+
+            async def receive() -> None:
+                nonlocal got
+                got = await receive_all(receiver, rng)
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(receive)
+                await send_all(sender, _chunks(data, random.Random(-size), max(1, size // 7)))
+    assert got == data
+    assert receiver.buffer.received == size
+
+
+async def test_stream_connection_both_ways() -> None:
+    """StreamConnection (what TLS uses) over plain anyio TCP, against a SocketConnection."""
+    up, down = _payload(300_000, 1), _payload(200_000, 2)
+    got: dict[str, bytes] = {}
+    with anyio.fail_after(STUCK):
+        async with connected(stream_client=True) as (client, server):
+            assert isinstance(client, StreamConnection)
+
+            async def receive(name: str, connection: Connection, size: int) -> None:
+                got[name] = await receive_exactly(connection, size, random.Random(name))
+
+            async def send(connection: Connection, data: bytes, seed: int) -> None:
+                for chunk in _chunks(data, random.Random(seed), 50_000):
+                    await connection.send(chunk)
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(receive, "up", server, len(up))
+                tasks.start_soon(receive, "down", client, len(down))
+                tasks.start_soon(send, client, up, 3)
+                tasks.start_soon(send, server, down, 4)
+            assert got == {"up": up, "down": down}
+            await client.aclose()
+            await client.aclose()
+            assert not await client.receive()
+            assert not await server.receive()
+            with pytest.raises(anyio.ClosedResourceError):
+                await client.send(b"x")
+
+
+async def test_end_is_reported_after_the_last_bytes() -> None:
+    with anyio.fail_after(STUCK):
+        async with connected() as (client, server):
+            await client.send(b"last bytes")
+            await client.aclose()
+            await client.aclose()  # idempotent
+            assert await server.receive()
+            assert bytes(server.buffer.data()) == b"last bytes"
+            # The end stays the end, whether or not the bytes were consumed.
+            assert not await server.receive()
+            server.buffer.consume(len(server.buffer))
+            assert not await server.receive()
+
+
+# --- back-pressure ------------------------------------------------------------------------------
+
+
+async def test_a_receiver_that_does_not_consume_stops_the_sender() -> None:
+    chunk_size = 1 << 16
+    with anyio.fail_after(STUCK):
+        async with connected() as (client, server):
+            # What may be in flight: the sender's and receiver's kernel buffers (Linux reports
+            # them with their bookkeeping share, so they over-count), our receive buffer and the
+            # chunk being sent.
+            bound = (
+                _raw_socket(client).getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+                + _raw_socket(server).getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                + server.buffer.capacity
+                + chunk_size
+            )
+            total = bound + (4 << 20)
+            data = _payload(total)
+            sent = 0
+            finished = anyio.Event()
+
+            async def send() -> None:
+                nonlocal sent
+                for start in range(0, total, chunk_size):
+                    piece = data[start : start + chunk_size]
+                    await client.send(piece)
+                    sent += len(piece)
+                await client.aclose()
+                finished.set()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send)
+                # Nobody calls server.receive(): the sender must get stuck with a bounded amount
+                # in flight. The wait only gives it the chance to send too much.
+                with anyio.move_on_after(0.5):
+                    await finished.wait()
+                assert not finished.is_set()
+                assert 0 < sent <= bound
+                # Reading paused instead of the buffer growing.
+                assert server.buffer.capacity == INITIAL_SIZE
+                # Once the receiver reads again, the rest flows.
+                got = await receive_all(server)
+            assert finished.is_set() and sent == total
+            assert got == data
+
+
+# --- closing ------------------------------------------------------------------------------------
+
+
+async def test_send_after_the_peer_closed_raises() -> None:
+    with anyio.fail_after(STUCK):
+        async with connected() as (client, server):
+            await server.aclose()
+            # The first sends may still be taken by the kernel; the close is noticed soon.
+            with pytest.raises(anyio.BrokenResourceError):
+                for _ in range(10_000):
+                    await client.send(b"x" * 1024)
+                    await anyio.lowlevel.checkpoint()
+            assert not await client.receive()
+
+
+async def test_send_after_closing_raises_and_receive_reports_the_end() -> None:
+    with anyio.fail_after(STUCK):
+        async with connected() as (client, server):
+            await client.aclose()
+            with pytest.raises(anyio.BrokenResourceError):
+                await client.send(b"x")
+            assert not await client.receive()
+            assert not await server.receive()
+
+
+async def test_peer_gets_the_last_bytes_then_a_clean_end() -> None:
+    """send() then aclose() at once: the peer reads everything, then EOF (a FIN, not a reset)."""
+    data = _payload(1 << 20) + b"A-ABORT"
+    accepted = anyio.Event()
+
+    async def handler(connection: Connection) -> None:
+        await connection.send(data)
+        await connection.aclose()
+        await connection.aclose()
+        accepted.set()
+
+    got = bytearray()
+    with anyio.fail_after(STUCK):
+        async with listening(handler) as listener:
+            peer = await anyio.connect_tcp(LOOPBACK, listener.port)
+            async with peer:
+                with pytest.raises(anyio.EndOfStream):  # a reset would be BrokenResourceError
+                    while True:
+                        got += await peer.receive()
+            await accepted.wait()
+    assert got == data
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="what a reset discards depends on the OS")
+async def test_last_bytes_reach_a_peer_that_is_still_sending() -> None:
+    """Closing with unread input resets the connection; what was sent before still arrives."""
+    with anyio.fail_after(STUCK):
+        accepted: list[Connection] = []
+        ready = anyio.Event()
+
+        async def handler(connection: Connection) -> None:
+            accepted.append(connection)
+            ready.set()
+
+        async with listening(handler) as listener:
+            peer = await anyio.connect_tcp(LOOPBACK, listener.port)
+            await ready.wait()
+            [server] = accepted
+            async with peer:
+                # More than our receive buffer takes: unread bytes are left in the kernel.
+                await peer.send(bytes(1 << 18))
+                assert await server.receive()
+                await server.send(b"A-ABORT")
+                await server.aclose()
+                got = bytearray()
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    while True:
+                        got += await peer.receive()
+                assert got == b"A-ABORT"
+
+
+# --- connecting and listening -------------------------------------------------------------------
+
+
+async def test_connect_to_a_closed_port_fails() -> None:
+    with anyio.fail_after(STUCK), pytest.raises(AssociationError, match="cannot connect"):
+        await transport.connect(LOOPBACK, free_port())
+
+
+async def test_listener_aclose_ends_serve() -> None:
+    served: list[Connection] = []
+
+    async def handler(connection: Connection) -> None:
+        served.append(connection)
+        await connection.aclose()
+
+    listener = await Listener.bind(LOOPBACK, 0)
+    with anyio.fail_after(STUCK):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listener.serve, handler)
+            connection = await transport.connect(LOOPBACK, listener.port)
+            assert not await connection.receive()  # accepted, then closed by the handler
+            await connection.aclose()
+            await listener.aclose()
+            await listener.aclose()  # idempotent
+        # serve() returned by itself: the task group was not cancelled.
+        assert not tasks.cancel_scope.cancel_called
+        assert len(served) == 1
+        with pytest.raises(AssociationError):
+            await transport.connect(LOOPBACK, listener.port)
+        # A closed listener serves nothing.
+        await listener.serve(handler)
+
+
+async def test_serve_waits_for_accepted_connections_after_aclose() -> None:
+    started, release = anyio.Event(), anyio.Event()
+    order: list[str] = []
+
+    async def handler(connection: Connection) -> None:
+        started.set()
+        await release.wait()
+        order.append("handler")
+        await connection.aclose()
+
+    async def serve(listener: Listener) -> None:
+        await listener.serve(handler)
+        order.append("serve")
+
+    listener = await Listener.bind(LOOPBACK, 0)
+    with anyio.fail_after(STUCK):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(serve, listener)
+            connection = await transport.connect(LOOPBACK, listener.port)
+            await started.wait()
+            await listener.aclose()
+            await anyio.wait_all_tasks_blocked()
+            assert order == []
+            release.set()
+        await connection.aclose()
+    assert order == ["handler", "serve"]
+
+
+async def test_closing_a_serving_listener_leaves_the_event_loop_sound() -> None:
+    """The closed descriptor must not stay registered: the next socket may get its number."""
+
+    async def handler(connection: Connection) -> None:
+        await connection.aclose()
+
+    with anyio.fail_after(STUCK):
+        listener = await Listener.bind(LOOPBACK, 0)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listener.serve, handler)
+            await anyio.wait_all_tasks_blocked()
+            await listener.aclose()
+            # New sockets now, one likely given the listener's number: they must work, even
+            # before serve() got to run again.
+            for _ in range(3):
+                async with connected() as (client, server):
+                    await client.send(b"ping")
+                    assert await server.receive()
+                    assert bytes(server.buffer.data()) == b"ping"
+
+
+async def test_bind_to_a_port_in_use_fails() -> None:
+    listener = await Listener.bind(LOOPBACK, 0)
+    try:
+        with pytest.raises(AssociationError, match="cannot listen"):
+            await Listener.bind(LOOPBACK, listener.port)
+    finally:
+        await listener.aclose()
+
+
+# --- the protocol's buffer hand-out -------------------------------------------------------------
+
+
+def test_a_full_buffer_grows_rather_than_compacting_under_the_consumer() -> None:
+    buffer = ReceiveBuffer(64)
+    buffer.append(bytes(range(64)))
+    buffer.consume(10)
+    view = buffer.data()  # e.g. a P-DATA value the consumer still reads
+    protocol = _BufferedProtocol(buffer)
+    space = protocol.get_buffer(-1)
+    assert len(space) > 0
+    space[: len(space)] = b"\xff" * len(space)
+    protocol.buffer_updated(len(space))
+    assert bytes(view) == bytes(range(10, 64))
+    assert bytes(buffer.data()) == bytes(range(10, 64)) + b"\xff" * len(space)
