@@ -117,9 +117,28 @@ class DirectorySink:
         self._root = self.directory.resolve()
         self._root_created = False
         self._directories: dict[Path, Path] = {}
+        self._series_directories: dict[tuple[str | None, str | None], Path] = {}
 
     def _target(self, instance: Instance) -> Path:
-        relative = Path(self.layout(instance))
+        if self.layout is default_layout:
+            return self._default_target(instance)
+        return self._checked_target(Path(self.layout(instance)))
+
+    def _default_target(self, instance: Instance) -> Path:
+        # The default layout without building a relative Path per instance (pathlib parsing
+        # was a tenth of receiving a small object); the same checks, through the same cache.
+        study, series = instance.peek_uids()
+        directory = self._series_directories.get((study, series))
+        name = _path_uid("SOP Instance UID", instance.sop_instance_uid) + ".dcm"
+        if directory is None:
+            relative = Path(
+                _path_uid("Study Instance UID", study), _path_uid("Series Instance UID", series)
+            )
+            directory = self._checked_target(relative / name).parent
+            self._series_directories[(study, series)] = directory
+        return directory / name
+
+    def _checked_target(self, relative: Path) -> Path:
         name = relative.name
         if relative.is_absolute() or name in ("", ".", ".."):
             raise UnsafePathError(f"{str(relative)!r} does not name a file inside {self._root}")

@@ -32,7 +32,7 @@ class SpooledFile:
 
     def __init__(self, directory: Path, header: bytes, fsync: bool = False) -> None:
         self.directory = directory
-        self.path = directory / f".spool-{secrets.token_hex(8)}.tmp"
+        self.path = Path(os.path.join(directory, f".spool-{secrets.token_hex(8)}.tmp"))
         self.error: OSError | None = None
         self.committed = False
         self._fsync = fsync
