@@ -14,7 +14,7 @@ from typing import Protocol, cast
 from aiodicom.errors import DicomError
 from aiodicom.fileio import part10_header, read_part10, write_part10_atomic
 from aiodicom.instance import Instance
-from aiodicom.spool import SpooledFile
+from aiodicom.spool import MEMORY_LIMIT, SpooledFile
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,10 @@ class DirectorySink:
 
     Iterating it (or :meth:`instance`) reads the files back as :class:`Instance` objects, so
     ``Series(sink)`` works as with a :class:`MemorySink`, loading only when asked.
+
+    When it receives from a retrieval (or as the client's storage SCP), a data set larger than
+    ``memory_limit`` bytes is written to its file while it arrives instead of being held in
+    memory whole: memory stays bounded whatever the size of an object.
     """
 
     def __init__(
@@ -109,10 +113,12 @@ class DirectorySink:
         path: str | os.PathLike[str],
         layout: Callable[[Instance], str | os.PathLike[str]] | None = None,
         fsync: bool = False,
+        memory_limit: int = MEMORY_LIMIT,
     ) -> None:
         self.directory = Path(path)
         self.layout = layout if layout is not None else default_layout
         self.fsync = fsync
+        self.memory_limit = memory_limit
         self.paths: dict[str, Path] = {}
         self._root = self.directory.resolve()
         self._root_created = False
@@ -161,7 +167,10 @@ class DirectorySink:
     async def __call__(self, instance: Instance) -> None:
         target = self._target(instance)
         spool = instance.spool
-        if spool is not None and spool.directory == self._root and not spool.committed:
+        if (
+            spool is not None and spool.on_disk and spool.directory == self._root
+            and not spool.committed
+        ):
             # Written to our directory while it arrived: only the rename is left.
             try:
                 spool.commit(target)
@@ -179,9 +188,10 @@ class DirectorySink:
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
         source_ae_title: str | None,
     ) -> SpooledFile | None:
-        """A temporary file in this directory for a data set about to arrive, so that it is
-        written as it comes instead of being held in memory; ``None`` if one cannot be made
-        (the data set is then received in memory and written by :meth:`__call__` as usual)."""
+        """A writer for a data set about to arrive: kept in memory while small, written to a
+        temporary file in this directory as it comes once large, so that no object of any size
+        is ever held whole; ``None`` if the directory cannot be made (the data set is then
+        received in memory and written by :meth:`__call__` as usual)."""
         try:
             header = part10_header(
                 Instance(sop_class_uid, sop_instance_uid, transfer_syntax_uid, b"", source_ae_title)
@@ -189,7 +199,9 @@ class DirectorySink:
             if not self._root_created:
                 self._root.mkdir(parents=True, exist_ok=True)
                 self._root_created = True
-            return SpooledFile(self._root, header, fsync=self.fsync)
+            return SpooledFile(
+                self._root, header, fsync=self.fsync, memory_limit=self.memory_limit
+            )
         except (OSError, DicomError) as exc:
             log.debug("receiving %s in memory: no spool file: %s", sop_instance_uid, exc)
             return None

@@ -16,41 +16,82 @@ from pathlib import Path
 
 from aiodicom.fileio import OPEN_FLAGS, fsync_directory, write_all
 
-__all__ = ["SpooledFile"]
+__all__ = ["MEMORY_LIMIT", "SpooledFile"]
 
 # Read as well as write: the finished file is mapped to give the data set without a copy.
 _OPEN_FLAGS = (OPEN_FLAGS & ~os.O_WRONLY) | os.O_RDWR
 
 
-class SpooledFile:
-    """A :class:`~aiodicom.dimse.DataSetWriter` writing a Part 10 file under a temporary name.
+#: Data sets up to this size stay in memory: for them, a file of their own while they arrive
+#: costs more system calls (create, map, unmap) than one write at the end. Larger ones (digital
+#: radiographs, multi-frame objects) go to disk as they arrive, so memory stays bounded.
+MEMORY_LIMIT = 1 << 20
 
-    Nothing is ever visible under the final name before :meth:`commit`; :meth:`discard` (or a
-    failed write) removes the temporary file. A write error is kept in :attr:`error` rather than
-    raised, so that the association goes on and the C-STORE is answered with a failure.
+
+class SpooledFile:
+    """A :class:`~aiodicom.dimse.DataSetWriter` for a data set bound for a Part 10 file.
+
+    Up to ``memory_limit`` bytes the data set is kept in memory; past it, what arrived so far
+    and everything after is written to a file under a temporary name in ``directory`` (with its
+    File Meta Information in front). Nothing is ever visible under a final name before
+    :meth:`commit`; :meth:`discard` (or a failed write) removes the temporary file. A write
+    error is kept in :attr:`error` rather than raised, so that the association goes on and the
+    C-STORE is answered with a failure.
     """
 
-    def __init__(self, directory: Path, header: bytes, fsync: bool = False) -> None:
+    def __init__(
+        self, directory: Path, header: bytes, fsync: bool = False,
+        memory_limit: int = MEMORY_LIMIT,
+    ) -> None:
         self.directory = directory
-        self.path = Path(os.path.join(directory, f".spool-{secrets.token_hex(8)}.tmp"))
+        self.path: Path | None = None  # the temporary file, once there is one
         self.error: OSError | None = None
         self.committed = False
         self._fsync = fsync
-        self._header_length = len(header)
-        self._fd: int | None = os.open(self.path, _OPEN_FLAGS, 0o666)
-        self.write(memoryview(header))
+        self._header = header
+        self._memory_limit = memory_limit
+        self._buffer: bytearray | None = bytearray()
+        self._fd: int | None = None
+
+    @property
+    def on_disk(self) -> bool:
+        """The data set is in :attr:`path` (else it is held in memory and given by close())."""
+        return self.path is not None
 
     def write(self, fragment: memoryview) -> None:
+        buffer = self._buffer
+        if buffer is not None:
+            buffer += fragment
+            if len(buffer) > self._memory_limit:
+                self._spill(buffer)
+            return
         if self._fd is None:
             return  # failed earlier: the rest of the data set is read and dropped
         try:
             write_all(self._fd, [fragment])
         except OSError as exc:
-            self.error = exc
-            self.discard()
+            self._fail(exc)
+
+    def _spill(self, buffer: bytearray) -> None:
+        self._buffer = None
+        self.path = Path(os.path.join(self.directory, f".spool-{secrets.token_hex(8)}.tmp"))
+        try:
+            self._fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+            write_all(self._fd, [memoryview(self._header), memoryview(buffer)])
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        self.discard()
 
     def close(self) -> bytes | memoryview:
-        """The data set, mapped from the file (no copy); ``b""`` after a failure."""
+        """The data set: from memory, or mapped from the file (no copy); ``b""`` after a
+        failure."""
+        buffer = self._buffer
+        if buffer is not None:
+            self._buffer = None
+            return memoryview(buffer).toreadonly()
         fd = self._fd
         if fd is None:
             return b""
@@ -60,22 +101,23 @@ class SpooledFile:
                 os.fsync(fd)
             mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         except OSError as exc:
-            self.error = exc
-            self.discard()
+            self._fail(exc)
             return b""
         finally:
             os.close(fd)
-        return memoryview(mapped)[self._header_length :]
+        return memoryview(mapped)[len(self._header) :]
 
     def discard(self) -> None:
+        self._buffer = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
-        if not self.committed:
+        if self.path is not None and not self.committed:
             self.path.unlink(missing_ok=True)
 
     def commit(self, target: Path) -> None:
         """Move the finished file to ``target`` (replacing what is there), atomically."""
+        assert self.path is not None, "only a data set on disk can be committed"
         os.replace(self.path, target)
         self.committed = True
         if self._fsync:

@@ -489,7 +489,10 @@ async def test_streaming_to_a_directory_does_not_hold_the_series(
     results: dict[str, RetrieveResult] = {}
     async with aiodicom.Client(AE) as client:
         peer = client.peer(qr.host, qr.port, qr.ae_title)
-        for name, sink in (("directory", DirectorySink(tmp_path)), ("memory", MemorySink())):
+        for name, sink in (
+            ("directory", DirectorySink(tmp_path, memory_limit=64 * 1024)),
+            ("memory", MemorySink()),
+        ):
             tracemalloc.start()
             try:
                 results[name] = await peer.get(_big_query(big_series), sink=sink)
@@ -519,11 +522,13 @@ async def test_directory_sink_receives_straight_to_disk(
             big_pacs(which, client, dcmqrscp_factory, request, big_series) as peer:
         tracemalloc.start()
         try:
-            async with retrieve(peer, kind, _big_query(big_series),
-                                sink=DirectorySink(tmp_path)) as retrieval:
+            # A limit below the objects' size: each goes to disk as it arrives.
+            sink = DirectorySink(tmp_path, memory_limit=64 * 1024)
+            async with retrieve(peer, kind, _big_query(big_series), sink=sink) as retrieval:
                 async for event in retrieval:
                     if isinstance(event, InstanceArrived):
-                        spooled.append(event.instance.spool is not None)
+                        spool = event.instance.spool
+                        spooled.append(spool is not None and spool.on_disk)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -566,7 +571,9 @@ async def test_disk_full_while_spooling_fails_that_instance_only(
     qr.load(big_series)
     async with aiodicom.Client(AE) as client:
         peer = client.peer(qr.host, qr.port, qr.ae_title)
-        result = await peer.get(_big_query(big_series), sink=DirectorySink(tmp_path))
+        result = await peer.get(
+            _big_query(big_series), sink=DirectorySink(tmp_path, memory_limit=64 * 1024)
+        )
     assert result.status == 0xB000  # warning: sub-operations complete, one or more failed
     assert victim in result.failed
     assert sorted(result.completed) == sorted(
@@ -800,7 +807,7 @@ async def test_storage_scp_into_a_directory_writes_while_receiving(
     set goes to its file as it arrives (memory stays within the receive buffer's bound), the
     files are the objects sent, and nothing temporary is left."""
     files = big_series[:6]
-    sink = DirectorySink(tmp_path)
+    sink = DirectorySink(tmp_path, memory_limit=64 * 1024)
     async with aiodicom.Client(AE, port=0) as client:
         assert client.port is not None
         port = client.port

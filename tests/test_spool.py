@@ -31,6 +31,8 @@ def data_set() -> bytes:
 
 
 def spooled(sink: DirectorySink, data: bytes, pieces: int = 4) -> SpooledFile:
+    """``data`` through the sink's writer, fragment by fragment (to disk past 1 KiB)."""
+    sink.memory_limit = 1024
     spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
     assert spool is not None
     step = max(1, len(data) // pieces)
@@ -47,6 +49,7 @@ def test_spooled_file_holds_a_part10_file_until_committed(tmp_path: Path) -> Non
     sink = DirectorySink(tmp_path / "out")
     data = data_set()
     spool = spooled(sink, data)
+    assert spool.on_disk and spool.path is not None
     assert spool.path.parent == (tmp_path / "out").resolve()
     view = spool.close()
     assert bytes(view) == data  # the data set, mapped from the file
@@ -68,7 +71,8 @@ async def test_directory_sink_renames_its_spool_into_place(tmp_path: Path) -> No
     await sink(instance)
     target = tmp_path / STUDY / SERIES / f"{SOP}.dcm"
     assert sink.paths[SOP] == target and spool.committed
-    assert not spool.path.exists() and leftovers(tmp_path) == []
+    assert spool.path is not None and not spool.path.exists()
+    assert leftovers(tmp_path) == []
     back = read_part10(target)
     assert bytes(back.data) == data and back.source_ae_title == "PACS"
     assert back.sop_instance_uid == SOP and back.transfer_syntax_uid == EXPLICIT_LE
@@ -81,7 +85,7 @@ async def test_another_sinks_spool_is_written_not_stolen(tmp_path: Path) -> None
     instance = Instance(CT, SOP, EXPLICIT_LE, spool.close(), "PACS", spool=spool)
     await second(instance)
     assert (tmp_path / "b" / STUDY / SERIES / f"{SOP}.dcm").exists()
-    assert spool.path.exists() and not spool.committed
+    assert spool.path is not None and spool.path.exists() and not spool.committed
     release_spool(DimseMessage(1, {}, instance.data, writer=spool))
     assert not spool.path.exists()
 
@@ -104,15 +108,15 @@ async def test_refused_instance_leaves_no_temporary_file(tmp_path: Path) -> None
 def test_discard_before_the_end_removes_the_file(tmp_path: Path) -> None:
     """An association that ends mid-data set: the assembler discards its writer."""
     sink = DirectorySink(tmp_path)
-    spool = spooled(sink, data_set()[:100], pieces=1)
-    assert spool.path.exists()
+    spool = spooled(sink, data_set()[:2000], pieces=1)
+    assert spool.path is not None and spool.path.exists()
     spool.discard()
     spool.discard()  # idempotent
     assert not spool.path.exists() and leftovers(tmp_path) == []
 
 
 def test_write_error_is_kept_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sink = DirectorySink(tmp_path)
+    sink = DirectorySink(tmp_path, memory_limit=16)
     spool = sink.open_spool(CT, SOP, EXPLICIT_LE, None)
     assert spool is not None
 
@@ -120,11 +124,12 @@ def test_write_error_is_kept_not_raised(tmp_path: Path, monkeypatch: pytest.Monk
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(aiodicom.spool, "write_all", full)
-    spool.write(memoryview(b"x" * 10))  # no exception: the association must go on
-    spool.write(memoryview(b"y" * 10))
+    spool.write(memoryview(b"x" * 10))
+    spool.write(memoryview(b"y" * 10))  # past the limit: to disk, which is full
+    spool.write(memoryview(b"z" * 10))  # no exception: the association must go on
     assert isinstance(spool.error, OSError) and spool.error.errno == errno.ENOSPC
     assert spool.close() == b""
-    assert not spool.path.exists()
+    assert spool.path is not None and not spool.path.exists()
     message = DimseMessage(
         1, {"AffectedSOPClassUID": CT, "AffectedSOPInstanceUID": SOP}, b"", writer=spool
     )
@@ -140,3 +145,34 @@ def test_open_spool_falls_back_to_memory_when_it_cannot(tmp_path: Path) -> None:
     assert DirectorySink(blocker / "sub").open_spool(CT, SOP, EXPLICIT_LE, None) is None
     assert DirectorySink(tmp_path).open_spool(CT, "é" * 3, EXPLICIT_LE, None) is None
     assert leftovers(tmp_path) == []
+
+
+async def test_small_data_sets_stay_in_memory_until_the_sink_writes_them(tmp_path: Path) -> None:
+    """Below the limit no temporary file is made (it would cost more than it saves); the
+    sink writes the file whole, as for any instance."""
+    sink = DirectorySink(tmp_path)  # default limit: 1 MiB
+    spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert spool is not None
+    data = data_set()
+    for start in range(0, len(data), 4096):
+        spool.write(memoryview(data)[start : start + 4096])
+    assert not spool.on_disk and list(tmp_path.rglob("*")) == []
+    view = spool.close()
+    assert bytes(view) == data and memoryview(view).readonly
+    await sink(Instance(CT, SOP, EXPLICIT_LE, view, "PACS", spool=spool))
+    assert bytes(read_part10(sink.paths[SOP]).data) == data
+    assert leftovers(tmp_path) == []
+    release_spool(DimseMessage(1, {}, view, writer=spool))  # nothing on disk to remove: fine
+
+
+def test_the_limit_is_where_the_data_set_goes_to_disk(tmp_path: Path) -> None:
+    sink = DirectorySink(tmp_path, memory_limit=100)
+    spool = sink.open_spool(CT, SOP, EXPLICIT_LE, None)
+    assert spool is not None
+    spool.write(memoryview(bytes(100)))
+    assert not spool.on_disk  # exactly the limit is still memory
+    spool.write(memoryview(bytes(1)))
+    assert spool.on_disk and spool.path is not None
+    assert bytes(spool.close()) == bytes(101)
+    assert split_part10(spool.path.read_bytes())[1] == bytes(101)
+    spool.discard()
