@@ -150,7 +150,7 @@ def test_open_spool_falls_back_to_memory_when_it_cannot(tmp_path: Path) -> None:
 async def test_small_data_sets_stay_in_memory_until_the_sink_writes_them(tmp_path: Path) -> None:
     """Below the limit no temporary file is made (it would cost more than it saves); the
     sink writes the file whole, as for any instance."""
-    sink = DirectorySink(tmp_path)  # default limit: 1 MiB
+    sink = DirectorySink(tmp_path)  # default limit: 256 KiB
     spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
     assert spool is not None
     data = data_set()
