@@ -25,8 +25,8 @@ _OPEN_FLAGS = (OPEN_FLAGS & ~os.O_WRONLY) | os.O_RDWR
 #: Data sets up to this size stay in memory: for them, a file of their own while they arrive
 #: costs more system calls (create, map, unmap) than one write at the end. Larger ones go to
 #: disk as they arrive, so memory stays bounded. Measured (benchmarks/RESULTS.md): 40 kB objects
-#: are received faster in memory, 525 kB CT slices 15-20 % faster straight to disk (no fresh
-#: half-megabyte buffer per instance for malloc to map and unmap).
+#: cost less in memory, 525 kB CT slices about the same either way (less in some runs straight
+#: to disk), 50 MB objects five times less straight to disk.
 MEMORY_LIMIT = 1 << 18
 
 
