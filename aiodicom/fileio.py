@@ -455,6 +455,8 @@ def peek_elements(
         return found
     explicit_header = (_LE_EXPLICIT if little_endian else _BE_EXPLICIT).unpack_from
     long_length = (_LE_LENGTH if little_endian else _BE_LENGTH).unpack_from
+    # The header decoding below is also in _skip_undefined: inlined on purpose, a call per
+    # element would cost a quarter of this loop, which runs for every instance received.
     while position < end:
         if position + 8 > end:
             raise _truncated(position)
