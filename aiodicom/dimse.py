@@ -517,10 +517,11 @@ keeps it in memory."""
 class MemoryWriter:
     """The default: fragments copied once, into one buffer that grows in place."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_whole")
 
     def __init__(self) -> None:
         self._buffer: bytearray | None = None
+        self._whole: bytes | None = None
 
     def write(self, fragment: memoryview) -> None:
         if self._buffer is None:
@@ -528,16 +529,27 @@ class MemoryWriter:
         else:
             self._buffer += fragment
 
+    def write_last(self, fragment: memoryview) -> None:
+        """The last fragment; when it is also the first (a C-FIND identifier, a small C-STORE),
+        the data set becomes immutable ``bytes`` in its one copy, which is what pydicom's
+        values need anyway."""
+        if self._buffer is None:
+            self._whole = bytes(fragment)
+        else:
+            self._buffer += fragment
+
     def close(self) -> bytes | memoryview:
-        buffer = self._buffer
-        self._buffer = None
+        whole, buffer = self._whole, self._buffer
+        self._whole = self._buffer = None
+        if whole is not None:
+            return whole
         if buffer is None:
             return b""
         # Read-only, so that a data set handed to several consumers cannot be changed by one.
         return memoryview(buffer).toreadonly()
 
     def discard(self) -> None:
-        self._buffer = None
+        self._whole = self._buffer = None
 
 
 class MessageAssembler:
@@ -613,10 +625,14 @@ class MessageAssembler:
             )
         writer = self._writer
         assert writer is not None
-        writer.write(memoryview(pdv.data))
-        if pdv.is_last:
-            return self._data_complete()
-        return None
+        if not pdv.is_last:
+            writer.write(memoryview(pdv.data))
+            return None
+        if isinstance(writer, MemoryWriter):
+            writer.write_last(memoryview(pdv.data))
+        else:
+            writer.write(memoryview(pdv.data))
+        return self._data_complete()
 
     def _command_complete(self) -> DimseMessage | None:
         parts = self._command_parts

@@ -679,6 +679,19 @@ def test_data_set_outlives_the_reused_receive_buffer() -> None:
     assert memoryview(msg.data).readonly
 
 
+def test_single_fragment_data_set_is_its_own_bytes() -> None:
+    """A data set in one fragment (a C-FIND identifier) becomes immutable bytes in one copy:
+    what the data set decoder needs, so it does not copy again."""
+    assembler = MessageAssembler()
+    assembler.feed(pdv(1, True, True, FIND_RQ))
+    buffer = bytearray(b"0123456789")
+    [msg] = assembler.feed(
+        PDataTF((PresentationDataValue(1, False, True, memoryview(buffer)[2:6]),))
+    )
+    buffer[:] = bytes(10)
+    assert type(msg.data) is bytes and msg.data == b"2345"
+
+
 def test_command_outlives_the_reused_receive_buffer() -> None:
     assembler = MessageAssembler()
     buffer = bytearray(ECHO_RQ)
