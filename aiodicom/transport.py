@@ -17,7 +17,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -260,7 +260,9 @@ ConnectionHandler = Callable[[Connection], Awaitable[None]]
 
 
 class Listener:
-    """A bound TCP listener; :meth:`serve` runs until cancelled or :meth:`aclose`.
+    """A TCP listener on every address its host resolves to (IPv4 and IPv6 for ``""`` or
+    ``"localhost"``, as peers may use either), all on one port; :meth:`serve` runs until
+    cancelled or :meth:`aclose`.
 
     ``handshake_timeout`` bounds the TLS handshake of each incoming connection: the ARTIM timer
     of the association only starts once it is done, so without it a peer that connects and
@@ -268,14 +270,14 @@ class Listener:
     """
 
     def __init__(
-        self, sock: socket.socket, ssl_context: ssl.SSLContext | None,
+        self, sockets: list[socket.socket], ssl_context: ssl.SSLContext | None,
         handshake_timeout: float | None = 30.0,
     ) -> None:
-        self._socket = sock
-        self.port = int(sock.getsockname()[1])
+        self._sockets = sockets
+        self.port = int(sockets[0].getsockname()[1])
         self._ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
-        # The accept loop of a running serve(), for aclose() to end.
+        # The accept loops of a running serve(), for aclose() to end.
         self._accepting: anyio.CancelScope | None = None
 
     @classmethod
@@ -284,45 +286,55 @@ class Listener:
         handshake_timeout: float | None = 30.0,
     ) -> Listener:
         loop = asyncio.get_running_loop()
+        sockets: list[socket.socket] = []
         try:
             infos = await loop.getaddrinfo(
                 host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
-            family, kind, proto, _, address = infos[0]
-            sock = socket.socket(family, kind, proto)
-            try:
-                if os.name != "nt":  # on Windows it would let another process steal the port
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(address)
-                sock.listen(socket.SOMAXCONN)
-                sock.setblocking(False)
-            except BaseException:
-                sock.close()
-                raise
+            seen: set[tuple[int, object]] = set()
+            for family, kind, proto, _, address in infos:
+                if (family, address[0]) in seen:
+                    continue
+                seen.add((family, address[0]))
+                if sockets:  # port 0: every address on the port the first one got
+                    address = (address[0], sockets[0].getsockname()[1], *address[2:])
+                sockets.append(_listening_socket(family, kind, proto, address))
         except OSError as exc:
+            for sock in sockets:
+                sock.close()
             raise AssociationError(f"cannot listen on {host}:{port}: {exc}") from exc
-        return cls(sock, ssl_context, handshake_timeout)
+        if not sockets:
+            raise AssociationError(f"cannot listen on {host}:{port}: no address")
+        return cls(sockets, ssl_context, handshake_timeout)
 
     async def serve(self, handler: ConnectionHandler) -> None:
         """Accept connections until cancelled or until :meth:`aclose`; then return once the
         connections already accepted are done."""
-        loop = asyncio.get_running_loop()
         async with anyio.create_task_group() as tasks:
             with anyio.CancelScope() as self._accepting:
                 try:
-                    while self._socket.fileno() >= 0:
-                        try:
-                            sock, _ = await loop.sock_accept(self._socket)
-                        except OSError:
-                            # Out of file descriptors and the like: refuse this one, keep
-                            # listening (unless aclose() closed the socket meanwhile). The
-                            # failed accept did not yield: without this checkpoint the loop
-                            # would spin here, and no other task could ever free a descriptor.
-                            await anyio.lowlevel.checkpoint()
-                            continue
-                        tasks.start_soon(self._serve_one, handler, sock)
+                    async with anyio.create_task_group() as accepting:
+                        for sock in self._sockets:
+                            accepting.start_soon(self._accept, sock, handler, tasks)
                 finally:
                     self._accepting = None
+
+    async def _accept(
+        self, listening: socket.socket, handler: ConnectionHandler,
+        tasks: anyio.abc.TaskGroup,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while listening.fileno() >= 0:
+            try:
+                sock, _ = await loop.sock_accept(listening)
+            except OSError:
+                # Out of file descriptors and the like: refuse this one, keep listening (unless
+                # aclose() closed the socket meanwhile). The failed accept did not yield:
+                # without this checkpoint the loop would spin here, and no other task could
+                # ever free a descriptor.
+                await anyio.lowlevel.checkpoint()
+                continue
+            tasks.start_soon(self._serve_one, handler, sock)
 
     async def _serve_one(self, handler: ConnectionHandler, sock: socket.socket) -> None:
         connection: Connection
@@ -351,12 +363,34 @@ class Listener:
     async def aclose(self) -> None:
         if self._accepting is not None:
             self._accepting.cancel()
-        if self._socket.fileno() >= 0:
-            # A pending sock_accept() leaves the descriptor registered with the event loop, which
-            # does not notice the close: the next socket given the same number would then never
-            # be polled (or fail to register). Unregistered first, its cancellation skips this.
-            asyncio.get_running_loop().remove_reader(self._socket.fileno())
-            self._socket.close()
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            if sock.fileno() >= 0:
+                # A pending sock_accept() leaves the descriptor registered with the event loop,
+                # which does not notice the close: the next socket given the same number would
+                # then never be polled. Unregistered first, its cancellation skips this.
+                loop.remove_reader(sock.fileno())
+                sock.close()
+
+
+def _listening_socket(
+    family: int, kind: int, proto: int, address: tuple[Any, ...]
+) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # on Windows it would let another process steal the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # Its own socket for IPv6: else "::" would also claim the IPv4 port, which the
+            # IPv4 socket binds next.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 __all__ = [

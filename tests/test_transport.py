@@ -406,6 +406,46 @@ async def test_bind_to_a_port_in_use_fails() -> None:
         await listener.aclose()
 
 
+async def test_listening_on_all_interfaces_takes_ipv4_and_ipv6_on_one_port() -> None:
+    """``""`` resolves to 0.0.0.0 and :: here: a peer may come over either, so both are bound,
+    on the same port (picked once for port 0)."""
+    families = {info[0] for info in socket.getaddrinfo(
+        None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)}
+    if socket.AF_INET6 not in families:
+        pytest.skip("this machine resolves no IPv6 wildcard address")
+    arrived: list[bytes] = []
+
+    async def handler(connection: Connection) -> None:
+        while await connection.receive():
+            pass
+        arrived.append(bytes(connection.buffer.data()))
+
+    listener = await Listener.bind("", 0)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, handler)
+        for host in ("127.0.0.1", "::1"):
+            client = await transport.connect(host, listener.port)
+            await client.send(host.encode())
+            await client.aclose()
+        with anyio.fail_after(5):
+            while len(arrived) < 2:
+                await anyio.sleep(0.01)
+        await listener.aclose()
+    assert sorted(arrived) == [b"127.0.0.1", b"::1"]
+
+
+async def test_a_name_binds_every_address_it_resolves_to() -> None:
+    listener = await Listener.bind("localhost", 0)
+    try:
+        expected = {info[4][0] for info in socket.getaddrinfo(
+            "localhost", 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)}
+        for address in expected:
+            client = await transport.connect(address, listener.port)
+            await client.aclose()
+    finally:
+        await listener.aclose()
+
+
 # --- the protocol's buffer hand-out -------------------------------------------------------------
 
 
