@@ -154,24 +154,35 @@ class Dispatcher:
             return queue.popleft()
         if timeout == -1.0:
             timeout = self.association.timeouts.dimse
+        if timeout is None:
+            # The caller times the wait itself (a retrieval counts arriving instances as
+            # activity): no scope of our own, which would cost more than reading a small PDU.
+            await self._until_queued(queue)
+            return queue.popleft()
         try:
             with anyio.fail_after(timeout):
-                while not queue:
-                    if self.ended:
-                        if self.failure is not None:
-                            raise self.failure
-                        raise AssociationAborted(
-                            "the association ended before the operation finished"
-                        )
-                    if self._read_lock.locked():
-                        self._progress_awaited = True
-                        await self._progress.wait()
-                    else:
-                        async with self._read_lock:
-                            await self.read_one()
+                await self._until_queued(queue)
         except TimeoutError as exc:
             raise DicomTimeoutError(f"no DIMSE response within {timeout} s") from exc
         return queue.popleft()
+
+    def take_queued(self, message_id: int) -> DimseMessage | None:
+        """A response to ``message_id`` that already arrived, without waiting."""
+        queue = self._queues[message_id]
+        return queue.popleft() if queue else None
+
+    async def _until_queued(self, queue: deque[DimseMessage]) -> None:
+        while not queue:
+            if self.ended:
+                if self.failure is not None:
+                    raise self.failure
+                raise AssociationAborted("the association ended before the operation finished")
+            if self._read_lock.locked():
+                self._progress_awaited = True
+                await self._progress.wait()
+            else:
+                async with self._read_lock:
+                    await self.read_one()
 
     async def send(self, message: DimseMessage) -> None:
         await self.association.send_message(message)

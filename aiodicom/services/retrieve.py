@@ -632,6 +632,9 @@ class Retrieval:
     async def _next_response(self, session: Session, message_id: int) -> DimseMessage:
         """Wait for a response; instances arriving count as activity for the DIMSE timeout,
         since a peer may send no pending response until every sub-operation is done."""
+        queued = session.dispatcher.take_queued(message_id)
+        if queued is not None:
+            return queued  # already here: no timeout to run
         timeout = session.association.timeouts.dimse
         self._last_activity = anyio.current_time()
         while True:
