@@ -26,10 +26,9 @@ from aiodicom.services.retrieve import (
     NOT_AUTHORIZED,
     Retrieval,
     SpoolError,
-    directory_spool,
     instance_from_request,
     release_spool,
-    spool_opener,
+    spool_for,
     store_response,
 )
 from aiodicom.sinks import DirectorySink, MemorySink
@@ -133,15 +132,16 @@ class DeliveryRouter:
         when the command alone tells which move they belong to."""
 
         def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
+            context = contexts.get(context_id)
             move, _ = self._route_by_originator(command, calling_ae_title)
             if move is not None:
-                return spool_opener(move, contexts, calling_ae_title)(context_id, command)
+                if move.closed:
+                    return None
+                return spool_for(move.sink, context, command, calling_ae_title)
             unexpected = self.unexpected
             # With no move active, nothing arriving can be a move's: it is unexpected for sure.
             if not self._moves and isinstance(unexpected, SinkHandler):
-                return directory_spool(unexpected.sink, contexts, calling_ae_title)(
-                    context_id, command
-                )
+                return spool_for(unexpected.sink, context, command, calling_ae_title)
             return None
 
         return open_data

@@ -296,33 +296,31 @@ def spool_opener(
     retrieval: Retrieval, contexts: Mapping[int, PresentationContext], source_ae_title: str | None
 ) -> DataSetOpener:
     """Writes the C-STOREs of ``retrieval`` straight to files when its sink is a directory."""
-    into_directory = directory_spool(retrieval.sink, contexts, source_ae_title)
 
     def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
-        return None if retrieval.closed else into_directory(context_id, command)
+        if retrieval.closed:
+            return None
+        return spool_for(retrieval.sink, contexts.get(context_id), command, source_ae_title)
 
     return open_data
 
 
-def directory_spool(
-    sink: object, contexts: Mapping[int, PresentationContext], source_ae_title: str | None
-) -> DataSetOpener:
-    """Writes C-STORE data sets straight to files of ``sink`` when it is a DirectorySink."""
-
-    def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
-        if not isinstance(sink, DirectorySink) or command.get("CommandField") != C_STORE_RQ:
-            return None
-        context = contexts.get(context_id)
-        if context is None or context.transfer_syntax is None:
-            return None
-        return sink.open_spool(
-            str(command.get("AffectedSOPClassUID", "")),
-            str(command.get("AffectedSOPInstanceUID", "")),
-            context.transfer_syntax,
-            source_ae_title,
-        )
-
-    return open_data
+def spool_for(
+    sink: object, context: PresentationContext | None, command: dict[str, object],
+    source_ae_title: str | None,
+) -> DataSetWriter | None:
+    """A writer putting the data set of a C-STORE-RQ straight into a file of ``sink`` when it
+    is a DirectorySink; ``None`` (received in memory) otherwise."""
+    if not isinstance(sink, DirectorySink) or command.get("CommandField") != C_STORE_RQ:
+        return None
+    if context is None or context.transfer_syntax is None:
+        return None
+    return sink.open_spool(
+        str(command.get("AffectedSOPClassUID", "")),
+        str(command.get("AffectedSOPInstanceUID", "")),
+        context.transfer_syntax,
+        source_ae_title,
+    )
 
 
 MatchCounter = Callable[[Dataset], Awaitable[int]]
