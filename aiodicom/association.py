@@ -304,7 +304,7 @@ class Association:
         pdu_events, used = self._machine.receive_pdus(buffer.data())
         buffer.consume(used)
         # Tell the buffer how large the incomplete PDU is, so that one read can complete it.
-        buffer.pending_size = _pdu_size(buffer.data()) if len(buffer) >= 6 else 0
+        buffer.pending_size = self._machine.pending_pdu_size
         await self._flush()
         return list(pdu_events)
 
@@ -376,11 +376,6 @@ class Association:
     @property
     def is_established(self) -> bool:
         return self.response is not None and not self._ended
-
-
-def _pdu_size(header: memoryview) -> int:
-    # Its header was already checked by the state machine (else the input is ignored anyway).
-    return 6 + int.from_bytes(header[2:6], "big")
 
 
 def _receive_limit(max_pdu_length: int) -> int | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from aiodicom.errors import DicomError
-from aiodicom.fileio import part10_header, read_part10, write_part10_atomic
+from aiodicom.fileio import PREAMBLE, encode_file_meta, read_part10, write_part10_atomic
 from aiodicom.instance import Instance
 from aiodicom.spool import MEMORY_LIMIT, SpooledFile
 
@@ -193,8 +193,9 @@ class DirectorySink:
         is ever held whole; ``None`` if the directory cannot be made (the data set is then
         received in memory and written by :meth:`__call__` as usual)."""
         try:
-            header = part10_header(
-                Instance(sop_class_uid, sop_instance_uid, transfer_syntax_uid, b"", source_ae_title)
+            header = PREAMBLE + encode_file_meta(
+                sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+                transfer_syntax_uid=transfer_syntax_uid, source_ae_title=source_ae_title,
             )
             if not self._root_created:
                 self._root.mkdir(parents=True, exist_ok=True)

@@ -408,9 +408,11 @@ class AssociationStateMachine:
         self._artim_generation = 0
         # Set in Sta10 when the user answered the collision before the peer's A-RELEASE-RP.
         self._release_response_pending = False
-        # Framing: the start of an incomplete PDU, and its whole size once its header is known.
+        # Framing for receive_data(): the start of an incomplete PDU, kept between calls.
         self._partial = bytearray()
-        self._partial_size = 0
+        #: The whole size of the incomplete PDU the last receive left over (0: none, or its
+        #: header is not complete yet), so a caller can make room for all of it.
+        self.pending_pdu_size = 0
         # True once PDU boundaries are lost or the transport is being closed: input is ignored.
         self._ignore_input = False
 
@@ -505,8 +507,19 @@ class AssociationStateMachine:
                 f"cannot receive data in state {self._state.name} "
                 f"({self._state.description}): there is no transport connection"
             )
-        if not self._ignore_input and data:
-            self._feed(data)
+        if self._ignore_input or not data:
+            return self._take_events()
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        if self._partial:
+            # A fresh buffer for what follows: the PDUs decoded from this one may keep views.
+            buffered, self._partial = self._partial, bytearray()
+            buffered += view
+            view = memoryview(buffered)
+        used = self._consume(view)
+        if used < len(view):
+            self._partial = bytearray(view[used:])
         return self._take_events()
 
     def receive_pdus(self, data: memoryview) -> tuple[list[Event], int]:
@@ -515,24 +528,17 @@ class AssociationStateMachine:
 
         The zero-copy sibling of :meth:`receive_data` for a caller that owns a receive buffer: an
         incomplete PDU at the end is left there (not copied into the machine) for the caller to
-        pass again once more bytes follow it. Its header is checked as soon as it is complete, so
-        an oversized PDU is refused before the caller makes room for it.
+        pass again once more bytes follow it; :attr:`pending_pdu_size` then says how large it is.
+        Its header is checked as soon as it is complete, so an oversized PDU is refused before
+        the caller makes room for it.
         """
         if self._state not in _CONNECTED_STATES and not self._ignore_input:
             raise LocalProtocolError(
                 f"cannot receive data in state {self._state.name} "
                 f"({self._state.description}): there is no transport connection"
             )
-        end = len(data)
-        pos = 0
-        while not self._ignore_input and end - pos >= PDU_HEADER_LENGTH:
-            size = self._pdu_size(data[pos : pos + PDU_HEADER_LENGTH])
-            if size is None or end - pos < size:
-                break
-            self._dispatch(data[pos : pos + size])
-            pos += size
-        # Once framing is lost every byte is ignored, so all of them count as used.
-        return self._take_events(), end if self._ignore_input else pos
+        used = self._consume(data)
+        return self._take_events(), used
 
     def connection_closed(self) -> list[Event]:
         """The transport connection closed (Evt17)."""
@@ -589,14 +595,12 @@ class AssociationStateMachine:
         self._artim_running = False
         self._ignore_input = True
         self._partial = bytearray()
-        self._partial_size = 0
 
     def _new_connection(self) -> None:
         self._should_close = False
         self._ignore_input = False
         self._release_response_pending = False
         self._partial = bytearray()
-        self._partial_size = 0
 
     def _provider_abort(self, trigger: _Trigger) -> str:
         """Send the A-ABORT for an unwanted or invalid PDU; return what was wrong."""
@@ -611,50 +615,24 @@ class AssociationStateMachine:
 
     # --- internals: framing -------------------------------------------------------------------
 
-    def _feed(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        end = len(view)
-        pos = self._fill_partial(view) if self._partial else 0
-        while pos < end and not self._ignore_input:
-            available = end - pos
-            if available < PDU_HEADER_LENGTH:
-                self._partial = bytearray(view[pos:])
-                return
-            size = self._pdu_size(view[pos : pos + PDU_HEADER_LENGTH])
+    def _consume(self, data: memoryview) -> int:
+        """Decode the whole PDUs at the start of ``data`` in place (P-DATA values stay views of
+        it); return how many bytes they took, and note the size of an incomplete one after them
+        in :attr:`pending_pdu_size`."""
+        end = len(data)
+        pos = 0
+        self.pending_pdu_size = 0
+        while not self._ignore_input and end - pos >= PDU_HEADER_LENGTH:
+            size = self._pdu_size(data[pos : pos + PDU_HEADER_LENGTH])
             if size is None:
-                return
-            if available < size:
-                self._partial = bytearray(view[pos:])
-                self._partial_size = size
-                return
-            # Whole PDUs are decoded in place: P-DATA values stay views of the caller's bytes.
-            self._dispatch(view[pos : pos + size])
+                break
+            if end - pos < size:
+                self.pending_pdu_size = size
+                break
+            self._dispatch(data[pos : pos + size])
             pos += size
-
-    def _fill_partial(self, view: memoryview) -> int:
-        """Extend the buffered incomplete PDU from ``view``; return how many bytes were used."""
-        buf = self._partial
-        used = 0
-        if self._partial_size == 0:
-            used = min(PDU_HEADER_LENGTH - len(buf), len(view))
-            buf += view[:used]
-            if len(buf) < PDU_HEADER_LENGTH:
-                return used
-            size = self._pdu_size(bytes(buf))
-            if size is None:
-                return len(view)
-            self._partial_size = size
-        take = min(self._partial_size - len(buf), len(view) - used)
-        buf += view[used : used + take]
-        used += take
-        if len(buf) == self._partial_size:
-            # A fresh buffer for what follows: the decoded PDU may keep views on this one.
-            self._partial = bytearray()
-            self._partial_size = 0
-            self._dispatch(memoryview(buf))
-        return used
+        # Once framing is lost every byte is ignored, so all of them count as used.
+        return end if self._ignore_input else pos
 
     def _pdu_size(self, header: bytes | memoryview) -> int | None:
         """The whole size of the PDU starting with ``header``, or ``None`` when the PDU is refused
@@ -678,7 +656,6 @@ class AssociationStateMachine:
     def _lose_framing(self, reason: int, detail: str) -> None:
         self._ignore_input = True
         self._partial = bytearray()
-        self._partial_size = 0
         self._handle(_Trigger(_Evt.INVALID_PDU, reason=reason, detail=detail))
 
     def _dispatch(self, view: memoryview) -> None:
