@@ -773,8 +773,7 @@ def feed_through_buffer(
                         assert isinstance(pdv.data, memoryview) and pdv.data.obj is data.obj
             got += _snapshot(events)
             buffer.consume(used)
-            whole = len(buffer)
-            buffer.pending_size = 6 + int.from_bytes(buffer.data()[2:6], "big") if whole >= 6 else 0
+            buffer.pending_size = sm.pending_pdu_size
             if not rest:
                 break
     return got
