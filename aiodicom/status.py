@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["SERVICES", "StatusCategory", "describe_status", "status_category", "status_meaning"]
+__all__ = [
+    "SERVICES",
+    "Status",
+    "StatusCategory",
+    "describe_status",
+    "status_category",
+    "status_meaning",
+]
 
 
 class StatusCategory(str, enum.Enum):
@@ -18,6 +25,43 @@ class StatusCategory(str, enum.Enum):
     CANCEL = "cancel"
     WARNING = "warning"
     FAILURE = "failure"
+
+
+class Status(enum.IntEnum):
+    """The DIMSE status codes this library sends or acts on, by name (PS3.7 Annex C, PS3.4).
+
+    An ``IntEnum``, so a member is the code itself: it goes on the wire and compares equal to
+    the integer a peer sent. Codes given as ranges by the standard (A7xx, A9xx, Cxxx) are named
+    by the one value this library sends.
+    """
+
+    SUCCESS = 0x0000
+    WARNING_OPTIONAL_ATTRIBUTES = 0x0001
+    PROCESSING_FAILURE = 0x0110
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    NO_SUCH_SOP_INSTANCE = 0x0112
+    INVALID_SOP_INSTANCE = 0x0117
+    NO_SUCH_SOP_CLASS = 0x0118
+    CLASS_INSTANCE_CONFLICT = 0x0119
+    MISSING_ATTRIBUTE = 0x0120
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    NOT_AUTHORIZED = 0x0124
+    DUPLICATE_INVOCATION = 0x0210
+    UNRECOGNIZED_OPERATION = 0x0211
+    MISTYPED_ARGUMENT = 0x0212
+    RESOURCE_LIMITATION = 0x0213
+    OUT_OF_RESOURCES = 0xA700
+    OUT_OF_RESOURCES_MATCHES = 0xA701
+    OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702
+    MOVE_DESTINATION_UNKNOWN = 0xA801
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    UNABLE_TO_PROCESS = 0xC000
+    COERCION_OR_SUB_OPERATION_FAILURES = 0xB000
+    ELEMENTS_DISCARDED = 0xB006
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB007
+    CANCEL = 0xFE00
+    PENDING = 0xFF00
+    PENDING_OPTIONAL_KEYS_UNSUPPORTED = 0xFF01
 
 
 SERVICES = ("echo", "store", "find", "move", "get")
