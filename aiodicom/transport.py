@@ -17,7 +17,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import anyio.abc
@@ -82,8 +82,9 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
         self.write_waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's TCPTransport has the whole interface but
+        # does not derive from asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         # Writes then count as done only once the kernel has them, as with anyio's streams.
         transport.set_write_buffer_limits(0)
         raw = transport.get_extra_info("socket")

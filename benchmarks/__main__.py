@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _paths, machine, measure, report
+from benchmarks import _paths, eventloop, machine, measure, report
 from benchmarks.runner import PROFILES, Bench, Row
 
 
@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiments", action="store_true",
         help="add clients measuring proposed library changes (benchmarks/experiments.py)",
+    )
+    parser.add_argument(
+        "--uvloop", action="store_true",
+        help="also measure every aiodicom worker with uvloop as its event loop (rows ', uvloop')",
     )
     parser.add_argument(
         "--py-spy", action="store_true",
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs:
         profile = dataclasses.replace(profile, runs=args.runs)
     only = {k.strip() for k in args.only.split(",") if k.strip()} if args.only else None
-    bench = Bench(profile, only, verbose=not args.quiet, experiments=args.experiments)
+    bench = Bench(profile, only, verbose=not args.quiet, experiments=args.experiments,
+                  uvloop=args.uvloop)
     if args.py_spy:
         measure.SAMPLING_DIR = bench.work / "py-spy"
         shutil.rmtree(measure.SAMPLING_DIR, ignore_errors=True)
@@ -95,6 +100,7 @@ def render(rows: list[Row], info: dict[str, Any], profile: str, runs: int, serie
         report.table(rows),
         "### Targets (issue 5)",
         report.targets_table(report.targets(rows)),
+        eventloop.table(rows),
         "### Headline",
         report.headline(rows, info, series),
         ("### Failures\n\n" + errors) if errors else "",

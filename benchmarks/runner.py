@@ -243,9 +243,10 @@ def _speed_ratio(case: Case, aio: Row, other: Row) -> float | None:
 
 class Bench:
     def __init__(self, profile: Profile, only: set[str] | None, verbose: bool = True,
-                 experiments: bool = False) -> None:
+                 experiments: bool = False, uvloop: bool = False) -> None:
         self.profile = profile
         self.experiments = experiments
+        self.uvloop = uvloop
         self.only = only
         self.verbose = verbose
         self.work = _paths.WORK / profile.name
@@ -305,6 +306,10 @@ class Bench:
     def run_case(self, case: Case) -> None:
         if not self.wanted(case.key):
             return
+        if self.uvloop:
+            from benchmarks import eventloop
+
+            case.clients += eventloop.uvloop_twins(self, case)
         case.busy_before = machine.wait_until_quiet(self.profile.quiet_wait)
         self.log(f"case {case.key}: {case.title} (machine {case.busy_before:.0f} % busy before)")
         for label in case.warmup:
@@ -344,6 +349,7 @@ class Bench:
                 if clear is not None:
                     self._clear(clear)
 
+        run.worker_spec = (library, task, params, clear)  # type: ignore[attr-defined]
         return run
 
     # -- cases ---------------------------------------------------------------------------------
@@ -672,12 +678,20 @@ class Bench:
         finally:
             server.finish()
 
+    def case_lateness(self) -> None:
+        from benchmarks import eventloop
+
+        if self.wanted("lateness"):
+            for case in eventloop.cases(self):
+                self.run_case(case)
+
     def run_all(self) -> None:
         self.case_echo()
         self.case_find()
         self.case_retrieve()
         self.case_store()
         self.case_concurrency()
+        self.case_lateness()
 
     # -- results -------------------------------------------------------------------------------
 

@@ -335,6 +335,12 @@ async def aio_idle(p: dict[str, Any]) -> dict[str, Any]:
         return out
 
 
+async def aio_lateness(p: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.eventloop import aio_lateness as task
+
+    return await task(p)
+
+
 AIO_TASKS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "echo_loop": aio_echo_loop,
     "find": aio_find,
@@ -343,6 +349,7 @@ AIO_TASKS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "serve_echo": aio_serve_echo,
     "concurrency": aio_concurrency,
     "idle": aio_idle,
+    "lateness": aio_lateness,
 }
 
 

@@ -1,0 +1,57 @@
+"""The transport and a whole association on uvloop (optional: skipped when it is not installed).
+
+uvloop's transports have asyncio's interface without deriving from its classes; the
+BufferedProtocol must not rely on more than the interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+from test_transport import STUCK, _chunks, _payload, connected, receive_all, send_all
+
+import aiodicom
+
+pytest.importorskip("uvloop")
+
+
+def on_uvloop(test: Callable[[], Awaitable[None]]) -> None:
+    anyio.run(test, backend="asyncio", backend_options={"use_uvloop": True})
+
+
+def test_bytes_arrive_intact_on_uvloop() -> None:
+    data = _payload(3_000_017)
+
+    async def run() -> None:
+        import uvloop
+
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        with anyio.fail_after(STUCK):
+            async with connected() as (client, server):
+                got = b""
+
+                async def receive() -> None:
+                    nonlocal got
+                    got = await receive_all(server, random.Random(1))
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(receive)
+                    await send_all(client, _chunks(data, random.Random(2), 200_000))
+        assert got == data
+
+    on_uvloop(run)
+
+
+def test_echo_through_our_own_acceptor_on_uvloop() -> None:
+    async def run() -> None:
+        with anyio.fail_after(STUCK):
+            async with aiodicom.Client("UVSCP", port=0) as server:
+                assert server.port is not None
+                async with aiodicom.Client("UVSCU") as client:
+                    await client.peer("127.0.0.1", server.port, "UVSCP").echo()
+
+    on_uvloop(run)
