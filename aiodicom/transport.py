@@ -84,9 +84,9 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's TCPTransport has the whole interface but
         # does not derive from asyncio.Transport.
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = tcp = cast(asyncio.Transport, transport)
         # Writes then count as done only once the kernel has them, as with anyio's streams.
-        transport.set_write_buffer_limits(0)
+        tcp.set_write_buffer_limits(0)
         raw = transport.get_extra_info("socket")
         if raw is not None:
             _tune_socket(raw)
