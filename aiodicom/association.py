@@ -7,6 +7,7 @@ Message IDs; :mod:`aiodicom.dispatcher` reads from it and routes.
 from __future__ import annotations
 
 import ssl
+import struct
 from collections import deque
 from collections.abc import Callable
 
@@ -25,7 +26,8 @@ from aiodicom.errors import (
     NoAcceptedContext,
 )
 from aiodicom.negotiation import PresentationContext, requestor_contexts
-from aiodicom.pdu import AssociateAC, AssociateRJ, AssociateRQ, describe_abort
+from aiodicom.pacing import pace
+from aiodicom.pdu import PDU_HEADER_LENGTH, AssociateAC, AssociateRJ, AssociateRQ, describe_abort
 from aiodicom.statemachine import (
     Aborted,
     AssociateAccepted,
@@ -43,6 +45,10 @@ from aiodicom.uids import uid_name
 
 DEFAULT_MAX_PDU_LENGTH = 256 * 1024
 """What we tell peers we can receive: large PDUs mean fewer reads and less Python per byte."""
+DECODE_SLICE = 1 << 13
+"""Bytes of whole PDUs decoded in one step (at least one PDU): about half a millisecond of work
+when they are small C-FIND responses (a 16 kB slice kept the loop p99 above 10 ms with 20
+C-FINDs)."""
 
 
 @attrs.frozen
@@ -85,6 +91,8 @@ class Association:
         self.peer_max_pdu_length = 0
         self._releasing = False
         self._ended = False
+        # Whole PDUs may be left in the receive buffer: decode them before reading again.
+        self._undecoded = False
         self.closed = anyio.Event()
 
     # --- establishment ----------------------------------------------------------------------
@@ -236,6 +244,9 @@ class Association:
 
         Raises :class:`AssociationAborted` (or :class:`ConnectionClosed`) if it ends otherwise.
         """
+        # The caller's work on the previous message counts too: messages of one read come
+        # out of the inbox without waiting for anything.
+        await pace()
         while not self._inbox:
             if self._ended:
                 return None
@@ -278,31 +289,43 @@ class Association:
                 raise ConnectionClosed("the peer closed the connection without releasing")
 
     async def _receive_events(self) -> list[object]:
-        try:
-            if self.timeouts.network is None:  # the usual case: spare a cancel scope per read
-                more = await self._connection.receive()
-            else:
-                with anyio.fail_after(self.timeouts.network):
+        if not self._undecoded:
+            try:
+                if self.timeouts.network is None:  # the usual case: spare a cancel scope per read
                     more = await self._connection.receive()
-        except TimeoutError as exc:
-            await self.abort()
-            raise DicomTimeoutError(
-                f"the network was idle for {self.timeouts.network} s; association aborted"
-            ) from exc
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            more = False
-        if not more:
-            events: list[object] = list(self._machine.connection_closed())
-            await self._close_stream()
-            if not events:
-                events.append(ConnectionClosedEvent())
-            return events
+                else:
+                    with anyio.fail_after(self.timeouts.network):
+                        more = await self._connection.receive()
+            except TimeoutError as exc:
+                await self.abort()
+                raise DicomTimeoutError(
+                    f"the network was idle for {self.timeouts.network} s; association aborted"
+                ) from exc
+            except (
+                anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
+            ):
+                more = False
+            if not more:
+                events: list[object] = list(self._machine.connection_closed())
+                await self._close_stream()
+                if not events:
+                    events.append(ConnectionClosedEvent())
+                return events
+            # Set before pacing: a cancellation there must not leave these bytes for a receive
+            # that only reports new ones.
+            self._undecoded = True
+        await pace()
         # Whole PDUs are decoded where they lie; an incomplete one stays in the buffer. The
         # P-DATA values are views of the buffer, valid until the next receive: the assembler
         # copies what it keeps while the events are handled, before this is called again.
+        # One step decodes about DECODE_SLICE bytes: a read can hold a thousand small PDUs
+        # (20 ms of work); the rest is decoded by the next steps, without reading.
         buffer = self._connection.buffer
-        pdu_events, used = self._machine.receive_pdus(buffer.data())
+        data = buffer.data()
+        end = _slice_end(data, DECODE_SLICE)
+        pdu_events, used = self._machine.receive_pdus(data[:end] if end < len(data) else data)
         buffer.consume(used)
+        self._undecoded = end < len(data)
         # Tell the buffer how large the incomplete PDU is, so that one read can complete it.
         buffer.pending_size = self._machine.pending_pdu_size
         await self._flush()
@@ -376,6 +399,22 @@ class Association:
     @property
     def is_established(self) -> bool:
         return self.response is not None and not self._ended
+
+
+def _slice_end(data: memoryview, limit: int) -> int:
+    """Where one decoding step of ``data`` ends: after the first PDU that reaches ``limit``
+    bytes (so at least one whole PDU), or at the end. Lengths are only read here; the state
+    machine checks them when it decodes."""
+    size = len(data)
+    pos = 0
+    while pos < limit:
+        if size - pos < PDU_HEADER_LENGTH:
+            return size
+        pos += PDU_HEADER_LENGTH + _LENGTH.unpack_from(data, pos + 2)[0]
+    return min(pos, size)
+
+
+_LENGTH = struct.Struct(">I")
 
 
 def _receive_limit(max_pdu_length: int) -> int | None:
