@@ -8,8 +8,8 @@ and a C-MOVE of it into memory. The target (issue: a responsive loop) is p99 <= 
 max <= 50 ms in every case.
 
 ``AIODICOM_LATENESS_STACKS=<file>`` (diagnostics, not part of a normal run) also records where
-the loop was stuck: a watchdog thread samples the main thread's stack every millisecond while
-the ticker is more than :data:`STALL` late, and writes the stacks, counted, to that file.
+the loop was stuck: the main thread's stack, sampled every millisecond while the ticker is
+more than :data:`STALL` late, written counted to that file.
 
 uvloop (``python -m benchmarks --uvloop``, ``pip install uvloop``): every aiodicom worker runs a
 second time on uvloop, as a row of its own next to the asyncio one.
@@ -20,11 +20,10 @@ from __future__ import annotations
 import collections
 import gc
 import os
-import sys
-import threading
+import signal
 import time
-import traceback
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -118,31 +117,33 @@ class GcPauses:
 
 
 class StallSampler:
-    """Diagnostics only: where the main thread is while the ticker is overdue."""
+    """Diagnostics only: where the main thread is while the ticker is overdue.
+
+    A 1 ms interval timer (SIGALRM) interrupts the main thread between bytecodes, so the stack
+    it records is the Python code that holds the loop (a sampling thread would mostly see the
+    moments the main thread releases the GIL, in system calls).
+    """
 
     def __init__(self, ticker: Ticker, path: str) -> None:
         self.ticker = ticker
         self.path = path
-        self.main = threading.main_thread().ident
         self.stacks: collections.Counter[str] = collections.Counter()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.previous = signal.signal(signal.SIGALRM, self._sample)
+        signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
 
-    def _run(self) -> None:
-        while not self.stop.wait(0.001):
-            if time.perf_counter() - self.ticker.beat < PERIOD + STALL:
-                continue
-            frame = sys._current_frames().get(self.main or 0)
-            if frame is None:
-                continue
-            stack = traceback.extract_stack(frame)
-            self.stacks[";".join(f"{Path(f.filename).name}:{f.name}:{f.lineno}"
-                                 for f in stack[-14:])] += 1
+    def _sample(self, signum: int, frame: FrameType | None) -> None:
+        if frame is None or time.perf_counter() - self.ticker.beat < PERIOD + STALL:
+            return
+        names = []
+        while frame is not None and len(names) < 16:
+            code = frame.f_code
+            names.append(f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}")
+            frame = frame.f_back
+        self.stacks[";".join(reversed(names))] += 1
 
     def finish(self) -> None:
-        self.stop.set()
-        self.thread.join()
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, self.previous)
         with open(self.path, "w") as fp:
             for stack, count in self.stacks.most_common():
                 fp.write(f"{count} {stack}\n")
