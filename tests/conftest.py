@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 from peers import (
     finish_stopping,
+    set_current_test,
     in_ci,
     missing_peer,
     require_executable,
@@ -57,6 +58,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if PEER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.interop)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    # Session-scoped peers start during the setup of the first test that asks for them: that
+    # test must be marked interop like any other (peers.check_interop_allowed refuses otherwise).
+    set_current_test(item.get_closest_marker("interop") is not None)
+    try:
+        return (yield)
+    finally:
+        set_current_test(None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    set_current_test(item.get_closest_marker("interop") is not None)
+    try:
+        return (yield)
+    finally:
+        set_current_test(None)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -800,6 +800,7 @@ async def test_unexpected_deliveries_are_refused_or_handed_over(
     assert {i.source_ae_title for i in handed} == {"STORESCU"}
 
 
+@pytest.mark.interop
 async def test_storage_scp_into_a_directory_writes_while_receiving(
     big_series: list[InstanceInfo], tmp_path: Path
 ) -> None:
