@@ -14,6 +14,7 @@ from aiodicom.errors import (
     NoAcceptedContext,
     PDUDecodeError,
     StatusError,
+    UnsupportedBackend,
 )
 from aiodicom.instance import Instance
 from aiodicom.negotiation import ContextProposal, PresentationContext
@@ -69,5 +70,6 @@ __all__ = [
     "StoreOutcome",
     "StoreResult",
     "Timeouts",
+    "UnsupportedBackend",
     "__version__",
 ]

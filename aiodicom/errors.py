@@ -7,6 +7,10 @@ class DicomError(Exception):
     """Base class of every error raised by aiodicom."""
 
 
+class UnsupportedBackend(DicomError, RuntimeError):
+    """aiodicom was called outside an asyncio event loop (under trio, for example)."""
+
+
 class PDUDecodeError(DicomError):
     """Bytes received from a peer are not a well-formed PDU.
 

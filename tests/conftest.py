@@ -34,11 +34,11 @@ from typing import Any
 import pytest
 from peers import (
     finish_stopping,
-    set_current_test,
     in_ci,
     missing_peer,
     require_executable,
     require_module,
+    set_current_test,
 )
 from peers.corpus import Corpus, generate_corpus
 from peers.dcmtk import DCMQRIDX, DCMQRSCP, STORESCP, DcmQrScp, StoreScp
