@@ -609,6 +609,9 @@ def _check_temporal_point(vr: str, value: object, path: str) -> object:
             value.second,
             value.microsecond,
             value.tzinfo,
+            # The fold tells which of a wall-clock time's two occurrences the end of DST made;
+            # without it the UTC offset would be that of the first.
+            fold=value.fold,
         )
     elif isinstance(value, datetime.date):
         return datetime.date(value.year, value.month, value.day)
@@ -849,6 +852,9 @@ def _plain(value: object) -> object:
             value.second,
             value.microsecond,
             value.tzinfo,
+            # The fold tells which of a wall-clock time's two occurrences the end of DST made;
+            # without it the UTC offset would be that of the first.
+            fold=value.fold,
         )
     if isinstance(value, datetime.date):
         return datetime.date(value.year, value.month, value.day)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 from typing import Any, cast
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -773,6 +774,9 @@ def test_date_range_formatting_round_trips(start: dt.date | None, end: dt.date |
         timezones=st.none() | st.timezones(),
     )
 )
+# The second 22:00 of the night DST ends (fold=1) is at UTC-3, the first at UTC-2: the offset
+# must be the one of the moment given, not of the first occurrence of its wall-clock time.
+@example(moment=dt.datetime(2008, 10, 25, 22, tzinfo=zoneinfo.ZoneInfo("America/Godthab"), fold=1))
 def test_datetime_formatting_round_trips(moment: dt.datetime) -> None:
     text = (
         Query.study(AcquisitionDateTime=moment, required_keys=False)
