@@ -36,10 +36,11 @@ from pydicom.multival import MultiValue
 
 from aiodicom.datasets import decode_dataset, encode_dataset
 from aiodicom.dimse import C_FIND_RQ, DATASET_PRESENT, DimseMessage
-from aiodicom.errors import StatusError
+from aiodicom.errors import QueryError, StatusError
 from aiodicom.matching import MatchingKeys
+from aiodicom.model import Level, QueryModel, key_level
 from aiodicom.pdu import SOPClassExtendedNegotiation
-from aiodicom.query import Level, Query, QueryError, QueryModel, key_level
+from aiodicom.query import Query
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
 from aiodicom.status import StatusCategory, status_category, status_meaning
 
@@ -227,7 +228,7 @@ class Find(_MatchStream):
     ``relational``, ``datetime_matching``, ``fuzzy_names`` and ``timezone_adjustment`` are the
     options of SOP Class Extended Negotiation; :attr:`negotiated` says which the peer accepted
     (known once the association is up). A query that breaks the hierarchical rules is refused
-    with :class:`~aiodicom.query.QueryError` before anything is sent unless relational queries
+    with :class:`~aiodicom.errors.QueryError` before anything is sent unless relational queries
     were asked for here and accepted by the peer.
 
     Each match has its values decoded (Specific Character Set applied), so its elements can be
@@ -501,7 +502,7 @@ class HierarchyResult:
 class HierarchicalFind(_MatchStream):
     """Matches at ``level`` found with hierarchical queries only, on one association.
 
-    The keys are split by the level they belong to (:func:`~aiodicom.query.key_level`; patient
+    The keys are split by the level they belong to (:func:`~aiodicom.model.key_level`; patient
     keys go to the STUDY level in Study Root, keys of no known level to ``level``). The top
     level is queried with its keys, then the next level once per match above it, pinned by the
     unique keys found, down to ``level``; each match yielded carries the attributes of the
