@@ -13,12 +13,20 @@ import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from pydicom.datadict import dictionary_VR
 
 from aiodicom.errors import DicomError
-from aiodicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+# Encoding and encoding_of live in aiodicom.uids, with the transfer syntaxes they describe;
+# they are exported here too, where file readers look for them.
+from aiodicom.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    Encoding,
+    encoding_of,
+)
 
 if TYPE_CHECKING:
     from aiodicom.instance import Instance
@@ -53,43 +61,6 @@ class FileMetaError(DicomError, ValueError):
 
 class MalformedDataSetError(DicomError, ValueError):
     """Data set bytes could not be scanned: truncated, bad lengths, or a corrupt deflate stream."""
-
-
-# --------------------------------------------------------------------------------------------
-# Transfer syntax -> data set encoding
-
-
-class Encoding(NamedTuple):
-    """How a transfer syntax encodes the data set itself (pixel data compression aside)."""
-
-    implicit_vr: bool
-    little_endian: bool
-    deflated: bool
-
-
-_IMPLICIT_LE = Encoding(implicit_vr=True, little_endian=True, deflated=False)
-_EXPLICIT_LE = Encoding(implicit_vr=False, little_endian=True, deflated=False)
-_EXPLICIT_BE = Encoding(implicit_vr=False, little_endian=False, deflated=False)
-_DEFLATED_LE = Encoding(implicit_vr=False, little_endian=True, deflated=True)
-
-# Own table rather than pydicom's UID properties: those raise for private transfer syntaxes and
-# do not count the JPIP Referenced Deflate syntaxes as deflated, though their data sets are.
-_SPECIAL_ENCODINGS = {
-    "1.2.840.10008.1.2": _IMPLICIT_LE,
-    "1.2.840.10008.1.2.2": _EXPLICIT_BE,
-    "1.2.840.10008.1.2.1.99": _DEFLATED_LE,
-    "1.2.840.10008.1.2.4.95": _DEFLATED_LE,
-    "1.2.840.10008.1.2.4.205": _DEFLATED_LE,
-}
-
-
-def encoding_of(transfer_syntax_uid: str) -> Encoding:
-    """Return how data sets in ``transfer_syntax_uid`` are encoded.
-
-    Every transfer syntax not listed as special (explicit LE, all encapsulated ones, private
-    ones) encodes the data set as explicit VR little endian (PS3.5 section 10).
-    """
-    return _SPECIAL_ENCODINGS.get(transfer_syntax_uid.rstrip("\0 "), _EXPLICIT_LE)
 
 
 # --------------------------------------------------------------------------------------------
