@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydicom.datadict import dictionary_VR
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from aiodicom.errors import DicomError
 
@@ -271,10 +272,9 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_DELIMITATION = 0xFFFEE00D
 _SEQUENCE_DELIMITATION = 0xFFFEE0DD
-# Explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
+# Explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2), as the
+# bytes a header carries; pydicom's set is the one datasets.py reads with too.
+_LONG_VRS = frozenset(vr.value.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 # Element headers: implicit VR (also every item and delimiter), explicit VR with a 2-byte
 # length, and the 4-byte length that follows the reserved bytes of the long explicit form.
 _LE_IMPLICIT = struct.Struct("<HHI")
