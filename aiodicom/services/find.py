@@ -42,7 +42,7 @@ from aiodicom.model import Level, QueryModel, key_level
 from aiodicom.pdu import SOPClassExtendedNegotiation
 from aiodicom.query import Query
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
-from aiodicom.status import StatusCategory, status_category, status_meaning
+from aiodicom.status import Status, StatusCategory, status_category, status_meaning
 
 if TYPE_CHECKING:
     from aiodicom.association import Association
@@ -385,7 +385,7 @@ class _FindRun:
 
 
 # The codes status_category() calls PENDING (PS3.7 C.1.3), as a set test for the per-match loop.
-_PENDING = frozenset({0xFF00, 0xFF01})
+_PENDING = frozenset({Status.PENDING, Status.PENDING_OPTIONAL_KEYS_UNSUPPORTED})
 
 
 def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
@@ -418,7 +418,7 @@ class _Progress:
         self.never_returned: set[str] | None = None if self.keys else set()
 
     def accept(self, match: Dataset, status: int, *, strict: bool) -> bool:
-        if status == 0xFF01:
+        if status == Status.PENDING_OPTIONAL_KEYS_UNSUPPORTED:
             self.optional_keys_unsupported = True
         if not self._has_keys:
             self.matches += 1
@@ -443,8 +443,10 @@ class _Progress:
         self, final: DimseMessage | None, negotiated: FindOptions, requested: FindOptions
     ) -> FindResult:
         comment: str | None
+        status: int
         if final is None:
-            status, comment = 0xFE00, "the peer did not confirm the cancel; association aborted"
+            status = Status.CANCEL
+            comment = "the peer did not confirm the cancel; association aborted"
         else:
             status = final.status_code
             raw_comment = final.command.get("ErrorComment")
@@ -456,7 +458,7 @@ class _Progress:
             matches=self.matches,
             optional_keys_unsupported=self.optional_keys_unsupported,
             cancelled=self.cancelled,
-            truncated=status == 0xFE00 and not self.cancelled,
+            truncated=status == Status.CANCEL and not self.cancelled,
             ignored_keys=tuple(sorted(self.never_returned or ())),
             contradicting=self.contradicting,
             negotiated=negotiated,
