@@ -1,4 +1,4 @@
-"""Acceptance tests of the association layer against real peers (issue 2).
+"""Acceptance tests of the association layer against real peers.
 
 DCMTK (storescp, dcmqrscp, echoscu, storescu) and pynetdicom talk to aiodicom's requestor and
 acceptor: establishment, rejection, presentation context negotiation, fragmentation with a small
