@@ -317,9 +317,16 @@ QUERY_KEYWORDS = sorted(
 )
 
 
-def key_level(keyword: str) -> Level | None:
-    """The query level an attribute belongs to (PS3.4 C.6), ``None`` if no level lists it."""
-    return _KEY_LEVEL.get(keyword)
+def key_level(keyword: str, model: QueryModel | None = None) -> Level | None:
+    """The query level an attribute belongs to (PS3.4 C.6), ``None`` if no level lists it.
+
+    With ``model``, the level in that model: Study Root, which has no PATIENT level, folds the
+    patient's attributes into its STUDY level (Table C.6-5).
+    """
+    level = _KEY_LEVEL.get(keyword)
+    if level is Level.PATIENT and model is not None and Level.PATIENT not in model.levels:
+        return Level.STUDY
+    return level
 
 
 def with_required_keys(

@@ -348,7 +348,7 @@ class Query:
                         )
                     )
         for keyword, value in self.keys.items():
-            keyword_level = self._level_of(keyword)
+            keyword_level = key_level(keyword, self.model)
             if keyword_level is None or keyword_level is level:
                 continue
             if LEVEL_ORDER.index(keyword_level) > LEVEL_ORDER.index(level):
@@ -399,13 +399,6 @@ class Query:
         elif upper is Level.PATIENT:
             text += "; find the patient first (Query.patient(...)), or use model=STUDY_ROOT"
         return text + ", or, if the peer accepted relational queries, validate(relational=True)"
-
-    def _level_of(self, keyword: str) -> Level | None:
-        level = key_level(keyword)
-        if level is Level.PATIENT and Level.PATIENT not in self.model.levels:
-            # Study Root folds the patient's attributes into the STUDY level (Table C.6-5).
-            return Level.STUDY
-        return level
 
     # -- encoding -----------------------------------------------------------------------------
 

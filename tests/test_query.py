@@ -16,7 +16,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from aiodicom.errors import DicomError
-from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.query import Level, Query, QueryError, QueryModel, key_level
 
 PR = QueryModel.PATIENT_ROOT
 SR = QueryModel.STUDY_ROOT
@@ -723,6 +723,15 @@ def test_from_dataset_errors() -> None:
     del ds.QueryRetrieveLevel
     ds.add_new(0x00091010, "LO", "private")
     error_of(lambda: Query.from_dataset(ds, MWL))
+
+
+def test_key_level_in_a_model() -> None:
+    assert key_level("PatientName") is Level.PATIENT
+    assert key_level("PatientName", QueryModel.PATIENT_ROOT) is Level.PATIENT
+    # Study Root has no PATIENT level: its STUDY level carries the patient (PS3.4 C.6-5).
+    assert key_level("PatientName", QueryModel.STUDY_ROOT) is Level.STUDY
+    assert key_level("Modality", QueryModel.STUDY_ROOT) is Level.SERIES
+    assert key_level("NotAKeyword") is None
 
 
 # -- retrieve identifier ----------------------------------------------------------------------

@@ -536,9 +536,7 @@ class HierarchicalFind(_MatchStream):
         levels = model.levels[: model.levels.index(level) + 1]
         per_level: dict[Level, dict[str, object]] = {lvl: {} for lvl in levels}
         for keyword, value in keys.items():
-            home = key_level(keyword)
-            if home is Level.PATIENT and Level.PATIENT not in levels:
-                home = Level.STUDY  # Study Root folds the patient into the study (C.6-5)
+            home = key_level(keyword, model)
             if home is None:
                 home = level
             if home not in per_level:
