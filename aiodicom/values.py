@@ -107,6 +107,7 @@ def _tag(keyword: str) -> int:
 
 
 def vr_of(keyword: str) -> str:
+    """The VR of a keyword, as the data dictionary gives it."""
     vr = str(dictionary_VR(keyword))
     # "US or SS", "OB or OW": the first is what pydicom would pick without pixel context.
     return vr.split(" or ")[0]
@@ -151,6 +152,8 @@ def _is_empty(value: object) -> bool:
 
 
 def normalize_keys(keys: Mapping[str, object] | Dataset, prefix: str = "") -> Keys:
+    """Keys checked and made plain Python (``prefix`` is the path of an enclosing sequence,
+    for messages); raises :class:`QueryError` for the first key that cannot be sent."""
     if isinstance(keys, Dataset):
         keys = dataset_to_keys(keys, prefix)
     out: dict[str, object] = {}
@@ -470,6 +473,7 @@ def _encode(vr: str, value: object) -> Any:
 
 
 def element(keyword: str, vr: str, value: object) -> DataElement:
+    """The data element of a normalized key."""
     # Query values legitimately break the VR rules pydicom checks: wildcards in CS, "" for
     # Empty Value Matching, ranges longer than a DA (PS3.4 C.2.2.2). They were checked above.
     return DataElement(_tag(keyword), vr, _encode(vr, value), validation_mode=config.IGNORE)
@@ -484,6 +488,7 @@ def _build_item(keys: Mapping[str, object]) -> Dataset:
 
 
 def dataset_to_keys(ds: Dataset, prefix: str = "") -> dict[str, object]:
+    """The keyword -> value keys an identifier carries, sequence items as dicts."""
     keys: dict[str, object] = {}
     for elem in ds:
         if elem.tag.element == 0:
@@ -570,6 +575,7 @@ _DEFAULT_REPERTOIRE = frozenset({"ISO_IR 6", "ISO 2022 IR 6"})
 
 
 def charset_terms(character_set: str) -> list[str]:
+    """The defined terms of a Specific Character Set value; :class:`QueryError` if one is not."""
     terms = [t.strip() for t in character_set.split("\\")]
     for i, term in enumerate(terms):
         # PS3.3 C.12.1.1.2: only the first value may be empty (meaning the default repertoire).
@@ -585,6 +591,7 @@ def charset_terms(character_set: str) -> list[str]:
 
 
 def encodable(text: str, terms: list[str]) -> bool:
+    """Whether ``text`` can be written in the character set of ``terms``."""
     codecs = [
         "ascii" if (t in _DEFAULT_REPERTOIRE or t == "") else python_encoding[t] for t in terms
     ]
@@ -608,12 +615,14 @@ def encodable(text: str, terms: list[str]) -> bool:
 
 
 def has_matching_value(value: object) -> bool:
+    """Whether a normalized key matches (has a value somewhere) rather than only returns."""
     if isinstance(value, Mapping):
         return any(has_matching_value(v) for v in value.values())
     return value is not None
 
 
 def is_single_value(value: object) -> bool:
+    """Whether a normalized key selects by one value: no list, range, wildcard or empty value."""
     if isinstance(value, tuple):
         return len(value) == 1
     if isinstance(value, str):
