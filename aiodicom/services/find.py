@@ -43,6 +43,7 @@ from aiodicom.pdu import SOPClassExtendedNegotiation
 from aiodicom.query import Query
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
 from aiodicom.status import Status, StatusCategory, status_category, status_meaning
+from aiodicom.vr import TEMPORAL_VRS
 
 if TYPE_CHECKING:
     from aiodicom.association import Association
@@ -399,7 +400,7 @@ def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
         # timezone adjustment shifts every date and time: neither can be checked value by value.
         if negotiated.datetime_matching and vr == "TM":
             skip.add(elem.keyword)
-        if negotiated.timezone_adjustment and vr in ("DA", "TM", "DT"):
+        if negotiated.timezone_adjustment and vr in TEMPORAL_VRS:
             skip.add(elem.keyword)
     return frozenset(skip)
 
