@@ -64,6 +64,18 @@ class NoAcceptedContext(DicomError):
     """No accepted presentation context can carry the requested SOP class."""
 
 
+class QueryError(DicomError, ValueError):
+    """A query that cannot be sent as asked: the message names the offending key and says why.
+
+    ``key`` is that keyword (dotted for a key inside a sequence item), or ``None`` when the
+    problem is not one key's.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class DimseError(DicomError):
     """A malformed or unexpected DIMSE message."""
 

@@ -1,6 +1,6 @@
-"""C-FIND against the real peers, DCMTK ``dcmqrscp`` and Orthanc, loaded with the corpus:
-every level of Patient Root and Study Root with wildcard, range and UID-list
-matching, counted against DCMTK ``findscu`` on the same peer; non-ASCII names; keys a peer
+"""C-FIND against the real peers, DCMTK ``dcmqrscp`` and Orthanc, loaded with the corpus (the
+acceptance tests of C-FIND): every level of Patient Root and Study Root with wildcard, range and
+UID-list matching, counted against DCMTK ``findscu`` on the same peer; non-ASCII names; keys a peer
 ignores; the hierarchy helper; cancel; Modality Worklist; results cut by the peer.
 """
 

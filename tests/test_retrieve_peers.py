@@ -1,4 +1,4 @@
-"""C-MOVE and C-GET against DCMTK dcmqrscp and Orthanc.
+"""C-MOVE and C-GET against DCMTK dcmqrscp and Orthanc: the acceptance tests of retrieval.
 
 Every dcmqrscp here comes from ``dcmqrscp_factory`` with our acceptor in its HostTable; Orthanc
 is the session one with our acceptor as a temporary modality, or one of its own where data

@@ -31,7 +31,7 @@ from aiodicom.errors import DicomError
 from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
 from aiodicom.negotiation import MAX_CONTEXTS, ContextProposal, PresentationContext
-from aiodicom.status import StatusCategory, status_category, status_meaning
+from aiodicom.status import Status, StatusCategory, status_category, status_meaning
 from aiodicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES, uid_name
 
 if TYPE_CHECKING:
@@ -60,11 +60,11 @@ StoreItems = Iterable[StoreItem]
 FALLBACK_TRANSFER_SYNTAXES: tuple[str, ...] = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 """Proposed for every SOP class next to the syntaxes the objects carry: what we convert to."""
 
-STATUS_NOT_SENT_NO_CONTEXT = 0x0122
+STATUS_NOT_SENT_NO_CONTEXT = Status.SOP_CLASS_NOT_SUPPORTED
 """Recorded (never sent by the peer) when the peer accepted the SOP class in no transfer syntax
 we could produce: the negotiation-time form of "Refused: SOP class not supported"."""
 
-STATUS_NOT_SENT_LOCAL_ERROR = 0x0110
+STATUS_NOT_SENT_LOCAL_ERROR = Status.PROCESSING_FAILURE
 """Recorded when the object could not be read or encoded here ("Failure: processing failure")."""
 
 _SOP_CLASS_UID = 0x00080016
