@@ -34,7 +34,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
@@ -157,11 +156,10 @@ class ScanProgress:
     done: bool
 
 
-def _column_value(elem: DataElement | None) -> str:
+def _column_value(value: object) -> str:
     """A column's text: Unicode, multiple values joined by backslashes, no padding."""
-    if elem is None or elem.value is None:
+    if value is None:
         return ""
-    value = elem.value
     if isinstance(value, MultiValue | list | tuple):
         return "\\".join(_column_value_one(v) for v in value)
     return _column_value_one(value)

@@ -31,6 +31,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 import attrs
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -100,10 +101,15 @@ def _values(elem: DataElement | None) -> list[str]:
     return [text for text in (str(v).strip().rstrip("\0") for v in items) if text]
 
 
+def _element(ds: Dataset, keyword: str) -> DataElement | None:
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else ds.get(tag)
+
+
 def _level_of(identifier: Dataset, model: QueryModel) -> Level:
     if not model.levels:
         raise IdentifierError(f"the {model.value} model has no Query/Retrieve levels")
-    raw = _values(identifier.get("QueryRetrieveLevel"))
+    raw = _values(_element(identifier, "QueryRetrieveLevel"))
     if len(raw) != 1:
         raise IdentifierError("the identifier has no (single) Query/Retrieve Level")
     try:
@@ -120,7 +126,7 @@ def _parents(identifier: Dataset, level: Level, model: QueryModel) -> list[tuple
     found = []
     for above in model.levels[: model.levels.index(level)]:
         keyword = above.unique_key
-        values = _values(identifier.get(keyword))
+        values = _values(_element(identifier, keyword))
         if len(values) != 1 or any(c in values[0] for c in "*?"):
             raise HierarchyError(
                 f"a {level.value} query needs one value of {keyword} (the unique key of the "
@@ -147,7 +153,7 @@ def _check_no_lower_keys(identifier: Dataset, level: Level, model: QueryModel) -
 def _own_values(identifier: Dataset, keyword: str) -> list[str] | None:
     """The level's unique key values when they name entities (single value or UID list, no
     wildcard); ``None`` to walk every entity."""
-    values = _values(identifier.get(keyword))
+    values = _values(_element(identifier, keyword))
     if not values or values == [_EMPTY_VALUE] or any("*" in v or "?" in v for v in values):
         return None
     return sorted(set(values))
@@ -461,7 +467,7 @@ def _retrieve_plan(
     identifier: Dataset, model: QueryModel
 ) -> tuple[Level, list[str], list[tuple[str, str]]]:
     level = _level_of(identifier, model)
-    own = _values(identifier.get(level.unique_key))
+    own = _values(_element(identifier, level.unique_key))
     if not own or any("*" in v or "?" in v for v in own):
         raise HierarchyError(
             f"a {level.value} retrieval needs {level.unique_key} values (no wildcards)"
@@ -470,7 +476,7 @@ def _retrieve_plan(
     # selection; when absent the UIDs of the level suffice (they are unique on their own).
     parents = []
     for above in model.levels[: model.levels.index(level)]:
-        values = _values(identifier.get(above.unique_key))
+        values = _values(_element(identifier, above.unique_key))
         if len(values) > 1 or any("*" in v or "?" in v for v in values):
             raise HierarchyError(f"{above.unique_key} must be a single value in a retrieval")
         if values:
