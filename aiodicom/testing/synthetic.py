@@ -287,6 +287,12 @@ def _instance(
     ds.InstitutionName = "aiodicom synthetic hospital"
     ds.ReferringPhysicianName = study.referring_physician
     ds.StudyDescription = study.description
+    # A coded procedure, so that queries can exercise sequence matching.
+    procedure = Dataset()
+    procedure.CodeValue = study.description.replace(" ", "")
+    procedure.CodingSchemeDesignator = "99AIODICOM"
+    procedure.CodeMeaning = study.description
+    ds.ProcedureCodeSequence = [procedure]
     ds.SeriesDescription = series.description
     ds.PatientName = patient.name
     ds.PatientID = patient.patient_id
