@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -178,7 +179,7 @@ def test_scan_runs_in_bounded_steps(tmp_path: Path) -> None:
     index = InstanceIndex(tmp_path)
     steps = list(index.scan(files_per_step=4))
     assert steps[-1].done and not any(step.done for step in steps[:-1])
-    parsed = [b.files_indexed - a.files_indexed for a, b in zip(steps, steps[1:], strict=False)]
+    parsed = [b.files_indexed - a.files_indexed for a, b in itertools.pairwise(steps)]
     assert steps[0].files_indexed <= 4 and all(n <= 4 for n in parsed)
     assert steps[-1].files_indexed == len(paths)
     assert len(steps) >= len(paths) // 4
