@@ -98,7 +98,7 @@ _MR_BRAIN = (
     SeriesSpec("MR", "COR T1", "COR", "HEAD"),
 )
 
-#: Four patients, six studies, eleven series. The demo's scenario: PatientID "AIO-0001",
+#: Four patients, six studies, ten series. The demo's scenario: PatientID "AIO-0001",
 #: StudyDate "20240312", SeriesDescription "AX*" finds the axial T1 of a brain MR.
 DEFAULT_PATIENTS: tuple[PatientSpec, ...] = (
     PatientSpec(
