@@ -355,6 +355,9 @@ def test_retrieve_ae_title_is_filled_when_asked(index: InstanceIndex) -> None:
         (SR, "STUDY", {"SeriesDescription": "AX*"}, HierarchyError, 0xC000),
         (PR, "PATIENT", {"StudyDate": "20240105"}, HierarchyError, 0xC000),
         (SR, "SERIES", {"StudyInstanceUID": "1.2", "InstanceNumber": "1"}, HierarchyError, 0xC000),
+        # A DA is no wildcard VR: refused rather than matched against everything.
+        (SR, "STUDY", {"StudyInstanceUID": "", "StudyDate": "2024*"}, IdentifierError, 0xA900),
+        (SR, "STUDY", {"StudyInstanceUID": "", "StudyTime": "25"}, IdentifierError, 0xA900),
     ],
 )
 def test_refusals_before_any_response(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813 - its documented import name
+import SimpleITK as sitk
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 

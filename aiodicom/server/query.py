@@ -38,7 +38,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
 from aiodicom.errors import DicomError
-from aiodicom.matching import MatchingKeys
+from aiodicom.matching import MatchingKeys, is_temporal_key
 from aiodicom.query import Level, QueryModel, key_level
 from aiodicom.server.index import COLUMN_KEYWORDS, InstanceIndex, StoredInstance, stored_from_row
 
@@ -148,6 +148,16 @@ def _check_no_lower_keys(identifier: Dataset, level: Level, model: QueryModel) -
             raise HierarchyError(
                 f"{elem.keyword} is a {key.value} level key, below the query level {level.value}"
             )
+
+
+def _check_temporal_keys(identifier: Dataset) -> None:
+    for elem in identifier:
+        if elem.VR in ("DA", "TM", "DT") and elem.tag not in _NOT_ENTITY_TAGS:
+            for value in _values(elem):
+                if value != _EMPTY_VALUE and not is_temporal_key(elem.VR, value):
+                    raise IdentifierError(
+                        f"{elem.keyword} {value!r} is neither a {elem.VR} value nor a range"
+                    )
 
 
 def _own_values(identifier: Dataset, keyword: str) -> list[str] | None:
@@ -418,6 +428,7 @@ def find(
     level = _level_of(identifier, model)
     parents = _parents(identifier, level, model)
     _check_no_lower_keys(identifier, level, model)
+    _check_temporal_keys(identifier)
     plan = _Plan(
         index=index,
         level=level,
