@@ -12,7 +12,7 @@ from pydicom import dcmread
 
 from aiodicom import Instance
 from aiodicom.datasets import encode_dataset
-from aiodicom.fileio import read_part10, split_part10, write_part10_atomic
+from aiodicom.fileio import MalformedDataSetError, read_part10, split_part10, write_part10_atomic
 from aiodicom.server import IndexedFileChanged, InstanceIndex
 from aiodicom.testing import synthetic_datasets, synthetic_instances, write_synthetic
 
@@ -218,3 +218,24 @@ def test_read_data_notices_a_file_changed_since_indexing(tmp_path: Path) -> None
         file.write(b"\0\0")
     with pytest.raises(IndexedFileChanged):
         index.read_data(stored)
+
+
+def test_a_file_rewritten_with_another_instance_replaces_its_entry(tmp_path: Path) -> None:
+    paths = write_synthetic(tmp_path, **SMALL)  # type: ignore[arg-type]
+    index = InstanceIndex(tmp_path)
+    index.scan_all()
+    before = read_part10(paths[0]).sop_instance_uid
+    paths[0].write_bytes(paths[1].read_bytes())
+    os.utime(paths[0], ns=(1, 1))
+    index.scan_all()
+    assert index.get(before) is None
+    assert len(index) == len(paths) - 1
+
+
+def test_store_refuses_a_data_set_that_does_not_decode() -> None:
+    deflated = "1.2.840.10008.1.2.1.99"
+    broken = Instance("1.2.840.10008.5.1.4.1.1.2", "1.2.3", deflated, b"not a deflate stream")
+    index = InstanceIndex()
+    with pytest.raises(MalformedDataSetError):
+        index.store(broken)
+    assert len(index) == 0

@@ -195,7 +195,7 @@ def decode_attributes(data: bytes | memoryview, transfer_syntax_uid: str) -> Dat
 
 
 def _attributes_json(ds: Dataset) -> str:
-    kept = Dataset()
+    kept: dict[str, object] = {}
     for elem in ds:
         tag = elem.tag
         if (
@@ -206,8 +206,13 @@ def _attributes_json(ds: Dataset) -> str:
             or tag == 0x00080005
         ):
             continue
-        kept.add(elem)
-    return json.dumps(kept.to_json_dict(), separators=(",", ":"))
+        try:
+            kept[f"{tag:08X}"] = elem.to_json_dict(None, 1024)
+        except Exception:
+            # A value pydicom cannot convert is no reason to refuse the instance: only this
+            # attribute is not searchable.
+            continue
+    return json.dumps(kept, separators=(",", ":"))
 
 
 def _row(ds: Dataset) -> dict[str, object]:
@@ -277,8 +282,13 @@ class InstanceIndex:
         under the directory (UIDs validated, as :class:`~aiodicom.sinks.DirectorySink`
         does), written atomically; its data set bytes are ``instance.data`` untouched.
         """
-        ds = decode_attributes(instance.data, instance.transfer_syntax_uid)
-        row = _row(ds)
+        try:
+            ds = decode_attributes(instance.data, instance.transfer_syntax_uid)
+            row = _row(ds)
+        except Exception as exc:  # pydicom raises many kinds of error for malformed data
+            raise MalformedDataSetError(
+                f"cannot index {instance.sop_instance_uid}: its data set does not decode ({exc})"
+            ) from exc
         # The command's UIDs are what the SCU said it stores; the data set's may differ.
         row["SOPInstanceUID"] = instance.sop_instance_uid
         row["SOPClassUID"] = instance.sop_class_uid
@@ -343,6 +353,9 @@ class InstanceIndex:
             file_mtime_ns=stat.st_mtime_ns,
             file_size=stat.st_size,
         )
+        # What this path held before (another SOP Instance UID, if the file was rewritten)
+        # is gone.
+        self.connection.execute("DELETE FROM instances WHERE path = ?", (str(file),))
         self._upsert(row)
         return _stored(row)
 

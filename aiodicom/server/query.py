@@ -177,7 +177,7 @@ def _glob(pattern: str) -> str:
     return pattern.replace("[", "[[]")
 
 
-def _prefilter(identifier: Dataset, level: Level) -> tuple[str, list[str]]:
+def _prefilter(identifier: Dataset) -> tuple[str, list[str]]:
     """SQL conditions on columns that drop only entities Python matching would drop too."""
     clauses: list[str] = []
     args: list[str] = []
@@ -434,7 +434,7 @@ def find(
         level=level,
         parents=parents,
         own_values=_own_values(identifier, level.unique_key),
-        prefilter=_prefilter(identifier, level),
+        prefilter=_prefilter(identifier),
     )
     keys = [e for e in identifier if e.tag not in _NOT_ENTITY_TAGS and e.tag.group > 0x0002]
     matching = Dataset()
