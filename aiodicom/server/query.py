@@ -27,6 +27,7 @@ level. Keys of the levels above other than the unique ones are matched against t
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 
@@ -317,7 +318,7 @@ class _Entity:
     def __init__(self, db: sqlite3.Connection, row: sqlite3.Row) -> None:
         self._db = db
         self._row = row
-        self._attributes: Dataset | None = None
+        self._attributes: dict[str, object] | None = None
         self._aggregates: dict[str, dict[str, object]] = {}
 
     def element(self, query: DataElement) -> DataElement:
@@ -329,17 +330,23 @@ class _Entity:
         derived = self._derived(keyword)
         if derived is not None:
             return DataElement(query.tag, vr, derived)
-        stored = self.attributes().get(query.tag)
+        stored = self._stored_element(query.tag)
         if stored is None:
             return DataElement(query.tag, vr, DicomSequence() if vr == "SQ" else None)
         if vr == "SQ":
             return DataElement(query.tag, "SQ", _sequence_answer(query, stored))
         return DataElement(query.tag, vr, stored.value)
 
-    def attributes(self) -> Dataset:
+    def _stored_element(self, tag: int) -> DataElement | None:
+        # json.loads is cheap; pydicom's conversion is not: convert only what is asked for.
         if self._attributes is None:
-            self._attributes = Dataset.from_json(self._row["attributes"])
-        return self._attributes
+            self._attributes = json.loads(self._row["attributes"])
+        key = f"{tag:08X}"
+        entry = self._attributes.get(key)
+        if entry is None:
+            return None
+        element: DataElement = Dataset.from_json({key: entry})[tag]
+        return element
 
     def _derived(self, keyword: str) -> object | None:
         if keyword.startswith("NumberOfPatientRelated"):
@@ -413,7 +420,7 @@ def find(
     identifier: Dataset,
     model: QueryModel,
     *,
-    batch_size: int = 32,
+    batch_size: int = 8,
     retrieve_ae_title: str | None = None,
 ) -> Iterator[list[Dataset]]:
     """Match a C-FIND identifier; an iterator of batches of response identifiers.
