@@ -329,10 +329,14 @@ def test_specific_character_set_only_when_a_value_needs_it(index: InstanceIndex)
     assert decode_dataset(encoded, "1.2.840.10008.1.2.1").PatientName == "山田^太郎"
 
 
-def test_retrieve_ae_title_is_filled_when_asked(index: InstanceIndex) -> None:
-    ds = identifier("PATIENT", {"PatientID": "AIO-0001", "RetrieveAETitle": ""})
+def test_retrieve_ae_title_and_availability_are_filled_when_asked(index: InstanceIndex) -> None:
+    ds = identifier("PATIENT", {"PatientID": "AIO-0001", "RetrieveAETitle": "",
+                                "InstanceAvailability": ""})
     (response,) = [r for b in find(index, ds, PR, retrieve_ae_title="AIOPACS") for r in b]
     assert response.RetrieveAETitle == "AIOPACS"
+    assert response.InstanceAvailability == "ONLINE"
+    (plain,) = run(index, PR, "PATIENT", PatientID="AIO-0001")
+    assert "RetrieveAETitle" not in plain and "InstanceAvailability" not in plain
 
 
 # -- hierarchical refusals -----------------------------------------------------------------

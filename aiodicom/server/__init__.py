@@ -15,6 +15,7 @@ from aiodicom.server.query import (
     find,
     instances_for_retrieve,
 )
+from aiodicom.server.steps import run_scan, stepwise
 
 __all__ = [
     "HierarchyError",
@@ -27,4 +28,6 @@ __all__ = [
     "count_for_retrieve",
     "find",
     "instances_for_retrieve",
+    "run_scan",
+    "stepwise",
 ]

@@ -428,9 +428,9 @@ def find(
     Validates at once (raising :class:`QueryRefused` subclasses, before any response), then
     each ``next()`` examines at most ``batch_size`` entities. Each response has the
     identifier's keys (values from the index, empty when the entity has none), the
-    Query/Retrieve Level, Retrieve AE Title when the identifier asks and ``retrieve_ae_title``
-    is given, and Specific Character Set "ISO_IR 192" when a value is not ASCII (absent
-    otherwise: the default repertoire).
+    Query/Retrieve Level, Retrieve AE Title when the identifier asks (``retrieve_ae_title``,
+    empty if not given), Instance Availability "ONLINE" when asked, and Specific Character
+    Set "ISO_IR 192" when a value is not ASCII (absent otherwise: the default repertoire).
     """
     level = _level_of(identifier, model)
     parents = _parents(identifier, level, model)
@@ -447,8 +447,15 @@ def find(
     matching = Dataset()
     for elem in keys:
         matching.add(elem)
-    return _find_batches(plan, keys, MatchingKeys(matching), batch_size, retrieve_ae_title,
-                         "RetrieveAETitle" in identifier)
+    return _find_batches(
+        plan,
+        keys,
+        MatchingKeys(matching),
+        batch_size,
+        retrieve_ae_title,
+        wants_retrieve_ae_title="RetrieveAETitle" in identifier,
+        wants_availability="InstanceAvailability" in identifier,
+    )
 
 
 def _find_batches(
@@ -457,7 +464,9 @@ def _find_batches(
     matching: MatchingKeys,
     batch_size: int,
     retrieve_ae_title: str | None,
+    *,
     wants_retrieve_ae_title: bool,
+    wants_availability: bool,
 ) -> Iterator[list[Dataset]]:
     db = plan.index.connection
     for rows in _entity_batches(plan, batch_size):
@@ -475,6 +484,8 @@ def _find_batches(
             response.QueryRetrieveLevel = plan.level.value
             if wants_retrieve_ae_title:
                 response.RetrieveAETitle = retrieve_ae_title or ""
+            if wants_availability:
+                response.InstanceAvailability = "ONLINE"  # every indexed instance can be sent
             for elem in candidate:
                 response.add(elem)
             batch.append(response)
