@@ -267,6 +267,11 @@ def test_uid_list_matching(index: InstanceIndex) -> None:
     found = uids(index, SR, "IMAGE", "SOPInstanceUID", StudyInstanceUID=brain,
                  SeriesInstanceUID=series[1], SOPInstanceUID=images[1:])
     assert found == set(images[1:])
+    # A list longer than what goes into one SQL statement still matches.
+    many = [f"1.2.3.{n}" for n in range(500)] + all_studies[2:4]
+    assert uids(index, SR, "STUDY", "StudyInstanceUID", StudyInstanceUID=many) == set(
+        all_studies[2:4]
+    )
     # A UID list at the patient level of Patient Root uses the patient's unique key.
     assert uids(index, PR, "PATIENT", "PatientID", PatientID=["AIO-0001", "AIO-0003"]) == {
         "AIO-0001",

@@ -70,6 +70,7 @@ _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})  # a backslash is text, n
 _DATE_COLUMNS = frozenset({"StudyDate", "SeriesDate", "PatientBirthDate"})
 _EIGHT_DIGITS = "[0-9]" * 8
 _EMPTY_VALUE = '""'
+_MAX_SQL_LIST = 32
 
 
 class QueryRefused(DicomError, ValueError):
@@ -191,8 +192,11 @@ def _prefilter(identifier: Dataset) -> tuple[str, list[str]]:
             continue
         column = f'"{keyword}"'
         if elem.VR == "UI":
-            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
-            args += values
+            # A long list (its length is the peer's choice) is left to Python: one statement
+            # must stay small, and the level's own UIDs are walked in batches anyway.
+            if len(values) <= _MAX_SQL_LIST:
+                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+                args += values
         elif len(values) != 1:
             continue
         elif keyword in _DATE_COLUMNS:
