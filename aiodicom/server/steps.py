@@ -34,7 +34,7 @@ async def run_scan(
     index: InstanceIndex,
     directory: str | os.PathLike[str] | None = None,
     *,
-    files_per_step: int = 16,
+    files_per_step: int = 2,
 ) -> ScanProgress:
     """:meth:`InstanceIndex.scan` to the end, giving the loop back between steps."""
     progress = ScanProgress(0, 0, 0, 0, done=True)
