@@ -460,3 +460,16 @@ def test_retrieve_refuses_identifiers_without_unique_keys(
         instances_for_retrieve(index, identifier(level, keys), SR)
     with pytest.raises(HierarchyError):
         count_for_retrieve(index, identifier(level, keys), SR)
+
+
+def test_identifier_decoded_from_the_wire_in_its_own_character_set(index: InstanceIndex) -> None:
+    from aiodicom.datasets import decode_dataset, encode_dataset
+
+    ds = identifier("PATIENT", {"PatientID": "", "PatientName": "Müller*"})
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    wire = encode_dataset(ds, "1.2.840.10008.1.2")
+    assert "Müller".encode("latin-1") in wire
+    decoded = decode_dataset(wire, "1.2.840.10008.1.2")
+    found = [r for b in find(index, decoded, PR) for r in b]
+    assert [str(r.PatientID) for r in found] == ["AIO-0002"]
+    assert found[0].SpecificCharacterSet == "ISO_IR 192"  # answered in UTF-8 whatever it asked
