@@ -37,7 +37,10 @@ def test_plugin_fixtures_work_in_a_users_test_run(tmp_path: Path) -> None:
     (tmp_path / "test_user.py").write_text(USER_TEST)
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "aiodicom.testing.pytest_plugin",
+        # "no:aiodicom": once the plugin's entry point (named "aiodicom") is installed, it
+        # would load too, and pluggy refuses one module registered under two names.
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:aiodicom",
+         "-p", "aiodicom.testing.pytest_plugin",
          "-p", "no:cacheprovider", str(tmp_path / "test_user.py")],
         capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
