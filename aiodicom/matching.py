@@ -26,7 +26,7 @@ from pydicom.sequence import Sequence
 from aiodicom.datasets import shared_tag
 from aiodicom.vr import EMPTY_VALUE, LEADING_SPACE_VRS, NUMERIC_VRS, TEMPORAL_VRS, WILDCARD_VRS
 
-__all__ = ["MatchingKeys", "contradictions", "missing_matching_keys"]
+__all__ = ["MatchingKeys", "contradictions", "is_temporal_key", "missing_matching_keys"]
 
 # Never matched: Specific Character Set says how values are encoded (PS3.4 C.2.2.2), the level
 # and view say what is queried, the timezone offset qualifies the other values.
@@ -320,6 +320,12 @@ def _temporal_text(value: object) -> str:
     if isinstance(value, datetime.time):
         return value.strftime("%H%M%S.%f")
     return str(value).strip()
+
+
+def is_temporal_key(vr: str, value: str) -> bool:
+    """Whether ``value`` is a DA, TM or DT matching key these rules can read: one value or a
+    range, either end open. An SCP refuses the others, which matching would let through."""
+    return _query_bounds(vr, value.strip()) is not None
 
 
 def _temporal_matches(vr: str, query: str, value: str) -> bool:
