@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -41,6 +42,9 @@ from aiodicom.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION,
 )
+
+if sys.version_info < (3, 11):  # anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 log = logging.getLogger("aiodicom")
 
@@ -134,16 +138,24 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        if self._tasks is not None:
-            self._tasks.cancel_scope.cancel()
-            try:
-                return await self._tasks.__aexit__(exc_type, exc, tb)
-            finally:
-                self._tasks = None
-                if self._listener is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._listener.aclose()
-        return None
+        tasks, self._tasks = self._tasks, None
+        if tasks is None:
+            return None
+        tasks.cancel_scope.cancel()
+        try:
+            if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                # The block's own error is the caller's: handed to the task group it would come
+                # back wrapped in an ExceptionGroup, which 'except DicomError' does not catch.
+                # Our tasks never fail (they log instead), so there is nothing else to report.
+                await _exit_unwrapped(tasks)
+                return None
+            # A cancellation must reach the task group's cancel scope, which decides whether
+            # it was its own (swallowed) or an outer one (propagated, never wrapped).
+            return await _exit_unwrapped(tasks, exc_type, exc, tb)
+        finally:
+            if self._listener is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._listener.aclose()
 
     async def _serve_connection(self, connection: Connection) -> None:
         # One misbehaving peer must never take the acceptor (and the client) down with it.
@@ -378,6 +390,25 @@ class Peer:
         return await store_service.store_on_associations(
             self.associate, items, priority=priority, move_originator=move_originator
         )
+
+
+async def _exit_unwrapped(
+    tasks: anyio.abc.TaskGroup,
+    exc_type: type[BaseException] | None = None,
+    exc: BaseException | None = None,
+    tb: TracebackType | None = None,
+) -> bool | None:
+    """Leave the client's task group; a group holding a single error becomes that error.
+
+    Several errors at once (only possible if more than one internal task failed) stay an
+    ``ExceptionGroup``: picking one would hide the others.
+    """
+    try:
+        return await tasks.__aexit__(exc_type, exc, tb)
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 __all__ = ["Client", "Peer"]
