@@ -198,6 +198,12 @@ class AssociationPool:
         bucket = self._buckets.get(key)
         return (bucket.total, len(bucket.idle)) if bucket is not None else (0, 0)
 
+    def idle(self, key: PeerKey) -> tuple[Session, ...]:
+        """The idle associations to one peer, least recently used first (to look at: an
+        operation takes one by asking the pool, never directly)."""
+        bucket = self._buckets.get(key)
+        return tuple(i.session for i in bucket.idle) if bucket is not None else ()
+
     async def aclose(self) -> None:
         """Refuse new leases and release every idle association (concurrently, bounded by
         the ACSE timeout each); associations still in use are ended when given back."""
