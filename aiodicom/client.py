@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import ssl
 import sys
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
@@ -48,6 +49,9 @@ if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 log = logging.getLogger("aiodicom")
+
+_MAX_REQUESTS = 256
+"""Association requests a client remembers (least recently used dropped first)."""
 
 
 @attrs.frozen
@@ -145,6 +149,9 @@ class Client:
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._pool: AssociationPool | None = None
+        # The A-ASSOCIATE-RQ of each kind of operation, built once: the pool recognises an
+        # association opened for the same request by identity, the cheapest test there is.
+        self._requests: OrderedDict[tuple[object, ...], AssociateRQ] = OrderedDict()
 
     @property
     def listen_port(self) -> int | None:
@@ -338,7 +345,15 @@ class Peer(Operations):
         extended: Sequence[SOPClassExtendedNegotiation] = (),
         clean: Clean | None = None,
     ) -> AbstractAsyncContextManager[Session]:
-        rq = self.association_request(proposals, extended_negotiation=extended)
+        requests = self.client._requests
+        key = (self.ae_title, tuple(proposals), tuple(extended))
+        rq = requests.get(key)
+        if rq is None:
+            rq = requests[key] = self.association_request(proposals, extended_negotiation=extended)
+            if len(requests) > _MAX_REQUESTS:
+                requests.popitem(last=False)
+        else:
+            requests.move_to_end(key)
         return self.client.pool.lease((self.host, self.port, self.ae_title), rq, clean=clean)
 
     def association_request(

@@ -91,6 +91,8 @@ class PoolTimeout(DicomTimeoutError):
 
 def covers(have: AssociateRQ, want: AssociateRQ) -> bool:
     """An association opened with ``have`` serves an operation that would propose ``want``."""
+    if have is want:  # the usual case: the client hands out one request per kind of operation
+        return True
     have_info, want_info = have.user_information, want.user_information
     if (have.called_ae_title, have.calling_ae_title) != (want.called_ae_title,
                                                          want.calling_ae_title):
@@ -127,6 +129,7 @@ class _Idle:
     rq: AssociateRQ
     scope: anyio.CancelScope
     state: str = "idle"  # idle -> taken (an operation has it) | closing (watcher ends it)
+    watching: bool = False  # the watcher is waiting for the peer
 
 
 @attrs.define(eq=False)
@@ -257,9 +260,12 @@ class AssociationPool:
             raise waiter.error
         if waiter.idle is not None:
             idle = waiter.idle
-            # The watcher may have been woken by the peer (A-ABORT, A-RELEASE-RQ, a closed
-            # connection) in this very loop turn: let it look before we trust the association.
-            await anyio.lowlevel.checkpoint()
+            if idle.watching:
+                # The watcher may have been woken by the peer (A-ABORT, A-RELEASE-RQ, a closed
+                # connection) in this very loop turn: let it look before we trust the
+                # association. (Taken back before its watcher ever ran, as in a loop of
+                # operations, it has had no time to hear anything: no turn to spend.)
+                await anyio.lowlevel.checkpoint()
             idle.scope.cancel()
             if idle.session.reusable:
                 return idle.session
@@ -343,6 +349,7 @@ class AssociationPool:
                 dispatcher = idle.session.dispatcher
                 with idle.scope:
                     try:
+                        idle.watching = True
                         async with dispatcher.reading():
                             await dispatcher.read_one()
                     except DicomError as exc:
