@@ -126,6 +126,10 @@ class Client:
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
         self.ae_title = ae_title
         self.default_peer = _address(peer) if peer is not None else None
+        self._default_peer = (
+            Peer(self, self.default_peer.host, self.default_peer.port, self.default_peer.ae_title)
+            if self.default_peer is not None else None
+        )
         self.listen_host = listen_host
         self._requested_port = listen_port
         self.pool_options = pool or PoolOptions()
@@ -240,13 +244,12 @@ class Client:
 
     @property
     def _default(self) -> Peer:
-        address = self.default_peer
-        if address is None:
+        if self._default_peer is None:
             raise DicomError(
                 "this client has no default peer: give Client(..., peer=(host, port, "
                 "ae_title)), or call the operation on client.peer(host, port, ae_title)"
             )
-        return Peer(self, address.host, address.port, address.ae_title)
+        return self._default_peer
 
     # The default peer's operations; see :class:`Operations` for each.
 

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 
 import anyio
 import anyio.abc
@@ -173,28 +173,20 @@ class AssociationPool:
 
     # --- what operations use --------------------------------------------------------------
 
-    @asynccontextmanager
-    async def lease(
+    def lease(
         self, key: PeerKey, rq: AssociateRQ, *, clean: Callable[[], bool] | None = None
-    ) -> AsyncIterator[Session]:
-        """An association to ``key`` covering ``rq`` for the life of the block.
+    ) -> _Lease:
+        """``async with pool.lease(...) as session``: an association to ``key`` covering
+        ``rq`` for the life of the block.
 
         It goes back to the pool when the block ends normally or with a
         :class:`~aiodicom.StatusError` (the peer answered), ``clean()`` (if given) agrees and
         the association is still fit for another operation; otherwise it is ended.
         """
-        bucket = self._buckets.setdefault(key, _Bucket())
-        session = await self._acquire(key, bucket, rq)
-        keep = False
-        try:
-            yield session
-            keep = True
-        except StatusError:
-            keep = True
-            raise
-        finally:
-            keep = keep and session.reusable and (clean is None or clean())
-            await self._give_back(key, bucket, session, rq, keep)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket()
+        return _Lease(self, key, bucket, rq, clean)
 
     def counts(self, key: PeerKey) -> tuple[int, int]:
         """(associations that exist, of which idle) for one peer."""
@@ -229,6 +221,18 @@ class AssociationPool:
     async def _acquire(self, key: PeerKey, bucket: _Bucket, rq: AssociateRQ) -> Session:
         if self._closed:
             raise DicomError("the client is closed: use its operations inside 'async with'")
+        if not bucket.waiters and bucket.idle:
+            # Nobody queued before us: the most recently used idle association that covers us
+            # is ours, without a place in the queue (the common case of a loop of operations).
+            for idle in reversed(bucket.idle):
+                if idle.state == "idle" and not idle.watching and covers(idle.rq, rq):
+                    bucket.idle.remove(idle)
+                    # Its watcher has not started: it will see "taken" and return at once.
+                    idle.state = "taken"
+                    if idle.session.reusable:
+                        return idle.session
+                    await self._end(bucket, idle.session)
+                    break
         if len(bucket.waiters) >= MAX_WAITING:
             raise PoolTimeout(
                 f"{MAX_WAITING} operations already wait for an association to {_name(key)}; "
@@ -266,7 +270,7 @@ class AssociationPool:
                 # association. (Taken back before its watcher ever ran, as in a loop of
                 # operations, it has had no time to hear anything: no turn to spend.)
                 await anyio.lowlevel.checkpoint()
-            idle.scope.cancel()
+                idle.scope.cancel()
             if idle.session.reusable:
                 return idle.session
             with anyio.CancelScope(shield=True):
@@ -363,6 +367,40 @@ class AssociationPool:
                     bucket.idle.remove(idle)
                 idle.state = "closing"
                 await self._end(bucket, idle.session)
+
+
+class _Lease:
+    """The async context manager of :meth:`AssociationPool.lease` (a class, not a generator:
+    it runs for every operation)."""
+
+    __slots__ = ("_bucket", "_clean", "_key", "_pool", "_rq", "_session")
+
+    def __init__(
+        self, pool: AssociationPool, key: PeerKey, bucket: _Bucket, rq: AssociateRQ,
+        clean: Callable[[], bool] | None,
+    ) -> None:
+        self._pool = pool
+        self._key = key
+        self._bucket = bucket
+        self._rq = rq
+        self._clean = clean
+        self._session: Session | None = None
+
+    async def __aenter__(self) -> Session:
+        self._session = await self._pool._acquire(self._key, self._bucket, self._rq)
+        return self._session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, self._session = self._session, None
+        assert session is not None
+        keep = exc is None or isinstance(exc, StatusError)
+        keep = keep and session.reusable and (self._clean is None or self._clean())
+        await self._pool._give_back(self._key, self._bucket, session, self._rq, keep)
 
 
 def _name(key: PeerKey) -> str:
