@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import anyio
 import pytest
 from peers.corpus import Corpus
 from peers.dcmtk import DcmQrScp
@@ -38,8 +39,6 @@ async def test_error_in_block_reaches_caller_unwrapped_with_acceptor(
 
 async def test_outer_cancellation_through_client_with_acceptor() -> None:
     """A deadline around the block cancels it and is absorbed by its own scope only."""
-    import anyio
-
     with anyio.move_on_after(0.2) as scope:
         async with aiodicom.Client(AE, listen_port=0):
             await anyio.sleep_forever()

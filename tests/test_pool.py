@@ -8,6 +8,7 @@ import pytest
 from peers import LOOPBACK
 from peers.corpus import Corpus
 from peers.dcmtk import DcmQrScp
+from peers.orthanc import Orthanc
 
 import aiodicom
 from aiodicom import PoolOptions, Query
@@ -235,3 +236,29 @@ async def test_operations_need_the_client_open_and_a_default_peer() -> None:
     async with aiodicom.Client(AE) as bare:
         with pytest.raises(aiodicom.DicomError, match="no default peer"):
             bare.find(Query.study(PatientID="1"))
+
+
+async def test_move_checks_the_identifier_on_its_own_association(
+    orthanc: Orthanc, corpus: Corpus
+) -> None:
+    """After a bare refusal, the C-FIND telling 'unknown destination' from 'nothing there'
+    runs on the association the C-MOVE used (its FIND context was proposed with it)."""
+    async with Relay(orthanc.host, orthanc.port) as relay, aiodicom.Client(
+        AE, peer=(LOOPBACK, relay.port, orthanc.ae_title), listen_port=0
+    ) as client:
+        with pytest.raises(aiodicom.MoveDestinationUnknown, match="checked with C-FIND"):
+            await client.move(one_study(corpus))
+        assert relay.total == 1
+
+
+def test_session_and_peer_offer_the_same_operations() -> None:
+    import inspect
+
+    operations = ("find", "find_series", "find_images", "move", "get", "retrieve", "echo",
+                  "store")
+    for name in operations:
+        session_op = inspect.signature(getattr(aiodicom.Session, name))
+        assert inspect.signature(getattr(aiodicom.Peer, name)) == session_op, name
+        # The client's own (on its default peer) take the same arguments.
+        client_op = inspect.signature(getattr(aiodicom.Client, name))
+        assert list(client_op.parameters) == list(session_op.parameters), name
