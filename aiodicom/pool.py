@@ -288,6 +288,8 @@ class AssociationPool:
         limit = self.options.max_associations
         closing = 0
         for waiter in list(bucket.waiters):
+            if not bucket.idle and bucket.total >= limit:
+                break  # nothing left to hand out or to make room with
             idle = next((i for i in reversed(bucket.idle) if covers(i.rq, waiter.rq)), None)
             if idle is not None:
                 bucket.idle.remove(idle)
@@ -331,8 +333,10 @@ class AssociationPool:
                 anyio.CancelScope(deadline=anyio.current_time() + self.options.idle_timeout),
             )
             bucket.idle.append(idle)
-            self._tasks.start_soon(self._watch, bucket, idle, name=f"idle association {key}")
-            self._assign(bucket)
+            if bucket.waiters:
+                self._assign(bucket)  # straight to the next caller: no watcher needed then
+            if idle.state != "taken":  # idle, or chosen to make room (its watcher ends it)
+                self._tasks.start_soon(self._watch, bucket, idle, name=f"idle association {key}")
             return
         await self._end(bucket, session)
 
