@@ -203,8 +203,11 @@ class Client:
             return None
         try:
             if pool is not None:
-                # Idle associations are released (A-RELEASE) before the tasks are cancelled.
-                await pool.aclose()
+                # Idle associations are released (A-RELEASE) before the tasks are cancelled;
+                # also when leaving by cancellation (each release is bounded by the ACSE
+                # timeout, so the shield cannot hold the exit for long).
+                with anyio.CancelScope(shield=True):
+                    await pool.aclose()
             tasks.cancel_scope.cancel()
             if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
                 # The block's own error is the caller's: handed to the task group it would come

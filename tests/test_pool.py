@@ -262,3 +262,18 @@ def test_session_and_peer_offer_the_same_operations() -> None:
         # The client's own (on its default peer) take the same arguments.
         client_op = inspect.signature(getattr(aiodicom.Client, name))
         assert list(client_op.parameters) == list(session_op.parameters), name
+
+
+async def test_leaving_by_cancellation_releases_idle_associations(
+    dcmqrscp: DcmQrScp, corpus: Corpus
+) -> None:
+    async with Relay(dcmqrscp.host, dcmqrscp.port) as relay:
+        key = (LOOPBACK, relay.port, dcmqrscp.ae_title)
+        with anyio.move_on_after(0.5) as scope:
+            async with aiodicom.Client(AE, peer=key) as client:
+                assert len(await client.find(one_study(corpus)).all()) == 1
+                [idle] = client.pool.idle(key)
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        assert idle.association.closed.is_set()
+        assert relay.released == [True]
