@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import anyio.abc
 import pytest
@@ -277,3 +279,24 @@ async def test_leaving_by_cancellation_releases_idle_associations(
         assert scope.cancelled_caught
         assert idle.association.closed.is_set()
         assert relay.released == [True]
+
+
+async def test_sequential_gets_and_moves_reuse_their_associations(
+    dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus
+) -> None:
+    classes = sorted({s.sop_class_uid for s in corpus.series})
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.listen_port)])
+        async with Relay(qr.host, qr.port) as relay:
+            peer = client.peer(LOOPBACK, relay.port, qr.ae_title)
+            for series in corpus.series[:4]:
+                query = Query.series(StudyInstanceUID=series.study_instance_uid,
+                                     SeriesInstanceUID=series.series_instance_uid)
+                got = await peer.get(query, sop_classes=classes)
+                moved = await peer.move(query)
+                wanted = sorted(i.sop_instance_uid for i in series.instances)
+                assert sorted(got.completed) == wanted == sorted(moved.completed)
+            # One association for the C-GETs (same storage contexts each time), one for the
+            # C-MOVEs.
+            assert relay.total == 2
