@@ -13,12 +13,15 @@ from aiodicom.errors import (
     LocalProtocolError,
     NoAcceptedContext,
     PDUDecodeError,
+    QueryError,
     StatusError,
+    UnsupportedBackend,
 )
 from aiodicom.instance import Instance
+from aiodicom.model import Level, QueryModel
 from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pool import AssociationPool, PoolOptions, PoolTimeout
-from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.query import Query
 from aiodicom.series import Series
 from aiodicom.services.find import (
     Find,
@@ -87,5 +90,6 @@ __all__ = [
     "StoreOutcome",
     "StoreResult",
     "Timeouts",
+    "UnsupportedBackend",
     "__version__",
 ]

@@ -20,6 +20,7 @@ from aiodicom.acceptor import AcceptorPolicy, serve_association
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
+from aiodicom.model import QueryModel
 from aiodicom.negotiation import ContextProposal, build_request_contexts
 from aiodicom.pdu import (
     AssociateRQ,
@@ -29,7 +30,7 @@ from aiodicom.pdu import (
     UserInformation,
 )
 from aiodicom.pool import AssociationPool, PeerKey, PoolOptions
-from aiodicom.query import Query, QueryModel
+from aiodicom.query import Query
 from aiodicom.routing import DeliveryRouter, SinkHandler, UnexpectedHandler
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT

@@ -14,11 +14,11 @@ from aiodicom.fileio import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     encode_file_meta,
-    encoding_of,
     part10_header,
     peek_elements,
 )
 from aiodicom.spool import SpooledFile
+from aiodicom.uids import encoding_of
 
 __all__ = ["Instance"]
 

@@ -18,9 +18,10 @@ from pydicom import Dataset
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
 from aiodicom.dispatcher import Dispatcher, RequestHandler
 from aiodicom.errors import DicomError
+from aiodicom.model import Level, QueryModel
 from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pdu import AssociateRQ, SOPClassExtendedNegotiation
-from aiodicom.query import Level, Query, QueryModel
+from aiodicom.query import Query
 from aiodicom.services import echo as echo_service
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
