@@ -65,6 +65,10 @@ class PoolOptions:
     ``max_associations`` (default 4): associations open to one peer at once, in use or idle;
     callers beyond it wait. Many PACS serve a few associations per calling AE (Orthanc's
     ``DicomThreadsCount`` is 4): raise it where the PACS allows more.
+    A peer that serves one association at a time (some modalities and small archives) needs
+    ``1``: an idle association is then released before another is opened, where with more
+    the new one would wait at the peer until the idle one times out. (With ``1``, an operation
+    started while iterating another on the same peer waits for it: :class:`PoolTimeout`.)
 
     ``idle_timeout`` (default 20 s): an association nobody uses is released after this long.
     Below Orthanc's ``DicomScpTimeout`` (30 s), so that we, not the PACS, end it. ``0`` turns

@@ -300,3 +300,4 @@ async def test_sequential_gets_and_moves_reuse_their_associations(
             # One association for the C-GETs (same storage contexts each time), one for the
             # C-MOVEs.
             assert relay.total == 2
+
