@@ -678,6 +678,9 @@ class Bench:
         self.case_retrieve()
         self.case_store()
         self.case_concurrency()
+        from benchmarks.pool import case_pool  # the association pool's cases (own file)
+
+        case_pool(self)
 
     # -- results -------------------------------------------------------------------------------
 

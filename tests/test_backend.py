@@ -16,7 +16,7 @@ async def _echo_without_acceptor() -> None:
 
 
 async def _start_acceptor() -> None:
-    async with aiodicom.Client("AIOSCU", port=0):
+    async with aiodicom.Client("AIOSCU", listen_port=0):
         pass
 
 

@@ -185,10 +185,13 @@ class Recorder:
 async def with_acceptor(
     recorder: Recorder, action: Callable[[aiodicom.Peer], Awaitable[StoreResult]]
 ) -> StoreResult:
-    async with aiodicom.Client("AIOSCP", port=0) as scp, aiodicom.Client("AIOSCU") as scu:
-        scp.set_store_handler(recorder)
-        assert scp.port is not None
-        return await action(scu.peer("127.0.0.1", scp.port, "AIOSCP"))
+    async with aiodicom.Client("AIOSCP", listen_port=0) as scp, aiodicom.Client("AIOSCU") as scu:
+        # The raw C-STORE-RQ is what these tests look at (Priority, Move Originator): hook
+        # the acceptor below the Instance-level unexpected_deliveries handler.
+        scp._acceptor_policy.store_handler = recorder
+        scp._acceptor_policy.data_opener = None
+        assert scp.listen_port is not None
+        return await action(scu.peer("127.0.0.1", scp.listen_port, "AIOSCP"))
 
 
 # --- tests: DCMTK storescp -----------------------------------------------------------------------
