@@ -13,15 +13,12 @@ import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from pydicom.datadict import dictionary_VR
 
 from aiodicom.errors import DicomError
 from aiodicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-
-if TYPE_CHECKING:
-    from aiodicom.instance import Instance
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -31,12 +28,12 @@ __all__ = [
     "Encoding",
     "FileMetaError",
     "MalformedDataSetError",
+    "Part10Content",
     "encode_file_meta",
     "encoding_of",
     "fsync_directory",
     "part10_header",
     "peek_elements",
-    "read_part10",
     "split_part10",
     "write_all",
     "write_part10_atomic",
@@ -45,6 +42,24 @@ __all__ = [
 
 #: The 128-byte File Preamble (unused, so zero) and the "DICM" prefix.
 PREAMBLE = bytes(128) + b"DICM"
+
+
+class Part10Content(Protocol):
+    """What a Part 10 file is written from: an :class:`~aiodicom.instance.Instance` is one.
+
+    A protocol rather than the class, so that this module stays below the one defining it.
+    """
+
+    @property
+    def sop_class_uid(self) -> str: ...
+    @property
+    def sop_instance_uid(self) -> str: ...
+    @property
+    def transfer_syntax_uid(self) -> str: ...
+    @property
+    def source_ae_title(self) -> str | None: ...
+    @property
+    def data(self) -> bytes | memoryview: ...
 
 
 class FileMetaError(DicomError, ValueError):
@@ -209,7 +224,7 @@ def encode_file_meta(
 
 
 def part10_header(
-    instance: Instance,
+    instance: Part10Content,
     *,
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
     implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
@@ -262,7 +277,7 @@ def fsync_directory(directory: Path) -> None:
 
 
 def write_part10_atomic(
-    path: str | os.PathLike[str], instance: Instance, fsync: bool = False
+    path: str | os.PathLike[str], instance: Part10Content, fsync: bool = False
 ) -> None:
     """Write ``instance`` as a Part 10 file at ``path``, all or nothing.
 
@@ -621,18 +636,3 @@ def split_part10(data: bytes | memoryview) -> tuple[dict[str, str], memoryview]:
     if not found.get("transfer_syntax_uid"):
         raise FileMetaError("the File Meta Information has no Transfer Syntax UID")
     return found, view[position:]
-
-
-def read_part10(path: str | os.PathLike[str]) -> Instance:
-    """Read a Part 10 file (as :func:`write_part10_atomic` writes them) back into an
-    :class:`~aiodicom.instance.Instance` whose ``data`` are the data set bytes of the file."""
-    from aiodicom.instance import Instance  # instance.py imports this module
-
-    meta, data = split_part10(Path(path).read_bytes())
-    return Instance(
-        sop_class_uid=meta.get("sop_class_uid", ""),
-        sop_instance_uid=meta.get("sop_instance_uid", ""),
-        transfer_syntax_uid=meta["transfer_syntax_uid"],
-        data=data,
-        source_ae_title=meta.get("source_ae_title") or None,
-    )

@@ -76,6 +76,7 @@ from typing import Final, TypeVar
 
 import attrs
 
+from aiodicom.acse_reasons import describe_abort
 from aiodicom.errors import LocalProtocolError, PDUDecodeError
 from aiodicom.pdu import (
     P_DATA_TF,
@@ -89,7 +90,6 @@ from aiodicom.pdu import (
     AssociateRQ,
     PDataTF,
     decode_pdu,
-    describe_abort,
     encode_pdu,
     read_pdu_header,
 )
