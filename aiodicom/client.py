@@ -26,12 +26,13 @@ from aiodicom.pdu import (
     UserInformation,
 )
 from aiodicom.query import Level, Query, QueryModel
-from aiodicom.routing import DeliveryRouter, SinkHandler, UnexpectedHandler
+from aiodicom.routing import DeliveryRouter, UnexpectedHandler
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
 from aiodicom.services.get_contexts import get_proposals, sop_classes_from
 from aiodicom.services.retrieve import Retrieval, retrieve_model, retrieve_sop_class
+from aiodicom.services.storage_scp import SinkHandler
 from aiodicom.session import Session, open_session
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
 from aiodicom.transport import Connection, Listener
