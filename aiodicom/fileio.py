@@ -6,6 +6,7 @@ Meta Information header (PS3.10 section 7.1) in front of those bytes and nothing
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -287,10 +288,12 @@ def write_part10_atomic(
     are flushed to stable storage before returning. Plain blocking calls, on purpose: the
     writes land in the page cache, and the library uses no threads.
     """
-    final = Path(path)
+    # Strings, not Path objects: pathlib's parsing cost more than writing a small file.
+    final = os.fspath(path)
+    directory, name = os.path.split(final)
     # Build everything that can fail on bad input before a temporary file exists.
     chunks = [memoryview(part10_header(instance)), memoryview(instance.data).cast("B")]
-    temporary = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(temporary, OPEN_FLAGS, 0o666)
     try:
         try:
@@ -302,10 +305,11 @@ def write_part10_atomic(
         os.replace(temporary, final)
     except BaseException:
         # BaseException too: a KeyboardInterrupt must not leave the temporary file behind.
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
     if fsync:
-        fsync_directory(final.parent)
+        fsync_directory(Path(directory or os.curdir))
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from aiodicom.dimse import (
     DataSetOpener,
     DataSetWriter,
     DimseMessage,
+    encode_store_response,
 )
 from aiodicom.errors import DimseError
 from aiodicom.instance import Instance
@@ -251,18 +252,30 @@ async def _store(
 
 
 def store_response(request: DimseMessage, status: int) -> DimseMessage:
-    """The C-STORE-RSP to ``request``."""
+    """The C-STORE-RSP to ``request``; its command set comes encoded (one per instance)."""
+    command = request.command
+    message_id = command.get("MessageID")
+    sop_class_uid = command.get("AffectedSOPClassUID")
+    sop_instance_uid = command.get("AffectedSOPInstanceUID")
+    encoded = None
+    if (
+        isinstance(message_id, int) and isinstance(sop_class_uid, str)
+        and isinstance(sop_instance_uid, str)
+    ):
+        encoded = encode_store_response(message_id, sop_class_uid, sop_instance_uid, status)
+    # else: a request missing some of them; the generic encoder leaves out what is missing.
     return DimseMessage(
         request.context_id,
         {
             "CommandField": C_STORE_RSP,
-            "MessageIDBeingRespondedTo": request.message_id,
-            "AffectedSOPClassUID": request.command.get("AffectedSOPClassUID"),
-            "AffectedSOPInstanceUID": request.command.get("AffectedSOPInstanceUID"),
+            "MessageIDBeingRespondedTo": message_id,
+            "AffectedSOPClassUID": sop_class_uid,
+            "AffectedSOPInstanceUID": sop_instance_uid,
             "CommandDataSetType": NO_DATASET,
             "Status": status,
         },
         None,
+        encoded_command=encoded,
     )
 
 
