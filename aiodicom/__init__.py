@@ -13,11 +13,14 @@ from aiodicom.errors import (
     LocalProtocolError,
     NoAcceptedContext,
     PDUDecodeError,
+    QueryError,
     StatusError,
+    UnsupportedBackend,
 )
 from aiodicom.instance import Instance
+from aiodicom.model import Level, QueryModel
 from aiodicom.negotiation import ContextProposal, PresentationContext
-from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.query import Query
 from aiodicom.series import Series
 from aiodicom.services.find import FindError, FindOptions, FindResult
 from aiodicom.services.retrieve import (
@@ -69,5 +72,6 @@ __all__ = [
     "StoreOutcome",
     "StoreResult",
     "Timeouts",
+    "UnsupportedBackend",
     "__version__",
 ]

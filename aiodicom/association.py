@@ -14,7 +14,6 @@ import anyio
 import anyio.abc
 import attrs
 
-from aiodicom.acse_reasons import describe_abort
 from aiodicom.dimse import DataSetOpener, DimseMessage, MessageAssembler, fragment_message
 from aiodicom.errors import (
     AssociationAborted,
@@ -25,7 +24,7 @@ from aiodicom.errors import (
     NoAcceptedContext,
 )
 from aiodicom.negotiation import PresentationContext, requestor_contexts
-from aiodicom.pdu import AssociateAC, AssociateRJ, AssociateRQ
+from aiodicom.pdu import AssociateAC, AssociateRJ, AssociateRQ, describe_abort
 from aiodicom.statemachine import (
     Aborted,
     AssociateAccepted,

@@ -21,6 +21,7 @@ import attrs
 
 from aiodicom.errors import DimseError
 from aiodicom.pdu import PDataTF, PresentationDataValue
+from aiodicom.status import Status
 
 __all__ = [
     "COMMAND_ELEMENTS",
@@ -451,9 +452,9 @@ class DimseMessage:
 
     @property
     def status_code(self) -> int:
-        """Status, with a response that lacks one counted as a failure (0xC000)."""
+        """Status, with a response that lacks one counted as a failure (unable to process)."""
         value = self._int("Status")
-        return 0xC000 if value is None else value
+        return Status.UNABLE_TO_PROCESS if value is None else value
 
     @property
     def has_dataset(self) -> bool:

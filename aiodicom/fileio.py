@@ -14,12 +14,21 @@ import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from pydicom.datadict import dictionary_VR
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from aiodicom.errors import DicomError
-from aiodicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+# Encoding and encoding_of live in aiodicom.uids, with the transfer syntaxes they describe;
+# they are exported here too, where file readers look for them.
+from aiodicom.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    Encoding,
+    encoding_of,
+)
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -69,43 +78,6 @@ class FileMetaError(DicomError, ValueError):
 
 class MalformedDataSetError(DicomError, ValueError):
     """Data set bytes could not be scanned: truncated, bad lengths, or a corrupt deflate stream."""
-
-
-# --------------------------------------------------------------------------------------------
-# Transfer syntax -> data set encoding
-
-
-class Encoding(NamedTuple):
-    """How a transfer syntax encodes the data set itself (pixel data compression aside)."""
-
-    implicit_vr: bool
-    little_endian: bool
-    deflated: bool
-
-
-_IMPLICIT_LE = Encoding(implicit_vr=True, little_endian=True, deflated=False)
-_EXPLICIT_LE = Encoding(implicit_vr=False, little_endian=True, deflated=False)
-_EXPLICIT_BE = Encoding(implicit_vr=False, little_endian=False, deflated=False)
-_DEFLATED_LE = Encoding(implicit_vr=False, little_endian=True, deflated=True)
-
-# Own table rather than pydicom's UID properties: those raise for private transfer syntaxes and
-# do not count the JPIP Referenced Deflate syntaxes as deflated, though their data sets are.
-_SPECIAL_ENCODINGS = {
-    "1.2.840.10008.1.2": _IMPLICIT_LE,
-    "1.2.840.10008.1.2.2": _EXPLICIT_BE,
-    "1.2.840.10008.1.2.1.99": _DEFLATED_LE,
-    "1.2.840.10008.1.2.4.95": _DEFLATED_LE,
-    "1.2.840.10008.1.2.4.205": _DEFLATED_LE,
-}
-
-
-def encoding_of(transfer_syntax_uid: str) -> Encoding:
-    """Return how data sets in ``transfer_syntax_uid`` are encoded.
-
-    Every transfer syntax not listed as special (explicit LE, all encapsulated ones, private
-    ones) encodes the data set as explicit VR little endian (PS3.5 section 10).
-    """
-    return _SPECIAL_ENCODINGS.get(transfer_syntax_uid.rstrip("\0 "), _EXPLICIT_LE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,10 +291,9 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_DELIMITATION = 0xFFFEE00D
 _SEQUENCE_DELIMITATION = 0xFFFEE0DD
-# Explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
+# Explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2), as the
+# bytes a header carries; pydicom's set is the one datasets.py reads with too.
+_LONG_VRS = frozenset(vr.value.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 # Element headers: implicit VR (also every item and delimiter), explicit VR with a 2-byte
 # length, and the 4-byte length that follows the reserved bytes of the long explicit form.
 _LE_IMPLICIT = struct.Struct("<HHI")

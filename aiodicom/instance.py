@@ -16,12 +16,12 @@ from aiodicom.fileio import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     encode_file_meta,
-    encoding_of,
     part10_header,
     peek_elements,
     split_part10,
 )
 from aiodicom.spool import SpooledFile
+from aiodicom.uids import encoding_of
 
 __all__ = ["Instance", "read_part10"]
 

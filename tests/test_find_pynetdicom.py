@@ -1,5 +1,5 @@
 """C-FIND against an in-process pynetdicom Q/R SCP: statuses, cancel, backpressure, character
-sets, extended negotiation, strictness and the hierarchy helper (issue 3).
+sets, extended negotiation, strictness and the hierarchy helper.
 
 The SCP here is :class:`peers.pynetdicom_scp.FindScp` extended to answer SOP Class Extended
 Negotiation, count the bytes it has really written to its socket, and record A-ABORTs.

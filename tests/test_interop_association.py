@@ -1,4 +1,4 @@
-"""Acceptance tests of the association layer against real peers (issue 2).
+"""Acceptance tests of the association layer against real peers.
 
 DCMTK (storescp, dcmqrscp, echoscu, storescu) and pynetdicom talk to aiodicom's requestor and
 acceptor: establishment, rejection, presentation context negotiation, fragmentation with a small
@@ -313,6 +313,7 @@ async def test_dcmqrscp_rejects_unknown_called_ae_title(dcmqrscp: DcmQrScp) -> N
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("which", ["storescp", "dcmqrscp"])
 async def test_unsupported_abstract_syntax_rejected_others_accepted(
     which: str, request: pytest.FixtureRequest

@@ -1,4 +1,4 @@
-"""C-MOVE and C-GET against DCMTK dcmqrscp and Orthanc (issue 4 acceptance).
+"""C-MOVE and C-GET against DCMTK dcmqrscp and Orthanc: the acceptance tests of retrieval.
 
 Every dcmqrscp here comes from ``dcmqrscp_factory`` with our acceptor in its HostTable; Orthanc
 is the session one with our acceptor as a temporary modality, or one of its own where data
@@ -800,6 +800,7 @@ async def test_unexpected_deliveries_are_refused_or_handed_over(
     assert {i.source_ae_title for i in handed} == {"STORESCU"}
 
 
+@pytest.mark.interop
 async def test_storage_scp_into_a_directory_writes_while_receiving(
     big_series: list[InstanceInfo], tmp_path: Path
 ) -> None:

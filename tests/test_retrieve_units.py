@@ -83,6 +83,23 @@ def test_identifier_refuses_what_cannot_be_retrieved(match: Dataset, key: str) -
     assert caught.value.key == key
 
 
+def test_identifier_of_a_match_and_of_a_query_follow_the_same_rules() -> None:
+    # A wildcard cannot name what to fetch, whether it comes from a query or a match.
+    with pytest.raises(QueryError) as caught:
+        retrieve_identifier(_match("PATIENT", PatientID="P*"), PATIENT_ROOT_MOVE)
+    assert caught.value.key == "PatientID"
+    with pytest.raises(QueryError):
+        retrieve_identifier(Query.patient(PatientID="P*"))
+    # Non-ASCII text with no character set declared goes out as UTF-8, declared so.
+    match = _match("PATIENT", PatientID="Müller-1")
+    assert retrieve_identifier(match, PATIENT_ROOT_MOVE).SpecificCharacterSet == "ISO_IR 192"
+    query = Query.patient(PatientID="Müller-1")
+    assert retrieve_identifier(query).SpecificCharacterSet == "ISO_IR 192"
+    # A declared character set is kept, so the peer decodes the values as they were meant.
+    latin = Query.patient(PatientID="Müller-1", character_set="ISO_IR 100")
+    assert retrieve_identifier(latin).SpecificCharacterSet == "ISO_IR 100"
+
+
 def test_identifier_from_a_query_is_validated() -> None:
     query = Query.series(StudyInstanceUID="1.2", SeriesInstanceUID="1.2.3", Modality="CT")
     identifier = retrieve_identifier(query)

@@ -37,13 +37,15 @@ from pydicom.multival import MultiValue
 from aiodicom.association import Association
 from aiodicom.datasets import decode_dataset, encode_dataset
 from aiodicom.dimse import C_FIND_RQ, DATASET_PRESENT, DimseMessage
-from aiodicom.errors import StatusError
+from aiodicom.errors import QueryError, StatusError
 from aiodicom.matching import MatchingKeys
+from aiodicom.model import Level, QueryModel, key_level
 from aiodicom.pdu import SOPClassExtendedNegotiation
-from aiodicom.query import Level, Query, QueryError, QueryModel, key_level
+from aiodicom.query import Query
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
 from aiodicom.services.channel import ServiceChannel
-from aiodicom.status import StatusCategory, status_category, status_meaning
+from aiodicom.status import Status, StatusCategory, status_category, status_meaning
+from aiodicom.vr import TEMPORAL_VRS
 
 log = logging.getLogger("aiodicom.find")
 
@@ -225,7 +227,7 @@ class Find(_MatchStream):
     ``relational``, ``datetime_matching``, ``fuzzy_names`` and ``timezone_adjustment`` are the
     options of SOP Class Extended Negotiation; :attr:`negotiated` says which the peer accepted
     (known once the association is up). A query that breaks the hierarchical rules is refused
-    with :class:`~aiodicom.query.QueryError` before anything is sent unless relational queries
+    with :class:`~aiodicom.errors.QueryError` before anything is sent unless relational queries
     were asked for here and accepted by the peer.
 
     Each match has its values decoded (Specific Character Set applied), so its elements can be
@@ -382,7 +384,7 @@ class _FindRun:
 
 
 # The codes status_category() calls PENDING (PS3.7 C.1.3), as a set test for the per-match loop.
-_PENDING = frozenset({0xFF00, 0xFF01})
+_PENDING = frozenset({Status.PENDING, Status.PENDING_OPTIONAL_KEYS_UNSUPPORTED})
 
 
 def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
@@ -396,7 +398,7 @@ def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
         # timezone adjustment shifts every date and time: neither can be checked value by value.
         if negotiated.datetime_matching and vr == "TM":
             skip.add(elem.keyword)
-        if negotiated.timezone_adjustment and vr in ("DA", "TM", "DT"):
+        if negotiated.timezone_adjustment and vr in TEMPORAL_VRS:
             skip.add(elem.keyword)
     return frozenset(skip)
 
@@ -415,7 +417,7 @@ class _Progress:
         self.never_returned: set[str] | None = None if self.keys else set()
 
     def accept(self, match: Dataset, status: int, *, strict: bool) -> bool:
-        if status == 0xFF01:
+        if status == Status.PENDING_OPTIONAL_KEYS_UNSUPPORTED:
             self.optional_keys_unsupported = True
         if not self._has_keys:
             self.matches += 1
@@ -440,8 +442,10 @@ class _Progress:
         self, final: DimseMessage | None, negotiated: FindOptions, requested: FindOptions
     ) -> FindResult:
         comment: str | None
+        status: int
         if final is None:
-            status, comment = 0xFE00, "the peer did not confirm the cancel; association aborted"
+            status = Status.CANCEL
+            comment = "the peer did not confirm the cancel; association aborted"
         else:
             status = final.status_code
             raw_comment = final.command.get("ErrorComment")
@@ -453,7 +457,7 @@ class _Progress:
             matches=self.matches,
             optional_keys_unsupported=self.optional_keys_unsupported,
             cancelled=self.cancelled,
-            truncated=status == 0xFE00 and not self.cancelled,
+            truncated=status == Status.CANCEL and not self.cancelled,
             ignored_keys=tuple(sorted(self.never_returned or ())),
             contradicting=self.contradicting,
             negotiated=negotiated,
@@ -499,7 +503,7 @@ class HierarchyResult:
 class HierarchicalFind(_MatchStream):
     """Matches at ``level`` found with hierarchical queries only, on one association.
 
-    The keys are split by the level they belong to (:func:`~aiodicom.query.key_level`; patient
+    The keys are split by the level they belong to (:func:`~aiodicom.model.key_level`; patient
     keys go to the STUDY level in Study Root, keys of no known level to ``level``). The top
     level is queried with its keys, then the next level once per match above it, pinned by the
     unique keys found, down to ``level``; each match yielded carries the attributes of the
@@ -531,9 +535,7 @@ class HierarchicalFind(_MatchStream):
         levels = model.levels[: model.levels.index(level) + 1]
         per_level: dict[Level, dict[str, object]] = {lvl: {} for lvl in levels}
         for keyword, value in keys.items():
-            home = key_level(keyword)
-            if home is Level.PATIENT and Level.PATIENT not in levels:
-                home = Level.STUDY  # Study Root folds the patient into the study (C.6-5)
+            home = key_level(keyword, model)
             if home is None:
                 home = level
             if home not in per_level:

@@ -45,10 +45,12 @@ from pydicom import Dataset
 
 from aiodicom.datasets import decode_dataset, encode_dataset
 from aiodicom.dimse import C_GET_RQ, C_MOVE_RQ, DATASET_PRESENT, DimseMessage
-from aiodicom.errors import DicomError, DicomTimeoutError, StatusError
+from aiodicom.errors import DicomError, DicomTimeoutError, QueryError, StatusError
 from aiodicom.instance import Instance
+from aiodicom.model import QueryModel
 from aiodicom.negotiation import PresentationContext
-from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.query import Query
+from aiodicom.query import retrieve_identifier as identifier_for_retrieve
 from aiodicom.series import Series, SeriesError, split_series
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
 from aiodicom.services.channel import ServiceChannel
@@ -67,14 +69,6 @@ log = logging.getLogger("aiodicom.retrieve")
 NO_FINAL_RESPONSE = Status.UNABLE_TO_PROCESS
 """The status a result carries when the association ended before the peer's final response
 (:attr:`RetrieveResult.interrupted` then says why): a failure, as nothing confirms the rest."""
-
-_UNIQUE_KEYS = {
-    Level.PATIENT: "PatientID",
-    Level.STUDY: "StudyInstanceUID",
-    Level.SERIES: "SeriesInstanceUID",
-    Level.IMAGE: "SOPInstanceUID",
-}
-_ALL_LEVELS = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 
 
 @attrs.frozen
@@ -199,46 +193,10 @@ def retrieve_sop_class(model: QueryModel, kind: Literal["move", "get"]) -> str:
 
 
 def retrieve_identifier(query: Query | Dataset, sop_class_uid: str | None = None) -> Dataset:
-    """The C-MOVE/C-GET identifier: the level and the unique keys from the top of the model
-    down to that level (PS3.4 C.4.2.2.1), for a :class:`Query` or a C-FIND match.
-
-    ``sop_class_uid`` (the Move or Get SOP class) says the model: Study Root has no Patient ID
-    among its unique keys, so a match's Patient ID is left out there. Raises
-    :class:`~aiodicom.query.QueryError` when the unique key of the level has no value.
+    """The C-MOVE/C-GET identifier of a :class:`Query` or a C-FIND match, for the model whose
+    Move or Get SOP class is ``sop_class_uid``: see :func:`aiodicom.query.retrieve_identifier`.
     """
-    if isinstance(query, Query):
-        return query.retrieve_identifier()
-    raw_level = query.get("QueryRetrieveLevel")
-    try:
-        level = Level(str(raw_level or "").strip())
-    except ValueError:
-        raise QueryError(
-            f"QueryRetrieveLevel {raw_level!r} is none of PATIENT, STUDY, SERIES, IMAGE",
-            "QueryRetrieveLevel",
-        ) from None
-    model = _model_of(sop_class_uid)
-    levels = model.levels if model is not None else _ALL_LEVELS
-    if level not in levels:
-        assert model is not None
-        raise QueryError(
-            f"the {model.value} model has no {level.value} level", "QueryRetrieveLevel"
-        )
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = level.value
-    if "SpecificCharacterSet" in query:
-        identifier.SpecificCharacterSet = query.SpecificCharacterSet
-    for upper in levels[: levels.index(level) + 1]:
-        keyword = _UNIQUE_KEYS[upper]
-        value = query.get(keyword)
-        if value is None or value == "":
-            if upper is level:
-                raise QueryError(
-                    f"{keyword}: a {level.value} retrieve needs the {keyword} value(s) to fetch",
-                    keyword,
-                )
-            continue
-        identifier[keyword] = query[keyword]
-    return identifier
+    return identifier_for_retrieve(query, _model_of(sop_class_uid))
 
 
 MatchCounter = Callable[[Dataset], Awaitable[int]]
