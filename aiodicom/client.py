@@ -31,11 +31,12 @@ from aiodicom.pdu import (
 )
 from aiodicom.pool import AssociationPool, PeerKey, PoolOptions
 from aiodicom.query import Query
-from aiodicom.routing import DeliveryRouter, SinkHandler, UnexpectedHandler
+from aiodicom.routing import DeliveryRouter, UnexpectedHandler
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
 from aiodicom.services.retrieve import Retrieval
+from aiodicom.services.storage_scp import SinkHandler
 from aiodicom.session import AnySink, Clean, Operations, Session, open_session
 from aiodicom.sinks import DirectorySink, MemorySink
 from aiodicom.transport import Connection, Listener

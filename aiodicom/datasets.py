@@ -36,7 +36,7 @@ from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from pydicom.values import convert_string
 
-from aiodicom import uids
+import aiodicom.uids as uids
 from aiodicom.errors import DicomError, DimseError
 from aiodicom.uids import encoding_of
 

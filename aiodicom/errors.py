@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from aiodicom.pdu_types import describe_rejection
+
 
 class DicomError(Exception):
     """Base class of every error raised by aiodicom."""
@@ -35,8 +37,6 @@ class AssociationRejected(AssociationError):
     """The peer (or its provider) answered A-ASSOCIATE-RJ."""
 
     def __init__(self, result: int, source: int, reason: int) -> None:
-        from aiodicom.pdu import describe_rejection
-
         self.result = result
         self.source = source
         self.reason = reason

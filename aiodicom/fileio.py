@@ -6,6 +6,7 @@ Meta Information header (PS3.10 section 7.1) in front of those bytes and nothing
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -13,7 +14,7 @@ import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydicom.datadict import dictionary_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
@@ -29,9 +30,6 @@ from aiodicom.uids import (
     encoding_of,
 )
 
-if TYPE_CHECKING:
-    from aiodicom.instance import Instance
-
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
@@ -40,12 +38,12 @@ __all__ = [
     "Encoding",
     "FileMetaError",
     "MalformedDataSetError",
+    "Part10Content",
     "encode_file_meta",
     "encoding_of",
     "fsync_directory",
     "part10_header",
     "peek_elements",
-    "read_part10",
     "split_part10",
     "write_all",
     "write_part10_atomic",
@@ -54,6 +52,24 @@ __all__ = [
 
 #: The 128-byte File Preamble (unused, so zero) and the "DICM" prefix.
 PREAMBLE = bytes(128) + b"DICM"
+
+
+class Part10Content(Protocol):
+    """What a Part 10 file is written from: an :class:`~aiodicom.instance.Instance` is one.
+
+    A protocol rather than the class, so that this module stays below the one defining it.
+    """
+
+    @property
+    def sop_class_uid(self) -> str: ...
+    @property
+    def sop_instance_uid(self) -> str: ...
+    @property
+    def transfer_syntax_uid(self) -> str: ...
+    @property
+    def source_ae_title(self) -> str | None: ...
+    @property
+    def data(self) -> bytes | memoryview: ...
 
 
 class FileMetaError(DicomError, ValueError):
@@ -181,7 +197,7 @@ def encode_file_meta(
 
 
 def part10_header(
-    instance: Instance,
+    instance: Part10Content,
     *,
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
     implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
@@ -234,7 +250,7 @@ def fsync_directory(directory: Path) -> None:
 
 
 def write_part10_atomic(
-    path: str | os.PathLike[str], instance: Instance, fsync: bool = False
+    path: str | os.PathLike[str], instance: Part10Content, fsync: bool = False
 ) -> None:
     """Write ``instance`` as a Part 10 file at ``path``, all or nothing.
 
@@ -244,10 +260,12 @@ def write_part10_atomic(
     are flushed to stable storage before returning. Plain blocking calls, on purpose: the
     writes land in the page cache, and the library uses no threads.
     """
-    final = Path(path)
+    # Strings, not Path objects: pathlib's parsing cost more than writing a small file.
+    final = os.fspath(path)
+    directory, name = os.path.split(final)
     # Build everything that can fail on bad input before a temporary file exists.
     chunks = [memoryview(part10_header(instance)), memoryview(instance.data).cast("B")]
-    temporary = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(temporary, OPEN_FLAGS, 0o666)
     try:
         try:
@@ -259,10 +277,11 @@ def write_part10_atomic(
         os.replace(temporary, final)
     except BaseException:
         # BaseException too: a KeyboardInterrupt must not leave the temporary file behind.
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
     if fsync:
-        fsync_directory(final.parent)
+        fsync_directory(Path(directory or os.curdir))
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,18 +611,3 @@ def split_part10(data: bytes | memoryview) -> tuple[dict[str, str], memoryview]:
     if not found.get("transfer_syntax_uid"):
         raise FileMetaError("the File Meta Information has no Transfer Syntax UID")
     return found, view[position:]
-
-
-def read_part10(path: str | os.PathLike[str]) -> Instance:
-    """Read a Part 10 file (as :func:`write_part10_atomic` writes them) back into an
-    :class:`~aiodicom.instance.Instance` whose ``data`` are the data set bytes of the file."""
-    from aiodicom.instance import Instance  # instance.py imports this module
-
-    meta, data = split_part10(Path(path).read_bytes())
-    return Instance(
-        sop_class_uid=meta.get("sop_class_uid", ""),
-        sop_instance_uid=meta.get("sop_instance_uid", ""),
-        transfer_syntax_uid=meta["transfer_syntax_uid"],
-        data=data,
-        source_ae_title=meta.get("source_ae_title") or None,
-    )

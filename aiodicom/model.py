@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from aiodicom import uids
+import aiodicom.uids as uids
 
 __all__ = [
     "LEVEL_ORDER",

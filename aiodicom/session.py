@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 from pydicom import Dataset
@@ -28,6 +28,7 @@ from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
 from aiodicom.services.get_contexts import get_proposals, sop_classes_from
 from aiodicom.services.retrieve import (
+    MoveRouter,
     Retrieval,
     retrieve_model,
     retrieve_sop_class,
@@ -35,8 +36,23 @@ from aiodicom.services.retrieve import (
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
 from aiodicom.uids import UNCOMPRESSED_TRANSFER_SYNTAXES, VERIFICATION
 
-if TYPE_CHECKING:
-    from aiodicom.client import Client
+
+class OwningClient(Protocol):
+    """What a session needs of the :class:`aiodicom.Client` that opened it: who we are, and
+    where a C-MOVE to ourselves lands (a Protocol, so that session.py need not import client.py,
+    which builds sessions)."""
+
+    @property
+    def ae_title(self) -> str: ...
+
+    @property
+    def listen_host(self) -> str: ...
+
+    @property
+    def listen_port(self) -> int | None: ...
+
+    @property
+    def _router(self) -> MoveRouter: ...
 
 AnySink = Sink | MemorySink | DirectorySink
 Clean = Callable[[], bool]
@@ -64,7 +80,7 @@ class Operations:
         return None
 
     @property
-    def _client(self) -> Client | None:
+    def _client(self) -> OwningClient | None:
         raise NotImplementedError
 
     # --- C-FIND ---------------------------------------------------------------------------
@@ -303,7 +319,7 @@ class Session(Operations):
     """
 
     def __init__(
-        self, association: Association, dispatcher: Dispatcher, client: Client | None = None
+        self, association: Association, dispatcher: Dispatcher, client: OwningClient | None = None
     ) -> None:
         self.association = association
         self.dispatcher = dispatcher
@@ -320,7 +336,7 @@ class Session(Operations):
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         ssl_context: ssl.SSLContext | None = None,
         request_handler: RequestHandler | None = None,
-        client: Client | None = None,
+        client: OwningClient | None = None,
     ) -> Session:
         """Connect and negotiate; end it with :meth:`close` (or use :func:`open_session`)."""
         association = await Association.open(
@@ -341,7 +357,7 @@ class Session(Operations):
         return self
 
     @property
-    def _client(self) -> Client | None:
+    def _client(self) -> OwningClient | None:
         return self.client
 
     @asynccontextmanager
@@ -411,7 +427,7 @@ async def open_session(
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
     ssl_context: ssl.SSLContext | None = None,
     request_handler: RequestHandler | None = None,
-    client: Client | None = None,
+    client: OwningClient | None = None,
 ) -> AsyncIterator[Session]:
     """One association for the life of the block: released at its end, also on error (an
     operation that failed or was cancelled has already cancelled itself on the wire; if the

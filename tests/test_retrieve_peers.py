@@ -861,3 +861,95 @@ async def test_session_move_and_get(
                 await session.move(query, "NOWHERE")
     assert_arrived(got, series.instances)
     assert_arrived(moved, series.instances)
+
+
+# ---------------------------------------------------------------------------------------------
+# Iterating without 'async with', as a C-FIND is
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_plain_async_for_runs_the_retrieval(
+    kind: str, dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus
+) -> None:
+    series = corpus.series[0]
+    query = Query.series(
+        StudyInstanceUID=series.study_instance_uid, SeriesInstanceUID=series.series_instance_uid
+    )
+    async with connected("dcmqrscp", dcmqrscp_factory, None) as (client, peer):
+        retrieval = retrieve(peer, kind, query)
+        events = [event async for event in retrieval]
+        assert client._router.active == 0
+    assert retrieval.result is not None
+    assert_arrived(retrieval.result, series.instances)
+    arrived = [e.instance.sop_instance_uid for e in events if isinstance(e, InstanceArrived)]
+    assert arrived == list(retrieval.result.completed)
+    assert any(isinstance(event, Progress) for event in events)
+
+
+async def test_plain_async_for_raises_the_failure(
+    dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus
+) -> None:
+    qr = dcmqrscp_factory()  # an empty HostTable: our AE title is unknown there
+    study = corpus.studies[0]
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        peer = client.peer(qr.host, qr.port, qr.ae_title)
+        with pytest.raises(MoveDestinationUnknown):
+            async for _ in peer.move(Query.study(StudyInstanceUID=study.study_instance_uid)):
+                pass
+        assert client._router.active == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_plain_async_for_that_breaks_cancels(
+    kind: str, dcmqrscp_factory: Callable[..., DcmQrScp], big_series: list[InstanceInfo],
+    tmp_path: Path,
+) -> None:
+    """Breaking out of a plain ``async for`` drops the iteration; closing it, as the event loop
+    does at once, sends C-CANCEL. The next operation on the association waits for that."""
+    query = _big_query(big_series)
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        qr = dcmqrscp_factory(
+            move_destinations=[(AE, LOOPBACK, client.listen_port)], load_corpus=False
+        )
+        qr.load(big_series)
+        peer = client.peer(qr.host, qr.port, qr.ae_title)
+        proposals = get_proposals(query.sop_class_uid("get"), [big_series[0].sop_class_uid])
+        proposals.append(aiodicom.ContextProposal(query.sop_class_uid("move"), (EXPLICIT_LE,)))
+        async with peer.associate(proposals) as session:
+            sink = DirectorySink(tmp_path)
+            stopped = session.get(query, sink=sink) if kind == "get" \
+                else session.move(query, sink=sink)
+            seen = 0
+            async for event in stopped:
+                if isinstance(event, InstanceArrived):
+                    seen += 1
+                    if seen == 3:
+                        break
+            again = await session.get(Query.image(
+                StudyInstanceUID=big_series[0].study_instance_uid,
+                SeriesInstanceUID=big_series[0].series_instance_uid,
+                SOPInstanceUID=big_series[-1].sop_instance_uid,
+            ))
+        assert client._router.active == 0
+    assert again.completed == (big_series[-1].sop_instance_uid,)
+    result = stopped.result
+    assert result is not None and result.cancelled and not result.ok
+    assert 3 <= len(result.completed) < BIG_COUNT
+    _assert_directory_matches(tmp_path, result, big_series)
+
+
+async def test_a_retrieval_runs_once(
+    dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus
+) -> None:
+    series = corpus.series[0]
+    query = Query.series(
+        StudyInstanceUID=series.study_instance_uid, SeriesInstanceUID=series.series_instance_uid
+    )
+    qr = dcmqrscp_factory()
+    async with aiodicom.Client(AE) as client:
+        retrieval = client.peer(qr.host, qr.port, qr.ae_title).get(query)
+        await retrieval
+        with pytest.raises(RuntimeError, match="runs once"):
+            await retrieval

@@ -13,8 +13,8 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage, JPEGLosslessSV1, MRImageStorage, RLELossless
 
 from aiodicom.datasets import encode_dataset
-from aiodicom.fileio import FileMetaError, read_part10, split_part10, write_part10_atomic
-from aiodicom.instance import Instance
+from aiodicom.fileio import FileMetaError, split_part10, write_part10_atomic
+from aiodicom.instance import Instance, read_part10
 from aiodicom.negotiation import MAX_CONTEXTS
 from aiodicom.query import Query, QueryError, QueryModel
 from aiodicom.routing import DeliveryRouter

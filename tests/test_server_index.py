@@ -12,7 +12,8 @@ from pydicom import dcmread
 
 from aiodicom import Instance
 from aiodicom.datasets import encode_dataset
-from aiodicom.fileio import MalformedDataSetError, read_part10, split_part10, write_part10_atomic
+from aiodicom.fileio import MalformedDataSetError, split_part10, write_part10_atomic
+from aiodicom.instance import read_part10
 from aiodicom.server import IndexedFileChanged, InstanceIndex
 from aiodicom.testing import synthetic_datasets, synthetic_instances, write_synthetic
 

@@ -26,7 +26,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import anyio
 import attrs
@@ -34,6 +34,7 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 
+from aiodicom.association import Association
 from aiodicom.datasets import decode_dataset, encode_dataset
 from aiodicom.dimse import C_FIND_RQ, DATASET_PRESENT, DimseMessage
 from aiodicom.errors import QueryError, StatusError
@@ -42,17 +43,14 @@ from aiodicom.model import Level, QueryModel, key_level
 from aiodicom.pdu import SOPClassExtendedNegotiation
 from aiodicom.query import Query
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
+from aiodicom.services.channel import ServiceChannel
 from aiodicom.status import Status, StatusCategory, status_category, status_meaning
 from aiodicom.vr import TEMPORAL_VRS
-
-if TYPE_CHECKING:
-    from aiodicom.association import Association
-    from aiodicom.session import Session
 
 log = logging.getLogger("aiodicom.find")
 
 
-SessionOpener = Callable[[], AbstractAsyncContextManager["Session"]]
+SessionOpener = Callable[[], AbstractAsyncContextManager[ServiceChannel]]
 
 
 @attrs.frozen
@@ -240,7 +238,7 @@ class Find(_MatchStream):
         self,
         query: Query,
         *,
-        session: Session | None = None,
+        session: ServiceChannel | None = None,
         open_session: SessionOpener | None = None,
         strict: bool = False,
         relational: bool = False,
@@ -308,7 +306,7 @@ class _FindRun:
         self.negotiated: FindOptions | None = None
 
     async def matches(
-        self, session: Session | None, open_session: SessionOpener | None
+        self, session: ServiceChannel | None, open_session: SessionOpener | None
     ) -> AsyncGenerator[Dataset, None]:
         # One generator for the whole operation: the C-CANCEL in its inner ``finally`` runs
         # before the association is released. (Two nested generators would also be finalized
@@ -370,7 +368,7 @@ class _FindRun:
             for warning in self.result.warnings:
                 log.warning("C-FIND: %s", warning)
 
-    def _check_negotiation(self, session: Session, sop_class: str) -> FindOptions:
+    def _check_negotiation(self, session: ServiceChannel, sop_class: str) -> FindOptions:
         negotiated = negotiated_options(session.association, sop_class)
         self.negotiated = negotiated
         if self.options.relational and not negotiated.relational:
@@ -521,7 +519,7 @@ class HierarchicalFind(_MatchStream):
         keys: Mapping[str, object],
         *,
         model: QueryModel = QueryModel.STUDY_ROOT,
-        session: Session | None = None,
+        session: ServiceChannel | None = None,
         open_session: SessionOpener | None = None,
         strict: bool = False,
         priority: int = 0,
@@ -594,7 +592,7 @@ class _HierarchyRun:
         self.result: HierarchyResult | None = None
 
     async def matches(
-        self, session: Session | None, open_session: SessionOpener | None
+        self, session: ServiceChannel | None, open_session: SessionOpener | None
     ) -> AsyncGenerator[Dataset, None]:
         try:
             async with AsyncExitStack() as stack:
@@ -612,7 +610,7 @@ class _HierarchyRun:
 
     async def _walk(
         self,
-        session: Session,
+        session: ServiceChannel,
         depth: int,
         pinned: dict[str, object],
         parents: tuple[Dataset, ...],

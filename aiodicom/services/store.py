@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -31,11 +30,9 @@ from aiodicom.errors import DicomError
 from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
 from aiodicom.negotiation import MAX_CONTEXTS, ContextProposal, PresentationContext
+from aiodicom.services.channel import ServiceChannel
 from aiodicom.status import Status, StatusCategory, status_category, status_meaning
 from aiodicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES, uid_name
-
-if TYPE_CHECKING:
-    from aiodicom.session import Session
 
 log = logging.getLogger("aiodicom.store")
 
@@ -393,13 +390,13 @@ def _choose(
 
 
 async def _store_one(
-    session: Session,
+    session: ServiceChannel,
     obj: _Object,
     priority: int,
     move_originator: tuple[str, int] | None,
 ) -> StoreOutcome:
     try:
-        context, convert = _choose(obj, session.contexts.values())
+        context, convert = _choose(obj, session.association.contexts.values())
         assert context.transfer_syntax is not None
         try:
             data = (
@@ -454,7 +451,7 @@ async def _store_one(
 
 
 async def store(
-    session: Session,
+    session: ServiceChannel,
     items: Iterable[StoreItem],
     *,
     priority: int = PRIORITY_MEDIUM,
@@ -477,7 +474,7 @@ async def store(
 
 
 async def store_on_associations(
-    associate: Callable[[list[ContextProposal]], AbstractAsyncContextManager[Session]],
+    associate: Callable[[list[ContextProposal]], AbstractAsyncContextManager[ServiceChannel]],
     items: Iterable[StoreItem],
     *,
     priority: int = PRIORITY_MEDIUM,
