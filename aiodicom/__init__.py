@@ -1,7 +1,7 @@
 """aiodicom: an asyncio-native DICOM Query/Retrieve client with an embedded Storage SCP."""
 
 from aiodicom.association import Timeouts
-from aiodicom.client import Client, Peer
+from aiodicom.client import Client, Peer, PeerAddress
 from aiodicom.errors import (
     AssociationAborted,
     AssociationError,
@@ -13,29 +13,42 @@ from aiodicom.errors import (
     LocalProtocolError,
     NoAcceptedContext,
     PDUDecodeError,
+    QueryError,
     StatusError,
+    UnsupportedBackend,
 )
 from aiodicom.instance import Instance
+from aiodicom.model import Level, QueryModel
 from aiodicom.negotiation import ContextProposal, PresentationContext
-from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.pool import AssociationPool, PoolOptions, PoolTimeout
+from aiodicom.query import Query
 from aiodicom.series import Series
-from aiodicom.services.find import FindError, FindOptions, FindResult
+from aiodicom.services.find import (
+    Find,
+    FindError,
+    FindOptions,
+    FindResult,
+    HierarchicalFind,
+    HierarchyResult,
+)
 from aiodicom.services.retrieve import (
     InstanceArrived,
     MoveDestinationUnknown,
     Progress,
+    Retrieval,
     RetrieveError,
     RetrieveResult,
 )
 from aiodicom.services.store import StoreOutcome, StoreResult
 from aiodicom.session import Session
-from aiodicom.sinks import DirectorySink, MemorySink
+from aiodicom.sinks import DirectorySink, MemorySink, Sink
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AssociationAborted",
     "AssociationError",
+    "AssociationPool",
     "AssociationRejected",
     "Client",
     "ConnectionClosed",
@@ -44,9 +57,12 @@ __all__ = [
     "DicomTimeoutError",
     "DimseError",
     "DirectorySink",
+    "Find",
     "FindError",
     "FindOptions",
     "FindResult",
+    "HierarchicalFind",
+    "HierarchyResult",
     "Instance",
     "InstanceArrived",
     "Level",
@@ -56,18 +72,24 @@ __all__ = [
     "NoAcceptedContext",
     "PDUDecodeError",
     "Peer",
+    "PeerAddress",
+    "PoolOptions",
+    "PoolTimeout",
     "PresentationContext",
     "Progress",
     "Query",
     "QueryError",
     "QueryModel",
+    "Retrieval",
     "RetrieveError",
     "RetrieveResult",
     "Series",
     "Session",
+    "Sink",
     "StatusError",
     "StoreOutcome",
     "StoreResult",
     "Timeouts",
+    "UnsupportedBackend",
     "__version__",
 ]

@@ -12,7 +12,7 @@ from functools import cache
 import attrs
 
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
-from aiodicom.dimse import C_ECHO_RQ, C_STORE_RQ, DataSetOpener, DimseMessage
+from aiodicom.dimse import DataSetOpener, DimseMessage
 from aiodicom.dispatcher import Dispatcher
 from aiodicom.negotiation import PresentationContext, acceptor_contexts
 from aiodicom.pdu import (
@@ -22,7 +22,7 @@ from aiodicom.pdu import (
     AssociateRQ,
     UserInformation,
 )
-from aiodicom.services.echo import echo_response
+from aiodicom.services.storage_scp import answer_request
 from aiodicom.transport import Connection
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
@@ -119,18 +119,18 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
             association.contexts, request.calling_ae_title
         )
 
+    async def receive(message: DimseMessage, context: PresentationContext) -> DimseMessage:
+        assert policy.store_handler is not None
+        return await policy.store_handler(IncomingStore(
+            message, context, request.calling_ae_title, request.called_ae_title
+        ))
+
     async def handle(message: DimseMessage) -> None:
-        if message.command_field == C_ECHO_RQ:
-            await association.send_message(echo_response(message))
-        elif message.command_field == C_STORE_RQ and policy.store_handler is not None:
-            incoming = IncomingStore(
-                message, association.contexts[message.context_id],
-                request.calling_ae_title, request.called_ae_title,
-            )
-            await association.send_message(await policy.store_handler(incoming))
-        else:
-            # PS3.7 C.5: an operation we do not provide is refused, the association lives on.
-            await association.send_message(_unrecognized(message))
+        # Read when each request comes: the store handler may be replaced meanwhile.
+        store = receive if policy.store_handler is not None else None
+        await association.send_message(
+            await answer_request(message, association.contexts, store)
+        )
 
     dispatcher = Dispatcher(association, request_handler=handle)
     try:
@@ -138,19 +138,6 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
     finally:
         if not association.closed.is_set():
             await association.abort()
-
-
-def _unrecognized(message: DimseMessage) -> DimseMessage:
-    return DimseMessage(
-        message.context_id,
-        {
-            "CommandField": message.command_field | 0x8000,
-            "MessageIDBeingRespondedTo": message.message_id,
-            "CommandDataSetType": 0x0101,
-            "Status": 0x0211,
-        },
-        None,
-    )
 
 
 __all__ = ["AcceptorPolicy", "IncomingStore", "StoreHandler", "serve_association"]

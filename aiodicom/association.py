@@ -15,7 +15,6 @@ import anyio
 import anyio.abc
 import attrs
 
-from aiodicom import transport
 from aiodicom.dimse import DataSetOpener, DimseMessage, MessageAssembler, fragment_message
 from aiodicom.errors import (
     AssociationAborted,
@@ -41,6 +40,7 @@ from aiodicom.statemachine import (
 from aiodicom.statemachine import (
     ConnectionClosed as ConnectionClosedEvent,
 )
+from aiodicom.transport import Connection, connect
 from aiodicom.uids import uid_name
 
 DEFAULT_MAX_PDU_LENGTH = 256 * 1024
@@ -73,7 +73,7 @@ class Association:
 
     def __init__(
         self,
-        connection: transport.Connection,
+        connection: Connection,
         machine: AssociationStateMachine,
         *,
         timeouts: Timeouts,
@@ -113,7 +113,7 @@ class Association:
             requestor=True, max_receive_pdu_size=_receive_limit(max_pdu_length)
         )
         machine.request_association(rq)
-        connection = await transport.connect(
+        connection = await connect(
             host, port, ssl_context=ssl_context, timeout=timeouts.connect
         )
         machine.connection_made()
@@ -150,7 +150,7 @@ class Association:
     @classmethod
     async def accept(
         cls,
-        connection: transport.Connection,
+        connection: Connection,
         decide: Callable[[AssociateRQ], AssociateAC | AssociateRJ],
         *,
         timeouts: Timeouts,
@@ -343,19 +343,6 @@ class Association:
         async with self._send_lock:
             self._machine.release()
             await self._flush()
-
-    async def wait_released(self) -> None:
-        """Read until the release completes (used when no dispatcher is reading)."""
-        try:
-            with anyio.fail_after(self.timeouts.acse):
-                while not self._ended:
-                    for event in await self._receive_events():
-                        self._handle_event(event)
-                    await self._flush()
-        except TimeoutError:
-            await self.abort()
-        finally:
-            await self._close_stream()
 
     async def abort(self, source: int = 0, reason: int = 0) -> None:
         """A-ABORT: send it (when still possible) and drop the connection."""

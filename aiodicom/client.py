@@ -1,11 +1,14 @@
-"""The high-level API: a :class:`Client` (our AE, with its optional acceptor) and its peers."""
+"""The high-level API: a :class:`Client` (our AE, with its pool and optional acceptor) and
+its peers."""
 
 from __future__ import annotations
 
 import logging
 import ssl
+import sys
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 
 import anyio
@@ -13,10 +16,11 @@ import anyio.abc
 import attrs
 from pydicom import Dataset
 
-from aiodicom.acceptor import AcceptorPolicy, StoreHandler, serve_association
+from aiodicom.acceptor import AcceptorPolicy, serve_association
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
+from aiodicom.model import QueryModel
 from aiodicom.negotiation import ContextProposal, build_request_contexts
 from aiodicom.pdu import (
     AssociateRQ,
@@ -25,15 +29,16 @@ from aiodicom.pdu import (
     UserIdentityRQ,
     UserInformation,
 )
-from aiodicom.query import Level, Query, QueryModel
-from aiodicom.routing import DeliveryRouter, SinkHandler, UnexpectedHandler
+from aiodicom.pool import AssociationPool, PeerKey, PoolOptions
+from aiodicom.query import Query
+from aiodicom.routing import DeliveryRouter, UnexpectedHandler
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
-from aiodicom.services.get_contexts import get_proposals, sop_classes_from
-from aiodicom.services.retrieve import Retrieval, retrieve_model, retrieve_sop_class
-from aiodicom.session import Session, open_session
-from aiodicom.sinks import DirectorySink, MemorySink, Sink
+from aiodicom.services.retrieve import Retrieval
+from aiodicom.services.storage_scp import SinkHandler
+from aiodicom.session import AnySink, Clean, Operations, Session, open_session
+from aiodicom.sinks import DirectorySink, MemorySink
 from aiodicom.transport import Connection, Listener
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
@@ -42,23 +47,77 @@ from aiodicom.uids import (
     VERIFICATION,
 )
 
+if sys.version_info < (3, 11):  # anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
 log = logging.getLogger("aiodicom")
+
+_MAX_REQUESTS = 256
+"""Association requests a client remembers (least recently used dropped first)."""
+
+
+@attrs.frozen
+class PeerAddress:
+    """Where a remote application entity listens, and its AE title."""
+
+    host: str
+    port: int
+    ae_title: str = "ANY-SCP"
+
+
+PeerLike = PeerAddress | tuple[str, int, str] | tuple[str, int]
+"""``PeerAddress(host, port, ae_title)`` or a tuple ``(host, port[, ae_title])``."""
+
+UnexpectedDeliveries = UnexpectedHandler | MemorySink | DirectorySink | None
+"""What the acceptor does with an instance no retrieval expects: ``None`` refuses it (0x0124),
+a sink keeps it, an async callable taking the :class:`~aiodicom.Instance` returns the status."""
+
+
+def _address(peer: PeerLike) -> PeerAddress:
+    if isinstance(peer, PeerAddress):
+        return peer
+    if isinstance(peer, tuple) and len(peer) in (2, 3):
+        return PeerAddress(*peer)
+    raise TypeError(f"peer={peer!r}: give (host, port, ae_title) or a PeerAddress")
 
 
 class Client:
-    """Our application entity.
+    """Our application entity: ``async with Client("AIOSCU", peer=(host, port, "PACS")) as
+    client``, then ``client.find(...)``, ``client.get(...)``, ... on that peer, or
+    ``client.peer(host, port, ae_title)`` for others. Operations work only inside the block.
 
-    ``async with Client(ae_title="AIOSCU") as client`` makes requests only. Given ``port`` (0 picks
-    a free one, then read :attr:`port`), it also runs an acceptor on the same event loop for the
-    life of the block: it answers C-ECHO, and C-STORE deliveries once a retrieval expects them.
+    ``peer``: the default peer of :meth:`find`, :meth:`move`, :meth:`get`, ... (a
+    :class:`PeerAddress` or ``(host, port, ae_title)``).
+
+    ``listen_port``: run an acceptor (our Storage SCP and Verification SCP) on the same event
+    loop for the life of the block, on ``listen_host`` (default loopback only; ``"0.0.0.0"`` for
+    every interface). 0 picks a free port; read :attr:`listen_port`. It receives the instances
+    of C-MOVEs to us, and answers C-ECHO.
+
+    ``unexpected_deliveries``: what the acceptor does with instances that no retrieval
+    expects. ``None`` (default) refuses them; a :class:`~aiodicom.MemorySink` or
+    :class:`~aiodicom.DirectorySink` keeps them all (a DirectorySink gets each data set
+    written as it arrives, at any size): a plain storage SCP; an async callable taking an
+    :class:`~aiodicom.Instance` and returning the C-STORE status does anything else.
+
+    ``pool``: how associations are reused (:class:`~aiodicom.PoolOptions`): by default at most
+    4 per peer at once, idle ones released after 20 s, callers wait up to 60 s for one. All
+    are released when the block ends.
+
+    Errors raised in the block reach the caller as they are (never wrapped in an
+    ``ExceptionGroup`` by the client's own task group). Only if several of the client's
+    internal tasks failed at once, which they are written never to do, would a group be raised.
     """
 
     def __init__(
         self,
         ae_title: str = "AIODICOM",
         *,
-        port: int | None = None,
-        host: str = "127.0.0.1",
+        peer: PeerLike | None = None,
+        listen_port: int | None = None,
+        listen_host: str = "127.0.0.1",
+        unexpected_deliveries: UnexpectedDeliveries = None,
+        pool: PoolOptions | None = None,
         timeouts: Timeouts | None = None,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         ssl_context: ssl.SSLContext | None = None,
@@ -68,64 +127,70 @@ class Client:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
         self.ae_title = ae_title
-        self.host = host
-        self._requested_port = port
+        self.default_peer = _address(peer) if peer is not None else None
+        self._default_peer = (
+            Peer(self, self.default_peer.host, self.default_peer.port, self.default_peer.ae_title)
+            if self.default_peer is not None else None
+        )
+        self.listen_host = listen_host
+        self._requested_port = listen_port
+        self.pool_options = pool or PoolOptions()
         self.timeouts = timeouts or Timeouts()
         self.max_pdu_length = max_pdu_length
         self.ssl_context = ssl_context
         self._server_ssl_context = server_ssl_context
-        self.acceptor_policy = AcceptorPolicy(
+        self._router = DeliveryRouter()
+        if isinstance(unexpected_deliveries, (MemorySink, DirectorySink)):
+            self._router.unexpected = SinkHandler(unexpected_deliveries)
+        else:
+            self._router.unexpected = unexpected_deliveries
+        self._acceptor_policy = AcceptorPolicy(
             ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
             require_called_ae_title=require_called_ae_title,
+            store_handler=self._router.handle,
+            # Deliveries go straight to a move's directory only through the router, which
+            # knows to rename or remove those files.
+            data_opener=self._router.opener,
         )
-        self.router = DeliveryRouter()
-        self.acceptor_policy.store_handler = self.router.handle
-        self.acceptor_policy.data_opener = self.router.opener
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
+        self._pool: AssociationPool | None = None
+        # The A-ASSOCIATE-RQ of each kind of operation, built once: the pool recognises an
+        # association opened for the same request by identity, the cheapest test there is.
+        self._requests: OrderedDict[tuple[object, ...], AssociateRQ] = OrderedDict()
 
     @property
-    def port(self) -> int | None:
-        """The port our acceptor listens on (``None`` without an acceptor)."""
+    def listen_port(self) -> int | None:
+        """The port our acceptor listens on (``None`` without one; after the block, the port
+        it had)."""
         return self._listener.port if self._listener is not None else None
 
-    def set_store_handler(self, handler: StoreHandler | None) -> None:
-        """Replace the routing of incoming C-STORE requests to C-MOVEs (``None`` refuses all
-        storage); for handing deliveries no move expects to code of yours, prefer
-        :attr:`on_unexpected_delivery`."""
-        self.acceptor_policy.store_handler = handler
-        # Deliveries are written straight to a move's directory only for the router, which
-        # knows to rename or remove those files.
-        self.acceptor_policy.data_opener = (
-            self.router.opener if handler == self.router.handle else None
-        )
-
     @property
-    def on_unexpected_delivery(self) -> UnexpectedHandler | None:
-        """What to do with an instance that no active C-MOVE expects (a storage SCP's job):
-        an async callable taking an :class:`~aiodicom.Instance` and returning the C-STORE
-        status, or a :class:`~aiodicom.sinks.MemorySink` / :class:`~aiodicom.sinks.DirectorySink`
-        to keep them all in (a DirectorySink gets each data set written as it arrives, at any
-        size). ``None`` (the default) refuses such deliveries."""
-        return self.router.unexpected
-
-    @on_unexpected_delivery.setter
-    def on_unexpected_delivery(
-        self, handler: UnexpectedHandler | MemorySink | DirectorySink | None
-    ) -> None:
-        if isinstance(handler, (MemorySink, DirectorySink)):
-            handler = SinkHandler(handler)
-        self.router.unexpected = handler
+    def pool(self) -> AssociationPool:
+        """The associations in use and idle (exists inside ``async with`` only)."""
+        if self._pool is None:
+            raise DicomError(
+                "the client is not open: use its operations inside 'async with Client(...) as "
+                "client'"
+            )
+        return self._pool
 
     async def __aenter__(self) -> Client:
-        if self._requested_port is not None:
-            self._listener = await Listener.bind(
-                self.host, self._requested_port, self._server_ssl_context,
-                handshake_timeout=self.timeouts.artim,
-            )
-            self._tasks = anyio.create_task_group()
-            await self._tasks.__aenter__()
-            self._tasks.start_soon(self._listener.serve, self._serve_connection)
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        try:
+            if self._requested_port is not None:
+                self._listener = await Listener.bind(
+                    self.listen_host, self._requested_port, self._server_ssl_context,
+                    handshake_timeout=self.timeouts.artim,
+                )
+                tasks.start_soon(self._listener.serve, self._serve_connection)
+        except BaseException:
+            tasks.cancel_scope.cancel()
+            await _exit_unwrapped(tasks)
+            raise
+        self._tasks = tasks
+        self._pool = AssociationPool(self.pool_options, tasks, self._open)
         return self
 
     async def __aexit__(
@@ -134,38 +199,170 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        if self._tasks is not None:
-            self._tasks.cancel_scope.cancel()
-            try:
-                return await self._tasks.__aexit__(exc_type, exc, tb)
-            finally:
-                self._tasks = None
-                if self._listener is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._listener.aclose()
-        return None
+        tasks, self._tasks = self._tasks, None
+        pool, self._pool = self._pool, None
+        if tasks is None:
+            return None
+        try:
+            if pool is not None:
+                # Idle associations are released (A-RELEASE) before the tasks are cancelled;
+                # also when leaving by cancellation (each release is bounded by the ACSE
+                # timeout, so the shield cannot hold the exit for long).
+                with anyio.CancelScope(shield=True):
+                    await pool.aclose()
+            tasks.cancel_scope.cancel()
+            if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                # The block's own error is the caller's: handed to the task group it would come
+                # back wrapped in an ExceptionGroup, which 'except DicomError' does not catch.
+                # Our tasks never fail (they log instead), so there is nothing else to report.
+                await _exit_unwrapped(tasks)
+                return None
+            # A cancellation must reach the task group's cancel scope, which decides whether
+            # it was its own (swallowed) or an outer one (propagated, never wrapped).
+            return await _exit_unwrapped(tasks, exc_type, exc, tb)
+        finally:
+            if self._listener is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._listener.aclose()
 
     async def _serve_connection(self, connection: Connection) -> None:
         # One misbehaving peer must never take the acceptor (and the client) down with it.
         try:
-            await serve_association(connection, self.acceptor_policy)
+            await serve_association(connection, self._acceptor_policy)
         except DicomError as exc:
             log.info("incoming association ended: %s", exc)
         except Exception:
             log.exception("incoming association failed")
 
+    async def _open(self, key: PeerKey, rq: AssociateRQ) -> Session:
+        host, port, _ = key
+        return await Session.open(
+            host, port, rq, timeouts=self.timeouts, max_pdu_length=self.max_pdu_length,
+            ssl_context=self.ssl_context, client=self,
+        )
+
+    # --- peers ------------------------------------------------------------------------------
+
     def peer(self, host: str, port: int, ae_title: str = "ANY-SCP") -> Peer:
+        """A remote AE reached through this client (its associations come from the pool)."""
         return Peer(self, host, port, ae_title)
+
+    @property
+    def _default(self) -> Peer:
+        if self._default_peer is None:
+            raise DicomError(
+                "this client has no default peer: give Client(..., peer=(host, port, "
+                "ae_title)), or call the operation on client.peer(host, port, ae_title)"
+            )
+        return self._default_peer
+
+    # The default peer's operations; see :class:`Operations` for each.
+
+    def find(
+        self, query: Query, *, options: FindOptions | None = None, strict: bool = False,
+        priority: int = 0, cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Find:
+        """C-FIND on the default peer: ``async for match in client.find(query)``."""
+        return self._default.find(
+            query, options=options, strict=strict, priority=priority,
+            cancel_timeout=cancel_timeout,
+        )
+
+    def find_series(
+        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
+        character_set: str | None = None, **keys: object,
+    ) -> HierarchicalFind:
+        """Series on the default peer (STUDY then SERIES level)."""
+        return self._default.find_series(
+            model=model, strict=strict, character_set=character_set, **keys
+        )
+
+    def find_images(
+        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
+        character_set: str | None = None, **keys: object,
+    ) -> HierarchicalFind:
+        """Images on the default peer (STUDY, SERIES then IMAGE level)."""
+        return self._default.find_images(
+            model=model, strict=strict, character_set=character_set, **keys
+        )
+
+    def move(
+        self, query: Query | Dataset, destination: str | None = None, *,
+        sink: AnySink | None = None, priority: int = 0, cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Retrieval:
+        """C-MOVE from the default peer (to our acceptor unless ``destination`` is named)."""
+        return self._default.move(
+            query, destination, sink=sink, priority=priority, cancel_timeout=cancel_timeout
+        )
+
+    def get(
+        self, query: Query | Dataset, *, sink: AnySink | None = None,
+        sop_classes: Sequence[str] | None = None, transfer_syntaxes: Sequence[str] | None = None,
+        priority: int = 0, cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Retrieval:
+        """C-GET from the default peer."""
+        return self._default.get(
+            query, sink=sink, sop_classes=sop_classes, transfer_syntaxes=transfer_syntaxes,
+            priority=priority, cancel_timeout=cancel_timeout,
+        )
+
+    def retrieve(
+        self, query: Query | Dataset, *, sink: AnySink | None = None, priority: int = 0,
+        cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Retrieval:
+        """C-MOVE to us when listening, C-GET otherwise, from the default peer."""
+        return self._default.retrieve(
+            query, sink=sink, priority=priority, cancel_timeout=cancel_timeout
+        )
+
+    async def echo(self) -> None:
+        """C-ECHO to the default peer."""
+        await self._default.echo()
+
+    async def store(
+        self, items: store_service.StoreItems, *, priority: int = 0,
+        move_originator: tuple[str, int] | None = None,
+    ) -> store_service.StoreResult:
+        """C-STORE to the default peer."""
+        return await self._default.store(
+            items, priority=priority, move_originator=move_originator
+        )
 
 
 @attrs.frozen
-class Peer:
-    """A remote application entity, reached through a :class:`Client`."""
+class Peer(Operations):
+    """A remote application entity, reached through a :class:`Client`.
+
+    Its operations (those of :class:`~aiodicom.Session`, same signatures) borrow associations
+    from the client's pool, which opens one when none idle covers what the operation proposes.
+    :meth:`associate` opens one of your own instead.
+    """
 
     client: Client
     host: str
     port: int
     ae_title: str = "ANY-SCP"
+
+    @property
+    def _client(self) -> Client:
+        return self.client
+
+    def _using(
+        self,
+        proposals: Sequence[ContextProposal],
+        extended: Sequence[SOPClassExtendedNegotiation] = (),
+        clean: Clean | None = None,
+    ) -> AbstractAsyncContextManager[Session]:
+        requests = self.client._requests
+        key = (self.ae_title, tuple(proposals), tuple(extended))
+        rq = requests.get(key)
+        if rq is None:
+            rq = requests[key] = self.association_request(proposals, extended_negotiation=extended)
+            if len(requests) > _MAX_REQUESTS:
+                requests.popitem(last=False)
+        else:
+            requests.move_to_end(key)
+        return self.client.pool.lease((self.host, self.port, self.ae_title), rq, clean=clean)
 
     def association_request(
         self,
@@ -203,7 +400,8 @@ class Peer:
         async_operations: tuple[int, int] | None = None,
         request_handler: RequestHandler | None = None,
     ) -> AsyncIterator[Session]:
-        """Open one association; it is released when the block ends, aborted on error."""
+        """Open an association of your own (not from the pool, not counted in its limit); it
+        is released when the block ends, aborted on error."""
         if not proposals:
             proposals = [ContextProposal(VERIFICATION, UNCOMPRESSED_TRANSFER_SYNTAXES)]
         rq = self.association_request(
@@ -213,171 +411,28 @@ class Peer:
         async with open_session(
             self.host, self.port, rq, timeouts=self.client.timeouts,
             max_pdu_length=self.client.max_pdu_length, ssl_context=self.client.ssl_context,
-            request_handler=request_handler,
+            request_handler=request_handler, client=self.client,
         ) as session:
             yield session
 
-    def find(
-        self,
-        query: Query,
-        *,
-        strict: bool = False,
-        relational: bool = False,
-        datetime_matching: bool = False,
-        fuzzy_names: bool = False,
-        timezone_adjustment: bool = False,
-        priority: int = 0,
-        cancel_timeout: float = CANCEL_TIMEOUT,
-    ) -> Find:
-        """C-FIND on an association of its own: ``async for match in peer.find(query)``.
 
-        The four options are proposed in SOP Class Extended Negotiation when asked for;
-        ``find.negotiated`` (and ``find.result.negotiated``) says which the peer accepted. A
-        query that breaks the hierarchical rules is sent only if relational was accepted.
-        """
-        options = FindOptions(relational, datetime_matching, fuzzy_names, timezone_adjustment)
-        proposal = ContextProposal(query.sop_class_uid("find"), UNCOMPRESSED_TRANSFER_SYNTAXES)
-        extended = [options.negotiation_item(proposal.abstract_syntax)] if options.any else []
-        return Find(
-            query,
-            open_session=lambda: self.associate([proposal], extended_negotiation=extended),
-            strict=strict, relational=relational, datetime_matching=datetime_matching,
-            fuzzy_names=fuzzy_names, timezone_adjustment=timezone_adjustment,
-            priority=priority, cancel_timeout=cancel_timeout,
-        )
+async def _exit_unwrapped(
+    tasks: anyio.abc.TaskGroup,
+    exc_type: type[BaseException] | None = None,
+    exc: BaseException | None = None,
+    tb: TracebackType | None = None,
+) -> bool | None:
+    """Leave the client's task group; a group holding a single error becomes that error.
 
-    def find_series(
-        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
-        character_set: str | None = None, **keys: object,
-    ) -> HierarchicalFind:
-        """Series matching ``keys`` (any level down to SERIES) with hierarchical queries only,
-        STUDY then SERIES, on one association; each match carries its study's attributes."""
-        return self._hierarchy(Level.SERIES, model, strict, character_set, keys)
-
-    def find_images(
-        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
-        character_set: str | None = None, **keys: object,
-    ) -> HierarchicalFind:
-        """Like :meth:`find_series`, down to the IMAGE level."""
-        return self._hierarchy(Level.IMAGE, model, strict, character_set, keys)
-
-    def _hierarchy(
-        self, level: Level, model: QueryModel, strict: bool, character_set: str | None,
-        keys: dict[str, object],
-    ) -> HierarchicalFind:
-        uid = model.find_sop_class
-        assert uid is not None
-        proposal = ContextProposal(uid, UNCOMPRESSED_TRANSFER_SYNTAXES)
-        return HierarchicalFind(
-            level, keys, model=model, strict=strict, character_set=character_set,
-            open_session=lambda: self.associate([proposal]),
-        )
-
-    def move(
-        self,
-        query: Query | Dataset,
-        destination: str | None = None,
-        *,
-        sink: Sink | MemorySink | DirectorySink | None = None,
-        priority: int = 0,
-        cancel_timeout: float = CANCEL_TIMEOUT,
-    ) -> Retrieval:
-        """C-MOVE to ``destination`` (default: this client's acceptor, which must be running).
-
-        ``await peer.move(q)`` gives the :class:`RetrieveResult`; ``async with peer.move(q) as
-        r: async for event in r`` shows progress. Instances go to ``sink`` (a
-        :class:`MemorySink` unless given). ``query`` is a :class:`Query` or a C-FIND match;
-        only its level and unique keys are sent. The PACS must know our AE title with our
-        host and port; :class:`MoveDestinationUnknown` says so when it does not.
-        """
-        client = self.client
-        to_us = destination is None or destination == client.ae_title
-        if to_us and client.port is None:
-            raise DicomError(
-                "C-MOVE to this client needs its acceptor: use Client(ae_title, port=...) "
-                "inside 'async with', or name another destination, or use get()"
-            )
-        model = retrieve_model(query)
-        sop_class = retrieve_sop_class(model, "move")
-        proposal = ContextProposal(sop_class, UNCOMPRESSED_TRANSFER_SYNTAXES)
-
-        async def count_matches(identifier: Dataset) -> int:
-            return len(await self.find(Query.from_dataset(identifier, model)).all())
-
-        port = client.port
-        return Retrieval(
-            "move", query, sop_class_uid=sop_class, sink=sink,
-            open_session=lambda _: self.associate([proposal]),
-            destination=destination or client.ae_title,
-            router=client.router if to_us else None,
-            destination_address=(client.host, port) if to_us and port is not None else None,
-            count_matches=count_matches,
-            priority=priority, cancel_timeout=cancel_timeout,
-        )
-
-    def get(
-        self,
-        query: Query | Dataset,
-        *,
-        sink: Sink | MemorySink | DirectorySink | None = None,
-        sop_classes: Sequence[str] | None = None,
-        transfer_syntaxes: Sequence[str] | None = None,
-        priority: int = 0,
-        cancel_timeout: float = CANCEL_TIMEOUT,
-    ) -> Retrieval:
-        """C-GET: the instances come back on the same association (no acceptor needed).
-
-        Storage contexts are proposed for ``sop_classes``, else for the SOP classes a C-FIND
-        match names (SOP Classes in Study, SOP Class UID), else for common storage classes;
-        each class with uncompressed and, separately, the common lossless and lossy
-        compressed transfer syntaxes, so the peer can send what it stores unchanged.
-        ``transfer_syntaxes`` instead proposes exactly those, in that order, in one context per
-        class: to ask for an encoding, or for peers (DCMTK dcmqrscp) that send everything on
-        the first context accepted for a class.
-        """
-        sop_class = retrieve_sop_class(retrieve_model(query), "get")
-        classes = sop_classes or sop_classes_from(query)
-        proposals = get_proposals(sop_class, classes, transfer_syntaxes)
-        return Retrieval(
-            "get", query, sop_class_uid=sop_class, sink=sink,
-            open_session=lambda _: self.associate(proposals),
-            priority=priority, cancel_timeout=cancel_timeout,
-        )
-
-    def retrieve(
-        self,
-        query: Query | Dataset,
-        *,
-        sink: Sink | MemorySink | DirectorySink | None = None,
-    ) -> Retrieval:
-        """C-MOVE to our own acceptor when the client runs one, C-GET otherwise.
-
-        ``result = await peer.retrieve(match)``, then ``result.series().to_sitk()`` for an
-        image of the series held in memory.
-        """
-        if self.client.port is not None:
-            return self.move(query, sink=sink)
-        return self.get(query, sink=sink)
-
-    async def echo(self) -> None:
-        """Associate, C-ECHO, release. Raises a :class:`~aiodicom.DicomError` subclass on any
-        failure: rejected association, abort, timeout or a non-success status."""
-        async with self.associate() as session:
-            await session.echo()
-
-    async def store(
-        self,
-        items: store_service.StoreItems,
-        *,
-        priority: int = 0,
-        move_originator: tuple[str, int] | None = None,
-    ) -> store_service.StoreResult:
-        """C-STORE each item (file path, Dataset, Instance) on associations of their own (more
-        than one only past 128 presentation contexts). Failed objects are in the result;
-        association failures raise."""
-        return await store_service.store_on_associations(
-            self.associate, items, priority=priority, move_originator=move_originator
-        )
+    Several errors at once (only possible if more than one internal task failed) stay an
+    ``ExceptionGroup``: picking one would hide the others.
+    """
+    try:
+        return await tasks.__aexit__(exc_type, exc, tb)
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
-__all__ = ["Client", "Peer"]
+__all__ = ["Client", "Peer", "PeerAddress", "PeerLike", "UnexpectedDeliveries"]

@@ -36,7 +36,9 @@ from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from pydicom.values import convert_string
 
+import aiodicom.uids as uids
 from aiodicom.errors import DicomError, DimseError
+from aiodicom.uids import encoding_of
 
 __all__ = [
     "DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN",
@@ -53,37 +55,22 @@ __all__ = [
     "transfer_syntax_name",
 ]
 
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
-EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+# Longer names of the uids module's constants, kept because callers know them from here.
+IMPLICIT_VR_LITTLE_ENDIAN = uids.IMPLICIT_VR_LE
+EXPLICIT_VR_LITTLE_ENDIAN = uids.EXPLICIT_VR_LE
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = uids.DEFLATED_EXPLICIT_VR_LE
+EXPLICIT_VR_BIG_ENDIAN = uids.EXPLICIT_VR_BE
 
-NATIVE_TRANSFER_SYNTAXES = frozenset(
-    {
-        IMPLICIT_VR_LITTLE_ENDIAN,
-        EXPLICIT_VR_LITTLE_ENDIAN,
-        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-        EXPLICIT_VR_BIG_ENDIAN,
-    }
-)
+NATIVE_TRANSFER_SYNTAXES = frozenset(uids.UNCOMPRESSED_TRANSFER_SYNTAXES)
 """Transfer syntaxes whose pixel data (if any) is not encapsulated."""
 
-# The JPIP Referenced Deflate syntaxes deflate the data set like 1.2.840.10008.1.2.1.99 does;
-# pydicom's UID.is_deflated only knows the latter.
-_DEFLATED = frozenset(
-    {
-        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-        "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
-        "1.2.840.10008.1.2.4.205",  # JPIP HTJ2K Referenced Deflate
-    }
-)
 # Syntaxes that carry no pixel data of their own (it is referenced by URL) or whose pixel data
 # is native although pydicom would call them compressed.
 _NOT_ENCAPSULATED = NATIVE_TRANSFER_SYNTAXES | {
-    "1.2.840.10008.1.2.4.94",  # JPIP Referenced
-    "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
-    "1.2.840.10008.1.2.4.204",  # JPIP HTJ2K Referenced
-    "1.2.840.10008.1.2.4.205",  # JPIP HTJ2K Referenced Deflate
+    uids.JPIP_REFERENCED,
+    uids.JPIP_REFERENCED_DEFLATE,
+    uids.JPIP_HTJ2K_REFERENCED,
+    uids.JPIP_HTJ2K_REFERENCED_DEFLATE,
 }
 
 
@@ -95,18 +82,9 @@ class DatasetEncodeError(DicomError):
     """A data set could not be encoded in the requested transfer syntax."""
 
 
-def _encoding(transfer_syntax_uid: str) -> tuple[bool, bool, bool]:
-    """(implicit VR, little endian, deflated) for a transfer syntax."""
-    if transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN:
-        return True, True, False
-    if transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN:
-        return False, False, False
-    return False, True, transfer_syntax_uid in _DEFLATED
-
-
 def is_deflated(transfer_syntax_uid: str) -> bool:
     """True when the whole data set is deflated (PS3.5 A.5) in this transfer syntax."""
-    return transfer_syntax_uid in _DEFLATED
+    return encoding_of(transfer_syntax_uid).deflated
 
 
 def is_encapsulated(transfer_syntax_uid: str) -> bool:
@@ -134,7 +112,7 @@ def encode_dataset(ds: Dataset, transfer_syntax_uid: str) -> bytes:
     already hold the encapsulated fragments; its element is marked undefined length, as
     ``dcmwrite`` does.
     """
-    implicit_vr, little_endian, deflated = _encoding(transfer_syntax_uid)
+    implicit_vr, little_endian, deflated = encoding_of(transfer_syntax_uid)
     # keys(), not iteration: iterating a Dataset converts every raw element to a DataElement.
     tags = ds.keys()
     if any(tag >> 16 == 0x0002 for tag in tags):
@@ -179,7 +157,7 @@ def decode_dataset(data: bytes | bytearray | memoryview, transfer_syntax_uid: st
     then; a malformed structure (lengths, tags, a broken deflate stream) raises
     :class:`DatasetDecodeError` here.
     """
-    implicit_vr, little_endian, deflated = _encoding(transfer_syntax_uid)
+    implicit_vr, little_endian, deflated = encoding_of(transfer_syntax_uid)
     if deflated:
         try:
             inflater = zlib.decompressobj(-zlib.MAX_WBITS)

@@ -21,6 +21,7 @@ import attrs
 
 from aiodicom.errors import DimseError
 from aiodicom.pdu import PDataTF, PresentationDataValue
+from aiodicom.status import Status
 
 __all__ = [
     "COMMAND_ELEMENTS",
@@ -63,6 +64,7 @@ __all__ = [
     "command_name",
     "decode_command",
     "encode_command",
+    "encode_store_response",
     "fragment_message",
 ]
 
@@ -278,6 +280,41 @@ def encode_command(fields: Mapping[str, object]) -> bytes:
     return _UL_ELEMENT.pack(0, 0, 4, len(body)) + body
 
 
+# Every other element of a C-STORE-RSP: Command Field, Message ID Being Responded To, Command Data
+# Set Type, Status, each (group, element, length, value).
+_STORE_RSP_MIDDLE = struct.Struct("<HHIHHHIHHHIHHHIH")
+
+
+def _uid_value(value: str, keyword: str) -> bytes:
+    raw = _text(value, keyword)
+    return raw + b"\x00" if len(raw) & 1 else raw
+
+
+def encode_store_response(
+    message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int
+) -> bytes:
+    """The command set of a C-STORE-RSP, as :func:`encode_command` encodes it, in a fraction of
+    its time: a storage SCP sends one per instance it receives."""
+    sop_class = _uid_value(sop_class_uid, "AffectedSOPClassUID")
+    sop_instance = _uid_value(sop_instance_uid, "AffectedSOPInstanceUID")
+    try:
+        middle = _STORE_RSP_MIDDLE.pack(
+            0, 0x0100, 2, C_STORE_RSP, 0, 0x0120, 2, message_id,
+            0, 0x0800, 2, NO_DATASET, 0, 0x0900, 2, status,
+        )
+    except struct.error:
+        raise ValueError(
+            f"Message ID {message_id} or status {status} does not fit in US"
+        ) from None
+    length = 2 * _HEADER.size + len(sop_class) + len(middle) + len(sop_instance)
+    return b"".join((
+        _UL_ELEMENT.pack(0, 0, 4, length),
+        _HEADER.pack(0, 0x0002, len(sop_class)), sop_class,
+        middle,
+        _HEADER.pack(0, 0x1000, len(sop_instance)), sop_instance,
+    ))
+
+
 # --- command set decoding -----------------------------------------------------------------------
 
 
@@ -379,6 +416,10 @@ class DimseMessage:
     # The writer that received the data set, when a layer above chose one for it (see
     # MessageAssembler): lets that layer find again what it set up, e.g. a file spooled to disk.
     writer: DataSetWriter | None = attrs.field(default=None, eq=False, repr=False)
+    # The command set already encoded, by a sender that does so faster than encode_command (a
+    # C-STORE-RSP, one per instance received): sent as it is, so it must say what ``command``
+    # says.
+    encoded_command: bytes | None = attrs.field(default=None, eq=False, repr=False)
 
     def _int(self, keyword: str) -> int | None:
         value = self.command.get(keyword)
@@ -411,9 +452,9 @@ class DimseMessage:
 
     @property
     def status_code(self) -> int:
-        """Status, with a response that lacks one counted as a failure (0xC000)."""
+        """Status, with a response that lacks one counted as a failure (unable to process)."""
         value = self._int("Status")
-        return 0xC000 if value is None else value
+        return Status.UNABLE_TO_PROCESS if value is None else value
 
     @property
     def has_dataset(self) -> bool:
@@ -454,6 +495,16 @@ def fragment_message(msg: DimseMessage, max_pdu_length: int) -> Iterator[PDataTF
     else:
         fragment_size = max_pdu_length - PDV_OVERHEAD
 
+    encoded = msg.encoded_command
+    if encoded is None:
+        encoded = encode_command(_with_data_set_type(msg))
+    context_id = msg.context_id
+    yield from _fragments(context_id, encoded, fragment_size, True)
+    if msg.data is not None:
+        yield from _fragments(context_id, msg.data, fragment_size, False)
+
+
+def _with_data_set_type(msg: DimseMessage) -> Mapping[str, object]:
     command = msg.command
     data_set_type = command.get("CommandDataSetType")
     if data_set_type is None:
@@ -465,11 +516,7 @@ def fragment_message(msg: DimseMessage, max_pdu_length: int) -> Iterator[PDataTF
             f"CommandDataSetType 0x{data_set_type:04X} says {state}, "
             f"but the message {'has' if msg.data is not None else 'has no'} data"
         )
-
-    context_id = msg.context_id
-    yield from _fragments(context_id, encode_command(command), fragment_size, True)
-    if msg.data is not None:
-        yield from _fragments(context_id, msg.data, fragment_size, False)
+    return command
 
 
 def _fragments(

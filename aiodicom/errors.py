@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from aiodicom.pdu_types import describe_rejection
+
 
 class DicomError(Exception):
     """Base class of every error raised by aiodicom."""
+
+
+class UnsupportedBackend(DicomError, RuntimeError):
+    """aiodicom was called outside an asyncio event loop (under trio, for example)."""
 
 
 class PDUDecodeError(DicomError):
@@ -31,8 +37,6 @@ class AssociationRejected(AssociationError):
     """The peer (or its provider) answered A-ASSOCIATE-RJ."""
 
     def __init__(self, result: int, source: int, reason: int) -> None:
-        from aiodicom.pdu import describe_rejection
-
         self.result = result
         self.source = source
         self.reason = reason
@@ -58,6 +62,18 @@ class DicomTimeoutError(DicomError, TimeoutError):
 
 class NoAcceptedContext(DicomError):
     """No accepted presentation context can carry the requested SOP class."""
+
+
+class QueryError(DicomError, ValueError):
+    """A query that cannot be sent as asked: the message names the offending key and says why.
+
+    ``key`` is that keyword (dotted for a key inside a sequence item), or ``None`` when the
+    problem is not one key's.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class DimseError(DicomError):

@@ -6,6 +6,7 @@ Meta Information header (PS3.10 section 7.1) in front of those bytes and nothing
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -13,15 +14,21 @@ import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Protocol
 
 from pydicom.datadict import dictionary_VR
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from aiodicom.errors import DicomError
-from aiodicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
-if TYPE_CHECKING:
-    from aiodicom.instance import Instance
+# Encoding and encoding_of live in aiodicom.uids, with the transfer syntaxes they describe;
+# they are exported here too, where file readers look for them.
+from aiodicom.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    Encoding,
+    encoding_of,
+)
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -31,12 +38,12 @@ __all__ = [
     "Encoding",
     "FileMetaError",
     "MalformedDataSetError",
+    "Part10Content",
     "encode_file_meta",
     "encoding_of",
     "fsync_directory",
     "part10_header",
     "peek_elements",
-    "read_part10",
     "split_part10",
     "write_all",
     "write_part10_atomic",
@@ -47,49 +54,30 @@ __all__ = [
 PREAMBLE = bytes(128) + b"DICM"
 
 
+class Part10Content(Protocol):
+    """What a Part 10 file is written from: an :class:`~aiodicom.instance.Instance` is one.
+
+    A protocol rather than the class, so that this module stays below the one defining it.
+    """
+
+    @property
+    def sop_class_uid(self) -> str: ...
+    @property
+    def sop_instance_uid(self) -> str: ...
+    @property
+    def transfer_syntax_uid(self) -> str: ...
+    @property
+    def source_ae_title(self) -> str | None: ...
+    @property
+    def data(self) -> bytes | memoryview: ...
+
+
 class FileMetaError(DicomError, ValueError):
     """A value cannot be encoded in the File Meta Information (not ASCII, or too long)."""
 
 
 class MalformedDataSetError(DicomError, ValueError):
     """Data set bytes could not be scanned: truncated, bad lengths, or a corrupt deflate stream."""
-
-
-# --------------------------------------------------------------------------------------------
-# Transfer syntax -> data set encoding
-
-
-class Encoding(NamedTuple):
-    """How a transfer syntax encodes the data set itself (pixel data compression aside)."""
-
-    implicit_vr: bool
-    little_endian: bool
-    deflated: bool
-
-
-_IMPLICIT_LE = Encoding(implicit_vr=True, little_endian=True, deflated=False)
-_EXPLICIT_LE = Encoding(implicit_vr=False, little_endian=True, deflated=False)
-_EXPLICIT_BE = Encoding(implicit_vr=False, little_endian=False, deflated=False)
-_DEFLATED_LE = Encoding(implicit_vr=False, little_endian=True, deflated=True)
-
-# Own table rather than pydicom's UID properties: those raise for private transfer syntaxes and
-# do not count the JPIP Referenced Deflate syntaxes as deflated, though their data sets are.
-_SPECIAL_ENCODINGS = {
-    "1.2.840.10008.1.2": _IMPLICIT_LE,
-    "1.2.840.10008.1.2.2": _EXPLICIT_BE,
-    "1.2.840.10008.1.2.1.99": _DEFLATED_LE,
-    "1.2.840.10008.1.2.4.95": _DEFLATED_LE,
-    "1.2.840.10008.1.2.4.205": _DEFLATED_LE,
-}
-
-
-def encoding_of(transfer_syntax_uid: str) -> Encoding:
-    """Return how data sets in ``transfer_syntax_uid`` are encoded.
-
-    Every transfer syntax not listed as special (explicit LE, all encapsulated ones, private
-    ones) encodes the data set as explicit VR little endian (PS3.5 section 10).
-    """
-    return _SPECIAL_ENCODINGS.get(transfer_syntax_uid.rstrip("\0 "), _EXPLICIT_LE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +197,7 @@ def encode_file_meta(
 
 
 def part10_header(
-    instance: Instance,
+    instance: Part10Content,
     *,
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
     implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
@@ -262,7 +250,7 @@ def fsync_directory(directory: Path) -> None:
 
 
 def write_part10_atomic(
-    path: str | os.PathLike[str], instance: Instance, fsync: bool = False
+    path: str | os.PathLike[str], instance: Part10Content, fsync: bool = False
 ) -> None:
     """Write ``instance`` as a Part 10 file at ``path``, all or nothing.
 
@@ -272,10 +260,12 @@ def write_part10_atomic(
     are flushed to stable storage before returning. Plain blocking calls, on purpose: the
     writes land in the page cache, and the library uses no threads.
     """
-    final = Path(path)
+    # Strings, not Path objects: pathlib's parsing cost more than writing a small file.
+    final = os.fspath(path)
+    directory, name = os.path.split(final)
     # Build everything that can fail on bad input before a temporary file exists.
     chunks = [memoryview(part10_header(instance)), memoryview(instance.data).cast("B")]
-    temporary = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(temporary, OPEN_FLAGS, 0o666)
     try:
         try:
@@ -287,10 +277,11 @@ def write_part10_atomic(
         os.replace(temporary, final)
     except BaseException:
         # BaseException too: a KeyboardInterrupt must not leave the temporary file behind.
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
     if fsync:
-        fsync_directory(final.parent)
+        fsync_directory(Path(directory or os.curdir))
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,10 +291,9 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_DELIMITATION = 0xFFFEE00D
 _SEQUENCE_DELIMITATION = 0xFFFEE0DD
-# Explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
+# Explicit VRs whose header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2), as the
+# bytes a header carries; pydicom's set is the one datasets.py reads with too.
+_LONG_VRS = frozenset(vr.value.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 # Element headers: implicit VR (also every item and delimiter), explicit VR with a 2-byte
 # length, and the 4-byte length that follows the reserved bytes of the long explicit form.
 _LE_IMPLICIT = struct.Struct("<HHI")
@@ -621,18 +611,3 @@ def split_part10(data: bytes | memoryview) -> tuple[dict[str, str], memoryview]:
     if not found.get("transfer_syntax_uid"):
         raise FileMetaError("the File Meta Information has no Transfer Syntax UID")
     return found, view[position:]
-
-
-def read_part10(path: str | os.PathLike[str]) -> Instance:
-    """Read a Part 10 file (as :func:`write_part10_atomic` writes them) back into an
-    :class:`~aiodicom.instance.Instance` whose ``data`` are the data set bytes of the file."""
-    from aiodicom.instance import Instance  # instance.py imports this module
-
-    meta, data = split_part10(Path(path).read_bytes())
-    return Instance(
-        sop_class_uid=meta.get("sop_class_uid", ""),
-        sop_instance_uid=meta.get("sop_instance_uid", ""),
-        transfer_syntax_uid=meta["transfer_syntax_uid"],
-        data=data,
-        source_ae_title=meta.get("source_ae_title") or None,
-    )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import zlib
+from pathlib import Path
 
 import attrs
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -14,13 +16,14 @@ from aiodicom.fileio import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     encode_file_meta,
-    encoding_of,
     part10_header,
     peek_elements,
+    split_part10,
 )
 from aiodicom.spool import SpooledFile
+from aiodicom.uids import encoding_of
 
-__all__ = ["Instance"]
+__all__ = ["Instance", "read_part10"]
 
 _STUDY_INSTANCE_UID = 0x0020000D
 _SERIES_INSTANCE_UID = 0x0020000E
@@ -98,3 +101,16 @@ class Instance:
             self.data, self.transfer_syntax_uid, (_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID)
         )
         return found.get(_STUDY_INSTANCE_UID), found.get(_SERIES_INSTANCE_UID)
+
+
+def read_part10(path: str | os.PathLike[str]) -> Instance:
+    """Read a Part 10 file (as :func:`~aiodicom.fileio.write_part10_atomic` writes them) back
+    into an :class:`Instance` whose ``data`` are the data set bytes of the file."""
+    meta, data = split_part10(Path(path).read_bytes())
+    return Instance(
+        sop_class_uid=meta.get("sop_class_uid", ""),
+        sop_instance_uid=meta.get("sop_instance_uid", ""),
+        transfer_syntax_uid=meta["transfer_syntax_uid"],
+        data=data,
+        source_ae_title=meta.get("source_ae_title") or None,
+    )

@@ -24,18 +24,13 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from aiodicom.datasets import shared_tag
+from aiodicom.vr import EMPTY_VALUE, LEADING_SPACE_VRS, NUMERIC_VRS, TEMPORAL_VRS, WILDCARD_VRS
 
-__all__ = ["MatchingKeys", "contradictions", "missing_matching_keys"]
+__all__ = ["MatchingKeys", "contradictions", "is_temporal_key", "missing_matching_keys"]
 
 # Never matched: Specific Character Set says how values are encoded (PS3.4 C.2.2.2), the level
 # and view say what is queried, the timezone offset qualifies the other values.
 _NOT_KEYS = frozenset({0x00080005, 0x00080052, 0x00080053, 0x00080201})
-_WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-_NUMERIC_VRS = frozenset({"IS", "DS", "US", "UL", "SS", "SL", "UV", "SV", "FL", "FD"})
-_TEMPORAL_VRS = frozenset({"DA", "TM", "DT"})
-# Leading spaces are significant in these VRs (PS3.5 Table 6.2-1), trailing ones never are.
-_LEADING_SPACE_VRS = frozenset({"LT", "ST", "UT", "UR"})
-_EMPTY_VALUE = '""'
 
 
 def missing_matching_keys(identifier: Dataset, response: Dataset) -> list[str]:
@@ -175,14 +170,14 @@ def _is_matching(elem: DataElement) -> bool:
     if not values:
         return False
     # A lone "*" is Universal Matching in disguise (PS3.4 C.2.2.2.4).
-    return not (elem.VR in _WILDCARD_VRS and all(str(v).strip() == "*" for v in values))
+    return not (elem.VR in WILDCARD_VRS and all(str(v).strip() == "*" for v in values))
 
 
 def _is_missing(qelem: DataElement, relem: DataElement) -> bool:
     rvalues = _values(relem)
     if qelem.VR != "SQ":
         # An empty response value is what Empty Value Matching asks for, not a sign of neglect.
-        return not rvalues and [str(v) for v in _values(qelem)] != [_EMPTY_VALUE]
+        return not rvalues and [str(v) for v in _values(qelem)] != [EMPTY_VALUE]
     items = [item for item in rvalues if isinstance(item, Dataset)]
     if not items:
         return True
@@ -206,7 +201,7 @@ def _contradicts(qelem: DataElement, relem: DataElement, case_sensitive_pn: bool
             for item in rvalues
         )
     qvalues = _values(qelem)
-    if [str(v) for v in qvalues] == [_EMPTY_VALUE]:
+    if [str(v) for v in qvalues] == [EMPTY_VALUE]:
         return True  # Empty Value Matching asked for no value, and there is one
     # Several query values are a UID list (any may match); for other VRs their meaning is
     # undefined without negotiation, and "any" is the reading that drops the fewest responses.
@@ -224,21 +219,21 @@ def _item_contradicts(qitem: Dataset, ritem: Dataset, case_sensitive_pn: bool) -
 
 
 def _value_matches(vr: str, query: object, value: object, case_sensitive_pn: bool) -> bool:
-    if vr in _TEMPORAL_VRS:
+    if vr in TEMPORAL_VRS:
         return _temporal_matches(vr, str(query).strip(), _temporal_text(value))
     if vr == "UI":
         return str(query).strip().rstrip("\0") == str(value).strip().rstrip("\0")
-    if vr in _NUMERIC_VRS:
+    if vr in NUMERIC_VRS:
         return _numbers_equal(query, value)
     if vr == "PN":
         return _pn_matches(str(query), str(value), case_sensitive_pn)
-    if vr in _WILDCARD_VRS:
+    if vr in WILDCARD_VRS:
         return _text_matches(_strip(vr, str(query)), _strip(vr, str(value)), fold=False)
     return query == value
 
 
 def _strip(vr: str, text: str) -> str:
-    return text.rstrip() if vr in _LEADING_SPACE_VRS else text.strip()
+    return text.rstrip() if vr in LEADING_SPACE_VRS else text.strip()
 
 
 def _text_matches(pattern: str, text: str, *, fold: bool) -> bool:
@@ -325,6 +320,12 @@ def _temporal_text(value: object) -> str:
     if isinstance(value, datetime.time):
         return value.strftime("%H%M%S.%f")
     return str(value).strip()
+
+
+def is_temporal_key(vr: str, value: str) -> bool:
+    """Whether ``value`` is a DA, TM or DT matching key these rules can read: one value or a
+    range, either end open. An SCP refuses the others, which matching would let through."""
+    return _query_bounds(vr, value.strip()) is not None
 
 
 def _temporal_matches(vr: str, query: str, value: str) -> bool:

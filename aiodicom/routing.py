@@ -15,23 +15,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Protocol
+
+from pydicom import Dataset
 
 from aiodicom.acceptor import IncomingStore
-from aiodicom.dimse import DataSetOpener, DataSetWriter, DimseMessage
+from aiodicom.dimse import DataSetOpener, DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
 from aiodicom.negotiation import PresentationContext
-from aiodicom.services.retrieve import (
-    NOT_AUTHORIZED,
-    Retrieval,
-    SpoolError,
-    instance_from_request,
-    release_spool,
-    spool_for,
-    store_response,
+from aiodicom.services.storage_scp import (
+    Recipient,
+    SinkHandler,
+    data_opener,
+    receive_store,
 )
-from aiodicom.sinks import DirectorySink, MemorySink
+from aiodicom.status import Status
 
 log = logging.getLogger("aiodicom.routing")
 
@@ -41,28 +41,31 @@ UnexpectedHandler = Callable[[Instance], Awaitable[int]]
 """Takes a delivery no move expects; returns the C-STORE status to answer with."""
 
 
-class SinkHandler:
-    """Keeps every unexpected delivery in a sink: answers 0x0000 once the sink has it, 0xA700
-    (out of resources) when the sink fails with an OS error, 0xC000 for anything else."""
+class ExpectedMove(Recipient, Protocol):
+    """A C-MOVE to us as the router sees it (a :class:`~aiodicom.services.retrieve.Retrieval`
+    is one): what tells its deliveries apart, and what takes them."""
 
-    def __init__(self, sink: MemorySink | DirectorySink) -> None:
-        self.sink = sink
+    @property
+    def message_id(self) -> int | None: ...
+    @property
+    def peer_ae_title(self) -> str | None:
+        """The AE title of the PACS performing the move."""
+    @property
+    def calling_ae_title(self) -> str | None:
+        """Our own AE title on the move's association."""
+    @property
+    def identifier(self) -> Dataset: ...
 
-    async def __call__(self, instance: Instance) -> int:
-        try:
-            await self.sink(instance)
-        except OSError as exc:
-            log.error("could not store %s: %s", instance.sop_instance_uid, exc)
-            return 0xA700
-        except Exception as exc:
-            log.error("sink refused %s: %s", instance.sop_instance_uid, exc)
-            return 0xC000
-        return 0x0000
+    async def accept_instance(self, instance: Instance) -> int:
+        """Take a delivery; the C-STORE status to answer it with."""
 
 
 class DeliveryRouter:
+    """Which active C-MOVE a delivery reaching our acceptor belongs to (see the module
+    docstring); a :class:`~aiodicom.services.storage_scp.StoreRouting` for the acceptor."""
+
     def __init__(self) -> None:
-        self._moves: dict[int, Retrieval] = {}
+        self._moves: dict[int, ExpectedMove] = {}
         self._next_id = 0
         self.unexpected: UnexpectedHandler | None = None
 
@@ -80,7 +83,7 @@ class DeliveryRouter:
         raise DicomError("65535 moves active: no Message ID left")
 
     @asynccontextmanager
-    async def expecting(self, move: Retrieval) -> AsyncIterator[None]:
+    async def expecting(self, move: ExpectedMove) -> AsyncIterator[None]:
         """Route deliveries to ``move`` (by its ``message_id``) for the life of the block."""
         message_id = move.message_id
         assert message_id is not None
@@ -97,8 +100,8 @@ class DeliveryRouter:
             if self._moves.get(message_id) is move:
                 del self._moves[message_id]
 
-    def route(self, command: dict[str, object], calling_ae_title: str,
-              instance: Instance) -> Retrieval | None:
+    def route(self, command: Mapping[str, object], calling_ae_title: str,
+              instance: Instance) -> ExpectedMove | None:
         """The active move a delivery belongs to, or ``None``."""
         move, decided = self._route_by_originator(command, calling_ae_title)
         if decided:
@@ -108,8 +111,8 @@ class DeliveryRouter:
         return self._by_uids(from_sender, instance) or self._by_uids(moves, instance)
 
     def _route_by_originator(
-        self, command: dict[str, object], calling_ae_title: str
-    ) -> tuple[Retrieval | None, bool]:
+        self, command: Mapping[str, object], calling_ae_title: str
+    ) -> tuple[ExpectedMove | None, bool]:
         """Route by the Move Originator fields alone: (move, True) when they decide it."""
         originator_id = command.get("MoveOriginatorMessageID")
         originator_ae = str(command.get("MoveOriginatorApplicationEntityTitle") or "").strip()
@@ -130,27 +133,48 @@ class DeliveryRouter:
     ) -> DataSetOpener:
         """For an incoming association: write deliveries straight to their move's directory,
         when the command alone tells which move they belong to."""
+        return data_opener(self, contexts, calling_ae_title)
 
-        def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
-            context = contexts.get(context_id)
-            move, _ = self._route_by_originator(command, calling_ae_title)
-            if move is not None:
-                if move.closed:
-                    return None
-                return spool_for(move.sink, context, command, calling_ae_title)
-            unexpected = self.unexpected
-            # With no move active, nothing arriving can be a move's: it is unexpected for sure.
-            if not self._moves and isinstance(unexpected, SinkHandler):
-                return spool_for(unexpected.sink, context, command, calling_ae_title)
-            return None
+    async def handle(self, incoming: IncomingStore) -> DimseMessage:
+        """The acceptor's store handler: receive one delivery, routed here."""
+        return await receive_store(
+            incoming.message, incoming.context, incoming.calling_ae_title, self
+        )
 
-        return open_data
+    def recipient_by_command(
+        self, command: Mapping[str, object], source_ae_title: str
+    ) -> Recipient | None:
+        """The move the Move Originator fields name; with no move active, the handler of
+        unexpected deliveries when it keeps them in a sink (nothing arriving can be a move's)."""
+        move, _ = self._route_by_originator(command, source_ae_title)
+        if move is not None:
+            return move
+        unexpected = self.unexpected
+        if not self._moves and isinstance(unexpected, SinkHandler):
+            return unexpected
+        return None
+
+    async def deliver(
+        self, command: Mapping[str, object], source_ae_title: str, instance: Instance
+    ) -> int:
+        """Hand a delivery to its move, else to the handler of unexpected deliveries; refused
+        (not authorized) when there is neither."""
+        move = self.route(command, source_ae_title, instance)
+        if move is not None:
+            return await move.accept_instance(instance)
+        if self.unexpected is not None:
+            return await self.unexpected(instance)
+        log.warning(
+            "refused %s from %s: no active C-MOVE expects it",
+            instance.sop_instance_uid, source_ae_title,
+        )
+        return Status.NOT_AUTHORIZED
 
     def _our_titles(self) -> set[str]:
         return {move.calling_ae_title for move in self._moves.values() if move.calling_ae_title}
 
     @staticmethod
-    def _by_uids(candidates: list[Retrieval], instance: Instance) -> Retrieval | None:
+    def _by_uids(candidates: list[ExpectedMove], instance: Instance) -> ExpectedMove | None:
         if not candidates:
             return None
         try:
@@ -180,37 +204,5 @@ class DeliveryRouter:
                 matching.append(move)
         return matching[0] if len(matching) == 1 else None
 
-    async def handle(self, incoming: IncomingStore) -> DimseMessage:
-        request = incoming.message
-        transfer_syntax = incoming.context.transfer_syntax or ""
-        try:
-            return store_response(request, await self._store(incoming, transfer_syntax))
-        finally:
-            release_spool(request)
 
-    async def _store(self, incoming: IncomingStore, transfer_syntax: str) -> int:
-        request = incoming.message
-        try:
-            instance = instance_from_request(request, transfer_syntax, incoming.calling_ae_title)
-        except SpoolError as exc:
-            log.error("refused a delivery from %s: %s", incoming.calling_ae_title, exc)
-            move, _ = self._route_by_originator(request.command, incoming.calling_ae_title)
-            if move is not None:
-                move.record_local_failure(str(request.command.get("AffectedSOPInstanceUID", "")))
-            return 0xA700  # Refused: out of resources
-        except DicomError as exc:
-            log.warning("malformed C-STORE from %s: %s", incoming.calling_ae_title, exc)
-            return 0xC000
-        move = self.route(request.command, incoming.calling_ae_title, instance)
-        if move is not None:
-            return await move.accept_instance(instance)
-        if self.unexpected is not None:
-            return await self.unexpected(instance)
-        log.warning(
-            "refused %s from %s: no active C-MOVE expects it",
-            instance.sop_instance_uid, incoming.calling_ae_title,
-        )
-        return NOT_AUTHORIZED
-
-
-__all__ = ["DeliveryRouter", "SinkHandler", "UnexpectedHandler"]
+__all__ = ["DeliveryRouter", "ExpectedMove", "UnexpectedHandler"]

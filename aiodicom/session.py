@@ -1,11 +1,16 @@
-"""A requested association with its dispatcher running: the place where services are invoked."""
+"""A requested association with its dispatcher running: the place where services are invoked.
+
+:class:`Operations` holds every service call once; a :class:`Session` runs them on its own
+association, a :class:`~aiodicom.Peer` on associations borrowed from its client's pool. Both
+therefore offer the same operations with the same signatures.
+"""
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 import anyio
 from pydicom import Dataset
@@ -13,30 +18,356 @@ from pydicom import Dataset
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
 from aiodicom.dispatcher import Dispatcher, RequestHandler
 from aiodicom.errors import DicomError
-from aiodicom.negotiation import PresentationContext
-from aiodicom.pdu import AssociateRQ
-from aiodicom.query import Level, Query, QueryModel
+from aiodicom.model import Level, QueryModel
+from aiodicom.negotiation import ContextProposal, PresentationContext
+from aiodicom.pdu import AssociateRQ, SOPClassExtendedNegotiation
+from aiodicom.query import Query
 from aiodicom.services import echo as echo_service
-from aiodicom.services import retrieve as retrieve_service
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
-from aiodicom.services.find import Find, HierarchicalFind
+from aiodicom.services.find import Find, FindOptions, HierarchicalFind
+from aiodicom.services.get_contexts import get_proposals, sop_classes_from
+from aiodicom.services.retrieve import (
+    MoveRouter,
+    Retrieval,
+    retrieve_model,
+    retrieve_sop_class,
+)
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
-
-if TYPE_CHECKING:
-    from aiodicom.client import Client
+from aiodicom.uids import UNCOMPRESSED_TRANSFER_SYNTAXES, VERIFICATION
 
 
-class Session:
+class OwningClient(Protocol):
+    """What a session needs of the :class:`aiodicom.Client` that opened it: who we are, and
+    where a C-MOVE to ourselves lands (a Protocol, so that session.py need not import client.py,
+    which builds sessions)."""
+
+    @property
+    def ae_title(self) -> str: ...
+
+    @property
+    def listen_host(self) -> str: ...
+
+    @property
+    def listen_port(self) -> int | None: ...
+
+    @property
+    def _router(self) -> MoveRouter: ...
+
+AnySink = Sink | MemorySink | DirectorySink
+Clean = Callable[[], bool]
+"""Asked when an operation gives its association back: may it be reused?"""
+
+
+class Operations:
+    """The DICOM operations, written once for :class:`Session` and :class:`~aiodicom.Peer`.
+
+    Each one says which presentation contexts it needs; :meth:`_using` supplies an association
+    (a Session: itself, whatever it proposed; a Peer: one from the pool covering them).
+    """
+
+    def _using(
+        self,
+        proposals: Sequence[ContextProposal],
+        extended: Sequence[SOPClassExtendedNegotiation] = (),
+        clean: Clean | None = None,
+    ) -> AbstractAsyncContextManager[Session]:
+        raise NotImplementedError
+
+    @property
+    def _itself(self) -> Session | None:
+        """The one association every operation runs on, if there is one."""
+        return None
+
+    @property
+    def _client(self) -> OwningClient | None:
+        raise NotImplementedError
+
+    # --- C-FIND ---------------------------------------------------------------------------
+
+    def find(
+        self,
+        query: Query,
+        *,
+        options: FindOptions | None = None,
+        strict: bool = False,
+        priority: int = 0,
+        cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Find:
+        """C-FIND: ``async for match in peer.find(query)`` (streamed: each response is read
+        when the loop asks for it). ``async with`` it (or ``aclose()``) to stop early; C-CANCEL
+        is sent then. ``strict`` drops responses contradicting the query.
+
+        ``options`` (:class:`~aiodicom.FindOptions`) are proposed in SOP Class Extended
+        Negotiation; ``find.negotiated`` says which the peer accepted. A query that breaks the
+        hierarchical rules is sent only if relational queries were accepted. On a
+        :class:`Session` they must have been proposed when associating
+        (``options.negotiation_item(uid)``).
+        """
+        options = options or FindOptions()
+        uid = query.sop_class_uid("find")
+        extended = [options.negotiation_item(uid)] if options.any else []
+        return Find(
+            query, session=self._itself,
+            open_session=self._opener([_plain(uid)], extended),
+            strict=strict, relational=options.relational,
+            datetime_matching=options.datetime_matching, fuzzy_names=options.fuzzy_names,
+            timezone_adjustment=options.timezone_adjustment,
+            priority=priority, cancel_timeout=cancel_timeout,
+        )
+
+    def find_series(
+        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
+        character_set: str | None = None, **keys: object,
+    ) -> HierarchicalFind:
+        """Series matching ``keys`` (any level down to SERIES) with hierarchical queries only,
+        STUDY then SERIES, on one association; each match carries its study's attributes.
+        See :class:`~aiodicom.services.find.HierarchicalFind`."""
+        return self._hierarchy(Level.SERIES, model, strict, character_set, keys)
+
+    def find_images(
+        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
+        character_set: str | None = None, **keys: object,
+    ) -> HierarchicalFind:
+        """Like :meth:`find_series`, down to the IMAGE level."""
+        return self._hierarchy(Level.IMAGE, model, strict, character_set, keys)
+
+    def _hierarchy(
+        self, level: Level, model: QueryModel, strict: bool, character_set: str | None,
+        keys: dict[str, object],
+    ) -> HierarchicalFind:
+        uid = model.find_sop_class
+        assert uid is not None
+        return HierarchicalFind(
+            level, keys, model=model, session=self._itself,
+            open_session=self._opener([_plain(uid)]), strict=strict,
+            character_set=character_set,
+        )
+
+    def _opener(
+        self,
+        proposals: Sequence[ContextProposal],
+        extended: Sequence[SOPClassExtendedNegotiation] = (),
+    ) -> Callable[[], AbstractAsyncContextManager[Session]] | None:
+        if self._itself is not None:
+            return None
+        return lambda: self._using(proposals, extended)
+
+    # --- C-MOVE, C-GET ----------------------------------------------------------------------
+
+    def move(
+        self,
+        query: Query | Dataset,
+        destination: str | None = None,
+        *,
+        sink: AnySink | None = None,
+        priority: int = 0,
+        cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Retrieval:
+        """C-MOVE to ``destination`` (default: this client's acceptor, which must be listening).
+
+        ``await peer.move(q)`` gives the :class:`~aiodicom.RetrieveResult`; ``async with
+        peer.move(q) as r: async for event in r`` shows progress. Instances reaching our
+        acceptor go to ``sink`` (a :class:`~aiodicom.MemorySink` unless given). ``query`` is a
+        :class:`~aiodicom.Query` or a C-FIND match; only its level and unique keys are sent.
+        The PACS must know our AE title with our host and port;
+        :class:`~aiodicom.MoveDestinationUnknown` says so when it does not. The FIND context of
+        the model is proposed too: after a bare refusal a C-FIND on the same association tells
+        whether the PACS holds what was asked for.
+        """
+        client = self._client
+        if destination is None and client is None:
+            raise DicomError(
+                "name the C-MOVE destination: this association belongs to no Client whose "
+                "acceptor could receive the instances"
+            )
+        to_us = client is not None and destination in (None, client.ae_title)
+        if to_us and client is not None and client.listen_port is None:
+            raise DicomError(
+                "C-MOVE to this client needs its acceptor: use Client(ae_title, "
+                "listen_port=...) (0 picks a free port) inside 'async with', or name another "
+                "destination, or use get()"
+            )
+        model = retrieve_model(query)
+        sop_class = retrieve_sop_class(model, "move")
+        proposals = [_plain(sop_class)]
+        if model.find_sop_class is not None:
+            proposals.append(_plain(model.find_sop_class))
+
+        async def count_matches(identifier: Dataset) -> int:
+            # A Session runs it on itself; a Peer gets the association the move just gave back.
+            return len(await self.find(Query.from_dataset(identifier, model)).all())
+
+        address = None
+        router = None
+        if to_us and client is not None and client.listen_port is not None:
+            address = (client.listen_host, client.listen_port)
+            router = client._router
+        return Retrieval(
+            "move", query, sop_class_uid=sop_class, sink=sink, session=self._itself,
+            open_session=self._retrieval_opener(proposals),
+            destination=destination or (client.ae_title if client is not None else None),
+            router=router, destination_address=address, count_matches=count_matches,
+            priority=priority, cancel_timeout=cancel_timeout,
+        )
+
+    def get(
+        self,
+        query: Query | Dataset,
+        *,
+        sink: AnySink | None = None,
+        sop_classes: Sequence[str] | None = None,
+        transfer_syntaxes: Sequence[str] | None = None,
+        priority: int = 0,
+        cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Retrieval:
+        """C-GET: the instances come back on the same association (no acceptor needed).
+
+        Storage contexts are proposed for ``sop_classes``, else for the SOP classes a C-FIND
+        match names (SOP Classes in Study, SOP Class UID), else for common storage classes;
+        each class with uncompressed and, separately, the common lossless and lossy
+        compressed transfer syntaxes, so the peer can send what it stores unchanged.
+        ``transfer_syntaxes`` instead proposes exactly those, in that order, in one context per
+        class: to ask for an encoding, or for peers (DCMTK dcmqrscp) that send everything on
+        the first context accepted for a class. On a :class:`Session` the association's
+        contexts are already settled (propose
+        :func:`~aiodicom.services.get_contexts.get_proposals` when associating): these two
+        then change nothing. One C-GET at a time per association.
+        """
+        sop_class = retrieve_sop_class(retrieve_model(query), "get")
+        classes = sop_classes or sop_classes_from(query)
+        proposals = get_proposals(sop_class, classes, transfer_syntaxes)
+        return Retrieval(
+            "get", query, sop_class_uid=sop_class, sink=sink, session=self._itself,
+            open_session=self._retrieval_opener(proposals),
+            priority=priority, cancel_timeout=cancel_timeout,
+        )
+
+    def retrieve(
+        self,
+        query: Query | Dataset,
+        *,
+        sink: AnySink | None = None,
+        priority: int = 0,
+        cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Retrieval:
+        """C-MOVE to our own acceptor when the client listens, C-GET otherwise.
+
+        ``result = await peer.retrieve(match)``, then ``result.series().to_sitk()`` for an
+        image of the series held in memory.
+        """
+        client = self._client
+        if client is not None and client.listen_port is not None:
+            return self.move(query, sink=sink, priority=priority, cancel_timeout=cancel_timeout)
+        return self.get(query, sink=sink, priority=priority, cancel_timeout=cancel_timeout)
+
+    def _retrieval_opener(
+        self, proposals: Sequence[ContextProposal]
+    ) -> Callable[[Retrieval], AbstractAsyncContextManager[Session]] | None:
+        if self._itself is not None:
+            return None
+
+        def lease(retrieval: Retrieval) -> AbstractAsyncContextManager[Session]:
+            # A retrieval keeps a timeout or our cancel in its result instead of raising it
+            # through the association's block: ask it whether the association is still sound.
+            def clean() -> bool:
+                result = retrieval.result
+                return result is not None and not result.cancelled \
+                    and result.interrupted is None
+
+            return self._using(proposals, clean=clean)
+
+        return lease
+
+    # --- C-ECHO, C-STORE --------------------------------------------------------------------
+
+    async def echo(self) -> None:
+        """C-ECHO. Raises a :class:`~aiodicom.DicomError` subclass on any failure: rejected
+        association, abort, timeout or a non-success status
+        (:class:`~aiodicom.StatusError`)."""
+        async with self._using([_plain(VERIFICATION)]) as session:
+            await echo_service.echo(session.dispatcher)
+
+    async def store(
+        self,
+        items: store_service.StoreItems,
+        *,
+        priority: int = 0,
+        move_originator: tuple[str, int] | None = None,
+    ) -> store_service.StoreResult:
+        """C-STORE each item (file path, Dataset, Instance); a per-object status in the result,
+        never raised (association failures raise). A Peer proposes what the items need (more
+        than one association only past 128 presentation contexts); on a Session propose
+        :func:`~aiodicom.services.store.proposals_for` when associating."""
+        return await store_service.store_on_associations(
+            lambda proposals: self._using(proposals), items, priority=priority,
+            move_originator=move_originator,
+        )
+
+
+def _plain(abstract_syntax: str) -> ContextProposal:
+    return ContextProposal(abstract_syntax, UNCOMPRESSED_TRANSFER_SYNTAXES)
+
+
+class Session(Operations):
     """An established association as seen by a service user.
 
     Obtain one with ``async with peer.associate(...) as session``; every operation started here
-    shares the one association, which is released when the block ends (aborted on error).
+    shares the one association, which is released when the block ends (aborted on error). It
+    offers the operations of :class:`~aiodicom.Peer` with the same signatures; ``client`` (the
+    :class:`~aiodicom.Client` it was opened by, if any) is where a C-MOVE to ourselves lands.
     """
 
-    def __init__(self, association: Association, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, association: Association, dispatcher: Dispatcher, client: OwningClient | None = None
+    ) -> None:
         self.association = association
         self.dispatcher = dispatcher
+        self.client = client
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        rq: AssociateRQ,
+        *,
+        timeouts: Timeouts,
+        max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+        ssl_context: ssl.SSLContext | None = None,
+        request_handler: RequestHandler | None = None,
+        client: OwningClient | None = None,
+    ) -> Session:
+        """Connect and negotiate; end it with :meth:`close` (or use :func:`open_session`)."""
+        association = await Association.open(
+            host, port, rq, timeouts=timeouts, max_pdu_length=max_pdu_length,
+            ssl_context=ssl_context,
+        )
+        assert association.response is not None
+        window = association.response.user_information.async_operations_window
+        dispatcher = Dispatcher(
+            association,
+            request_handler=request_handler,
+            max_outstanding=window.max_operations_invoked if window is not None else 1,
+        )
+        return cls(association, dispatcher, client)
+
+    @property
+    def _itself(self) -> Session:
+        return self
+
+    @property
+    def _client(self) -> OwningClient | None:
+        return self.client
+
+    @asynccontextmanager
+    async def _using(
+        self,
+        proposals: Sequence[ContextProposal],
+        extended: Sequence[SOPClassExtendedNegotiation] = (),
+        clean: Clean | None = None,
+    ) -> AsyncIterator[Session]:
+        yield self  # the contexts were settled when associating; the owner ends it
 
     @property
     def contexts(self) -> dict[int, PresentationContext]:
@@ -53,37 +384,11 @@ class Session:
         return self.association.is_established and not self.dispatcher.ended \
             and not self.dispatcher.outstanding
 
-    def find(
-        self, query: Query, *, strict: bool = False, relational: bool = False,
-        datetime_matching: bool = False, fuzzy_names: bool = False,
-        timezone_adjustment: bool = False, priority: int = 0,
-        cancel_timeout: float = CANCEL_TIMEOUT,
-    ) -> Find:
-        """C-FIND on this association; see :class:`~aiodicom.services.find.Find`. The options
-        must have been proposed when associating (``FindOptions(...).negotiation_item(uid)``)."""
-        return Find(
-            query, session=self, strict=strict, relational=relational,
-            datetime_matching=datetime_matching, fuzzy_names=fuzzy_names,
-            timezone_adjustment=timezone_adjustment, priority=priority,
-            cancel_timeout=cancel_timeout,
-        )
-
-    def find_series(
-        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
-        character_set: str | None = None, **keys: object,
-    ) -> HierarchicalFind:
-        """Series by hierarchical queries (STUDY, then SERIES per study) on this association;
-        see :class:`~aiodicom.services.find.HierarchicalFind`."""
-        return HierarchicalFind(Level.SERIES, keys, model=model, session=self, strict=strict,
-                                character_set=character_set)
-
-    def find_images(
-        self, *, model: QueryModel = QueryModel.STUDY_ROOT, strict: bool = False,
-        character_set: str | None = None, **keys: object,
-    ) -> HierarchicalFind:
-        """Like :meth:`find_series`, down to the IMAGE level."""
-        return HierarchicalFind(Level.IMAGE, keys, model=model, session=self, strict=strict,
-                                character_set=character_set)
+    @property
+    def reusable(self) -> bool:
+        """Fit for another operation: :attr:`usable`, no failure seen, connection open."""
+        return self.usable and self.dispatcher.failure is None \
+            and not self.association.closed.is_set()
 
     async def release(self) -> None:
         """A-RELEASE, waiting (ACSE timeout) for the peer's reply; abort if none comes."""
@@ -102,85 +407,14 @@ class Session:
         finally:
             await association.abort()
 
-    async def echo(self) -> None:
-        """C-ECHO: returns on status 0000, raises :class:`~aiodicom.StatusError` otherwise."""
-        await echo_service.echo(self.dispatcher)
-
-    async def store(
-        self,
-        items: store_service.StoreItems,
-        *,
-        priority: int = 0,
-        move_originator: tuple[str, int] | None = None,
-    ) -> store_service.StoreResult:
-        """C-STORE each item (file path, Dataset, Instance); a per-object status, never raised.
-
-        Propose :func:`~aiodicom.services.store.proposals_for` when associating.
-        """
-        return await store_service.store(
-            self, items, priority=priority, move_originator=move_originator
-        )
-
-    def move(
-        self,
-        query: Query | Dataset,
-        destination: str | None = None,
-        *,
-        client: Client | None = None,
-        sink: Sink | MemorySink | DirectorySink | None = None,
-        priority: int = 0,
-        cancel_timeout: float = CANCEL_TIMEOUT,
-    ) -> retrieve_service.Retrieval:
-        """C-MOVE on this association (the Move SOP class of the query's model must have been
-        proposed). With ``client``, the destination defaults to its AE title and the
-        deliveries reaching its acceptor go to ``sink``; without, name the ``destination``.
-        A FIND context of the same model, if accepted, lets errors say whether the PACS holds
-        what was asked for. See :class:`~aiodicom.services.retrieve.Retrieval`."""
-        model = retrieve_service.retrieve_model(query)
-        sop_class = retrieve_service.retrieve_sop_class(model, "move")
-        to_us = client is not None and destination in (None, client.ae_title)
-        if client is not None and to_us and client.port is None:
-            raise DicomError("C-MOVE to this client needs its acceptor: Client(..., port=0)")
-        if client is None and destination is None:
-            raise TypeError("name the move destination, or pass client= to receive the instances")
-        find_uid = model.find_sop_class
-        can_find = any(
-            ctx.accepted and ctx.abstract_syntax == find_uid for ctx in self.contexts.values()
-        )
-
-        async def count_matches(identifier: Dataset) -> int:
-            return len(await self.find(Query.from_dataset(identifier, model)).all())
-
-        address = None
-        if client is not None and to_us and client.port is not None:
-            address = (client.host, client.port)
-        return retrieve_service.Retrieval(
-            "move", query, sop_class_uid=sop_class, sink=sink, session=self,
-            destination=destination or (client.ae_title if client is not None else None),
-            router=client.router if client is not None and to_us else None,
-            destination_address=address,
-            count_matches=count_matches if can_find else None,
-            priority=priority, cancel_timeout=cancel_timeout,
-        )
-
-    def get(
-        self,
-        query: Query | Dataset,
-        *,
-        sink: Sink | MemorySink | DirectorySink | None = None,
-        priority: int = 0,
-        cancel_timeout: float = CANCEL_TIMEOUT,
-    ) -> retrieve_service.Retrieval:
-        """C-GET on this association: propose
-        :func:`~aiodicom.services.get_contexts.get_proposals` when associating, so that the
-        Get model and the storage contexts (SCP role) are there. One C-GET at a time."""
-        sop_class = retrieve_service.retrieve_sop_class(
-            retrieve_service.retrieve_model(query), "get"
-        )
-        return retrieve_service.Retrieval(
-            "get", query, sop_class_uid=sop_class, sink=sink, session=self,
-            priority=priority, cancel_timeout=cancel_timeout,
-        )
+    async def close(self) -> None:
+        """End the association whatever its state: release when usable, abort otherwise.
+        Shielded from cancellation, bounded by the ACSE timeout."""
+        with anyio.CancelScope(shield=True):
+            if self.usable:
+                await self.release()
+            else:
+                await self.association.abort()
 
 
 @asynccontextmanager
@@ -193,30 +427,19 @@ async def open_session(
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
     ssl_context: ssl.SSLContext | None = None,
     request_handler: RequestHandler | None = None,
+    client: OwningClient | None = None,
 ) -> AsyncIterator[Session]:
-    association = await Association.open(
-        host, port, rq, timeouts=timeouts, max_pdu_length=max_pdu_length, ssl_context=ssl_context
+    """One association for the life of the block: released at its end, also on error (an
+    operation that failed or was cancelled has already cancelled itself on the wire; if the
+    association survived that, it ends politely), aborted when it cannot be released."""
+    session = await Session.open(
+        host, port, rq, timeouts=timeouts, max_pdu_length=max_pdu_length,
+        ssl_context=ssl_context, request_handler=request_handler, client=client,
     )
-    assert association.response is not None
-    window = association.response.user_information.async_operations_window
-    dispatcher = Dispatcher(
-        association,
-        request_handler=request_handler,
-        max_outstanding=window.max_operations_invoked if window is not None else 1,
-    )
-    session = Session(association, dispatcher)
     try:
         yield session
-    except BaseException:
-        # An operation that failed or was cancelled has already cancelled itself on the wire;
-        # if the association survived that, end it politely rather than abort.
-        with anyio.CancelScope(shield=True):
-            if session.usable:
-                await session.release()
-            else:
-                await association.abort()
-        raise
-    await session.release()
+    finally:
+        await session.close()
 
 
-__all__ = ["Session", "open_session"]
+__all__ = ["Operations", "Session", "open_session"]

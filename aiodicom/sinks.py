@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from aiodicom.errors import DicomError
-from aiodicom.fileio import PREAMBLE, encode_file_meta, read_part10, write_part10_atomic
-from aiodicom.instance import Instance
+from aiodicom.fileio import PREAMBLE, encode_file_meta, write_part10_atomic
+from aiodicom.instance import Instance, read_part10
 from aiodicom.spool import MEMORY_LIMIT, SpooledFile
 
 log = logging.getLogger(__name__)

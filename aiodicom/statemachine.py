@@ -4,68 +4,9 @@ Bytes received and user requests go in; events for the user and bytes to send co
 touches a socket or a clock: the caller runs the ARTIM timer when ``artim_running`` says so and
 reports its expiry with :meth:`AssociationStateMachine.artim_expired`.
 
-INTERFACE CONTRACT (implemented by the state machine, used by aiodicom.association):
-
-    sm = AssociationStateMachine(requestor=True, max_pdu_length=...)
-    sm.state -> State
-    # user primitives (raise LocalProtocolError when the current state does not allow them)
-    sm.request_association(rq)     # Evt1  (Sta1 -> Sta4); then the caller opens TCP
-    sm.connection_made()           # Evt2 requestor (Sta4 -> Sta5, queues A-ASSOCIATE-RQ)
-                                   # Evt5 acceptor  (Sta1 -> Sta2, starts ARTIM)
-    sm.accept(ac)                  # Evt7
-    sm.reject(rj)                  # Evt8
-    sm.send_data(pdata)            # Evt9
-    sm.release()                   # Evt11
-    sm.release_response()          # Evt14
-    sm.abort(source=0, reason=0)   # Evt15
-    # network input, each returns list[Event]
-    sm.receive_data(data)          # Evt3,4,6,10,12,13,16,19 (framing + decode inside)
-    sm.connection_closed()         # Evt17
-    sm.artim_expired()             # Evt18
-    # output
-    sm.data_to_send() -> bytes     # drains outgoing bytes (b"" when none)
-    sm.should_close -> bool        # the transport must be closed once data_to_send() is flushed
-    sm.artim_running -> bool
-
-ADDITIONS AND PRECISIONS
-
-* Receive limit. ``max_receive_pdu_size`` is the largest whole PDU (6-byte header included) we
-  accept; ``max_pdu_length`` is the same limit expressed as the Maximum Length Received we announce
-  (the P-DATA-TF variable field, so the whole PDU may be 6 bytes longer; 0 means no limit). When
-  both are given the smaller wins. The limit binds P-DATA-TF PDUs, which is what the Maximum Length
-  negotiation is about; the association PDUs may legitimately be larger than a small negotiated
-  maximum (an A-ASSOCIATE-RQ offering 128 contexts), so they are allowed up to
-  ``max(limit, ASSOCIATION_PDU_SIZE_LIMIT)``. A PDU declaring more is refused from its header
-  (never buffered) as an invalid PDU (Evt19) with reason 6, "invalid-PDU-parameter value".
-* Undecodable PDUs are Evt19: reason 1 "unrecognized-PDU" for an unknown PDU type, reason 6 for a
-  malformed PDU of a known type. A well-formed PDU that the table does not expect in the current
-  state is answered with reason 2 "unexpected-PDU". In Sta2 (AA-1) the A-ABORT we send has the
-  service-provider source with that reason: PS3.8 writes "service-user source" for AA-1 but the
-  user has not been involved yet, and a provider source lets the peer learn why.
-* After a PDU whose body we refuse to read (unknown type, oversized) the PDU boundaries are lost,
-  so every later byte is ignored; the machine still waits in Sta13 for the close or ARTIM.
-* AE-6 checks that the A-ASSOCIATE-RQ has bit 0 of the protocol version set; otherwise the provider
-  answers A-ASSOCIATE-RJ (permanent, ACSE provider, "protocol version not supported") and no event
-  is issued.
-* ``release_response()`` is also accepted in Sta10 (acceptor side of a release collision, where the
-  user learnt of the collision but PS3.8 wants the peer's A-RELEASE-RP first): it is held and
-  carried out (AR-4) as soon as the A-RELEASE-RP arrives (AR-10), so a caller can always answer a
-  :class:`ReleaseRequested` at once.
-* ``abort()`` never fails for lack of an association: in Sta1 and Sta13 it does nothing (there is
-  no association left to abort), in Sta2 it closes the connection (AA-2, as the table does for
-  Sta4), and elsewhere it sends A-ABORT (AA-1) and waits in Sta13 for the peer to close.
-* ``artim_expired()`` outside Sta2/Sta13 is a stale timer and is ignored. ``artim_generation``
-  changes each time the timer is (re)started, e.g. Sta2 -> Sta13 by AA-1 restarts it.
-* ``connection_closed()`` in Sta1 (after our own close) is a no-op; ``receive_data()`` in Sta1 after
-  a close ignores the bytes. Receiving bytes in Sta4, or in Sta1 before any connection, raises
-  :class:`LocalProtocolError`.
-* ``should_close`` becomes true on every transition to Sta1 from a connected state (AE-4, AR-3,
-  AR-5, AA-2..AA-5), including when the peer already closed: closing our side frees the socket.
-* P-DATA-TF values of :class:`DataReceived` are memoryview slices of the received bytes (no copy):
-  a ``bytearray``/``memoryview`` passed to ``receive_data`` must not be modified while they are in
-  use; ``bytes`` is always safe.
-
-After returning to Sta1 the same object may start a new association (Evt1 or Evt5).
+Its contract (the calls, the events, and where it adds to or makes precise PS3.8 Table 9-10)
+is written in docs/architecture.md, "The state machine's contract"; tests/test_statemachine.py
+checks every state/event cell of the table.
 """
 
 from __future__ import annotations

@@ -26,10 +26,26 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from aiodicom.buffer import MIN_FREE, ReceiveBuffer
-from aiodicom.errors import AssociationError, DicomTimeoutError
+from aiodicom.errors import AssociationError, DicomTimeoutError, UnsupportedBackend
 
 # What one read of a TLS stream may hand back; large reads keep the per-call cost of Python low.
 RECEIVE_SIZE = 1 << 18
+
+
+def running_loop() -> asyncio.AbstractEventLoop:
+    """The running asyncio loop; a clear error under any other backend.
+
+    The fast path (a BufferedProtocol reading into one reused buffer) is asyncio's own API, so
+    the library runs on asyncio only; without this check trio users would meet "no running
+    event loop" deep in a connect.
+    """
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise UnsupportedBackend(
+            "aiodicom runs on asyncio only: use asyncio.run(...) or "
+            "anyio.run(..., backend='asyncio') (trio is not supported)"
+        ) from None
 
 
 def _tune_socket(raw: socket.socket) -> None:
@@ -122,7 +138,7 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
 
     async def wait(self, slot: Literal["read_waiter", "write_waiter"]) -> None:
         """Until the protocol wakes ``slot``: a plain future, as cheap as a wait can be."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = running_loop().create_future()
         setattr(self, slot, waiter)
         try:
             await waiter
@@ -153,7 +169,7 @@ class SocketConnection(Connection):
 
     @classmethod
     async def connect(cls, host: str, port: int) -> SocketConnection:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         buffer = ReceiveBuffer()
         # create_connection skips name resolution for IP literals, and connects without the
         # task group that anyio's happy-eyeballs connect costs on every association.
@@ -164,7 +180,7 @@ class SocketConnection(Connection):
 
     @classmethod
     async def from_accepted(cls, sock: socket.socket) -> SocketConnection:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         buffer = ReceiveBuffer()
         transport, protocol = await loop.connect_accepted_socket(
             lambda: _BufferedProtocol(buffer), sock
@@ -286,7 +302,7 @@ class Listener:
         cls, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float | None = 30.0,
     ) -> Listener:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         sockets: list[socket.socket] = []
         try:
             infos = await loop.getaddrinfo(
@@ -324,7 +340,7 @@ class Listener:
         self, listening: socket.socket, handler: ConnectionHandler,
         tasks: anyio.abc.TaskGroup,
     ) -> None:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         while listening.fileno() >= 0:
             try:
                 sock, _ = await loop.sock_accept(listening)
@@ -364,7 +380,7 @@ class Listener:
     async def aclose(self) -> None:
         if self._accepting is not None:
             self._accepting.cancel()
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         for sock in self._sockets:
             if sock.fileno() >= 0:
                 # A pending sock_accept() leaves the descriptor registered with the event loop,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import NamedTuple
 
 import pydicom.uid
 
@@ -13,6 +14,13 @@ EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 
+# The JPIP referenced syntaxes carry no pixel data (it is fetched by URL); two of them deflate
+# the data set like Deflated Explicit VR Little Endian does.
+JPIP_REFERENCED = "1.2.840.10008.1.2.4.94"
+JPIP_REFERENCED_DEFLATE = "1.2.840.10008.1.2.4.95"
+JPIP_HTJ2K_REFERENCED = "1.2.840.10008.1.2.4.204"
+JPIP_HTJ2K_REFERENCED_DEFLATE = "1.2.840.10008.1.2.4.205"
+
 # Preference order for commands and identifiers: Explicit VR LE first because it carries VRs
 # (no dictionary guesses for private tags), Implicit last as the always-supported fallback.
 UNCOMPRESSED_TRANSFER_SYNTAXES: tuple[str, ...] = (
@@ -21,6 +29,41 @@ UNCOMPRESSED_TRANSFER_SYNTAXES: tuple[str, ...] = (
     DEFLATED_EXPLICIT_VR_LE,
     EXPLICIT_VR_BE,
 )
+
+
+
+class Encoding(NamedTuple):
+    """How a transfer syntax encodes the data set itself (pixel data compression aside)."""
+
+    implicit_vr: bool
+    little_endian: bool
+    deflated: bool
+
+
+_IMPLICIT_LE = Encoding(implicit_vr=True, little_endian=True, deflated=False)
+_EXPLICIT_LE = Encoding(implicit_vr=False, little_endian=True, deflated=False)
+_EXPLICIT_BE = Encoding(implicit_vr=False, little_endian=False, deflated=False)
+_DEFLATED_LE = Encoding(implicit_vr=False, little_endian=True, deflated=True)
+
+# Own table rather than pydicom's UID properties: those raise for private transfer syntaxes and
+# do not count the JPIP Referenced Deflate syntaxes as deflated, though their data sets are.
+_SPECIAL_ENCODINGS = {
+    IMPLICIT_VR_LE: _IMPLICIT_LE,
+    EXPLICIT_VR_BE: _EXPLICIT_BE,
+    DEFLATED_EXPLICIT_VR_LE: _DEFLATED_LE,
+    JPIP_REFERENCED_DEFLATE: _DEFLATED_LE,
+    JPIP_HTJ2K_REFERENCED_DEFLATE: _DEFLATED_LE,
+}
+
+
+def encoding_of(transfer_syntax_uid: str) -> Encoding:
+    """Return how data sets in ``transfer_syntax_uid`` are encoded.
+
+    Every transfer syntax not listed as special (explicit LE, all encapsulated ones, private
+    ones) encodes the data set as explicit VR little endian (PS3.5 section 10).
+    """
+    return _SPECIAL_ENCODINGS.get(transfer_syntax_uid.rstrip("\0 "), _EXPLICIT_LE)
+
 
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"

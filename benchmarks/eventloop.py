@@ -166,7 +166,7 @@ async def aio_lateness(p: dict[str, Any]) -> dict[str, Any]:
     ticker = Ticker()
     pauses = GcPauses()
     sampler = None
-    async with aiodicom.Client(p["ae_title"], port=port) as client:
+    async with aiodicom.Client(p["ae_title"], listen_port=port) as client:
         peer = client.peer(p["host"], p["port"], p["called"])
         result: dict[str, Any] = {}
         if p.get("gc_freeze", True):

@@ -691,6 +691,9 @@ class Bench:
         self.case_store()
         self.case_concurrency()
         self.case_lateness()
+        from benchmarks.pool import case_pool  # the association pool's cases (own file)
+
+        case_pool(self)
 
     # -- results -------------------------------------------------------------------------------
 

@@ -186,7 +186,7 @@ async def aio_retrieve(p: dict[str, Any]) -> dict[str, Any]:
 
     kind = p["kind"]
     port = p.get("listen_port") if kind == "move" else None
-    async with aiodicom.Client(p["ae_title"], port=port) as client:
+    async with aiodicom.Client(p["ae_title"], listen_port=port) as client:
         peer = client.peer(p["host"], p["port"], p["called"])
         query = _aio_series_query(p)
         sink = _aio_sink(p)
@@ -213,9 +213,11 @@ async def aio_serve_store(p: dict[str, Any]) -> dict[str, Any]:
     sink = _aio_sink(p)
     out = sink.directory
 
-    async with aiodicom.Client(p["ae_title"], port=p["listen_port"]) as client:
-        # A plain storage SCP: every delivery into the directory, written as it arrives.
-        client.on_unexpected_delivery = sink if hasattr(sink, "fsync") else sink.handle
+    # A plain storage SCP: every delivery into the directory, written as it arrives.
+    async with aiodicom.Client(
+        p["ae_title"], listen_port=p["listen_port"],
+        unexpected_deliveries=sink if hasattr(sink, "fsync") else sink.handle,
+    ):
         m = Meter()
         print("READY", flush=True)
         await anyio.to_thread.run_sync(wait_for_stdin_line)
@@ -233,7 +235,7 @@ async def aio_serve_echo(p: dict[str, Any]) -> dict[str, Any]:
 
     import aiodicom
 
-    async with aiodicom.Client(p["ae_title"], port=p["listen_port"]):
+    async with aiodicom.Client(p["ae_title"], listen_port=p["listen_port"]):
         m = Meter()
         print("READY", flush=True)
         await anyio.to_thread.run_sync(wait_for_stdin_line)

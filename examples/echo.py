@@ -15,11 +15,10 @@ import aiodicom
 
 
 async def main(args: argparse.Namespace) -> int:
-    async with aiodicom.Client(ae_title=args.our_ae) as client:
-        peer = client.peer(args.host, args.port, ae_title=args.peer_ae)
+    async with aiodicom.Client(args.our_ae, peer=(args.host, args.port, args.peer_ae)) as client:
         started = time.perf_counter()
         try:
-            await peer.echo()
+            await client.echo()
         except aiodicom.DicomError as exc:
             print(f"C-ECHO to {args.peer_ae}@{args.host}:{args.port} failed: {exc}")
             return 1

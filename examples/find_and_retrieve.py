@@ -24,9 +24,9 @@ from aiodicom.sinks import DirectorySink, MemorySink
 
 async def main(args: argparse.Namespace) -> None:
     port = args.our_port if args.method == "move" else None
-    async with aiodicom.Client(ae_title=args.our_ae, port=port) as client:
-        pacs = client.peer(args.host, args.port, ae_title=args.pacs_ae)
-        async for match in pacs.find_series(
+    pacs = aiodicom.PeerAddress(args.host, args.port, args.pacs_ae)
+    async with aiodicom.Client(args.our_ae, peer=pacs, listen_port=port) as client:
+        async for match in client.find_series(
             PatientID=args.patient_id,
             StudyDate=args.date_range,
             SeriesDescription=args.description,
@@ -36,8 +36,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"series {match.SeriesInstanceUID}"
             )
             sink = DirectorySink(args.out) if args.out else MemorySink()
-            retrieval = pacs.move(match, sink=sink) if args.method == "move" \
-                else pacs.get(match, sink=sink)
+            retrieval = client.move(match, sink=sink) if args.method == "move" \
+                else client.get(match, sink=sink)
             result = await retrieval
             print(f"  {len(result.completed)} instances, {result.bytes_received} bytes: "
                   f"{result.status_text}")

@@ -38,6 +38,7 @@ from peers import (
     missing_peer,
     require_executable,
     require_module,
+    set_current_test,
 )
 from peers.corpus import Corpus, generate_corpus
 from peers.dcmtk import DCMQRIDX, DCMQRSCP, STORESCP, DcmQrScp, StoreScp
@@ -57,6 +58,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if PEER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.interop)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    # Session-scoped peers start during the setup of the first test that asks for them: that
+    # test must be marked interop like any other (peers.check_interop_allowed refuses otherwise).
+    set_current_test(item.get_closest_marker("interop") is not None)
+    try:
+        return (yield)
+    finally:
+        set_current_test(None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    set_current_test(item.get_closest_marker("interop") is not None)
+    try:
+        return (yield)
+    finally:
+        set_current_test(None)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

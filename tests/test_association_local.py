@@ -21,26 +21,26 @@ from aiodicom.uids import (
 
 
 async def test_echo_with_our_own_acceptor() -> None:
-    async with aiodicom.Client("AIOSCP", port=0) as server:
-        assert server.port
+    async with aiodicom.Client("AIOSCP", listen_port=0) as server:
+        assert server.listen_port
         async with aiodicom.Client("AIOSCU") as client:
-            await client.peer("127.0.0.1", server.port, "AIOSCP").echo()
+            await client.peer("127.0.0.1", server.listen_port, "AIOSCP").echo()
 
 
 async def test_called_ae_title_checked_when_asked() -> None:
-    async with aiodicom.Client("AIOSCP", port=0, require_called_ae_title=True) as server:
-        assert server.port
-        client = aiodicom.Client("AIOSCU")
-        with pytest.raises(aiodicom.AssociationRejected) as info:
-            await client.peer("127.0.0.1", server.port, "SOMEONE").echo()
+    async with aiodicom.Client("AIOSCP", listen_port=0, require_called_ae_title=True) as server:
+        assert server.listen_port
+        async with aiodicom.Client("AIOSCU") as client:
+            with pytest.raises(aiodicom.AssociationRejected) as info:
+                await client.peer("127.0.0.1", server.listen_port, "SOMEONE").echo()
         assert "called AE title not recognized" in str(info.value)
         assert (info.value.result, info.value.source, info.value.reason) == (1, 1, 7)
 
 
 async def test_unsupported_context_rejected_others_accepted() -> None:
-    async with aiodicom.Client("AIOSCP", port=0) as server:
-        assert server.port
-        peer = aiodicom.Client("AIOSCU").peer("127.0.0.1", server.port, "AIOSCP")
+    async with aiodicom.Client("AIOSCP", listen_port=0) as server:
+        assert server.listen_port
+        peer = aiodicom.Client("AIOSCU").peer("127.0.0.1", server.listen_port, "AIOSCP")
         proposals = [
             ContextProposal(STUDY_ROOT_FIND, UNCOMPRESSED_TRANSFER_SYNTAXES),
             ContextProposal(VERIFICATION, ("1.2.840.10008.1.2.4.50",)),
@@ -60,9 +60,10 @@ async def test_unsupported_context_rejected_others_accepted() -> None:
 async def test_connection_refused_is_a_dicom_error() -> None:
     from peers import free_port
 
-    peer = aiodicom.Client("AIOSCU").peer("127.0.0.1", free_port(), "NOBODY")
-    with pytest.raises(aiodicom.AssociationError, match="cannot connect"):
-        await peer.echo()
+    async with aiodicom.Client("AIOSCU") as client:
+        peer = client.peer("127.0.0.1", free_port(), "NOBODY")
+        with pytest.raises(aiodicom.AssociationError, match="cannot connect"):
+            await peer.echo()
 
 
 async def test_silent_acceptor_times_out() -> None:
@@ -73,9 +74,9 @@ async def test_silent_acceptor_times_out() -> None:
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, silent)
-        client = aiodicom.Client("AIOSCU", timeouts=aiodicom.Timeouts(acse=0.3))
-        with pytest.raises(aiodicom.DicomTimeoutError, match="A-ASSOCIATE-RQ"):
-            await client.peer("127.0.0.1", port, "X").echo()
+        async with aiodicom.Client("AIOSCU", timeouts=aiodicom.Timeouts(acse=0.3)) as client:
+            with pytest.raises(aiodicom.DicomTimeoutError, match="A-ASSOCIATE-RQ"):
+                await client.peer("127.0.0.1", port, "X").echo()
         tasks.cancel_scope.cancel()
 
 
@@ -88,9 +89,9 @@ async def test_peer_that_closes_mid_association_raises_connection_closed() -> No
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, rude)
-        client = aiodicom.Client("AIOSCU")
-        with pytest.raises(aiodicom.AssociationAborted):
-            await client.peer("127.0.0.1", port, "X").echo()
+        async with aiodicom.Client("AIOSCU") as client:
+            with pytest.raises(aiodicom.AssociationAborted):
+                await client.peer("127.0.0.1", port, "X").echo()
         tasks.cancel_scope.cancel()
 
 
@@ -112,9 +113,9 @@ async def test_oversized_pdu_is_refused_with_abort() -> None:
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, liar)
-        client = aiodicom.Client("AIOSCU")
-        with pytest.raises(aiodicom.AssociationAborted):
-            await client.peer("127.0.0.1", port, "X").echo()
+        async with aiodicom.Client("AIOSCU") as client:
+            with pytest.raises(aiodicom.AssociationAborted):
+                await client.peer("127.0.0.1", port, "X").echo()
         with anyio.fail_after(5):
             await liar_done.wait()
         tasks.cancel_scope.cancel()

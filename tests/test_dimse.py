@@ -39,6 +39,7 @@ from aiodicom.dimse import (
     C_FIND_RSP,
     C_MOVE_RQ,
     C_STORE_RQ,
+    C_STORE_RSP,
     DATASET_PRESENT,
     DEFAULT_MAX_FRAGMENT,
     NO_DATASET,
@@ -48,6 +49,7 @@ from aiodicom.dimse import (
     command_name,
     decode_command,
     encode_command,
+    encode_store_response,
     fragment_message,
 )
 from aiodicom.errors import DicomError, DimseError
@@ -586,10 +588,7 @@ def test_encoded_pdus_respect_max_pdu_length() -> None:
     from aiodicom.pdu import encode_pdu
 
     msg = DimseMessage(1, STORE_COMMAND, b"\x02" * 500)
-    try:
-        encoded = [encode_pdu(pdu) for pdu in fragment_message(msg, 64)]
-    except NotImplementedError:
-        pytest.skip("the PDU encoder is not written yet")
+    encoded = [encode_pdu(pdu) for pdu in fragment_message(msg, 64)]
     # The maximum length counts the variable field: everything after the 6-byte PDU header.
     assert max(len(pdu) - 6 for pdu in encoded) == 64
 
@@ -966,3 +965,32 @@ def test_transfer_syntax_helpers() -> None:
     assert not is_encapsulated("1.2.840.10008.1.2.4.94")
     assert not is_encapsulated("1.2.3.999")
     assert not is_encapsulated("1.2.840.10008.5.1.4.1.2.2.1")  # not a transfer syntax
+
+
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.2", "1.2.3", ""])
+@pytest.mark.parametrize("sop_instance", ["1.2.826.0.1.3680043.8.498.1.1.12", "1.2", "1.2.é"])
+@pytest.mark.parametrize(("message_id", "status"), [(1, 0x0000), (65535, 0xA700), (7, 0xC000)])
+def test_store_response_encoding_is_the_generic_encoding(
+    sop_class: str, sop_instance: str, message_id: int, status: int
+) -> None:
+    generic = encode_command({
+        "CommandField": C_STORE_RSP,
+        "MessageIDBeingRespondedTo": message_id,
+        "AffectedSOPClassUID": sop_class,
+        "AffectedSOPInstanceUID": sop_instance,
+        "CommandDataSetType": NO_DATASET,
+        "Status": status,
+    })
+    assert encode_store_response(message_id, sop_class, sop_instance, status) == generic
+
+
+def test_store_response_encoding_refuses_what_does_not_fit() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_store_response(65536, "1.2", "1.2.3", 0)
+
+
+def test_an_encoded_command_is_sent_as_it_is() -> None:
+    command: dict[str, object] = {"CommandField": C_STORE_RSP, "MessageIDBeingRespondedTo": 3}
+    encoded = encode_store_response(3, "1.2", "1.2.3", 0)
+    [pdu] = list(fragment_message(DimseMessage(1, command, None, encoded_command=encoded), 0))
+    assert bytes(pdu.pdvs[0].data) == encoded

@@ -6,6 +6,7 @@ port of our embedded Storage SCP.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -29,13 +30,17 @@ def localise(program: str, host: str, port: int, ae_title: str, our_port: int) -
     for address in ('"pacs.example", 11112', '"127.0.0.1", 11112'):
         program = program.replace(address, f'"{host}", {port}')
     program = program.replace('ae_title="PACS"', f'ae_title="{ae_title}"')
+    program = program.replace(f'{port}, "PACS")', f'{port}, "{ae_title}")')
     program = program.replace('"99999"', f'"{PATIENT}"')
     return program.replace("port=11113", f"port={our_port}")
 
 
 def run(args: list[str], cwd: Path) -> str:
+    # The library of this checkout, not whichever copy the interpreter has installed.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     done = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": path},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

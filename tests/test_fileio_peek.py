@@ -103,8 +103,14 @@ def pydicom_top_level_values(
             vr = element.VR
         if vr == "SQ":
             continue
-        assert isinstance(element, RawDataElement) or not element.value
-        expected[tag] = bytes(value).rstrip(b"\0 ").decode("latin-1")
+        if isinstance(element, RawDataElement) or not element.value:
+            expected[tag] = bytes(value).rstrip(b"\0 ").decode("latin-1")
+        else:
+            # pydicom converts a Private Creator when it resolves, through it, the VR of an
+            # implicit VR private element after it (an empty private sequence): the text is
+            # what was read.
+            assert isinstance(element.value, str), element
+            expected[tag] = element.value.rstrip("\0 ")
     return expected
 
 

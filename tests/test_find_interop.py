@@ -1,6 +1,6 @@
-"""C-FIND against the real peers, DCMTK ``dcmqrscp`` and Orthanc, loaded with the corpus
-(issue 3 acceptance): every level of Patient Root and Study Root with wildcard, range and UID-list
-matching, counted against DCMTK ``findscu`` on the same peer; non-ASCII names; keys a peer
+"""C-FIND against the real peers, DCMTK ``dcmqrscp`` and Orthanc, loaded with the corpus (the
+acceptance tests of C-FIND): every level of Patient Root and Study Root with wildcard, range and
+UID-list matching, counted against DCMTK ``findscu`` on the same peer; non-ASCII names; keys a peer
 ignores; the hierarchy helper; cancel; Modality Worklist; results cut by the peer.
 """
 
@@ -168,6 +168,7 @@ CASES: dict[str, Case] = {
 }
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("peer_name", PEERS)
 async def test_match_counts_equal_findscu(
@@ -202,6 +203,7 @@ async def test_match_counts_equal_findscu(
         ("Müller*", None),
     ],
 )
+@pytest.mark.interop
 @pytest.mark.parametrize("peer_name", PEERS)
 async def test_non_ascii_patient_name_round_trips(
     request: pytest.FixtureRequest, corpus: Corpus, peer_name: str, name: str,
@@ -246,6 +248,7 @@ async def test_dcmqrscp_ignoring_series_description_is_reported(
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("peer_name", PEERS)
 async def test_find_series_against_real_peers(
     request: pytest.FixtureRequest, corpus: Corpus, peer_name: str
@@ -287,6 +290,7 @@ async def test_find_series_against_real_peers(
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("peer_name", PEERS)
 async def test_cancel_then_reuse_association(
     request: pytest.FixtureRequest, corpus: Corpus, peer_name: str

@@ -1,5 +1,5 @@
 """C-FIND against an in-process pynetdicom Q/R SCP: statuses, cancel, backpressure, character
-sets, extended negotiation, strictness and the hierarchy helper (issue 3).
+sets, extended negotiation, strictness and the hierarchy helper.
 
 The SCP here is :class:`peers.pynetdicom_scp.FindScp` extended to answer SOP Class Extended
 Negotiation, count the bytes it has really written to its socket, and record A-ABORTs.
@@ -542,12 +542,12 @@ async def test_relational_not_accepted_is_refused_after_association(
     scp = make_scp(study_records(1), accept_extended=None)
     async with aiodicom.Client("AIOSCU") as client:
         peer = client.peer("127.0.0.1", scp.port, scp.ae_title)
-        find = peer.find(NOT_HIERARCHICAL, relational=True)
+        find = peer.find(NOT_HIERARCHICAL, options=FindOptions(relational=True))
         with pytest.raises(QueryError, match="did not accept relational"):
             await find.all()
         assert find.negotiated == FindOptions()
         # A hierarchical query asking for relational works whether or not it was accepted.
-        ok = peer.find(Query.study(PatientID=None), relational=True)
+        ok = peer.find(Query.study(PatientID=None), options=FindOptions(relational=True))
         assert len(await ok.all()) == 1
     assert scp.proposed_extended == [{STUDY_ROOT_FIND: b"\x01"}] * 2
     assert scp.associations == 2
@@ -562,7 +562,7 @@ async def test_relational_accepted_lets_the_query_through(make_scp: Callable[...
     scp = make_scp([record], accept_extended=b"\x01\x00\x00\x00")
     async with aiodicom.Client("AIOSCU") as client:
         peer = client.peer("127.0.0.1", scp.port, scp.ae_title)
-        find = peer.find(NOT_HIERARCHICAL, relational=True)
+        find = peer.find(NOT_HIERARCHICAL, options=FindOptions(relational=True))
         assert find.negotiated is None
         matches = await find.all()
     assert [m.SeriesInstanceUID for m in matches] == ["1.2.3.4"]
@@ -587,7 +587,7 @@ async def test_all_options_proposed_and_accepted_ones_visible(
         peer = client.peer("127.0.0.1", scp.port, scp.ae_title)
         find = peer.find(
             Query.study(PatientID=None, StudyDate=("20240101", "20240131"), StudyTime="1000-"),
-            relational=True, datetime_matching=True, fuzzy_names=True, timezone_adjustment=True,
+            options=FindOptions(True, True, True, True),
         )
         await find.all()
     assert scp.proposed_extended == [{STUDY_ROOT_FIND: b"\x01\x01\x01\x01"}]
@@ -614,7 +614,9 @@ async def test_session_find_uses_the_options_negotiated_for_the_session(
             [STUDY_CONTEXT],
             extended_negotiation=[FindOptions(relational=True).negotiation_item(STUDY_ROOT_FIND)],
         ) as session:
-            find = session.find(NOT_HIERARCHICAL.with_keys(Modality="CT"), relational=True)
+            find = session.find(
+                NOT_HIERARCHICAL.with_keys(Modality="CT"), options=FindOptions(relational=True)
+            )
             assert len(await find.all()) == 1
             with pytest.raises(QueryError):  # relational not asked for: hierarchical rules
                 session.find(NOT_HIERARCHICAL)

@@ -1,4 +1,4 @@
-"""Acceptance tests of the association layer against real peers (issue 2).
+"""Acceptance tests of the association layer against real peers.
 
 DCMTK (storescp, dcmqrscp, echoscu, storescu) and pynetdicom talk to aiodicom's requestor and
 acceptor: establishment, rejection, presentation context negotiation, fragmentation with a small
@@ -264,9 +264,9 @@ async def test_requestor_release_is_seen_by_pynetdicom(
 async def test_dcmtk_echoscu_against_our_acceptor() -> None:
     """echoscu associates, echoes and releases: the peer-initiated A-RELEASE direction."""
     require_executable(ECHOSCU)
-    async with aiodicom.Client("AIOSCP", port=0) as server:
-        assert server.port
-        async with PduTap(LOOPBACK, server.port) as tap:
+    async with aiodicom.Client("AIOSCP", listen_port=0) as server:
+        assert server.listen_port
+        async with PduTap(LOOPBACK, server.listen_port) as tap:
             proc = await in_thread(echoscu, LOOPBACK, tap.port, "AIOSCP", args=["-v"])
     _ok(proc)
     assert "Received Echo Response (Success)" in proc.stdout + proc.stderr
@@ -276,9 +276,9 @@ async def test_dcmtk_echoscu_against_our_acceptor() -> None:
 async def test_dcmtk_echoscu_aborting_our_acceptor() -> None:
     """echoscu --abort: our acceptor takes the A-ABORT and goes on serving."""
     require_executable(ECHOSCU)
-    async with aiodicom.Client("AIOSCP", port=0) as server:
-        assert server.port
-        async with PduTap(LOOPBACK, server.port) as tap:
+    async with aiodicom.Client("AIOSCP", listen_port=0) as server:
+        assert server.listen_port
+        async with PduTap(LOOPBACK, server.listen_port) as tap:
             aborted = await in_thread(echoscu, LOOPBACK, tap.port, "AIOSCP", args=["--abort"])
             _ok(aborted)
             assert await _wait_for(lambda: tap.seen(TO_ACCEPTOR, A_ABORT))
@@ -292,9 +292,9 @@ async def test_dcmtk_echoscu_aborting_our_acceptor() -> None:
 
 async def test_our_acceptor_rejection_seen_by_echoscu() -> None:
     require_executable(ECHOSCU)
-    async with aiodicom.Client("AIOSCP", port=0, require_called_ae_title=True) as server:
-        assert server.port
-        proc = await in_thread(echoscu, LOOPBACK, server.port, "SOMEONE")
+    async with aiodicom.Client("AIOSCP", listen_port=0, require_called_ae_title=True) as server:
+        assert server.listen_port
+        proc = await in_thread(echoscu, LOOPBACK, server.listen_port, "SOMEONE")
     assert proc.returncode != 0
     assert "Called AE Title Not Recognized" in proc.stdout + proc.stderr
 
@@ -313,6 +313,7 @@ async def test_dcmqrscp_rejects_unknown_called_ae_title(dcmqrscp: DcmQrScp) -> N
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("which", ["storescp", "dcmqrscp"])
 async def test_unsupported_abstract_syntax_rejected_others_accepted(
     which: str, request: pytest.FixtureRequest
@@ -486,10 +487,11 @@ async def test_storescu_to_our_acceptor_with_small_pdu(corpus: Corpus) -> None:
         received.append(instance)
         return 0x0000
 
-    async with aiodicom.Client("AIOSCP", port=0, max_pdu_length=SMALL_PDU) as server:
-        assert server.port
-        server.on_unexpected_delivery = record
-        async with PduTap(LOOPBACK, server.port) as tap:
+    async with aiodicom.Client(
+        "AIOSCP", listen_port=0, max_pdu_length=SMALL_PDU, unexpected_deliveries=record
+    ) as server:
+        assert server.listen_port
+        async with PduTap(LOOPBACK, server.listen_port) as tap:
             proc = await in_thread(
                 storescu, LOOPBACK, tap.port, "AIOSCP", instances, args=["-xe"])
     _ok(proc)
@@ -522,11 +524,12 @@ async def test_compressed_storescu_to_our_acceptor_with_small_pdu(
         received.append(instance)
         return 0x0000
 
-    async with aiodicom.Client("AIOSCP", port=0, max_pdu_length=SMALL_PDU) as server:
-        assert server.port
-        server.on_unexpected_delivery = record
+    async with aiodicom.Client(
+        "AIOSCP", listen_port=0, max_pdu_length=SMALL_PDU, unexpected_deliveries=record
+    ) as server:
+        assert server.listen_port
         proc = await in_thread(
-            storescu, LOOPBACK, server.port, "AIOSCP", series.files, args=[storescu_option])
+            storescu, LOOPBACK, server.listen_port, "AIOSCP", series.files, args=[storescu_option])
     _ok(proc)
     by_uid = {i.sop_instance_uid: i for i in received}
     assert len(received) == len(by_uid) == len(series.instances)
@@ -688,31 +691,31 @@ def _server_ssl(cert: Path, key: Path) -> ssl.SSLContext:
 
 async def test_tls_aiodicom_to_aiodicom(tls_files: tuple[Path, Path]) -> None:
     cert, key = tls_files
-    async with aiodicom.Client("AIOSCP", port=0, server_ssl_context=_server_ssl(cert, key)) \
+    async with aiodicom.Client("AIOSCP", listen_port=0, server_ssl_context=_server_ssl(cert, key)) \
             as server:
-        assert server.port
+        assert server.listen_port
         async with aiodicom.Client("AIOSCU", ssl_context=_client_ssl(cert)) as client:
-            await client.peer(LOOPBACK, server.port, "AIOSCP").echo()
+            await client.peer(LOOPBACK, server.listen_port, "AIOSCP").echo()
         # A plain TCP requestor does not get through the TLS acceptor ...
         async with aiodicom.Client("AIOSCU", timeouts=aiodicom.Timeouts(acse=5)) as plain:
             with pytest.raises(aiodicom.DicomError):
-                await plain.peer(LOOPBACK, server.port, "AIOSCP").echo()
+                await plain.peer(LOOPBACK, server.listen_port, "AIOSCP").echo()
         # ... nor does one that does not trust the acceptor's certificate.
         other_cert, _ = _self_signed(tls_files[0].parent / "other")
         async with aiodicom.Client("AIOSCU", ssl_context=_client_ssl(other_cert)) as wary:
             with pytest.raises(aiodicom.AssociationError, match="CERTIFICATE_VERIFY_FAILED"):
-                await wary.peer(LOOPBACK, server.port, "AIOSCP").echo()
+                await wary.peer(LOOPBACK, server.listen_port, "AIOSCP").echo()
 
 
 async def test_tls_dcmtk_echoscu_against_our_acceptor(tls_files: tuple[Path, Path]) -> None:
     require_executable(ECHOSCU)
     cert, key = tls_files
-    async with aiodicom.Client("AIOSCP", port=0, server_ssl_context=_server_ssl(cert, key)) \
+    async with aiodicom.Client("AIOSCP", listen_port=0, server_ssl_context=_server_ssl(cert, key)) \
             as server:
-        assert server.port
+        assert server.listen_port
         # +tla: TLS without a client certificate; +cf: trust our self-signed certificate
         proc = await in_thread(
-            echoscu, LOOPBACK, server.port, "AIOSCP", args=["+tla", "+cf", str(cert), "-v"])
+            echoscu, LOOPBACK, server.listen_port, "AIOSCP", args=["+tla", "+cf", str(cert), "-v"])
     _ok(proc)
     assert "Received Echo Response (Success)" in proc.stdout + proc.stderr
 

@@ -283,6 +283,7 @@ def _live_members(pgid: int) -> list[int]:
     return live
 
 
+@pytest.mark.interop
 def test_peer_process_stops_its_process_group(tmp_path: Path) -> None:
     proc = PeerProcess(["/bin/sh", "-c", "sleep 60 & sleep 60 & wait"], log_path=tmp_path / "log")
     popen = proc.start()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 from typing import Any, cast
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -15,7 +16,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
 from aiodicom.errors import DicomError
-from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.query import Level, Query, QueryError, QueryModel, key_level
 
 PR = QueryModel.PATIENT_ROOT
 SR = QueryModel.STUDY_ROOT
@@ -724,6 +725,15 @@ def test_from_dataset_errors() -> None:
     error_of(lambda: Query.from_dataset(ds, MWL))
 
 
+def test_key_level_in_a_model() -> None:
+    assert key_level("PatientName") is Level.PATIENT
+    assert key_level("PatientName", QueryModel.PATIENT_ROOT) is Level.PATIENT
+    # Study Root has no PATIENT level: its STUDY level carries the patient (PS3.4 C.6-5).
+    assert key_level("PatientName", QueryModel.STUDY_ROOT) is Level.STUDY
+    assert key_level("Modality", QueryModel.STUDY_ROOT) is Level.SERIES
+    assert key_level("NotAKeyword") is None
+
+
 # -- retrieve identifier ----------------------------------------------------------------------
 
 
@@ -773,6 +783,9 @@ def test_date_range_formatting_round_trips(start: dt.date | None, end: dt.date |
         timezones=st.none() | st.timezones(),
     )
 )
+# The second 22:00 of the night DST ends (fold=1) is at UTC-3, the first at UTC-2: the offset
+# must be the one of the moment given, not of the first occurrence of its wall-clock time.
+@example(moment=dt.datetime(2008, 10, 25, 22, tzinfo=zoneinfo.ZoneInfo("America/Godthab"), fold=1))
 def test_datetime_formatting_round_trips(moment: dt.datetime) -> None:
     text = (
         Query.study(AcquisitionDateTime=moment, required_keys=False)

@@ -1,4 +1,4 @@
-"""C-MOVE and C-GET against DCMTK dcmqrscp and Orthanc (issue 4 acceptance).
+"""C-MOVE and C-GET against DCMTK dcmqrscp and Orthanc: the acceptance tests of retrieval.
 
 Every dcmqrscp here comes from ``dcmqrscp_factory`` with our acceptor in its HostTable; Orthanc
 is the session one with our acceptor as a temporary modality, or one of its own where data
@@ -60,14 +60,14 @@ async def connected(
     **client_args: Any,
 ) -> AsyncIterator[tuple[aiodicom.Client, aiodicom.Peer]]:
     """A client with its acceptor, and a PACS that knows it as a move destination."""
-    async with aiodicom.Client(AE, port=0, **client_args) as client:
-        assert client.port is not None
+    async with aiodicom.Client(AE, listen_port=0, **client_args) as client:
+        assert client.listen_port is not None
         if which == "dcmqrscp":
-            qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.port)])
+            qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.listen_port)])
             yield client, client.peer(qr.host, qr.port, qr.ae_title)
         else:
             assert orthanc is not None
-            with orthanc.temporary_modality(AE, AE, LOOPBACK, client.port):
+            with orthanc.temporary_modality(AE, AE, LOOPBACK, client.listen_port):
                 yield client, client.peer(orthanc.host, orthanc.port, orthanc.ae_title)
 
 
@@ -208,9 +208,9 @@ async def test_readme_find_series_then_retrieve_as_sitk_image(
     }
     assert len(wanted) == 2  # AX CT and AX T1, in two studies of January 2024
     # As in the README: a client with an acceptor retrieves by C-MOVE.
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        with orthanc.temporary_modality(AE, AE, LOOPBACK, client.port):
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        with orthanc.temporary_modality(AE, AE, LOOPBACK, client.listen_port):
             pacs = client.peer(orthanc.host, orthanc.port, orthanc.ae_title)
             seen = []
             async for match in pacs.find_series(
@@ -244,7 +244,7 @@ async def test_unknown_destination_dcmqrscp(
 ) -> None:
     qr = dcmqrscp_factory()  # an empty HostTable
     study = corpus.studies[0]
-    async with aiodicom.Client(AE, port=0) as client:
+    async with aiodicom.Client(AE, listen_port=0) as client:
         with pytest.raises(MoveDestinationUnknown) as caught:
             await client.peer(qr.host, qr.port, qr.ae_title).move(
                 Query.study(StudyInstanceUID=study.study_instance_uid)
@@ -253,19 +253,19 @@ async def test_unknown_destination_dcmqrscp(
     assert error.result.status == 0xA801 and not error.result.completed
     message = str(error)
     assert "does not know the AE title 'AIOSCU'" in message
-    assert f"host 127.0.0.1 and port {client.port}" in message and "HostTable" in message
+    assert f"host 127.0.0.1 and port {client.listen_port}" in message and "HostTable" in message
 
 
 async def test_unknown_destination_orthanc(orthanc: Orthanc, corpus: Corpus) -> None:
     study = corpus.studies[0]
-    async with aiodicom.Client(AE, port=0) as client:
+    async with aiodicom.Client(AE, listen_port=0) as client:
         peer = client.peer(orthanc.host, orthanc.port, orthanc.ae_title)
         with pytest.raises(MoveDestinationUnknown) as caught:
             await peer.move(Query.study(StudyInstanceUID=study.study_instance_uid))
         # Orthanc answers an identifier that matches nothing the same bare way: that is not
         # blamed on the destination.
         with (
-            orthanc.temporary_modality(AE, AE, LOOPBACK, client.port or 0),
+            orthanc.temporary_modality(AE, AE, LOOPBACK, client.listen_port or 0),
             pytest.raises(RetrieveError) as nothing,
         ):
             await peer.move(Query.study(StudyInstanceUID="1.2.826.0.1.3680043.2.1143.999"))
@@ -273,7 +273,7 @@ async def test_unknown_destination_orthanc(orthanc: Orthanc, corpus: Corpus) -> 
     assert error.result.status == 0xC000 and error.result.error_comment is None
     message = str(error)
     assert "does not know the move destination 'AIOSCU'" in message
-    assert f"port {client.port}" in message and "DicomModalities" in message
+    assert f"port {client.listen_port}" in message and "DicomModalities" in message
     assert not isinstance(nothing.value, MoveDestinationUnknown)
     assert "holds nothing matching" in str(nothing.value)
 
@@ -330,10 +330,10 @@ async def test_two_pacs_move_the_same_study_at_once(
 ) -> None:
     study = corpus.studies[1]
     query = Query.study(StudyInstanceUID=study.study_instance_uid)
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.port)])
-        with orthanc.temporary_modality(AE, AE, LOOPBACK, client.port):
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.listen_port)])
+        with orthanc.temporary_modality(AE, AE, LOOPBACK, client.listen_port):
             barrier = Barrier(2)
             pacs = [client.peer(qr.host, qr.port, qr.ae_title),
                     client.peer(orthanc.host, orthanc.port, orthanc.ae_title)]
@@ -351,9 +351,9 @@ async def test_three_moves_from_one_pacs_at_once(
 ) -> None:
     studies = [corpus.studies[0], corpus.studies[1], corpus.studies[1]]
     move_uid = Query.study(StudyInstanceUID="1.2.3").sop_class_uid("move")
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.port)])
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.listen_port)])
         peer = client.peer(qr.host, qr.port, qr.ae_title)
         barrier = Barrier(len(studies))
         async with AsyncExitStack() as stack:
@@ -369,10 +369,10 @@ async def test_three_moves_from_one_pacs_at_once(
                 await session.echo()
             results = await _run_all([
                 session.move(Query.study(StudyInstanceUID=study.study_instance_uid),
-                             client=client, sink=barrier.sink())
+                             sink=barrier.sink())
                 for session, study in zip(sessions, studies, strict=True)
             ])
-        assert client.router.active == 0
+        assert client._router.active == 0
     assert not barrier.gave_up
     for study, result, memory in zip(studies, results, barrier.memories, strict=True):
         assert_arrived(result, study.instances, memory)
@@ -395,9 +395,9 @@ async def test_compressed_series_arrive_unchanged(
                             new_uids=ts.name)
         for ts in dcmtk_options
     }
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        destination = (AE, LOOPBACK, client.port)
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        destination = (AE, LOOPBACK, client.listen_port)
         orthanc = orthanc_factory(modalities={AE: destination}, load_corpus=False)
         pacs: list[tuple[aiodicom.Peer, Any, str]] = []
         for ts, series in copies.items():
@@ -518,7 +518,7 @@ async def test_directory_sink_receives_straight_to_disk(
     """C-GET, and C-MOVE deliveries that name their C-MOVE (Move Originator Message ID), are
     written to a temporary file while they arrive and renamed into place."""
     spooled: list[bool] = []
-    async with aiodicom.Client(AE, port=0) as client, \
+    async with aiodicom.Client(AE, listen_port=0) as client, \
             big_pacs(which, client, dcmqrscp_factory, request, big_series) as peer:
         tracemalloc.start()
         try:
@@ -622,14 +622,16 @@ async def big_pacs(
     which: str, client: aiodicom.Client, dcmqrscp_factory: Callable[..., DcmQrScp],
     request: pytest.FixtureRequest, big: Sequence[InstanceInfo],
 ) -> AsyncIterator[aiodicom.Peer]:
-    assert client.port is not None
+    assert client.listen_port is not None
     if which == "dcmqrscp":
-        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.port)], load_corpus=False)
+        qr = dcmqrscp_factory(
+            move_destinations=[(AE, LOOPBACK, client.listen_port)], load_corpus=False
+        )
         qr.load(big)
         yield client.peer(qr.host, qr.port, qr.ae_title)
     else:
         orthanc: Orthanc = request.getfixturevalue("big_orthanc")
-        with orthanc.temporary_modality(AE, AE, LOOPBACK, client.port):
+        with orthanc.temporary_modality(AE, AE, LOOPBACK, client.listen_port):
             yield client.peer(orthanc.host, orthanc.port, orthanc.ae_title)
 
 
@@ -640,7 +642,7 @@ async def test_leaving_async_with_early_cancels(
     big_series: list[InstanceInfo], tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
     stop_after = 3
-    async with aiodicom.Client(AE, port=0) as client, \
+    async with aiodicom.Client(AE, listen_port=0) as client, \
             big_pacs(which, client, dcmqrscp_factory, request, big_series) as peer:
         sink = DirectorySink(tmp_path)
         seen = 0
@@ -652,7 +654,7 @@ async def test_leaving_async_with_early_cancels(
                         break
         result = r.result
         assert result is not None
-        assert client.router.active == 0
+        assert client._router.active == 0
         # The PACS serves the next request as usual.
         again = await peer.get(Query.image(
             StudyInstanceUID=big_series[0].study_instance_uid,
@@ -675,7 +677,7 @@ async def test_cancelled_task_cancels_the_retrieval(
     big_series: list[InstanceInfo], tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
     sink = Pause(tmp_path, at=4)
-    async with aiodicom.Client(AE, port=0) as client, \
+    async with aiodicom.Client(AE, listen_port=0) as client, \
             big_pacs(which, client, dcmqrscp_factory, request, big_series) as peer:
         retrieval = retrieve(peer, kind, _big_query(big_series), sink=sink)
         async with anyio.create_task_group() as tg:
@@ -712,9 +714,11 @@ async def test_pacs_killed_mid_move_leaves_what_arrived(
     dcmqrscp_factory: Callable[..., DcmQrScp], big_series: list[InstanceInfo], tmp_path: Path
 ) -> None:
     sink = Pause(tmp_path, at=5)
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.port)], load_corpus=False)
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        qr = dcmqrscp_factory(
+            move_destinations=[(AE, LOOPBACK, client.listen_port)], load_corpus=False
+        )
         qr.load(big_series)
         retrieval = client.peer(qr.host, qr.port, qr.ae_title).move(
             _big_query(big_series), sink=sink
@@ -759,9 +763,9 @@ async def test_unexpected_deliveries_are_refused_or_handed_over(
     def send() -> Any:
         return storescu(LOOPBACK, port, AE, files, args=["-v"])
 
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        port = client.port
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        port = client.listen_port
         refused = await in_thread(send)
         assert refused.returncode != 0 and "Status: 0x124" in refused.stderr
 
@@ -786,13 +790,16 @@ async def test_unexpected_deliveries_are_refused_or_handed_over(
         assert sorted(results[0].completed) == sorted(i.sop_instance_uid for i in study.instances)
         assert sorted(p.stem for p in _files(tmp_path)) == sorted(results[0].completed)
 
-        handed: list[Instance] = []
+    handed: list[Instance] = []
 
-        async def keep(instance: Instance) -> int:
-            handed.append(instance)
-            return 0x0000
+    async def keep(instance: Instance) -> int:
+        handed.append(instance)
+        return 0x0000
 
-        client.on_unexpected_delivery = keep
+    # Given a handler for them, the acceptor hands stray deliveries over.
+    async with aiodicom.Client(AE, listen_port=0, unexpected_deliveries=keep) as keeper:
+        assert keeper.listen_port is not None
+        port = keeper.listen_port
         accepted = await in_thread(send)
     assert accepted.returncode == 0, accepted.stderr
     assert [i.sop_instance_uid for i in handed] == [f.sop_instance_uid for f in files]
@@ -800,18 +807,18 @@ async def test_unexpected_deliveries_are_refused_or_handed_over(
     assert {i.source_ae_title for i in handed} == {"STORESCU"}
 
 
+@pytest.mark.interop
 async def test_storage_scp_into_a_directory_writes_while_receiving(
     big_series: list[InstanceInfo], tmp_path: Path
 ) -> None:
-    """``client.on_unexpected_delivery = DirectorySink(...)``: a plain storage SCP. Each data
+    """``Client(..., unexpected_deliveries=DirectorySink(...))``: a plain storage SCP. Each data
     set goes to its file as it arrives (memory stays within the receive buffer's bound), the
     files are the objects sent, and nothing temporary is left."""
     files = big_series[:6]
     sink = DirectorySink(tmp_path, memory_limit=64 * 1024)
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        port = client.port
-        client.on_unexpected_delivery = sink
+    async with aiodicom.Client(AE, listen_port=0, unexpected_deliveries=sink) as client:
+        assert client.listen_port is not None
+        port = client.listen_port
         tracemalloc.start()
         try:
             sent = await in_thread(lambda: storescu(LOOPBACK, port, AE, files, args=["-v"]))
@@ -841,16 +848,108 @@ async def test_session_move_and_get(
         StudyInstanceUID=series.study_instance_uid, SeriesInstanceUID=series.series_instance_uid
     )
     move_uid = query.sop_class_uid("move")
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.port)])
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, client.listen_port)])
         peer = client.peer(qr.host, qr.port, qr.ae_title)
         proposals = get_proposals(query.sop_class_uid("get"), [series.sop_class_uid])
         proposals.append(aiodicom.ContextProposal(move_uid, ("1.2.840.10008.1.2.1",)))
         async with peer.associate(proposals) as session:
             got = await session.get(query)
-            moved = await session.move(query, client=client)
+            moved = await session.move(query)
             with pytest.raises(MoveDestinationUnknown):
                 await session.move(query, "NOWHERE")
     assert_arrived(got, series.instances)
     assert_arrived(moved, series.instances)
+
+
+# ---------------------------------------------------------------------------------------------
+# Iterating without 'async with', as a C-FIND is
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_plain_async_for_runs_the_retrieval(
+    kind: str, dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus
+) -> None:
+    series = corpus.series[0]
+    query = Query.series(
+        StudyInstanceUID=series.study_instance_uid, SeriesInstanceUID=series.series_instance_uid
+    )
+    async with connected("dcmqrscp", dcmqrscp_factory, None) as (client, peer):
+        retrieval = retrieve(peer, kind, query)
+        events = [event async for event in retrieval]
+        assert client._router.active == 0
+    assert retrieval.result is not None
+    assert_arrived(retrieval.result, series.instances)
+    arrived = [e.instance.sop_instance_uid for e in events if isinstance(e, InstanceArrived)]
+    assert arrived == list(retrieval.result.completed)
+    assert any(isinstance(event, Progress) for event in events)
+
+
+async def test_plain_async_for_raises_the_failure(
+    dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus
+) -> None:
+    qr = dcmqrscp_factory()  # an empty HostTable: our AE title is unknown there
+    study = corpus.studies[0]
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        peer = client.peer(qr.host, qr.port, qr.ae_title)
+        with pytest.raises(MoveDestinationUnknown):
+            async for _ in peer.move(Query.study(StudyInstanceUID=study.study_instance_uid)):
+                pass
+        assert client._router.active == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_plain_async_for_that_breaks_cancels(
+    kind: str, dcmqrscp_factory: Callable[..., DcmQrScp], big_series: list[InstanceInfo],
+    tmp_path: Path,
+) -> None:
+    """Breaking out of a plain ``async for`` drops the iteration; closing it, as the event loop
+    does at once, sends C-CANCEL. The next operation on the association waits for that."""
+    query = _big_query(big_series)
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        qr = dcmqrscp_factory(
+            move_destinations=[(AE, LOOPBACK, client.listen_port)], load_corpus=False
+        )
+        qr.load(big_series)
+        peer = client.peer(qr.host, qr.port, qr.ae_title)
+        proposals = get_proposals(query.sop_class_uid("get"), [big_series[0].sop_class_uid])
+        proposals.append(aiodicom.ContextProposal(query.sop_class_uid("move"), (EXPLICIT_LE,)))
+        async with peer.associate(proposals) as session:
+            sink = DirectorySink(tmp_path)
+            stopped = session.get(query, sink=sink) if kind == "get" \
+                else session.move(query, sink=sink)
+            seen = 0
+            async for event in stopped:
+                if isinstance(event, InstanceArrived):
+                    seen += 1
+                    if seen == 3:
+                        break
+            again = await session.get(Query.image(
+                StudyInstanceUID=big_series[0].study_instance_uid,
+                SeriesInstanceUID=big_series[0].series_instance_uid,
+                SOPInstanceUID=big_series[-1].sop_instance_uid,
+            ))
+        assert client._router.active == 0
+    assert again.completed == (big_series[-1].sop_instance_uid,)
+    result = stopped.result
+    assert result is not None and result.cancelled and not result.ok
+    assert 3 <= len(result.completed) < BIG_COUNT
+    _assert_directory_matches(tmp_path, result, big_series)
+
+
+async def test_a_retrieval_runs_once(
+    dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus
+) -> None:
+    series = corpus.series[0]
+    query = Query.series(
+        StudyInstanceUID=series.study_instance_uid, SeriesInstanceUID=series.series_instance_uid
+    )
+    qr = dcmqrscp_factory()
+    async with aiodicom.Client(AE) as client:
+        retrieval = client.peer(qr.host, qr.port, qr.ae_title).get(query)
+        await retrieval
+        with pytest.raises(RuntimeError, match="runs once"):
+            await retrieval

@@ -222,9 +222,9 @@ async def test_concurrent_moves_without_originator_are_routed_by_uids(
     first, second = corpus.series[1], corpus.series[2]  # two series of one study
     received: list[Instance] = []
 
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.port)})
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.listen_port)})
         peer = client.peer(LOOPBACK, scp.port, scp.ae_title)
         barrier = Barrier(2)
         sinks = [barrier.sink(), barrier.sink()]
@@ -264,10 +264,9 @@ async def test_delivery_the_move_did_not_ask_for_is_refused(
         unexpected.append(instance)
         return 0x0124
 
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        client.on_unexpected_delivery = handler
-        scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.port)}, plan=plan)
+    async with aiodicom.Client(AE, listen_port=0, unexpected_deliveries=handler) as client:
+        assert client.listen_port is not None
+        scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.listen_port)}, plan=plan)
         result = await client.peer(LOOPBACK, scp.port, scp.ae_title).move(_series_query(wanted))
 
     expected = sorted(i.sop_instance_uid for i in wanted.instances)
@@ -405,9 +404,9 @@ async def test_same_series_twice_at_once_routed_by_message_id(
             identifiers.append(identifier)
         return [dcmread(i.path) for i in series.instances], None, []
 
-    async with aiodicom.Client(AE, port=0) as client:
-        assert client.port is not None
-        scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.port)}, plan=plan)
+    async with aiodicom.Client(AE, listen_port=0) as client:
+        assert client.listen_port is not None
+        scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.listen_port)}, plan=plan)
         peer = client.peer(LOOPBACK, scp.port, scp.ae_title)
         barrier = Barrier(2)
         sinks = [barrier.sink(), barrier.sink()]

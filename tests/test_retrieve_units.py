@@ -13,8 +13,8 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage, JPEGLosslessSV1, MRImageStorage, RLELossless
 
 from aiodicom.datasets import encode_dataset
-from aiodicom.fileio import FileMetaError, read_part10, split_part10, write_part10_atomic
-from aiodicom.instance import Instance
+from aiodicom.fileio import FileMetaError, split_part10, write_part10_atomic
+from aiodicom.instance import Instance, read_part10
 from aiodicom.negotiation import MAX_CONTEXTS
 from aiodicom.query import Query, QueryError, QueryModel
 from aiodicom.routing import DeliveryRouter
@@ -81,6 +81,23 @@ def test_identifier_refuses_what_cannot_be_retrieved(match: Dataset, key: str) -
     with pytest.raises(QueryError) as caught:
         retrieve_identifier(match, STUDY_ROOT_MOVE)
     assert caught.value.key == key
+
+
+def test_identifier_of_a_match_and_of_a_query_follow_the_same_rules() -> None:
+    # A wildcard cannot name what to fetch, whether it comes from a query or a match.
+    with pytest.raises(QueryError) as caught:
+        retrieve_identifier(_match("PATIENT", PatientID="P*"), PATIENT_ROOT_MOVE)
+    assert caught.value.key == "PatientID"
+    with pytest.raises(QueryError):
+        retrieve_identifier(Query.patient(PatientID="P*"))
+    # Non-ASCII text with no character set declared goes out as UTF-8, declared so.
+    match = _match("PATIENT", PatientID="Müller-1")
+    assert retrieve_identifier(match, PATIENT_ROOT_MOVE).SpecificCharacterSet == "ISO_IR 192"
+    query = Query.patient(PatientID="Müller-1")
+    assert retrieve_identifier(query).SpecificCharacterSet == "ISO_IR 192"
+    # A declared character set is kept, so the peer decodes the values as they were meant.
+    latin = Query.patient(PatientID="Müller-1", character_set="ISO_IR 100")
+    assert retrieve_identifier(latin).SpecificCharacterSet == "ISO_IR 100"
 
 
 def test_identifier_from_a_query_is_validated() -> None:

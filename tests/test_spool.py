@@ -9,9 +9,9 @@ import pytest
 
 import aiodicom.spool
 from aiodicom.dimse import DimseMessage
-from aiodicom.fileio import PREAMBLE, read_part10, split_part10
-from aiodicom.instance import Instance
-from aiodicom.services.retrieve import SpoolError, instance_from_request, release_spool
+from aiodicom.fileio import PREAMBLE, split_part10
+from aiodicom.instance import Instance, read_part10
+from aiodicom.services.storage_scp import SpoolError, instance_from_request, release_spool
 from aiodicom.sinks import DirectorySink, UnsafePathError
 from aiodicom.spool import SpooledFile
 

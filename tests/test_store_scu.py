@@ -185,10 +185,13 @@ class Recorder:
 async def with_acceptor(
     recorder: Recorder, action: Callable[[aiodicom.Peer], Awaitable[StoreResult]]
 ) -> StoreResult:
-    async with aiodicom.Client("AIOSCP", port=0) as scp, aiodicom.Client("AIOSCU") as scu:
-        scp.set_store_handler(recorder)
-        assert scp.port is not None
-        return await action(scu.peer("127.0.0.1", scp.port, "AIOSCP"))
+    async with aiodicom.Client("AIOSCP", listen_port=0) as scp, aiodicom.Client("AIOSCU") as scu:
+        # The raw C-STORE-RQ is what these tests look at (Priority, Move Originator): hook
+        # the acceptor below the Instance-level unexpected_deliveries handler.
+        scp._acceptor_policy.store_handler = recorder
+        scp._acceptor_policy.data_opener = None
+        assert scp.listen_port is not None
+        return await action(scu.peer("127.0.0.1", scp.listen_port, "AIOSCP"))
 
 
 # --- tests: DCMTK storescp -----------------------------------------------------------------------
@@ -401,3 +404,28 @@ async def test_more_than_128_contexts_use_several_associations() -> None:
             incoming.context.abstract_syntax
         )
     assert any(len(abstract) > 1 for abstract in by_context.values())
+
+
+@pytest.mark.interop
+async def test_file_meta_disagreeing_with_its_data_set_is_sent_with_the_data_sets_uids(
+    storescp_factory: Callable[..., StoreScp], caplog: pytest.LogCaptureFixture
+) -> None:
+    # pydicom's rtplan.dcm: File Meta SOP Instance UID 1.2.999..., data set 1.2.777... .
+    from pydicom.data import get_testdata_file
+
+    path = Path(get_testdata_file("rtplan.dcm"))  # type: ignore[arg-type]
+    on_disk = dcmread(path)
+    assert on_disk.file_meta.MediaStorageSOPInstanceUID != on_disk.SOPInstanceUID
+    scp = storescp_factory()
+    async with aiodicom.Client("AIOSCU") as client:
+        result = await client.peer(scp.host, scp.port, scp.ae_title).store([path])
+
+    assert result.ok, result.failed  # storescp answered 0xA900 before the fix
+    (outcome,) = result.outcomes
+    assert outcome.status == 0x0000
+    assert outcome.sop_instance_uid == on_disk.SOPInstanceUID
+    (stored,) = scp.received_files()
+    received = dcmread(stored)
+    assert received.SOPInstanceUID == on_disk.SOPInstanceUID
+    assert received.file_meta.MediaStorageSOPInstanceUID == on_disk.SOPInstanceUID
+    assert "differs from the data set's" in caplog.text

@@ -49,9 +49,9 @@ def test_bytes_arrive_intact_on_uvloop() -> None:
 def test_echo_through_our_own_acceptor_on_uvloop() -> None:
     async def run() -> None:
         with anyio.fail_after(STUCK):
-            async with aiodicom.Client("UVSCP", port=0) as server:
-                assert server.port is not None
+            async with aiodicom.Client("UVSCP", listen_port=0) as server:
+                assert server.listen_port is not None
                 async with aiodicom.Client("UVSCU") as client:
-                    await client.peer("127.0.0.1", server.port, "UVSCP").echo()
+                    await client.peer("127.0.0.1", server.listen_port, "UVSCP").echo()
 
     on_uvloop(run)

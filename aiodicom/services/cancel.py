@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import anyio
 
 from aiodicom.dimse import C_CANCEL_RQ, NO_DATASET, DimseMessage
+from aiodicom.services.channel import ServiceChannel
 from aiodicom.status import StatusCategory, status_category
-
-if TYPE_CHECKING:
-    from aiodicom.session import Session
 
 log = logging.getLogger("aiodicom.cancel")
 
@@ -20,7 +17,7 @@ CANCEL_TIMEOUT = 10.0
 
 
 async def cancel_operation(
-    session: Session, context_id: int, message_id: int, timeout: float, service: str
+    session: ServiceChannel, context_id: int, message_id: int, timeout: float, service: str
 ) -> DimseMessage | None:
     """Send C-CANCEL-RQ for ``message_id`` and wait up to ``timeout`` seconds for its final
     response, which is returned. A peer that does not answer in time (or an association that

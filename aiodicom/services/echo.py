@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiodicom.dimse import C_ECHO_RQ, C_ECHO_RSP, NO_DATASET, DimseMessage
 from aiodicom.dispatcher import Dispatcher
 from aiodicom.errors import DicomTimeoutError, StatusError
-from aiodicom.status import status_meaning
+from aiodicom.status import Status, status_meaning
 from aiodicom.uids import VERIFICATION
 
 
@@ -32,7 +32,7 @@ async def echo(dispatcher: Dispatcher) -> int:
             await dispatcher.association.abort()
             raise
     status = response.status_code
-    if status != 0x0000:
+    if status != Status.SUCCESS:
         error_comment = response.command.get("ErrorComment")
         raise StatusError(
             status, status_meaning(status, "echo"),
@@ -50,7 +50,7 @@ def echo_response(request: DimseMessage) -> DimseMessage:
             "MessageIDBeingRespondedTo": request.message_id,
             "AffectedSOPClassUID": VERIFICATION,
             "CommandDataSetType": NO_DATASET,
-            "Status": 0x0000,
+            "Status": Status.SUCCESS,
         },
         None,
     )

@@ -26,7 +26,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import anyio
 import attrs
@@ -34,23 +34,23 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 
+from aiodicom.association import Association
 from aiodicom.datasets import decode_dataset, encode_dataset
 from aiodicom.dimse import C_FIND_RQ, DATASET_PRESENT, DimseMessage
-from aiodicom.errors import StatusError
+from aiodicom.errors import QueryError, StatusError
 from aiodicom.matching import MatchingKeys
+from aiodicom.model import Level, QueryModel, key_level
 from aiodicom.pdu import SOPClassExtendedNegotiation
-from aiodicom.query import Level, Query, QueryError, QueryModel, key_level
+from aiodicom.query import Query
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
-from aiodicom.status import StatusCategory, status_category, status_meaning
-
-if TYPE_CHECKING:
-    from aiodicom.association import Association
-    from aiodicom.session import Session
+from aiodicom.services.channel import ServiceChannel
+from aiodicom.status import Status, StatusCategory, status_category, status_meaning
+from aiodicom.vr import TEMPORAL_VRS
 
 log = logging.getLogger("aiodicom.find")
 
 
-SessionOpener = Callable[[], AbstractAsyncContextManager["Session"]]
+SessionOpener = Callable[[], AbstractAsyncContextManager[ServiceChannel]]
 
 
 @attrs.frozen
@@ -227,7 +227,7 @@ class Find(_MatchStream):
     ``relational``, ``datetime_matching``, ``fuzzy_names`` and ``timezone_adjustment`` are the
     options of SOP Class Extended Negotiation; :attr:`negotiated` says which the peer accepted
     (known once the association is up). A query that breaks the hierarchical rules is refused
-    with :class:`~aiodicom.query.QueryError` before anything is sent unless relational queries
+    with :class:`~aiodicom.errors.QueryError` before anything is sent unless relational queries
     were asked for here and accepted by the peer.
 
     Each match has its values decoded (Specific Character Set applied), so its elements can be
@@ -238,7 +238,7 @@ class Find(_MatchStream):
         self,
         query: Query,
         *,
-        session: Session | None = None,
+        session: ServiceChannel | None = None,
         open_session: SessionOpener | None = None,
         strict: bool = False,
         relational: bool = False,
@@ -306,7 +306,7 @@ class _FindRun:
         self.negotiated: FindOptions | None = None
 
     async def matches(
-        self, session: Session | None, open_session: SessionOpener | None
+        self, session: ServiceChannel | None, open_session: SessionOpener | None
     ) -> AsyncGenerator[Dataset, None]:
         # One generator for the whole operation: the C-CANCEL in its inner ``finally`` runs
         # before the association is released. (Two nested generators would also be finalized
@@ -368,7 +368,7 @@ class _FindRun:
             for warning in self.result.warnings:
                 log.warning("C-FIND: %s", warning)
 
-    def _check_negotiation(self, session: Session, sop_class: str) -> FindOptions:
+    def _check_negotiation(self, session: ServiceChannel, sop_class: str) -> FindOptions:
         negotiated = negotiated_options(session.association, sop_class)
         self.negotiated = negotiated
         if self.options.relational and not negotiated.relational:
@@ -384,7 +384,7 @@ class _FindRun:
 
 
 # The codes status_category() calls PENDING (PS3.7 C.1.3), as a set test for the per-match loop.
-_PENDING = frozenset({0xFF00, 0xFF01})
+_PENDING = frozenset({Status.PENDING, Status.PENDING_OPTIONAL_KEYS_UNSUPPORTED})
 
 
 def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
@@ -398,7 +398,7 @@ def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
         # timezone adjustment shifts every date and time: neither can be checked value by value.
         if negotiated.datetime_matching and vr == "TM":
             skip.add(elem.keyword)
-        if negotiated.timezone_adjustment and vr in ("DA", "TM", "DT"):
+        if negotiated.timezone_adjustment and vr in TEMPORAL_VRS:
             skip.add(elem.keyword)
     return frozenset(skip)
 
@@ -417,7 +417,7 @@ class _Progress:
         self.never_returned: set[str] | None = None if self.keys else set()
 
     def accept(self, match: Dataset, status: int, *, strict: bool) -> bool:
-        if status == 0xFF01:
+        if status == Status.PENDING_OPTIONAL_KEYS_UNSUPPORTED:
             self.optional_keys_unsupported = True
         if not self._has_keys:
             self.matches += 1
@@ -442,8 +442,10 @@ class _Progress:
         self, final: DimseMessage | None, negotiated: FindOptions, requested: FindOptions
     ) -> FindResult:
         comment: str | None
+        status: int
         if final is None:
-            status, comment = 0xFE00, "the peer did not confirm the cancel; association aborted"
+            status = Status.CANCEL
+            comment = "the peer did not confirm the cancel; association aborted"
         else:
             status = final.status_code
             raw_comment = final.command.get("ErrorComment")
@@ -455,7 +457,7 @@ class _Progress:
             matches=self.matches,
             optional_keys_unsupported=self.optional_keys_unsupported,
             cancelled=self.cancelled,
-            truncated=status == 0xFE00 and not self.cancelled,
+            truncated=status == Status.CANCEL and not self.cancelled,
             ignored_keys=tuple(sorted(self.never_returned or ())),
             contradicting=self.contradicting,
             negotiated=negotiated,
@@ -501,7 +503,7 @@ class HierarchyResult:
 class HierarchicalFind(_MatchStream):
     """Matches at ``level`` found with hierarchical queries only, on one association.
 
-    The keys are split by the level they belong to (:func:`~aiodicom.query.key_level`; patient
+    The keys are split by the level they belong to (:func:`~aiodicom.model.key_level`; patient
     keys go to the STUDY level in Study Root, keys of no known level to ``level``). The top
     level is queried with its keys, then the next level once per match above it, pinned by the
     unique keys found, down to ``level``; each match yielded carries the attributes of the
@@ -517,7 +519,7 @@ class HierarchicalFind(_MatchStream):
         keys: Mapping[str, object],
         *,
         model: QueryModel = QueryModel.STUDY_ROOT,
-        session: Session | None = None,
+        session: ServiceChannel | None = None,
         open_session: SessionOpener | None = None,
         strict: bool = False,
         priority: int = 0,
@@ -533,9 +535,7 @@ class HierarchicalFind(_MatchStream):
         levels = model.levels[: model.levels.index(level) + 1]
         per_level: dict[Level, dict[str, object]] = {lvl: {} for lvl in levels}
         for keyword, value in keys.items():
-            home = key_level(keyword)
-            if home is Level.PATIENT and Level.PATIENT not in levels:
-                home = Level.STUDY  # Study Root folds the patient into the study (C.6-5)
+            home = key_level(keyword, model)
             if home is None:
                 home = level
             if home not in per_level:
@@ -592,7 +592,7 @@ class _HierarchyRun:
         self.result: HierarchyResult | None = None
 
     async def matches(
-        self, session: Session | None, open_session: SessionOpener | None
+        self, session: ServiceChannel | None, open_session: SessionOpener | None
     ) -> AsyncGenerator[Dataset, None]:
         try:
             async with AsyncExitStack() as stack:
@@ -610,7 +610,7 @@ class _HierarchyRun:
 
     async def _walk(
         self,
-        session: Session,
+        session: ServiceChannel,
         depth: int,
         pinned: dict[str, object],
         parents: tuple[Dataset, ...],

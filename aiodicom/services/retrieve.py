@@ -1,75 +1,74 @@
 """C-MOVE and C-GET SCU (PS3.4 C.4.2, C.4.3): instances into a sink, progress as events.
 
-A :class:`Retrieval` can be awaited for its :class:`RetrieveResult`, or entered with ``async with``
-and iterated for :class:`Progress` and :class:`InstanceArrived` events as they happen. C-GET
-instances arrive as C-STORE requests on the retrieval's own association (routed to us by the
-dispatcher); C-MOVE instances arrive at the client's acceptor and are routed here by
-:class:`aiodicom.routing.DeliveryRouter`. Either way an instance is handed to the sink before the
-sender is told it was stored, so every instance the peer counts as completed is in the sink.
+A :class:`Retrieval` can be awaited for its :class:`RetrieveResult`, or iterated (``async for``,
+inside ``async with`` or not) for :class:`Progress` and :class:`InstanceArrived` events as they
+happen. C-GET instances arrive as C-STORE requests on the retrieval's own association, received
+by :mod:`aiodicom.services.storage_scp`; C-MOVE instances arrive at the client's acceptor and are
+routed here by :class:`aiodicom.routing.DeliveryRouter`. Either way an instance is handed to the
+sink before the sender is told it was stored, so every instance the peer counts as completed is
+in the sink.
 
-Leaving ``async with`` early, or cancelling the awaiting task, sends C-CANCEL and waits (bounded)
-for the peer's final response; :attr:`Retrieval.result` then says what arrived. A failure status,
-or an association that ends before the final response, raises :class:`RetrieveError` whose
-``result`` holds the same account.
+Like a C-FIND, the iteration is one async generator that does the work as it is pulled: leaving
+``async with`` early, closing the iteration, breaking out of a plain ``async for`` (the C-CANCEL
+then follows as soon as the generator is collected, see :mod:`aiodicom.services.find`) or
+cancelling the awaiting task sends C-CANCEL and waits (bounded) for the peer's final response;
+:attr:`Retrieval.result` then says what arrived. A failure status, or an association that ends
+before the final response, raises :class:`RetrieveError` whose ``result`` holds the same account.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
+import weakref
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+)
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    aclosing,
+    asynccontextmanager,
+    nullcontext,
+)
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import anyio
-import anyio.abc
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydicom import Dataset
 
 from aiodicom.datasets import decode_dataset, encode_dataset
-from aiodicom.dimse import (
-    C_ECHO_RQ,
-    C_GET_RQ,
-    C_MOVE_RQ,
-    C_STORE_RQ,
-    C_STORE_RSP,
-    DATASET_PRESENT,
-    NO_DATASET,
-    DataSetOpener,
-    DataSetWriter,
-    DimseMessage,
-)
-from aiodicom.errors import DicomError, DicomTimeoutError, DimseError, StatusError
+from aiodicom.dimse import C_GET_RQ, C_MOVE_RQ, DATASET_PRESENT, DimseMessage
+from aiodicom.errors import DicomError, DicomTimeoutError, QueryError, StatusError
 from aiodicom.instance import Instance
+from aiodicom.model import QueryModel
 from aiodicom.negotiation import PresentationContext
-from aiodicom.query import Level, Query, QueryError, QueryModel
+from aiodicom.query import Query
+from aiodicom.query import retrieve_identifier as identifier_for_retrieve
 from aiodicom.series import Series, SeriesError, split_series
 from aiodicom.services.cancel import CANCEL_TIMEOUT, cancel_operation
-from aiodicom.services.echo import echo_response
+from aiodicom.services.channel import ServiceChannel
+from aiodicom.services.storage_scp import (
+    OneRecipient,
+    answer_request,
+    data_opener,
+    receive_store,
+    store_into,
+)
 from aiodicom.sinks import DirectorySink, MemorySink, Sink, as_sink
-from aiodicom.spool import SpooledFile
-from aiodicom.status import StatusCategory, status_category, status_meaning
-
-if TYPE_CHECKING:
-    from aiodicom.routing import DeliveryRouter
-    from aiodicom.session import Session
+from aiodicom.status import Status, StatusCategory, status_category, status_meaning
 
 log = logging.getLogger("aiodicom.retrieve")
 
-NOT_AUTHORIZED = 0x0124
-"""C-STORE status for a delivery no retrieval wants (PS3.7 C.5.8: Refused, not authorized)."""
-NO_FINAL_RESPONSE = 0xC000
+NO_FINAL_RESPONSE = Status.UNABLE_TO_PROCESS
 """The status a result carries when the association ended before the peer's final response
 (:attr:`RetrieveResult.interrupted` then says why): a failure, as nothing confirms the rest."""
-
-_UNIQUE_KEYS = {
-    Level.PATIENT: "PatientID",
-    Level.STUDY: "StudyInstanceUID",
-    Level.SERIES: "SeriesInstanceUID",
-    Level.IMAGE: "SOPInstanceUID",
-}
-_ALL_LEVELS = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 
 
 @attrs.frozen
@@ -194,146 +193,41 @@ def retrieve_sop_class(model: QueryModel, kind: Literal["move", "get"]) -> str:
 
 
 def retrieve_identifier(query: Query | Dataset, sop_class_uid: str | None = None) -> Dataset:
-    """The C-MOVE/C-GET identifier: the level and the unique keys from the top of the model
-    down to that level (PS3.4 C.4.2.2.1), for a :class:`Query` or a C-FIND match.
-
-    ``sop_class_uid`` (the Move or Get SOP class) says the model: Study Root has no Patient ID
-    among its unique keys, so a match's Patient ID is left out there. Raises
-    :class:`~aiodicom.query.QueryError` when the unique key of the level has no value.
+    """The C-MOVE/C-GET identifier of a :class:`Query` or a C-FIND match, for the model whose
+    Move or Get SOP class is ``sop_class_uid``: see :func:`aiodicom.query.retrieve_identifier`.
     """
-    if isinstance(query, Query):
-        return query.retrieve_identifier()
-    raw_level = query.get("QueryRetrieveLevel")
-    try:
-        level = Level(str(raw_level or "").strip())
-    except ValueError:
-        raise QueryError(
-            f"QueryRetrieveLevel {raw_level!r} is none of PATIENT, STUDY, SERIES, IMAGE",
-            "QueryRetrieveLevel",
-        ) from None
-    model = _model_of(sop_class_uid)
-    levels = model.levels if model is not None else _ALL_LEVELS
-    if level not in levels:
-        assert model is not None
-        raise QueryError(
-            f"the {model.value} model has no {level.value} level", "QueryRetrieveLevel"
-        )
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = level.value
-    if "SpecificCharacterSet" in query:
-        identifier.SpecificCharacterSet = query.SpecificCharacterSet
-    for upper in levels[: levels.index(level) + 1]:
-        keyword = _UNIQUE_KEYS[upper]
-        value = query.get(keyword)
-        if value is None or value == "":
-            if upper is level:
-                raise QueryError(
-                    f"{keyword}: a {level.value} retrieve needs the {keyword} value(s) to fetch",
-                    keyword,
-                )
-            continue
-        identifier[keyword] = query[keyword]
-    return identifier
-
-
-def store_response(request: DimseMessage, status: int) -> DimseMessage:
-    return DimseMessage(
-        request.context_id,
-        {
-            "CommandField": C_STORE_RSP,
-            "MessageIDBeingRespondedTo": request.message_id,
-            "AffectedSOPClassUID": request.command.get("AffectedSOPClassUID"),
-            "AffectedSOPInstanceUID": request.command.get("AffectedSOPInstanceUID"),
-            "CommandDataSetType": NO_DATASET,
-            "Status": status,
-        },
-        None,
-    )
-
-
-def _unrecognized_response(request: DimseMessage) -> DimseMessage:
-    return DimseMessage(
-        request.context_id,
-        {
-            "CommandField": request.command_field | 0x8000,
-            "MessageIDBeingRespondedTo": request.message_id,
-            "CommandDataSetType": NO_DATASET,
-            "Status": 0x0211,  # Unrecognized operation: the association lives on
-        },
-        None,
-    )
-
-
-def instance_from_request(
-    request: DimseMessage, transfer_syntax_uid: str, source_ae_title: str | None
-) -> Instance:
-    if request.data is None:
-        raise DimseError("C-STORE-RQ without a data set")
-    spool = request.writer if isinstance(request.writer, SpooledFile) else None
-    if spool is not None and spool.error is not None:
-        raise SpoolError(f"could not write the received data set to disk: {spool.error}")
-    return Instance(
-        sop_class_uid=str(request.command.get("AffectedSOPClassUID", "")),
-        sop_instance_uid=str(request.command.get("AffectedSOPInstanceUID", "")),
-        transfer_syntax_uid=transfer_syntax_uid,
-        data=request.data,
-        source_ae_title=source_ae_title,
-        spool=spool,
-    )
-
-
-class SpoolError(DimseError):
-    """A data set written to disk while it arrived could not be written whole."""
-
-
-def release_spool(request: DimseMessage) -> None:
-    """Remove the temporary file of a C-STORE whose instance was not kept (refused, failed)."""
-    if isinstance(request.writer, SpooledFile) and not request.writer.committed:
-        request.writer.discard()
-
-
-def spool_opener(
-    retrieval: Retrieval, contexts: Mapping[int, PresentationContext], source_ae_title: str | None
-) -> DataSetOpener:
-    """Writes the C-STOREs of ``retrieval`` straight to files when its sink is a directory."""
-
-    def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
-        if retrieval.closed:
-            return None
-        return spool_for(retrieval.sink, contexts.get(context_id), command, source_ae_title)
-
-    return open_data
-
-
-def spool_for(
-    sink: object, context: PresentationContext | None, command: dict[str, object],
-    source_ae_title: str | None,
-) -> DataSetWriter | None:
-    """A writer putting the data set of a C-STORE-RQ straight into a file of ``sink`` when it
-    is a DirectorySink; ``None`` (received in memory) otherwise."""
-    if not isinstance(sink, DirectorySink) or command.get("CommandField") != C_STORE_RQ:
-        return None
-    if context is None or context.transfer_syntax is None:
-        return None
-    return sink.open_spool(
-        str(command.get("AffectedSOPClassUID", "")),
-        str(command.get("AffectedSOPInstanceUID", "")),
-        context.transfer_syntax,
-        source_ae_title,
-    )
+    return identifier_for_retrieve(query, _model_of(sop_class_uid))
 
 
 MatchCounter = Callable[[Dataset], Awaitable[int]]
 """Counts (by C-FIND) what a retrieve identifier matches at the peer."""
 
+ChannelOpener = Callable[["Retrieval"], AbstractAsyncContextManager[ServiceChannel]]
+"""Opens the association a retrieval runs on, given the retrieval (which it may look at)."""
+
+MAX_QUEUED_EVENTS = 64
+"""Events a C-MOVE's deliveries may queue for an iterating consumer before they wait for it:
+a consumer falling behind then slows the sender down rather than memory growing."""
+
+
+class MoveRouter(Protocol):
+    """Routes the deliveries of our C-MOVEs to them (:class:`aiodicom.routing.DeliveryRouter`
+    is one): deliveries name their move by its Message ID, so the router hands those out."""
+
+    def allocate_message_id(self) -> int: ...
+
+    def expecting(self, move: Retrieval) -> AbstractAsyncContextManager[None]: ...
+
 
 class Retrieval:
-    """A C-MOVE or C-GET; await it, or ``async with`` it and iterate its events.
+    """A C-MOVE or C-GET: await it, or iterate its events (with or without ``async with``).
 
     ``router``: the client's :class:`~aiodicom.routing.DeliveryRouter`, for a C-MOVE whose
     instances come to our own acceptor. ``destination_address``: our acceptor's (host, port),
     named in the error when the PACS does not know the destination. ``count_matches``: used
     only to tell, after a bare 0xC000 refusal, whether the PACS holds what we asked for.
+
+    Nothing is sent before it is awaited or iterated, and it runs once.
     """
 
     def __init__(
@@ -343,10 +237,10 @@ class Retrieval:
         *,
         sop_class_uid: str,
         sink: Sink | MemorySink | DirectorySink | None = None,
-        session: Session | None = None,
-        open_session: Callable[[Retrieval], AbstractAsyncContextManager[Session]] | None = None,
+        session: ServiceChannel | None = None,
+        open_session: ChannelOpener | None = None,
         destination: str | None = None,
-        router: DeliveryRouter | None = None,
+        router: MoveRouter | None = None,
         destination_address: tuple[str, int] | None = None,
         count_matches: MatchCounter | None = None,
         priority: int = 0,
@@ -384,86 +278,109 @@ class Retrieval:
         self._inflight = 0
         self._idle: anyio.Event | None = None
         self._closed = False
-        self._events: MemoryObjectSendStream[RetrieveEvent] | None = None
-        self._receive_events: MemoryObjectReceiveStream[RetrieveEvent] | None = None
-        self._tasks: anyio.abc.TaskGroup | None = None
-        self._failure: DicomError | None = None
+        self._started = False
+        # Set while iterated: events wait here for the consumer (None: nobody listens).
+        self._events: deque[RetrieveEvent] | None = None
+        self._wake: anyio.CancelScope | None = None
+        self._room: anyio.Event | None = None
+        # Inside 'async with' the generator is held, to be closed on exit. Otherwise weakly:
+        # it refers to this object, and a plain 'async for' that breaks must leave it to be
+        # collected (which closes it) at once, not when a reference cycle is found.
+        self._generator: AsyncGenerator[RetrieveEvent, None] | None = None
+        self._loose_generator: weakref.ref[AsyncGenerator[RetrieveEvent, None]] | None = None
+        self._entered = False
 
     @property
     def closed(self) -> bool:
         """The result is being written: instances arriving now are refused."""
         return self._closed
 
-    @property
-    def expects_delivery(self) -> bool:
-        """Instances of this retrieval come to our acceptor (a C-MOVE to ourselves)."""
-        return self._router is not None
-
     # --- ways to use it -----------------------------------------------------------------------
 
     def __await__(self) -> Generator[object, None, RetrieveResult]:
         return self._drive().__await__()
 
-    async def __aenter__(self) -> Retrieval:
-        send, receive = anyio.create_memory_object_stream[RetrieveEvent](64)
-        self._events, self._receive_events = send, receive
-        self._tasks = anyio.create_task_group()
-        await self._tasks.__aenter__()
-        self._tasks.start_soon(self._drive_keeping_failure, send)
-        return self
-
-    async def _drive_keeping_failure(self, send: MemoryObjectSendStream[RetrieveEvent]) -> None:
-        with send:
-            try:
-                await self._drive()
-            except DicomError as exc:
-                self._failure = exc
+    async def _drive(self) -> RetrieveResult:
+        async with aclosing(self._run()) as events:
+            async for _ in events:
+                pass  # none come: nobody listens
+        assert self.result is not None
+        return self.result
 
     def __aiter__(self) -> AsyncIterator[RetrieveEvent]:
-        if self._receive_events is None:
-            raise RuntimeError(
-                "iterate a retrieval inside 'async with': async with peer.move(...) as r"
-            )
-        return self._iterate(self._receive_events)
+        """The events, as they happen: the retrieval runs as they are read, and stops (with
+        C-CANCEL) when the iteration is closed early, like a C-FIND's."""
+        generator = self._generator
+        if generator is None and self._loose_generator is not None:
+            generator = self._loose_generator()
+        if generator is None:
+            self._events = deque()
+            generator = self._run()
+            if self._entered:
+                self._generator = generator
+            else:
+                self._loose_generator = weakref.ref(generator)
+        return generator
 
-    async def _iterate(
-        self, events: MemoryObjectReceiveStream[RetrieveEvent]
-    ) -> AsyncIterator[RetrieveEvent]:
-        async for event in events:
-            yield event
-        if self._failure is not None:
-            raise self._failure
+    async def __aenter__(self) -> Retrieval:
+        self._entered = True
+        return self
 
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._tasks is not None and self._receive_events is not None
-        self._receive_events.close()  # no one listens any more: the driver must not wait on us
-        if exc_type is not None or self.result is None:
-            # Left early: the driver's cancellation sends C-CANCEL and drains (bounded).
-            self._tasks.cancel_scope.cancel()
-        suppress = await self._tasks.__aexit__(exc_type, exc, tb)
-        if exc_type is None and self._failure is not None:
-            raise self._failure
-        return suppress
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop early: C-CANCEL if the peer is still sending, then release what we opened."""
+        generator, self._generator = self._generator, None
+        if generator is not None:
+            await generator.aclose()
 
     # --- instances ------------------------------------------------------------------------------
 
-    async def _emit(self, event: RetrieveEvent) -> None:
+    def _queue(self, event: RetrieveEvent) -> None:
+        """Keep ``event`` for the consumer, if one iterates."""
         if self._events is not None:
-            try:
-                await self._events.send(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._events = None
+            self._events.append(event)
+            if self._wake is not None:
+                self._wake.cancel()  # the iteration waits for a response: hand this out first
+
+    async def _emit(self, event: RetrieveEvent) -> None:
+        """Keep ``event`` for the consumer; a delivery's waits while the consumer is behind."""
+        events = self._events
+        if events is None:
+            return
+        self._queue(event)
+        # Deliveries to our acceptor (other tasks) wait for a consumer that fell behind. A
+        # C-GET's come from the iterating task itself, between two reads: never wait there.
+        while len(events) > MAX_QUEUED_EVENTS and self.kind == "move" and not self._closed:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+
+    def _take_events(self) -> list[RetrieveEvent]:
+        events = self._events
+        if not events:
+            return []
+        taken = list(events)
+        events.clear()
+        self._make_room()
+        return taken
+
+    def _make_room(self) -> None:
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
 
     async def accept_instance(self, instance: Instance) -> int:
         """Hand one arrived instance to the sink; the status to answer its C-STORE with."""
         if self._closed:
             # The result is written: an instance stored now would be in the sink but not in it.
-            return NOT_AUTHORIZED
+            return Status.NOT_AUTHORIZED
         self._inflight += 1
         try:
             return await self._store(instance)
@@ -479,26 +396,21 @@ class Retrieval:
     async def _store(self, instance: Instance) -> int:
         self._last_activity = anyio.current_time()
         uid = instance.sop_instance_uid
-        try:
-            await self._deliver(instance)
-        except OSError as exc:
-            log.error("could not store %s: %s", uid, exc)
+        status = await store_into(self._deliver, instance)
+        if status != Status.SUCCESS:
             self._local_failures.append(uid)
-            return 0xA700  # Refused: out of resources
-        except Exception as exc:
-            log.error("sink refused %s: %s", uid, exc)
-            self._local_failures.append(uid)
-            return 0xC000  # Error: cannot understand
+            return status
         self._completed.append(uid)
         self._bytes += memoryview(instance.data).nbytes
         await self._emit(InstanceArrived(instance))
-        return 0x0000
+        return status
 
     async def _settle(self) -> None:
         """Refuse further instances and wait for those being stored (a C-MOVE's deliveries run
         in the acceptor's tasks), so that the result and the sink agree. A sink that hangs
         must not make the retrieval hang: the wait is bounded like a cancel's."""
         self._closed = True
+        self._make_room()  # deliveries waiting for the consumer go on: their events are kept
         with anyio.move_on_after(self.cancel_timeout):
             while self._inflight:
                 self._idle = anyio.Event()
@@ -509,135 +421,141 @@ class Retrieval:
                 self._what(), self._inflight, self.cancel_timeout,
             )
 
-    async def handle_request(self, request: DimseMessage, session: Session) -> None:
-        """A request the peer sends on a C-GET's association: its C-STORE sub-operations."""
-        association = session.association
-        if request.command_field == C_ECHO_RQ:
-            await association.send_message(echo_response(request))
-            return
-        if request.command_field != C_STORE_RQ:
-            log.warning("refused %s on a C-GET association", request.name)
-            await association.send_message(_unrecognized_response(request))
-            return
-        context = association.contexts.get(request.context_id)
-        if context is None or context.transfer_syntax is None:
-            status = 0x0122  # Refused: SOP class not supported
-        else:
-            peer = association.request
-            try:
-                instance = instance_from_request(
-                    request, context.transfer_syntax, peer.called_ae_title if peer else None
-                )
-            except SpoolError as exc:
-                uid = str(request.command.get("AffectedSOPInstanceUID", ""))
-                log.error("could not store %s: %s", uid, exc)
-                self.record_local_failure(uid)
-                status = 0xA700  # Refused: out of resources
-            except DimseError as exc:
-                log.warning("malformed C-STORE during a C-GET: %s", exc)
-                status = 0xC000  # Error: cannot understand; the C-GET goes on
-            else:
-                status = await self.accept_instance(instance)
-            finally:
-                release_spool(request)
-        await association.send_message(store_response(request, status))
-
     # --- the work -----------------------------------------------------------------------------
 
-    async def _drive(self) -> RetrieveResult:
+    async def _run(self) -> AsyncGenerator[RetrieveEvent, None]:
+        # One generator for the whole retrieval, as for a C-FIND: closing it early runs the
+        # C-CANCEL in its 'finally' before the association is released. No cancel scope stays
+        # open across a 'yield', so it may be closed from another task (by the collector).
+        if self._started:
+            raise RuntimeError("a retrieval runs once: make another to retrieve again")
+        self._started = True
         async with AsyncExitStack() as stack:
             session = self._session
             if session is None:
                 assert self._open_session is not None
                 session = await stack.enter_async_context(self._open_session(self))
-            request = session.association.request
+            association = session.association
+            request = association.request
             self.peer_ae_title = request.called_ae_title if request else None
             self.calling_ae_title = request.calling_ae_title if request else None
-            if self.kind == "get":
-                dispatcher = session.dispatcher
-                previous = dispatcher.request_handler
-                dispatcher.request_handler = lambda message: self.handle_request(message, session)
-                stack.callback(setattr, dispatcher, "request_handler", previous)
-                association = session.association
-                previous_opener = association.open_data
-                association.open_data = spool_opener(
-                    self, association.contexts, self.peer_ae_title
-                )
-                stack.callback(setattr, association, "open_data", previous_opener)
-            result, failure = await self._exchange(session)
-        if failure is not None:
-            raise RetrieveError(result, self._interrupted_message(result)) from failure
-        return await self._check(result)
-
-    async def _exchange(self, session: Session) -> tuple[RetrieveResult, DicomError | None]:
-        dispatcher = session.dispatcher
-        context = session.association.context(self.sop_class_uid)
-        transfer_syntax = context.transfer_syntax
-        assert transfer_syntax is not None
-        command: dict[str, object] = {
-            "CommandField": C_MOVE_RQ if self.kind == "move" else C_GET_RQ,
-            "AffectedSOPClassUID": self.sop_class_uid,
-            "Priority": self.priority,
-            "CommandDataSetType": DATASET_PRESENT,
-        }
-        if self.kind == "move":
-            command["MoveDestination"] = self.destination
-        router = self._router
-        # Deliveries are matched by this Message ID, so it comes from the client-wide router.
-        wanted_id = router.allocate_message_id() if router is not None else None
-        async with dispatcher.operation(wanted_id) as message_id:
-            self.message_id = message_id
-            expecting = router.expecting(self) if router is not None else nullcontext()
-            async with expecting:
-                command["MessageID"] = message_id
-                await dispatcher.send(DimseMessage(
-                    context.context_id, command,
-                    encode_dataset(self.identifier, transfer_syntax),
-                ))
-                counts = Progress(None, None, None, None)
-                final: DimseMessage | None = None
-                failure: DicomError | None = None
-                cancelled = False
-                try:
-                    while final is None:
-                        response = await self._next_response(session, message_id)
-                        status = response.status_code
-                        counts = _counts(response, counts)
-                        if status_category(status) is StatusCategory.PENDING:
-                            await self._emit(counts)
-                        else:
-                            final = response
-                except DicomError as exc:
-                    failure = exc
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        if final is None:
-                            # No failure means we were cancelled (or a non-DICOM error).
-                            cancelled = failure is None
-                            if not dispatcher.ended:
+            context = association.context(self.sop_class_uid)
+            transfer_syntax = context.transfer_syntax
+            assert transfer_syntax is not None
+            command: dict[str, object] = {
+                "CommandField": C_MOVE_RQ if self.kind == "move" else C_GET_RQ,
+                "AffectedSOPClassUID": self.sop_class_uid,
+                "Priority": self.priority,
+                "CommandDataSetType": DATASET_PRESENT,
+            }
+            if self.kind == "move":
+                command["MoveDestination"] = self.destination
+            dispatcher = session.dispatcher
+            router = self._router
+            # Deliveries are matched by this Message ID, so it comes from the client-wide router.
+            wanted_id = router.allocate_message_id() if router is not None else None
+            async with dispatcher.operation(wanted_id) as message_id:
+                self.message_id = message_id
+                expecting = router.expecting(self) if router is not None else nullcontext()
+                async with expecting, self._receiving_stores(session):
+                    command["MessageID"] = message_id
+                    await dispatcher.send(DimseMessage(
+                        context.context_id, command,
+                        encode_dataset(self.identifier, transfer_syntax),
+                    ))
+                    counts = Progress(None, None, None, None)
+                    final: DimseMessage | None = None
+                    failure: DicomError | None = None
+                    try:
+                        while final is None:
+                            response = await self._next_response(session, message_id)
+                            if response is not None:
+                                counts = _counts(response, counts)
+                                if status_category(response.status_code) \
+                                        is StatusCategory.PENDING:
+                                    self._queue(counts)
+                                else:
+                                    final = response
+                            for event in self._take_events():
+                                yield event
+                    except DicomError as exc:
+                        failure = exc
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            # No failure means we were cancelled or closed early.
+                            cancelled = final is None and failure is None
+                            if final is None and not dispatcher.ended:
                                 final = await cancel_operation(
                                     session, context.context_id, message_id,
                                     self.cancel_timeout, f"C-{self.kind.upper()}",
                                 )
-                            if final is not None:
-                                counts = _counts(final, counts)
-                        await self._settle()
-                    self.result = self._result(
-                        final, counts, cancelled, transfer_syntax, failure
-                    )
-        return self.result, failure
+                                if final is not None:
+                                    counts = _counts(final, counts)
+                            await self._settle()
+                        self.result = self._result(
+                            final, counts, cancelled, transfer_syntax, failure
+                        )
+        # What arrived before the final response, not yet handed out.
+        for event in self._take_events():
+            yield event
+        result = self.result
+        assert result is not None
+        if failure is not None:
+            raise RetrieveError(result, self._interrupted_message(result)) from failure
+        await self._check(result)
 
-    async def _next_response(self, session: Session, message_id: int) -> DimseMessage:
-        """Wait for a response; instances arriving count as activity for the DIMSE timeout,
-        since a peer may send no pending response until every sub-operation is done."""
-        queued = session.dispatcher.take_queued(message_id)
+    @asynccontextmanager
+    async def _receiving_stores(self, session: ServiceChannel) -> AsyncIterator[None]:
+        """A C-GET's instances come as C-STOREs on its own association: receive them for the
+        life of the block. Entered once the operation holds the association (a C-GET before
+        may still be answering its cancel), so that its C-STOREs do not come here."""
+        if self.kind != "get":
+            yield
+            return
+        association = session.association
+        dispatcher = session.dispatcher
+        source = self.peer_ae_title or ""
+        routing = OneRecipient(self, self.accept_instance)
+
+        async def receive(request: DimseMessage, context: PresentationContext) -> DimseMessage:
+            return await receive_store(request, context, source, routing)
+
+        async def handle(request: DimseMessage) -> None:
+            await association.send_message(
+                await answer_request(request, association.contexts, receive)
+            )
+
+        previous = dispatcher.request_handler, association.open_data
+        dispatcher.request_handler = handle
+        association.open_data = data_opener(routing, association.contexts, source)
+        try:
+            yield
+        finally:
+            dispatcher.request_handler, association.open_data = previous
+
+    async def _next_response(
+        self, session: ServiceChannel, message_id: int
+    ) -> DimseMessage | None:
+        """Wait for a response; ``None`` when events came first, for the consumer. Instances
+        arriving count as activity for the DIMSE timeout, since a peer may send no pending
+        response until every sub-operation is done."""
+        dispatcher = session.dispatcher
+        queued = dispatcher.take_queued(message_id)
         if queued is not None:
             return queued  # already here: no timeout to run
+        if self._events:
+            return None
         timeout = session.association.timeouts.dimse
         self._last_activity = anyio.current_time()
         while True:
-            with anyio.move_on_after(timeout):
-                return await session.dispatcher.next_response(message_id, timeout=None)
+            with anyio.move_on_after(timeout) as scope:
+                self._wake = scope
+                try:
+                    return await dispatcher.next_response(message_id, timeout=None)
+                finally:
+                    self._wake = None
+            if self._events:
+                return None
             assert timeout is not None
             if anyio.current_time() - self._last_activity >= timeout:
                 raise DicomTimeoutError(
@@ -656,7 +574,7 @@ class Retrieval:
         interrupted = f"{type(failure).__name__}: {failure}" if failure is not None else None
         if final is None:
             if cancelled:
-                status = 0xFE00
+                status: int = Status.CANCEL
                 status_text = status_meaning(status, self.kind)
                 comment: str | None = "the peer did not confirm the cancel; association aborted"
             else:
@@ -706,7 +624,7 @@ class Retrieval:
         """A bare Cxxx failure: no sub-operation counted, nothing arrived, no comment."""
         counts = result.sub_operations
         return (
-            (result.status & 0xF000) == 0xC000
+            (result.status & 0xF000) == Status.UNABLE_TO_PROCESS  # any Cxxx
             and not result.error_comment
             and not result.completed
             and not result.failed
@@ -739,7 +657,7 @@ class Retrieval:
                 f"{self._what()} ended with 0xFE00 (cancelled) though we did not cancel: "
                 f"{len(result.completed)} instance(s) arrived"
             ))
-        if self.kind == "move" and result.status == 0xA801:
+        if self.kind == "move" and result.status == Status.MOVE_DESTINATION_UNKNOWN:
             raise MoveDestinationUnknown(result, (
                 f"{self._what()} refused with 0xA801 (move destination unknown): the PACS does "
                 f"not know the AE title {self.destination!r}. " + self._destination_advice()
@@ -814,19 +732,19 @@ def _as_iterable(value: object) -> Iterable[object]:
 
 
 __all__ = [
-    "NOT_AUTHORIZED",
+    "MAX_QUEUED_EVENTS",
     "NO_FINAL_RESPONSE",
+    "ChannelOpener",
     "InstanceArrived",
     "MatchCounter",
     "MoveDestinationUnknown",
+    "MoveRouter",
     "Progress",
     "Retrieval",
     "RetrieveError",
     "RetrieveEvent",
     "RetrieveResult",
-    "instance_from_request",
     "retrieve_identifier",
     "retrieve_model",
     "retrieve_sop_class",
-    "store_response",
 ]

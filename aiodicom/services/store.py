@@ -13,11 +13,11 @@ An object that cannot be sent, or that the peer answers with a failure status, b
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -30,11 +30,11 @@ from aiodicom.errors import DicomError
 from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
 from aiodicom.negotiation import MAX_CONTEXTS, ContextProposal, PresentationContext
-from aiodicom.status import StatusCategory, status_category, status_meaning
+from aiodicom.services.channel import ServiceChannel
+from aiodicom.status import Status, StatusCategory, status_category, status_meaning
 from aiodicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES, uid_name
 
-if TYPE_CHECKING:
-    from aiodicom.session import Session
+log = logging.getLogger("aiodicom.store")
 
 __all__ = [
     "FALLBACK_TRANSFER_SYNTAXES",
@@ -57,11 +57,11 @@ StoreItems = Iterable[StoreItem]
 FALLBACK_TRANSFER_SYNTAXES: tuple[str, ...] = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 """Proposed for every SOP class next to the syntaxes the objects carry: what we convert to."""
 
-STATUS_NOT_SENT_NO_CONTEXT = 0x0122
+STATUS_NOT_SENT_NO_CONTEXT = Status.SOP_CLASS_NOT_SUPPORTED
 """Recorded (never sent by the peer) when the peer accepted the SOP class in no transfer syntax
 we could produce: the negotiation-time form of "Refused: SOP class not supported"."""
 
-STATUS_NOT_SENT_LOCAL_ERROR = 0x0110
+STATUS_NOT_SENT_LOCAL_ERROR = Status.PROCESSING_FAILURE
 """Recorded when the object could not be read or encoded here ("Failure: processing failure")."""
 
 _SOP_CLASS_UID = 0x00080016
@@ -226,14 +226,30 @@ def _identify_file(index: int, path: Path) -> _Object:
                 raise _NotSent(
                     STATUS_NOT_SENT_LOCAL_ERROR, "the File Meta Information has no Transfer Syntax"
                 )
-            sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "").rstrip("\0 ")
-            sop_instance = str(meta.get("MediaStorageSOPInstanceUID", "") or "").rstrip("\0 ")
-            if not sop_class or not sop_instance:
-                # Only the start of the data set is needed: the UIDs come before pixel data.
-                head = fp.read(64 * 1024)
-                found = peek_elements(head, transfer_syntax, (_SOP_CLASS_UID, _SOP_INSTANCE_UID))
-                sop_class = sop_class or found.get(_SOP_CLASS_UID, "")
-                sop_instance = sop_instance or found.get(_SOP_INSTANCE_UID, "")
+            meta_class = str(meta.get("MediaStorageSOPClassUID", "") or "").rstrip("\0 ")
+            meta_instance = str(meta.get("MediaStorageSOPInstanceUID", "") or "").rstrip("\0 ")
+            # The command must carry the data set's own UIDs (PS3.7 Table 9.1-1), and some
+            # writers leave a File Meta that disagrees with the data set (pydicom's rtplan.dcm):
+            # a receiver then refuses the object (DCMTK storescp: 0xA900). Only the start of
+            # the data set is read: the UIDs come before any pixel data.
+            head = fp.read(64 * 1024)
+            try:
+                found = peek_elements(
+                    head, transfer_syntax, (_SOP_CLASS_UID, _SOP_INSTANCE_UID)
+                )
+            except DicomError:
+                found = {}  # unreadable this far: the File Meta is all there is to go by
+            sop_class = found.get(_SOP_CLASS_UID) or meta_class
+            sop_instance = found.get(_SOP_INSTANCE_UID) or meta_instance
+            for what, in_meta, in_data in (
+                ("SOP Class UID", meta_class, sop_class),
+                ("SOP Instance UID", meta_instance, sop_instance),
+            ):
+                if in_meta and in_meta != in_data:
+                    log.warning(
+                        "%s: the File Meta's %s %s differs from the data set's %s; "
+                        "sending the data set's", path, what, in_meta, in_data,
+                    )
     except _NotSent:
         raise
     except Exception as exc:
@@ -374,13 +390,13 @@ def _choose(
 
 
 async def _store_one(
-    session: Session,
+    session: ServiceChannel,
     obj: _Object,
     priority: int,
     move_originator: tuple[str, int] | None,
 ) -> StoreOutcome:
     try:
-        context, convert = _choose(obj, session.contexts.values())
+        context, convert = _choose(obj, session.association.contexts.values())
         assert context.transfer_syntax is not None
         try:
             data = (
@@ -435,7 +451,7 @@ async def _store_one(
 
 
 async def store(
-    session: Session,
+    session: ServiceChannel,
     items: Iterable[StoreItem],
     *,
     priority: int = PRIORITY_MEDIUM,
@@ -458,7 +474,7 @@ async def store(
 
 
 async def store_on_associations(
-    associate: Callable[[list[ContextProposal]], AbstractAsyncContextManager[Session]],
+    associate: Callable[[list[ContextProposal]], AbstractAsyncContextManager[ServiceChannel]],
     items: Iterable[StoreItem],
     *,
     priority: int = PRIORITY_MEDIUM,

@@ -52,6 +52,26 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------------------------
 
 
+# The test being run, told by conftest.py, so that starting a peer can check the test says it
+# talks to one: `pytest -m "not interop"` must start no peer, and a marker derived from fixture
+# names alone misses tests that pick their peer with request.getfixturevalue().
+_current_test_is_interop: bool | None = None  # None: not under pytest (benchmarks, scripts)
+
+
+def set_current_test(is_interop: bool | None) -> None:
+    global _current_test_is_interop
+    _current_test_is_interop = is_interop
+
+
+def check_interop_allowed(what: str) -> None:
+    """Refuse to start ``what`` (a peer process or server) from a test not marked interop."""
+    if _current_test_is_interop is False:
+        raise RuntimeError(
+            f"this test starts {what} but is not marked interop: add "
+            "@pytest.mark.interop (or pytestmark = pytest.mark.interop in its module)"
+        )
+
+
 def in_ci() -> bool:
     """True when running under CI (``CI=true``): missing peers are then failures."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
@@ -203,6 +223,7 @@ class PeerProcess:
     def start(self) -> subprocess.Popen[bytes]:
         if self.popen is not None and self.popen.poll() is None:
             raise RuntimeError("already running")
+        check_interop_allowed(self.args[0])
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log.write(f"\n=== start: {' '.join(self.args)}\n".encode())

@@ -17,7 +17,15 @@ from typing import Literal
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from . import LOOPBACK, PeerProcess, PeerStartError, free_port, peer_env, wait_for_port
+from . import (
+    LOOPBACK,
+    PeerProcess,
+    PeerStartError,
+    check_interop_allowed,
+    free_port,
+    peer_env,
+    wait_for_port,
+)
 from .corpus import InstanceInfo, copy_files, iter_files
 
 __all__ = [
@@ -352,6 +360,7 @@ def run_tool(
     tool: str, args: Sequence[str], *, timeout: float = 60.0, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK tool (absolute path) with ``TCP_NODELAY=1``; never raises on exit status."""
+    check_interop_allowed(tool)
     return subprocess.run(
         [tool, *map(str, args)],
         capture_output=True,

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from . import LOOPBACK
+from . import LOOPBACK, check_interop_allowed
 
 __all__ = [
     "CancelRecord",
@@ -78,6 +78,7 @@ class PynetdicomScp:
     def start(self) -> PynetdicomScp:
         from pynetdicom import AE, evt
 
+        check_interop_allowed(f"pynetdicom SCP {self.ae_title}")
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = self.max_pdu
         ae.require_called_aet = False
