@@ -15,7 +15,7 @@ from test_statemachine import associated_pair
 
 from aiodicom import association as association_module
 from aiodicom import pacing, transport
-from aiodicom.association import DECODE_SLICE, Association, Timeouts, _slice_end
+from aiodicom.association import DECODE_SLICE_PDUS, Association, Timeouts, _slice_end
 from aiodicom.buffer import ReceiveBuffer
 from aiodicom.dimse import C_ECHO_RSP, NO_DATASET, DimseMessage, fragment_message
 from aiodicom.pdu import P_DATA_TF
@@ -96,21 +96,21 @@ def _pdus(count: int, size: int = 100) -> bytes:
     )
 
 
-def test_slice_ends_after_the_pdu_that_reaches_the_limit() -> None:
+def test_a_slice_is_a_number_of_whole_pdus() -> None:
     data = memoryview(_pdus(100))  # PDUs of 106 bytes
-    assert _slice_end(data, 106) == 106
-    assert _slice_end(data, 107) == 212
-    assert _slice_end(data, 1000) == 1060
-    assert _slice_end(data, len(data)) == len(data)
-    assert _slice_end(data, 10 * len(data)) == len(data)
+    assert _slice_end(data, 1) == 106
+    assert _slice_end(data, 10) == 1060
+    assert _slice_end(data, 100) == len(data)
+    assert _slice_end(data, 1000) == len(data)
 
 
-def test_slice_is_at_least_one_pdu_however_large() -> None:
+def test_a_slice_ends_where_an_incomplete_pdu_starts() -> None:
     data = memoryview(_pdus(2, size=100_000))
-    assert _slice_end(data, 10) == 100_006
+    assert _slice_end(data, 1) == 100_006
     # The first PDU incomplete: all of it goes to the state machine, which waits for the rest.
-    assert _slice_end(data[:50_000], 10) == 50_000
-    assert _slice_end(data[:4], 10) == 4
+    assert _slice_end(data[:50_000], 1) == 50_000
+    assert _slice_end(data[:4], 1) == 4
+    assert _slice_end(data[:100_010], 5) == 100_010
 
 
 class OneRead(transport.Connection):
@@ -142,7 +142,7 @@ async def test_every_message_of_one_read_comes_out_without_more_input() -> None:
     """Whole PDUs left in the buffer after a step are decoded by the next steps, without
     waiting for bytes that will never come."""
     requestor, acceptor = associated_pair()
-    count = 10 * DECODE_SLICE // 100  # several slices of small PDUs
+    count = 5 * DECODE_SLICE_PDUS  # several slices of small PDUs
     for n in range(count):
         message = DimseMessage(1, {"CommandField": C_ECHO_RSP, "MessageIDBeingRespondedTo": n,
                                    "CommandDataSetType": NO_DATASET, "Status": 0})
