@@ -124,12 +124,24 @@ TransferSyntaxPolicy = Callable[[str], Iterable[str] | None]
 
 
 def acceptor_contexts(
-    rq: AssociateRQ, supported: TransferSyntaxPolicy
+    rq: AssociateRQ, supported: TransferSyntaxPolicy,
+    grant_scp_role: Callable[[str], bool] | None = None,
 ) -> tuple[
     tuple[PresentationContextAC, ...], tuple[RoleSelection, ...], dict[int, PresentationContext]
 ]:
     """Answer each proposed context. The transfer syntax chosen is the requestor's first one we
-    support, so that storage data arrives in the encoding the sender already has."""
+    support, so that storage data arrives in the encoding the sender already has.
+
+    ``grant_scp_role(sop_class)`` says whether a requestor asking for the SCP role of that SOP
+    class gets it (a C-GET SCP sends its C-STOREs to the requestor on such contexts: we are then
+    their SCU); without it the requestor never gets the SCP role."""
+    def granted(uid: str) -> bool:
+        role = proposed_roles.get(uid)
+        return (
+            role is not None and role.scp_role and grant_scp_role is not None
+            and grant_scp_role(uid)
+        )
+
     answers: list[PresentationContextAC] = []
     outcome: dict[int, PresentationContext] = {}
     proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
@@ -148,9 +160,9 @@ def acceptor_contexts(
         requestor_scu = role.scu_role if role is not None else True
         outcome[proposal.context_id] = PresentationContext(
             proposal.context_id, proposal.abstract_syntax, result, chosen,
-            we_are_scu=False, we_are_scp=requestor_scu,
+            we_are_scu=granted(proposal.abstract_syntax), we_are_scp=requestor_scu,
         )
     roles = tuple(
-        RoleSelection(uid, role.scu_role, False) for uid, role in proposed_roles.items()
+        RoleSelection(uid, role.scu_role, granted(uid)) for uid, role in proposed_roles.items()
     )
     return tuple(answers), roles, outcome
