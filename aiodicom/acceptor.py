@@ -91,6 +91,9 @@ class Operations:
     #: Grant a requestor the SCP role it asks for storage SOP classes (a C-GET's C-STOREs go
     #: to it on those contexts).
     storage_scp_role: bool = False
+    #: On those contexts we send: the transfer syntaxes chosen first when the requestor offers
+    #: them (the ones our data are stored in, as they go unconverted).
+    sending_preference: tuple[str, ...] = ()
     #: Operations served at once on one association; PS3.7 allows one without an asynchronous
     #: operations window, which we never grant. A request beyond it is refused (0x0213).
     max_running: int = 1
@@ -131,7 +134,7 @@ class AcceptorPolicy:
         if self.require_called_ae_title and rq.called_ae_title != self.ae_title:
             return AssociateRJ(result=1, source=1, reason=7)
         answers, roles, _ = acceptor_contexts(
-            rq, self.transfer_syntaxes_for, self._grant_scp_role
+            rq, self.transfer_syntaxes_for, self._grant_scp_role, self._sending_preference
         )
         return AssociateAC(
             called_ae_title=rq.called_ae_title,
@@ -146,7 +149,13 @@ class AcceptorPolicy:
         )
 
     def contexts_for(self, rq: AssociateRQ, _ac: AssociateAC) -> dict[int, PresentationContext]:
-        return acceptor_contexts(rq, self.transfer_syntaxes_for, self._grant_scp_role)[2]
+        return acceptor_contexts(
+            rq, self.transfer_syntaxes_for, self._grant_scp_role, self._sending_preference
+        )[2]
+
+    @property
+    def _sending_preference(self) -> tuple[str, ...]:
+        return self.operations.sending_preference if self.operations is not None else ()
 
     def _grant_scp_role(self, abstract_syntax: str) -> bool:
         return (

@@ -26,7 +26,7 @@ from aiodicom.server.index import InstanceIndex
 from aiodicom.server.operations import QR_SOP_CLASSES, QRContext, handlers
 from aiodicom.services.storage_scp import Recipient, receive_store, store_into
 from aiodicom.transport import Connection, Listener
-from aiodicom.uids import UNCOMPRESSED_TRANSFER_SYNTAXES
+from aiodicom.uids import EXPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES
 
 log = logging.getLogger("aiodicom.qrscp")
 
@@ -108,6 +108,9 @@ class QRServer:
                 handlers=handlers(self._qr),
                 sop_classes=dict.fromkeys(QR_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES),
                 storage_scp_role=True,
+                # What most archives and our own synthetic data store: a C-GET requestor
+                # listing Implicit VR first (pynetdicom's default) still gets them unchanged.
+                sending_preference=(EXPLICIT_VR_LE,),
             ),
         )
         self._listener: Listener | None = None
