@@ -1,0 +1,59 @@
+"""``python -m aiodicom demo``: the embedded Q/R SCP and a client on one loop, in a subprocess;
+and the demo's NumPy description of a volume agrees with SimpleITK's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiodicom.cli_demo import _describe, _describe_numpy
+from aiodicom.series import Series
+from aiodicom.testing.synthetic import synthetic_instances
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_prints_the_volume_retrieved_by_move_and_get() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "aiodicom", "demo"], capture_output=True, text=True,
+        cwd=ROOT, timeout=120, check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert re.search(r"C-FIND: \d+ series of AIO-0001 on 20240312 \(1 matching 'AX\*'\)", output)
+    volumes = re.findall(r"volume \(C-(MOVE|GET), \w+, \d+ ms\): (.*)", output)
+    assert [kind for kind, _ in volumes] == ["MOVE", "GET"], output
+    # The axial T1 of the synthetic brain MR: 64 x 64 pixels of 0.5 mm, 12 slices 2 mm apart,
+    # axial (identity direction).
+    for _, text in volumes:
+        assert text.startswith("size 64 x 64 x 12, spacing (0.5, 0.5, 2), "), text
+        assert text.endswith("direction (1, 0, 0, 0, 1, 0, 0, 0, 1)"), text
+    assert "C-MOVE and C-GET volumes agree" in output
+
+
+def test_demo_help_names_the_real_pacs_options() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "aiodicom", "demo", "--help"], capture_output=True, text=True,
+        cwd=ROOT, timeout=60, check=False,
+    )
+    assert done.returncode == 0
+    for option in ("--host", "--port", "--aec", "--our-port"):
+        assert option in done.stdout
+
+
+@pytest.mark.parametrize("description", ["AX T1", "SAG T2", "COR T1", "AX CT CHEST"])
+def test_numpy_geometry_agrees_with_simpleitk(description: str) -> None:
+    pytest.importorskip("SimpleITK")
+    instances = [
+        i for i in synthetic_instances(rows=16, columns=12, slices=5)
+        if i.dataset.SeriesDescription == description and i.dataset.PatientID == "AIO-0001"
+    ]
+    series = Series(instances)
+    ours, theirs = _describe_numpy(series), _describe(series)
+    assert ours["size"] == theirs["size"] == (12, 16, 5)
+    for key in ("spacing", "origin", "direction"):
+        assert ours[key] == pytest.approx(theirs[key]), key
