@@ -81,7 +81,7 @@ OperationHandler = Callable[[IncomingOperation], Awaitable[None]]
 
 
 @attrs.frozen
-class Operations:
+class ServedOperations:
     """Request handlers served beside C-ECHO and C-STORE, with what the negotiation needs."""
 
     #: Command field of the request (C_FIND_RQ, ...) -> its handler.
@@ -115,7 +115,7 @@ class AcceptorPolicy:
     data_opener: DataOpenerFactory | None = None
     #: C-FIND/C-MOVE/C-GET and the like, served on tasks of their own (see
     #: :class:`IncomingOperation`); ``None``: only C-ECHO and C-STORE.
-    operations: Operations | None = None
+    operations: ServedOperations | None = None
 
     def transfer_syntaxes_for(self, abstract_syntax: str) -> Iterable[str] | None:
         if abstract_syntax == VERIFICATION:
@@ -278,7 +278,7 @@ __all__ = [
     "IncomingOperation",
     "IncomingStore",
     "OperationHandler",
-    "Operations",
+    "ServedOperations",
     "StoreHandler",
     "serve_association",
 ]

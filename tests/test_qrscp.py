@@ -6,6 +6,7 @@ test_qrscp_interop.py for DCMTK and pynetdicom)."""
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import pytest
 
 import aiodicom
@@ -156,3 +157,20 @@ async def test_server_and_client_share_the_loop_with_a_find_in_progress(
                 tasks.start_soon(one)
     assert counts == [6] * 4
 
+
+
+async def test_move_to_an_unreachable_destination_fails_every_sub_operation(
+    aiodicom_qrscp: QRScp,
+) -> None:
+    # A known destination nobody listens on: no sub-operation can be performed (A702).
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()
+    aiodicom_qrscp.add_move_destination("GONE", "127.0.0.1", port)
+    async with Client(AE, peer=aiodicom_qrscp.peer) as client:
+        study = (await client.find(Query.study(PatientID="AIO-0002")).all())[0]
+        with pytest.raises(aiodicom.RetrieveError) as caught:
+            await client.move(Query.study(StudyInstanceUID=study.StudyInstanceUID), "GONE")
+        result = caught.value.result
+        assert result.status == 0xA702
+        assert result.sub_operations.failed == 16 and result.sub_operations.completed == 0

@@ -17,7 +17,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 
-from aiodicom.acceptor import AcceptorPolicy, IncomingStore, Operations, serve_association
+from aiodicom.acceptor import AcceptorPolicy, IncomingStore, ServedOperations, serve_association
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
@@ -104,7 +104,7 @@ class QRServer:
         self.policy = AcceptorPolicy(
             ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
             require_called_ae_title=require_called_ae_title, store_handler=store_handler,
-            operations=Operations(
+            operations=ServedOperations(
                 handlers=handlers(self._qr),
                 sop_classes=dict.fromkeys(QR_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES),
                 storage_scp_role=True,
