@@ -6,13 +6,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from peers import LOOPBACK, free_port
+from peers.dcmtk import DcmQrScp
 
 from aiodicom.cli_demo import _describe, _describe_numpy
 from aiodicom.series import Series
-from aiodicom.testing.synthetic import synthetic_instances
+from aiodicom.testing.synthetic import synthetic_instances, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,3 +60,26 @@ def test_numpy_geometry_agrees_with_simpleitk(description: str) -> None:
     assert ours["size"] == theirs["size"] == (12, 16, 5)
     for key in ("spacing", "origin", "direction"):
         assert ours[key] == pytest.approx(theirs[key]), key
+
+
+@pytest.mark.interop
+def test_demo_against_a_real_pacs(
+    tmp_path: Path, dcmqrscp_factory: Callable[..., DcmQrScp]
+) -> None:
+    # dcmqrscp neither matches nor returns SeriesDescription: the demo takes the study's
+    # series as they come, retrieves the first, and both retrievals still agree.
+    our_port = free_port()
+    server = dcmqrscp_factory(
+        load_corpus=False, move_destinations=[("AIODEMO", LOOPBACK, our_port)]
+    )
+    server.load(write_synthetic(tmp_path / "files", rows=16, columns=16, slices=6))
+    done = subprocess.run(
+        [sys.executable, "-m", "aiodicom", "demo", "--host", server.host, "--port",
+         str(server.port), "--aec", server.ae_title, "--our-port", str(our_port)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "embedded" not in output
+    assert re.search(r"C-MOVE: 6 instances", output) and re.search(r"C-GET: 6 instances", output)
+    assert "size 16 x 16 x 6" in output and "C-MOVE and C-GET volumes agree" in output
