@@ -174,3 +174,15 @@ async def test_move_to_an_unreachable_destination_fails_every_sub_operation(
         result = caught.value.result
         assert result.status == 0xA702
         assert result.sub_operations.failed == 16 and result.sub_operations.completed == 0
+
+
+async def test_serve_forever_until_cancelled(aiodicom_index: InstanceIndex) -> None:
+    server = QRServer("FOREVER", aiodicom_index)
+    async with anyio.create_task_group() as tasks:
+        port = await tasks.start(server.serve_forever)
+        async with Client(AE, peer=("127.0.0.1", port, "FOREVER")) as client:
+            await client.echo()
+            assert len(await client.find(Query.study(StudyInstanceUID="")).all()) == 6
+        tasks.cancel_scope.cancel()
+    with pytest.raises(OSError):  # nobody listens any more
+        await anyio.connect_tcp("127.0.0.1", port)

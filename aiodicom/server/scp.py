@@ -143,9 +143,14 @@ class QRServer:
             )
         return self._listener
 
-    async def serve_forever(self) -> None:
-        """Listen and serve until cancelled (for a command line); the listener is closed then."""
+    async def serve_forever(
+        self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen and serve until cancelled (for a command line); the listener is closed then.
+
+        ``port = await tasks.start(server.serve_forever)`` returns once it listens."""
         listener = await self._bind()
+        task_status.started(listener.port)
         try:
             await listener.serve(self._serve_connection)
         finally:
