@@ -65,7 +65,9 @@ async def test_find_counts_agree_with_dcmqrscp(
     runs = 0
     async with QRServer("AIOQR", index) as ours_server:
 
-        async def compare(model: str, keys: dict[str, str]) -> list[Dataset]:
+        async def compare(
+            model: str, keys: dict[str, str], args: tuple[str, ...] = ()
+        ) -> list[Dataset]:
             nonlocal runs
             runs += 1
             results = []
@@ -76,6 +78,7 @@ async def test_find_counts_agree_with_dcmqrscp(
                 results.append(await _in_thread(
                     find_datasets, "127.0.0.1", port, ae, keys, model=model,
                     calling_ae="AIOTEST", extract_dir=tmp_path / f"{name}{runs:03d}",
+                    args=args,
                 ))
             ours, theirs = results
             assert len(ours) == len(theirs), (model, keys)
@@ -102,9 +105,19 @@ async def test_find_counts_agree_with_dcmqrscp(
             studies = await compare("study", {"QueryRetrieveLevel": "STUDY", **keys})
         studies = await compare("study", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "",
                                           "PatientID": ""})
+        patients = await compare("patient", {"QueryRetrieveLevel": "PATIENT", "PatientID": ""})
+        assert (len(patients), len(studies)) == (4, 6)
         for patient in patients:
             await compare("patient", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "",
                                       "PatientID": str(patient.PatientID)})
+        # Patient/Study Only ("-O" after the helper's "-P": the last model option wins).
+        psonly = ("-O",)
+        await compare("patient", {"QueryRetrieveLevel": "PATIENT", "PatientID": ""}, psonly)
+        await compare("patient", {"QueryRetrieveLevel": "PATIENT", "PatientID": "",
+                                  "PatientSex": "M"}, psonly)
+        for patient in patients:
+            await compare("patient", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "",
+                                      "PatientID": str(patient.PatientID)}, psonly)
         for study in studies:
             uid, pid = str(study.StudyInstanceUID), str(study.PatientID)
             for model, parents in (("study", {}), ("patient", {"PatientID": pid})):
@@ -118,7 +131,7 @@ async def test_find_counts_agree_with_dcmqrscp(
                               "SeriesInstanceUID": str(one.SeriesInstanceUID)}
                 await compare(model, {**image_keys, "SOPInstanceUID": ""})
                 await compare(model, {**image_keys, "SOPInstanceUID": "", "InstanceNumber": "3"})
-    assert runs > 40
+    assert runs > 50
 
 
 async def test_movescu_to_storescp_receives_the_stored_bytes(
