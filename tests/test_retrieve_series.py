@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from peers import LOOPBACK
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 import aiodicom
 from aiodicom.fileio import split_part10
@@ -157,3 +157,36 @@ async def test_retrieve_series_into_a_directory_sink_and_report(
         assert "checked on a probe instance's header" in report
         with pytest.raises(aiodicom.QueryError, match="at least one matching key"):
             await peer.retrieve_series()
+
+
+async def test_keys_returned_but_not_matched_are_checked_on_the_returned_value(
+    pynetdicom_find_scp_factory: Callable[..., Any],
+) -> None:
+    # A peer that returns SeriesDescription but answers every series whatever it is asked.
+    def responder(identifier: Any) -> Any:
+        answer = Dataset()
+        answer.QueryRetrieveLevel = identifier.QueryRetrieveLevel
+        answer.PatientID, answer.StudyDate, answer.StudyInstanceUID = PATIENT, "20240312", "1.2"
+        if identifier.QueryRetrieveLevel == "STUDY":
+            yield 0xFF00, answer
+            return
+        for number, description in enumerate(("AX T1", "SAG T2", "COR T1"), start=1):
+            series = Dataset()
+            series.update(answer)
+            series.SeriesInstanceUID = f"1.2.{number}"
+            series.SeriesDescription = description
+            yield 0xFF00, series
+
+    scp = pynetdicom_find_scp_factory(responder=responder)
+    async with aiodicom.Client(AE) as client:
+        peer = client.peer(LOOPBACK, scp.port, scp.ae_title)
+        selection = await peer.retrieve_series(
+            PatientID=PATIENT, StudyDate="20240312", SeriesDescription="FLAIR*"
+        )
+    assert len(selection) == 0 and len(selection.rejected) == 3
+    assert selection.bytes_received == 0  # rejected on what the peer returned: nothing fetched
+    assert selection.ignored_keys == ("SeriesDescription",)
+    for candidate in selection.candidates:
+        (check,) = candidate.rejected_by
+        assert check.checked_by is CheckedBy.RETURNED_VALUE
+        assert check.value == candidate.description and candidate.probe_sop_instance_uid is None
