@@ -190,3 +190,23 @@ async def test_keys_returned_but_not_matched_are_checked_on_the_returned_value(
         (check,) = candidate.rejected_by
         assert check.checked_by is CheckedBy.RETURNED_VALUE
         assert check.value == candidate.description and candidate.probe_sop_instance_uid is None
+
+
+async def test_retrieve_series_on_one_session(
+    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any],
+) -> None:
+    # Everything (both C-FIND levels, probes, retrievals) on the one association, in turn.
+    plain = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+    async with pacs("dcmqrscp", "move", synthetic_files, dcmqrscp_factory, orthanc_factory) as peer:
+        proposals = [
+            aiodicom.ContextProposal(aiodicom.QueryModel.STUDY_ROOT.find_sop_class, plain),
+            aiodicom.ContextProposal(aiodicom.QueryModel.STUDY_ROOT.move_sop_class, plain),
+        ]
+        async with peer.associate(proposals) as session:
+            selection = await session.retrieve_series(
+                PatientID=PATIENT, StudyDate="20240312", SeriesDescription="AX*"
+            )
+    assert selection.method == "move"
+    check_selection(selection, "dcmqrscp", synthetic_files, "AX T1", "20240312",
+                    ("SAG T2", "COR T1"))

@@ -234,8 +234,8 @@ async def retrieve_series(
     } | {keyword for keyword, _, _ in per_key
          if all(keyword not in checks for checks in returned)})
 
-    candidates: list[CandidateSeries] = []
-    series: list[Series] = []
+    # Every candidate is checked (probes included) before any series is retrieved whole.
+    checked: list[tuple[CandidateSeries, list[Instance], list[str] | None]] = []
     for match, checks in zip(matches, returned, strict=True):
         candidate = CandidateSeries(
             study_instance_uid=str(match.get("StudyInstanceUID", "")),
@@ -245,7 +245,7 @@ async def retrieve_series(
         )
         unchecked = [entry for entry in per_key if entry[0] not in checks]
         kept: list[Instance] = []
-        remaining: list[str] | None = None
+        remaining: list[str] | None = None  # None: retrieve the whole series
         if candidate.selected and unchecked:
             candidate, kept, remaining = await _probe(
                 ops, candidate, unchecked, method=method, model=model
@@ -253,20 +253,26 @@ async def retrieve_series(
         if not candidate.selected:
             log.info("series %s %r not retrieved: %s", candidate.series_instance_uid,
                      candidate.description, "; ".join(map(str, candidate.rejected_by)))
+        checked.append((candidate, kept, remaining))
+
+    candidates: list[CandidateSeries] = []
+    series: list[Series] = []
+    deliver = as_sink(sink)
+    for candidate, kept, remaining in checked:
+        if not candidate.selected:
             candidates.append(candidate)
             continue
-        deliver = as_sink(sink)
         for instance in kept:
             await deliver(instance)
         result = None
         if remaining is None:
-            result = await _retrieve(ops, match, method, sink)
+            result = await _retrieve(ops, candidate.match, method, sink)
         elif remaining:
             result = await _retrieve(
-                ops, _image_query(match, remaining, model), method, sink, _sop_classes(kept)
+                ops, _image_query(candidate.match, remaining, model), method, sink,
+                _sop_classes(kept),
             )
-        candidate = attrs.evolve(candidate, retrieval=result)
-        candidates.append(candidate)
+        candidates.append(attrs.evolve(candidate, retrieval=result))
         uids = [i.sop_instance_uid for i in kept] + list(result.completed if result else ())
         series.append(Series(_instances_of(sink, uids)))
     return SeriesSelection(tuple(candidates), tuple(series), method, tuple(ignored))
