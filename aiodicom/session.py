@@ -282,6 +282,8 @@ class Operations:
         key how it was checked. ``method``: "move" (to our acceptor) or "get"; by default as
         :meth:`retrieve` chooses. Instances go to ``sink`` (a MemorySink unless given).
         """
+        if method not in (None, "move", "get"):
+            raise ValueError(f"method must be 'move', 'get' or None (as retrieve()): {method!r}")
         if method is None:
             client = self._client
             method = "move" if client is not None and client.listen_port is not None \

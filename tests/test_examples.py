@@ -52,7 +52,9 @@ def run(args: list[str], cwd: Path) -> str:
 def test_readme_has_the_programs_this_file_runs() -> None:
     programs = readme_programs()
     assert len(programs) == 3
-    assert "find_series" in programs[0] and "to_sitk" in programs[0]
+    # The first: a series found by Patient ID, date and Series Description, as an image.
+    assert "to_sitk" in programs[0]
+    assert "retrieve_series" in programs[0] or "find_series" in programs[0]
 
 
 @pytest.mark.parametrize("peer_kind", ["orthanc", "dcmqrscp"])

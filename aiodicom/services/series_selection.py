@@ -235,6 +235,7 @@ async def retrieve_series(
          if all(keyword not in checks for checks in returned)})
 
     # Every candidate is checked (probes included) before any series is retrieved whole.
+    order = {keyword: index for index, (keyword, _, _) in enumerate(per_key)}
     checked: list[tuple[CandidateSeries, list[Instance], list[str] | None]] = []
     for match, checks in zip(matches, returned, strict=True):
         candidate = CandidateSeries(
@@ -248,7 +249,7 @@ async def retrieve_series(
         remaining: list[str] | None = None  # None: retrieve the whole series
         if candidate.selected and unchecked:
             candidate, kept, remaining = await _probe(
-                ops, candidate, unchecked, method=method, model=model
+                ops, candidate, unchecked, method=method, model=model, order=order
             )
         if not candidate.selected:
             log.info("series %s %r not retrieved: %s", candidate.series_instance_uid,
@@ -354,6 +355,7 @@ async def _probe(
     *,
     method: Method,
     model: QueryModel,
+    order: Mapping[str, int],
 ) -> tuple[CandidateSeries, list[Instance], list[str]]:
     """Retrieve one instance of the candidate and check ``unchecked`` keys on its header.
 
@@ -384,13 +386,10 @@ async def _probe(
             + ", ".join(keyword for keyword, _, _ in unchecked)
         )
     header = probe.dataset
-    checks = {c.keyword: c for c in candidate.checks}
-    for entry in unchecked:
-        checks[entry[0]] = _header_check(entry, header)
-    ordered = tuple(checks[k] for k in [*(c.keyword for c in candidate.checks),
-                                        *(e[0] for e in unchecked)])
+    checks = [*candidate.checks, *(_header_check(entry, header) for entry in unchecked)]
     probed = attrs.evolve(
-        candidate, checks=ordered, probe_sop_instance_uid=uids[0],
+        candidate, checks=tuple(sorted(checks, key=lambda check: order[check.keyword])),
+        probe_sop_instance_uid=uids[0],
         probe_bytes=result.bytes_received,
     )
     return probed, [probe] if probed.selected else [], uids[1:]
