@@ -41,11 +41,10 @@ async def main(args: argparse.Namespace) -> None:
         # Read the study level whole before retrieving (a PACS may lock its index meanwhile).
         studies = await client.find(Query.study(PatientID=args.patient_id)).all()
         for study in studies:
-            def sink() -> aiodicom.DirectorySink | aiodicom.MemorySink:
-                return aiodicom.DirectorySink(args.out) if args.out else aiodicom.MemorySink()
-
-            await show(client.move(study, sink=sink()), f"C-MOVE {study.StudyDate}")
-            await show(client.get(study, sink=sink()), f"C-GET {study.StudyDate}")
+            sink = aiodicom.DirectorySink(args.out) if args.out else aiodicom.MemorySink()
+            await show(client.move(study, sink=sink), f"C-MOVE {study.StudyDate}")
+            # the same instances again, this time on the association that asked for them
+            await show(client.get(study, sink=sink), f"C-GET {study.StudyDate}")
 
 
 if __name__ == "__main__":
