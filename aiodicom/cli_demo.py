@@ -1,4 +1,5 @@
-"""``python -m aiodicom demo``: find a series, retrieve it by C-MOVE and by C-GET into memory,
+"""``python -m aiodicom demo``: find a series and retrieve it by C-MOVE and by C-GET into memory
+(``client.retrieve_series``: keys the PACS ignores are checked before bulk transfer),
 and print it as a volume, with timings.
 
 Without ``--host`` it starts the embedded Q/R SCP (:class:`~aiodicom.server.QRServer`) on a
@@ -10,19 +11,16 @@ must know our AE title (``--aet``) at ``--our-port`` as a C-MOVE destination.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import importlib
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
-from pydicom.dataset import Dataset
 
 from aiodicom.client import Client, PeerAddress
-from aiodicom.query import Query
 from aiodicom.series import Series
 from aiodicom.server import InstanceIndex, QRServer
 from aiodicom.sinks import MemorySink
@@ -47,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patient-id", default="AIO-0001")
     parser.add_argument("--study-date", default="20240312")
     parser.add_argument("--series-description", default="AX*",
-                        help="a wildcard, matched here too (not every PACS matches it)")
+                        help="a wildcard, checked here too (not every PACS matches it)")
     parser.add_argument("--no-move", action="store_true", help="skip the C-MOVE")
     parser.add_argument("--no-get", action="store_true", help="skip the C-GET")
 
@@ -86,32 +84,13 @@ async def _demo(args: argparse.Namespace) -> int:
                 server.add_move_destination(args.aet, args.listen_host, client.listen_port)
             print(f"client {args.aet} (acceptor on {args.listen_host}:{client.listen_port}) -> "
                   f"{peer.ae_title} at {peer.host}:{peer.port}")
-            series = await _find(client, args)
-            if series is None:
-                return 1
-            query = Query.series(
-                StudyInstanceUID=str(series.StudyInstanceUID),
-                SeriesInstanceUID=str(series.SeriesInstanceUID),
-            )
-            volumes = []
+            volumes: list[dict[str, Any]] = []
             for kind in ("move", "get"):
                 if getattr(args, f"no_{kind}"):
                     continue
-                started = time.perf_counter()
-                retrieval = client.move(query, sink=MemorySink()) if kind == "move" \
-                    else client.get(query, sink=MemorySink())
-                result = await retrieval
-                took = _ms(started)
-                print(f"C-{kind.upper()}: {len(result.completed)} instances, "
-                      f"{result.bytes_received} bytes in {took}; status 0x{result.status:04X}")
-                if not result.completed:
+                volume = await _retrieve(client, args, kind, report=not volumes)
+                if volume is None:
                     return 1
-                started = time.perf_counter()
-                volume = _describe(result.series())
-                print(f"volume (C-{kind.upper()}, {volume['via']}, {_ms(started)}): "
-                      f"size {' x '.join(map(str, volume['size']))}, "
-                      f"spacing {_vector(volume['spacing'])}, origin {_vector(volume['origin'])}, "
-                      f"direction {_vector(volume['direction'])}")
                 volumes.append(volume)
             if len(volumes) == 2:
                 same = {k: v for k, v in volumes[0].items() if k != "via"} == {
@@ -122,28 +101,37 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _find(client: Client, args: argparse.Namespace) -> Dataset | None:
+async def _retrieve(
+    client: Client, args: argparse.Namespace, kind: Literal["move", "get"], *, report: bool
+) -> dict[str, Any] | None:
+    """Find the series and retrieve it by ``kind`` (``client.retrieve_series``: keys the PACS
+    ignores, such as SeriesDescription at dcmqrscp, are checked before bulk transfer); its
+    volume described, or ``None`` when nothing matched."""
+    name = f"C-{kind.upper()}"
     started = time.perf_counter()
-    # SeriesDescription is asked for and matched again here: some PACS (dcmqrscp) neither
-    # match nor return it.
-    found = await client.find_series(
-        PatientID=args.patient_id, StudyDate=args.study_date,
+    selection = await client.retrieve_series(
+        method=kind, sink=MemorySink(), PatientID=args.patient_id, StudyDate=args.study_date,
         SeriesDescription=args.series_description,
-    ).all()
-    matching = [
-        s for s in found
-        if fnmatch.fnmatchcase(str(s.get("SeriesDescription", "") or ""), args.series_description)
-        or not s.get("SeriesDescription")
-    ]
-    print(f"C-FIND: {len(found)} series of {args.patient_id} on {args.study_date} "
-          f"({len(matching)} matching {args.series_description!r}) in {_ms(started)}")
-    for s in matching:
-        print(f"  series {s.get('SeriesNumber', '?')} {s.get('Modality', '')} "
-              f"{s.get('SeriesDescription', '')!s} {s.SeriesInstanceUID}")
-    if not matching:
+    )
+    took = _ms(started)
+    if report or not selection.series:
+        print(f"C-FIND: {len(selection.candidates)} series of {args.patient_id} on "
+              f"{args.study_date} ({len(selection.series)} matching "
+              f"{args.series_description!r})")
+        print(selection.report())
+    if not selection.series:
         print("no series found")
         return None
-    return matching[0]
+    series = selection.series[0]
+    print(f"{name}: {len(series.instances)} instances, {selection.bytes_received} bytes, "
+          f"find and retrieve in {took}")
+    started = time.perf_counter()
+    volume = _describe(series)
+    print(f"volume ({name}, {volume['via']}, {_ms(started)}): "
+          f"size {' x '.join(map(str, volume['size']))}, "
+          f"spacing {_vector(volume['spacing'])}, origin {_vector(volume['origin'])}, "
+          f"direction {_vector(volume['direction'])}")
+    return volume
 
 
 def _describe(series: Series) -> dict[str, Any]:

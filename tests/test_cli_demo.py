@@ -28,6 +28,7 @@ def test_demo_prints_the_volume_retrieved_by_move_and_get() -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert re.search(r"C-FIND: \d+ series of AIO-0001 on 20240312 \(1 matching 'AX\*'\)", output)
+    assert "'AX T1': selected" in output
     volumes = re.findall(r"volume \(C-(MOVE|GET), \w+, \d+ ms\): (.*)", output)
     assert [kind for kind, _ in volumes] == ["MOVE", "GET"], output
     # The axial T1 of the synthetic brain MR: 64 x 64 pixels of 0.5 mm, 12 slices 2 mm apart,
@@ -66,8 +67,8 @@ def test_numpy_geometry_agrees_with_simpleitk(description: str) -> None:
 def test_demo_against_a_real_pacs(
     tmp_path: Path, dcmqrscp_factory: Callable[..., DcmQrScp]
 ) -> None:
-    # dcmqrscp neither matches nor returns SeriesDescription: the demo takes the study's
-    # series as they come, retrieves the first, and both retrievals still agree.
+    # dcmqrscp neither matches nor returns SeriesDescription: retrieve_series checks it on one
+    # instance of each candidate, and only the axial series is retrieved whole.
     our_port = free_port()
     server = dcmqrscp_factory(
         load_corpus=False, move_destinations=[("AIODEMO", LOOPBACK, our_port)]
@@ -82,4 +83,5 @@ def test_demo_against_a_real_pacs(
     assert done.returncode == 0, output
     assert "embedded" not in output
     assert re.search(r"C-MOVE: 6 instances", output) and re.search(r"C-GET: 6 instances", output)
+    assert "(1 matching 'AX*')" in output and "'AX T1': selected" in output
     assert "size 16 x 16 x 6" in output and "C-MOVE and C-GET volumes agree" in output
