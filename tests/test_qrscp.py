@@ -8,9 +8,12 @@ from __future__ import annotations
 import anyio
 import anyio.abc
 import pytest
+from pydicom.dataset import Dataset
 
 import aiodicom
-from aiodicom import Client, MemorySink, Query, QueryModel
+from aiodicom import Client, ContextProposal, MemorySink, Query, QueryModel, uids
+from aiodicom.datasets import encode_dataset
+from aiodicom.dimse import C_FIND_RQ, DimseMessage
 from aiodicom.server import InstanceIndex, QRServer
 from aiodicom.testing.pytest_plugin import QRScp
 from aiodicom.testing.synthetic import PatientSpec, SeriesSpec, StudySpec, synthetic_instances
@@ -186,3 +189,32 @@ async def test_serve_forever_until_cancelled(aiodicom_index: InstanceIndex) -> N
         tasks.cancel_scope.cancel()
     with pytest.raises(OSError):  # nobody listens any more
         await anyio.connect_tcp("127.0.0.1", port)
+
+
+async def test_a_second_request_while_one_runs_is_refused_0213(aiodicom_qrscp: QRScp) -> None:
+    # No asynchronous operations window is granted: one operation at a time per association.
+    # Two C-FIND-RQs sent back to back: the second is refused at once, the first answered.
+    uid = uids.STUDY_ROOT_FIND
+    async with Client(AE) as client:
+        peer = client.peer(*aiodicom_qrscp.peer)
+        async with peer.associate([ContextProposal(uid, (uids.EXPLICIT_VR_LE,))]) as session:
+            association = session.association
+            context = association.context(uid)
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "STUDY"
+            identifier.StudyInstanceUID = ""
+            data = encode_dataset(identifier, uids.EXPLICIT_VR_LE)
+            for message_id in (1, 2):
+                await association.send_message(DimseMessage(context.context_id, {
+                    "CommandField": C_FIND_RQ, "MessageID": message_id,
+                    "AffectedSOPClassUID": uid, "Priority": 0,
+                }, data))
+            statuses: dict[int, list[int]] = {1: [], 2: []}
+            with anyio.fail_after(10):
+                while not statuses[2] or not statuses[1] or statuses[1][-1] == 0xFF00:
+                    response = await association.receive_message()
+                    assert response is not None
+                    statuses[response.message_id_being_responded_to or 0].append(
+                        response.status_code)
+    assert statuses[2] == [0x0213]
+    assert statuses[1] == [0xFF00] * 6 + [0x0000]
