@@ -9,14 +9,21 @@ import anyio
 import anyio.abc
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import RLELossless
 
 import aiodicom
-from aiodicom import Client, ContextProposal, MemorySink, Query, QueryModel, uids
+from aiodicom import Client, ContextProposal, Instance, MemorySink, Query, QueryModel, uids
 from aiodicom.datasets import encode_dataset
 from aiodicom.dimse import C_FIND_RQ, DimseMessage
 from aiodicom.server import InstanceIndex, QRServer
 from aiodicom.testing.pytest_plugin import QRScp
-from aiodicom.testing.synthetic import PatientSpec, SeriesSpec, StudySpec, synthetic_instances
+from aiodicom.testing.synthetic import (
+    PatientSpec,
+    SeriesSpec,
+    StudySpec,
+    synthetic_datasets,
+    synthetic_instances,
+)
 
 AE = "AIOSCU"
 
@@ -218,3 +225,32 @@ async def test_a_second_request_while_one_runs_is_refused_0213(aiodicom_qrscp: Q
                         response.status_code)
     assert statuses[2] == [0x0213]
     assert statuses[1] == [0xFF00] * 6 + [0x0000]
+
+
+async def test_compressed_instances_go_as_stored_by_get_and_move() -> None:
+    # RLE Lossless in the index: the C-MOVE proposes exactly that syntax to the destination,
+    # the C-GET finds our Client's RLE storage context; the bytes arrive as stored.
+    pytest.importorskip("numpy")
+    patients = (PatientSpec("AIO-RLE", "Rle^Pat", None, "19800101", "F", (
+        StudySpec("20250101", "100000", "RLE", "ACC-R", "R1", "",
+                  (SeriesSpec("MR", "AX RLE", "AX", "HEAD"),)),
+    )),)
+    with InstanceIndex() as index:
+        for ds in synthetic_datasets(patients, rows=8, columns=8, slices=3):
+            ds.compress(RLELossless)
+            index.store(Instance(str(ds.SOPClassUID), str(ds.SOPInstanceUID), RLELossless,
+                                 encode_dataset(ds, RLELossless)))
+        async with (
+            QRServer("RLEQR", index) as server,
+            Client(AE, peer=server.address, listen_port=0) as client,
+        ):
+            assert client.listen_port is not None
+            server.add_move_destination(AE, "127.0.0.1", client.listen_port)
+            [study] = await client.find(Query.study(StudyInstanceUID="")).all()
+            query = Query.study(StudyInstanceUID=study.StudyInstanceUID)
+            for retrieval in (client.get(query), client.move(query)):
+                result = await retrieval
+                assert result.status == 0 and len(result.completed) == 3, result
+                for instance in result.instances():
+                    assert instance.transfer_syntax_uid == RLELossless
+                    assert bytes(instance.data) == _stored_bytes(index, instance.sop_instance_uid)
