@@ -151,8 +151,15 @@ def _describe(series: Series) -> dict[str, Any]:
 
 
 def _describe_numpy(series: Series) -> dict[str, Any]:
-    # The geometry as SimpleITK would give it, from the sorted data sets.
-    pixels = series.to_numpy()
+    # The geometry as SimpleITK would give it, from the sorted data sets. Without NumPy (the
+    # core install) the size comes from the headers: the demo still shows what arrived.
+    try:
+        pixels = series.to_numpy()
+        via = "NumPy"
+        shape = (int(pixels.shape[2]), int(pixels.shape[1]), int(pixels.shape[0]))
+    except ImportError:
+        pixels = None
+        via = "headers; pip install 'aiodicom[itk]' for the pixels"
     datasets = series.datasets()
     first = datasets[0]
     cosines = [float(v) for v in first.ImageOrientationPatient]
@@ -165,9 +172,11 @@ def _describe_numpy(series: Series) -> dict[str, Any]:
         else float(first.get("SliceThickness", 1) or 1)
     )
     row_spacing, column_spacing = (float(v) for v in first.get("PixelSpacing", (1, 1)))
+    if pixels is None:
+        shape = (int(first.Columns), int(first.Rows), len(datasets))
     return {
-        "via": "NumPy",
-        "size": (int(pixels.shape[2]), int(pixels.shape[1]), int(pixels.shape[0])),
+        "via": via,
+        "size": shape,
         "spacing": (column_spacing, row_spacing, slice_spacing),
         "origin": tuple(positions[0]),
         "direction": tuple(row[i] if j == 0 else column[i] if j == 1 else normal[i]

@@ -85,3 +85,20 @@ def test_demo_against_a_real_pacs(
     assert re.search(r"C-MOVE: 6 instances", output) and re.search(r"C-GET: 6 instances", output)
     assert "(1 matching 'AX*')" in output and "'AX T1': selected" in output
     assert "size 16 x 16 x 6" in output and "C-MOVE and C-GET volumes agree" in output
+
+
+def test_demo_on_the_core_install_describes_the_volume_from_its_headers() -> None:
+    # The core install has neither NumPy nor SimpleITK: the demo must still run to the end.
+    hide_extras = (
+        "import sys; sys.modules['numpy'] = None; sys.modules['SimpleITK'] = None; "
+        "from aiodicom.__main__ import main; sys.exit(main(['demo']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide_extras], capture_output=True, text=True,
+        cwd=ROOT, timeout=120, check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "pip install 'aiodicom[itk]' for the pixels" in output
+    assert "size 64 x 64 x 12, spacing (0.5, 0.5, 2), " in output
+    assert "C-MOVE and C-GET volumes agree" in output
