@@ -54,7 +54,8 @@ def test_readme_has_the_programs_this_file_runs() -> None:
     assert len(programs) == 3
     # The first: a series found by Patient ID, date and Series Description, as an image.
     assert "to_sitk" in programs[0]
-    assert "retrieve_series" in programs[0] or "find_series" in programs[0]
+    assert "async for match in client.find(" in programs[0]
+    assert "retrieve_series" in programs[0]
 
 
 @pytest.mark.parametrize("peer_kind", ["orthanc", "dcmqrscp"])
