@@ -39,6 +39,12 @@ from aiodicom.services.retrieve import (
     RetrieveError,
     RetrieveResult,
 )
+from aiodicom.services.series_selection import (
+    CandidateSeries,
+    CheckedBy,
+    KeyCheck,
+    SeriesSelection,
+)
 from aiodicom.services.store import StoreOutcome, StoreResult
 from aiodicom.session import Session
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
@@ -50,6 +56,8 @@ __all__ = [
     "AssociationError",
     "AssociationPool",
     "AssociationRejected",
+    "CandidateSeries",
+    "CheckedBy",
     "Client",
     "ConnectionClosed",
     "ContextProposal",
@@ -65,6 +73,7 @@ __all__ = [
     "HierarchyResult",
     "Instance",
     "InstanceArrived",
+    "KeyCheck",
     "Level",
     "LocalProtocolError",
     "MemorySink",
@@ -84,6 +93,7 @@ __all__ = [
     "RetrieveError",
     "RetrieveResult",
     "Series",
+    "SeriesSelection",
     "Session",
     "Sink",
     "StatusError",

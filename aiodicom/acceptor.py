@@ -1,19 +1,26 @@
-"""The acceptor side: associations other AEs open to us (Verification and Storage SCP).
+"""The acceptor side: associations other AEs open to us (Verification and Storage SCP, and
+whatever operations a server adds: the embedded Q/R SCP's C-FIND, C-MOVE and C-GET).
 
 It reuses the association and DIMSE layers of the requestor; only the negotiation policy and the
-request handlers differ.
+request handlers differ. C-STOREs and C-ECHOs are answered while the association is read (they
+are short); the operations of :attr:`AcceptorPolicy.operations` run as tasks of their own, so
+that reading goes on meanwhile: a C-CANCEL must reach them, and a C-GET reads the C-STORE-RSPs
+to its own sub-operations through the same dispatcher.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import cache
 
+import anyio
 import attrs
 
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
-from aiodicom.dimse import DataSetOpener, DimseMessage
+from aiodicom.dimse import C_CANCEL_RQ, NO_DATASET, DataSetOpener, DimseMessage
 from aiodicom.dispatcher import Dispatcher
+from aiodicom.errors import DicomError
 from aiodicom.negotiation import PresentationContext, acceptor_contexts
 from aiodicom.pdu import (
     APPLICATION_CONTEXT_NAME,
@@ -23,6 +30,7 @@ from aiodicom.pdu import (
     UserInformation,
 )
 from aiodicom.services.storage_scp import answer_request
+from aiodicom.status import Status
 from aiodicom.transport import Connection
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
@@ -47,6 +55,49 @@ class IncomingStore:
 StoreHandler = Callable[[IncomingStore], Awaitable[DimseMessage]]
 """Handles one incoming C-STORE-RQ and returns the C-STORE-RSP to send."""
 
+log = logging.getLogger("aiodicom.acceptor")
+
+
+@attrs.frozen
+class IncomingOperation:
+    """A request (C-FIND, C-MOVE, C-GET...) that an operation handler serves on its own task.
+
+    The handler sends every response itself through ``association`` (``send_message``); a
+    C-GET's C-STOREs go through ``dispatcher`` as any SCU operation's would. ``cancelled`` is
+    set when a C-CANCEL-RQ for it arrives: the handler ends with status 0xFE00 at its next step.
+    """
+
+    message: DimseMessage
+    context: PresentationContext
+    calling_ae_title: str
+    called_ae_title: str
+    association: Association
+    dispatcher: Dispatcher
+    cancelled: anyio.Event
+
+
+OperationHandler = Callable[[IncomingOperation], Awaitable[None]]
+"""Serves one request to its final response; errors it lets out abort the association."""
+
+
+@attrs.frozen
+class ServedOperations:
+    """Request handlers served beside C-ECHO and C-STORE, with what the negotiation needs."""
+
+    #: Command field of the request (C_FIND_RQ, ...) -> its handler.
+    handlers: Mapping[int, OperationHandler]
+    #: Abstract syntaxes these handlers serve, and the transfer syntaxes accepted for them.
+    sop_classes: Mapping[str, tuple[str, ...]]
+    #: Grant a requestor the SCP role it asks for storage SOP classes (a C-GET's C-STOREs go
+    #: to it on those contexts).
+    storage_scp_role: bool = False
+    #: On those contexts we send: the transfer syntaxes chosen first when the requestor offers
+    #: them (the ones our data are stored in, as they go unconverted).
+    sending_preference: tuple[str, ...] = ()
+    #: Operations served at once on one association; PS3.7 allows one without an asynchronous
+    #: operations window, which we never grant. A request beyond it is refused (0x0213).
+    max_running: int = 1
+
 DataOpenerFactory = Callable[[Mapping[int, PresentationContext], str], DataSetOpener]
 
 
@@ -62,10 +113,15 @@ class AcceptorPolicy:
     #: Given an association's contexts and the calling AE title, chooses where incoming data
     #: sets go (see :class:`~aiodicom.dimse.DataSetOpener`); default: memory.
     data_opener: DataOpenerFactory | None = None
+    #: C-FIND/C-MOVE/C-GET and the like, served on tasks of their own (see
+    #: :class:`IncomingOperation`); ``None``: only C-ECHO and C-STORE.
+    operations: ServedOperations | None = None
 
     def transfer_syntaxes_for(self, abstract_syntax: str) -> Iterable[str] | None:
         if abstract_syntax == VERIFICATION:
             return UNCOMPRESSED_TRANSFER_SYNTAXES
+        if self.operations is not None and abstract_syntax in self.operations.sop_classes:
+            return self.operations.sop_classes[abstract_syntax]
         if self.store_handler is not None and abstract_syntax in _storage_classes():
             return _storage_transfer_syntaxes()
         return None
@@ -77,7 +133,9 @@ class AcceptorPolicy:
             return AssociateRJ(result=1, source=2, reason=2)
         if self.require_called_ae_title and rq.called_ae_title != self.ae_title:
             return AssociateRJ(result=1, source=1, reason=7)
-        answers, roles, _ = acceptor_contexts(rq, self.transfer_syntaxes_for)
+        answers, roles, _ = acceptor_contexts(
+            rq, self.transfer_syntaxes_for, self._grant_scp_role, self._sending_preference
+        )
         return AssociateAC(
             called_ae_title=rq.called_ae_title,
             calling_ae_title=rq.calling_ae_title,
@@ -91,7 +149,19 @@ class AcceptorPolicy:
         )
 
     def contexts_for(self, rq: AssociateRQ, _ac: AssociateAC) -> dict[int, PresentationContext]:
-        return acceptor_contexts(rq, self.transfer_syntaxes_for)[2]
+        return acceptor_contexts(
+            rq, self.transfer_syntaxes_for, self._grant_scp_role, self._sending_preference
+        )[2]
+
+    @property
+    def _sending_preference(self) -> tuple[str, ...]:
+        return self.operations.sending_preference if self.operations is not None else ()
+
+    def _grant_scp_role(self, abstract_syntax: str) -> bool:
+        return (
+            self.operations is not None and self.operations.storage_scp_role
+            and abstract_syntax in _storage_classes()
+        )
 
 
 @cache
@@ -125,7 +195,46 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
             message, context, request.calling_ae_title, request.called_ae_title
         ))
 
+    operations = policy.operations
+    running: dict[int, anyio.Event] = {}  # Message ID -> its cancel event, while it runs
+
+    async def operate(incoming: IncomingOperation, message_id: int) -> None:
+        try:
+            assert operations is not None
+            await operations.handlers[incoming.message.command_field](incoming)
+        except DicomError as exc:
+            log.info("%s from %s ended the association: %s", incoming.message.name,
+                     incoming.calling_ae_title, exc)
+            await association.abort()
+        except Exception:
+            # The peer waits for a final response that will never come: end it here.
+            log.exception("%s from %s failed", incoming.message.name, incoming.calling_ae_title)
+            await association.abort()
+        finally:
+            running.pop(message_id, None)
+
     async def handle(message: DimseMessage) -> None:
+        command_field = message.command_field
+        if command_field == C_CANCEL_RQ:
+            # No response of its own (PS3.7 9.3.2.3); one for nothing running is ignored.
+            cancelled = running.get(message.message_id_being_responded_to or 0)
+            if cancelled is not None:
+                cancelled.set()
+            return
+        if operations is not None and command_field in operations.handlers:
+            context = association.contexts.get(message.context_id)
+            message_id = message.message_id or 0
+            if context is None or not context.accepted:
+                await association.send_message(_refusal(message, Status.SOP_CLASS_NOT_SUPPORTED))
+            elif len(running) >= operations.max_running or message_id in running:
+                await association.send_message(_refusal(message, Status.RESOURCE_LIMITATION))
+            else:
+                cancelled = running[message_id] = anyio.Event()
+                tasks.start_soon(operate, IncomingOperation(
+                    message, context, request.calling_ae_title, request.called_ae_title,
+                    association, dispatcher, cancelled,
+                ), message_id)
+            return
         # Read when each request comes: the store handler may be replaced meanwhile.
         store = receive if policy.store_handler is not None else None
         await association.send_message(
@@ -133,11 +242,43 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
         )
 
     dispatcher = Dispatcher(association, request_handler=handle)
+    failure: BaseException | None = None
     try:
-        await dispatcher.run()
+        async with anyio.create_task_group() as tasks:
+            try:
+                await dispatcher.run()
+            except DicomError as exc:
+                failure = exc  # re-raised outside the group, unwrapped
+            # The association ended: operations still running have nobody to answer.
+            tasks.cancel_scope.cancel()
     finally:
         if not association.closed.is_set():
             await association.abort()
+    if failure is not None:
+        raise failure
 
 
-__all__ = ["AcceptorPolicy", "IncomingStore", "StoreHandler", "serve_association"]
+def _refusal(request: DimseMessage, status: int) -> DimseMessage:
+    """A final response refusing ``request`` outright; the association lives on."""
+    return DimseMessage(
+        request.context_id,
+        {
+            "CommandField": request.command_field | 0x8000,
+            "MessageIDBeingRespondedTo": request.message_id,
+            "AffectedSOPClassUID": request.command.get("AffectedSOPClassUID"),
+            "CommandDataSetType": NO_DATASET,
+            "Status": status,
+        },
+        None,
+    )
+
+
+__all__ = [
+    "AcceptorPolicy",
+    "IncomingOperation",
+    "IncomingStore",
+    "OperationHandler",
+    "ServedOperations",
+    "StoreHandler",
+    "serve_association",
+]

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
+from typing import Literal
 
 import anyio
 import anyio.abc
@@ -36,6 +37,7 @@ from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
 from aiodicom.services.retrieve import Retrieval
+from aiodicom.services.series_selection import SeriesSelection
 from aiodicom.services.storage_scp import SinkHandler
 from aiodicom.session import AnySink, Clean, Operations, Session, open_session
 from aiodicom.sinks import DirectorySink, MemorySink
@@ -313,6 +315,18 @@ class Client:
         """C-MOVE to us when listening, C-GET otherwise, from the default peer."""
         return self._default.retrieve(
             query, sink=sink, priority=priority, cancel_timeout=cancel_timeout
+        )
+
+    async def retrieve_series(
+        self, *, method: Literal["move", "get"] | None = None,
+        sink: MemorySink | DirectorySink | None = None,
+        model: QueryModel = QueryModel.STUDY_ROOT, character_set: str | None = None,
+        **keys: object,
+    ) -> SeriesSelection:
+        """The series matching ``keys``, every key checked before bulk transfer, from the
+        default peer: see :meth:`aiodicom.session.Operations.retrieve_series`."""
+        return await self._default.retrieve_series(
+            method=method, sink=sink, model=model, character_set=character_set, **keys
         )
 
     async def echo(self) -> None:

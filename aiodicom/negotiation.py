@@ -124,15 +124,31 @@ TransferSyntaxPolicy = Callable[[str], Iterable[str] | None]
 
 
 def acceptor_contexts(
-    rq: AssociateRQ, supported: TransferSyntaxPolicy
+    rq: AssociateRQ, supported: TransferSyntaxPolicy,
+    grant_scp_role: Callable[[str], bool] | None = None,
+    sending_preference: Sequence[str] = (),
 ) -> tuple[
     tuple[PresentationContextAC, ...], tuple[RoleSelection, ...], dict[int, PresentationContext]
 ]:
     """Answer each proposed context. The transfer syntax chosen is the requestor's first one we
-    support, so that storage data arrives in the encoding the sender already has."""
+    support, so that storage data arrives in the encoding the sender already has.
+
+    ``grant_scp_role(sop_class)`` says whether a requestor asking for the SCP role of that SOP
+    class gets it (a C-GET SCP sends its C-STOREs to the requestor on such contexts: we are then
+    their SCU); without it the requestor never gets the SCP role. On those contexts we are the
+    sender: the first of ``sending_preference`` the requestor proposed is chosen (the encoding
+    our data most likely have), else again the requestor's first."""
+    proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
+
+    def granted(uid: str) -> bool:
+        role = proposed_roles.get(uid)
+        return (
+            role is not None and role.scp_role and grant_scp_role is not None
+            and grant_scp_role(uid)
+        )
+
     answers: list[PresentationContextAC] = []
     outcome: dict[int, PresentationContext] = {}
-    proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
     for proposal in rq.presentation_contexts:
         acceptable = supported(proposal.abstract_syntax)
         chosen: str | None = None
@@ -140,7 +156,13 @@ def acceptor_contexts(
             result = ABSTRACT_SYNTAX_NOT_SUPPORTED
         else:
             acceptable_set = set(acceptable)
-            chosen = next((ts for ts in proposal.transfer_syntaxes if ts in acceptable_set), None)
+            offered = [ts for ts in proposal.transfer_syntaxes if ts in acceptable_set]
+            if sending_preference and granted(proposal.abstract_syntax):
+                offered.sort(key=lambda ts: (
+                    sending_preference.index(ts) if ts in sending_preference
+                    else len(sending_preference)
+                ))  # stable: the requestor's order among the rest
+            chosen = offered[0] if offered else None
             result = ACCEPTANCE if chosen is not None else TRANSFER_SYNTAX_NOT_SUPPORTED
         answers.append(PresentationContextAC(proposal.context_id, result, chosen))
         role = proposed_roles.get(proposal.abstract_syntax)
@@ -148,9 +170,9 @@ def acceptor_contexts(
         requestor_scu = role.scu_role if role is not None else True
         outcome[proposal.context_id] = PresentationContext(
             proposal.context_id, proposal.abstract_syntax, result, chosen,
-            we_are_scu=False, we_are_scp=requestor_scu,
+            we_are_scu=granted(proposal.abstract_syntax), we_are_scp=requestor_scu,
         )
     roles = tuple(
-        RoleSelection(uid, role.scu_role, False) for uid, role in proposed_roles.items()
+        RoleSelection(uid, role.scu_role, granted(uid)) for uid, role in proposed_roles.items()
     )
     return tuple(answers), roles, outcome

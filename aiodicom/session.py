@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import Literal, Protocol
 
 import anyio
 from pydicom import Dataset
@@ -23,6 +23,7 @@ from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pdu import AssociateRQ, SOPClassExtendedNegotiation
 from aiodicom.query import Query
 from aiodicom.services import echo as echo_service
+from aiodicom.services import series_selection
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
@@ -260,6 +261,36 @@ class Operations:
         if client is not None and client.listen_port is not None:
             return self.move(query, sink=sink, priority=priority, cancel_timeout=cancel_timeout)
         return self.get(query, sink=sink, priority=priority, cancel_timeout=cancel_timeout)
+
+    async def retrieve_series(
+        self,
+        *,
+        method: Literal["move", "get"] | None = None,
+        sink: MemorySink | DirectorySink | None = None,
+        model: QueryModel = QueryModel.STUDY_ROOT,
+        character_set: str | None = None,
+        **keys: object,
+    ) -> series_selection.SeriesSelection:
+        """The series matching ``keys`` (any level down to SERIES), retrieved as
+        :class:`~aiodicom.Series` objects: ``for series in await peer.retrieve_series(
+        PatientID=..., StudyDate=..., SeriesDescription="AX*"): series.to_sitk()``.
+
+        Keys the peer ignored are checked here before any bulk transfer: on the value it
+        returned, or, where it returned none, on the header of one instance of each candidate
+        series; only the series that really match are retrieved whole. The
+        :class:`~aiodicom.services.series_selection.SeriesSelection` says per candidate and
+        key how it was checked. ``method``: "move" (to our acceptor) or "get"; by default as
+        :meth:`retrieve` chooses. Instances go to ``sink`` (a MemorySink unless given).
+        """
+        if method not in (None, "move", "get"):
+            raise ValueError(f"method must be 'move', 'get' or None (as retrieve()): {method!r}")
+        if method is None:
+            client = self._client
+            method = "move" if client is not None and client.listen_port is not None \
+                else "get"
+        return await series_selection.retrieve_series(
+            self, keys, method=method, sink=sink, model=model, character_set=character_set
+        )
 
     def _retrieval_opener(
         self, proposals: Sequence[ContextProposal]

@@ -6,13 +6,16 @@ port of our embedded Storage SCP.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from peers import free_port
 from peers.corpus import Corpus
@@ -49,7 +52,10 @@ def run(args: list[str], cwd: Path) -> str:
 def test_readme_has_the_programs_this_file_runs() -> None:
     programs = readme_programs()
     assert len(programs) == 3
-    assert "find_series" in programs[0] and "to_sitk" in programs[0]
+    # The first: a series found by Patient ID, date and Series Description, as an image.
+    assert "to_sitk" in programs[0]
+    assert "async for match in client.find(" in programs[0]
+    assert "retrieve_series" in programs[0]
 
 
 @pytest.mark.parametrize("peer_kind", ["orthanc", "dcmqrscp"])
@@ -107,3 +113,150 @@ def test_find_and_retrieve_example(
     for series in wanted:
         assert f"{len(series.instances)} instances" in out
     assert out.count("SimpleITK image") == len(wanted)
+
+
+# --- the examples on the synthetic studies ----------------------------------------------------
+#
+# Patient AIO-0001 (aiodicom.testing.synthetic): a CT chest on 20240105 (axial, stored in
+# descending order) and an MR brain on 20240312 ("AX T1", "SAG T2", "COR T1").
+
+SYNTHETIC_PATIENT = "AIO-0001"
+
+
+@pytest.fixture(scope="module")
+def synthetic_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from aiodicom.testing.synthetic import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("synthetic"), rows=32, columns=32, slices=8)
+
+
+def synthetic_pacs(
+    kind: str, files: list[Path], our_port: int | None,
+    dcmqrscp_factory: Callable[..., Any], orthanc_factory: Callable[..., Any],
+) -> str:
+    """A PACS holding the synthetic studies, knowing AIOSCU at ``our_port``: its HOST:PORT:AE."""
+    destinations = [("AIOSCU", "127.0.0.1", our_port)] if our_port else []
+    if kind == "dcmqrscp":
+        server = dcmqrscp_factory(load_corpus=False, move_destinations=destinations)
+        server.load(files)
+    else:
+        server = orthanc_factory(load_corpus=False, modalities=dict(
+            (ae, (ae, host, port)) for ae, host, port in destinations
+        ))
+        server.upload(files)
+    return f"{server.host}:{server.port}:{server.ae_title}"
+
+
+def example(name: str, *args: str, cwd: Path) -> str:
+    return run([sys.executable, str(ROOT / "examples" / name), *args], cwd)
+
+
+@pytest.mark.parametrize(("kind", "method"), [("dcmqrscp", "move"), ("orthanc", "get")])
+def test_retrieve_series_example(
+    kind: str, method: str, synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any], tmp_path: Path,
+) -> None:
+    pytest.importorskip("SimpleITK")
+    our_port = free_port()
+    pacs = synthetic_pacs(kind, synthetic_files, our_port, dcmqrscp_factory, orthanc_factory)
+    out = example(
+        "retrieve_series.py", SYNTHETIC_PATIENT, "20240312", "AX*", "--method", method,
+        "--pacs", pacs, "--our-port", str(our_port), cwd=tmp_path,
+    )
+    assert "'AX T1': selected" in out and out.count("image (32, 32, 8)") == 1
+    if kind == "dcmqrscp":  # it ignores Series Description: the others were probed, rejected
+        assert "'SAG T2': rejected" in out and "'COR T1': rejected" in out
+
+
+def test_find_levels_example(
+    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any], tmp_path: Path,
+) -> None:
+    pacs = synthetic_pacs("dcmqrscp", synthetic_files, None, dcmqrscp_factory, orthanc_factory)
+    out = example("find_levels.py", SYNTHETIC_PATIENT, "--pacs", pacs, cwd=tmp_path)
+    tables = dict(re.findall(r"\n(PATIENT|STUDY|SERIES|IMAGE)\n[^\n]*\n((?:.+\n?)*)", out))
+    counts = {level: len(rows.strip().splitlines()) for level, rows in tables.items()}
+    assert counts == {"PATIENT": 1, "STUDY": 2, "SERIES": 4, "IMAGE": 4 * 8}
+
+
+def test_move_and_get_example(
+    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any], tmp_path: Path,
+) -> None:
+    our_port = free_port()
+    pacs = synthetic_pacs("orthanc", synthetic_files, our_port, dcmqrscp_factory, orthanc_factory)
+    out = example(
+        "move_and_get.py", SYNTHETIC_PATIENT, "--pacs", pacs, "--our-port", str(our_port),
+        "--out", str(tmp_path / "received"), cwd=tmp_path,
+    )
+    # CT: one series of 8; MR: three series of 8; each study moved, then got again.
+    for what in ("C-MOVE", "C-GET"):
+        assert f"{what} 20240105: 8 instances" in out
+        assert f"{what} 20240312: 24 instances" in out
+        assert re.search(rf"{what} 20240312: \d+ done, \d+ remaining", out)
+    assert len(list((tmp_path / "received").rglob("*.dcm"))) == 32
+
+
+def test_two_pacs_example(
+    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any], tmp_path: Path,
+) -> None:
+    first = synthetic_pacs("dcmqrscp", synthetic_files, None, dcmqrscp_factory, orthanc_factory)
+    second = synthetic_pacs("orthanc", synthetic_files, None, dcmqrscp_factory, orthanc_factory)
+    out = example("two_pacs.py", SYNTHETIC_PATIENT, first, second, cwd=tmp_path)
+    assert "QRSCP: 2 studies" in out and "ORTHANC: 2 studies" in out
+    assert out.count("20240312") == 2
+
+
+async def test_web_studies_example_streams_dicom_json(
+    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("starlette")
+    import importlib.util
+
+    pacs = synthetic_pacs("orthanc", synthetic_files, None, dcmqrscp_factory, orthanc_factory)
+    monkeypatch.setenv("PACS", pacs)
+    spec = importlib.util.spec_from_file_location("web_studies", ROOT / "examples/web_studies.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = module.app
+
+    async def call(query_string: str) -> tuple[int, dict[str, str], list[bytes]]:
+        # Driven as raw ASGI, so that each body message the app sends is seen on its own
+        # (httpx's ASGITransport would join them).
+        messages: list[dict[str, Any]] = []
+        done = anyio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if not messages and not done.is_set():
+                done.set()
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await anyio.Event().wait()  # the client never disconnects
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": "/studies", "raw_path": b"/studies",
+            "query_string": query_string.encode(), "headers": [], "root_path": "",
+            "server": ("web", 80), "client": ("127.0.0.1", 1234), "app": app,
+        }
+        await app(scope, receive, send)
+        start = messages[0]
+        headers = {k.decode(): v.decode() for k, v in start["headers"]}
+        return start["status"], headers, [m.get("body", b"") for m in messages[1:]]
+
+    async with app.router.lifespan_context(app):
+        status, headers, pieces = await call(f"PatientID={SYNTHETIC_PATIENT}")
+        bad_status, _, bad_body = await call("NoSuchKeyword=1")
+    assert status == 200 and headers["content-type"].startswith("application/dicom+json")
+    studies = json.loads(b"".join(pieces))
+    assert sorted(s["00080020"]["Value"][0] for s in studies) == ["20240105", "20240312"]
+    assert all(s["00100020"]["Value"] == [SYNTHETIC_PATIENT] for s in studies)
+    # One body message per match (and one to close the array): streamed, not buffered.
+    assert len([piece for piece in pieces if piece]) == len(studies) + 1
+    assert bad_status == 400 and b"NoSuchKeyword" in b"".join(bad_body)

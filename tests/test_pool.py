@@ -14,6 +14,7 @@ from peers.orthanc import Orthanc
 
 import aiodicom
 from aiodicom import PoolOptions, Query
+from aiodicom.testing.pytest_plugin import QRScp
 
 AE = "AIOSCU"
 A_RELEASE_RQ, A_RELEASE_RP = 5, 6
@@ -137,22 +138,25 @@ async def test_sequential_finds_share_one_association(
 
 
 async def test_never_more_than_the_limit_under_50_concurrent_callers(
-    dcmqrscp: DcmQrScp, corpus: Corpus
+    aiodicom_qrscp: QRScp,
 ) -> None:
+    # Any PACS serving several associations at once will do: the embedded Q/R SCP, on this loop.
+    study = aiodicom_qrscp.index.connection.execute(
+        "SELECT StudyInstanceUID FROM instances LIMIT 1").fetchone()[0]
     found: list[int] = []
-    async with Relay(dcmqrscp.host, dcmqrscp.port) as relay:
+    async with Relay(aiodicom_qrscp.host, aiodicom_qrscp.port) as relay:
         async with aiodicom.Client(
-            AE, peer=(LOOPBACK, relay.port, dcmqrscp.ae_title),
+            AE, peer=(LOOPBACK, relay.port, aiodicom_qrscp.ae_title),
             pool=PoolOptions(max_associations=3),
         ) as client:
 
             async def caller() -> None:
-                found.append(len(await client.find(one_study(corpus)).all()))
+                found.append(len(await client.find(Query.study(StudyInstanceUID=study)).all()))
 
             async with anyio.create_task_group() as tasks:
                 for _ in range(50):
                     tasks.start_soon(caller)
-            key = (LOOPBACK, relay.port, dcmqrscp.ae_title)
+            key = (LOOPBACK, relay.port, aiodicom_qrscp.ae_title)
             assert client.pool.counts(key) == (3, 3)
         assert found == [1] * 50
         assert relay.max_open == 3 and relay.total == 3

@@ -1,6 +1,8 @@
-"""The embedded Query/Retrieve SCP's storage side: an index of instances and its query engine.
+"""The embedded Query/Retrieve SCP: :class:`QRServer` (``server.scp``) serves an index of
+instances and its query engine over the network.
 
-Nothing here touches the network. The handlers on the acceptor are expected to use it so::
+The index and the engine touch no network. The handlers on the acceptor
+(``server.operations``) use them so::
 
     index = InstanceIndex(directory)          # or InstanceIndex() in memory
     await run_scan(index)                     # at start-up, bounded steps
@@ -40,13 +42,16 @@ from aiodicom.server.query import (
     find,
     instances_for_retrieve,
 )
+from aiodicom.server.scp import IndexSink, QRServer
 from aiodicom.server.steps import run_scan, stepwise
 
 __all__ = [
     "HierarchyError",
     "IdentifierError",
+    "IndexSink",
     "IndexedFileChanged",
     "InstanceIndex",
+    "QRServer",
     "QueryRefused",
     "ScanProgress",
     "StoredInstance",

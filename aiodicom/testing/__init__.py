@@ -1,5 +1,6 @@
-"""Helpers for testing code that uses aiodicom: synthetic studies (and, later, an embedded
-Q/R SCP fixture)."""
+"""Helpers for testing code that uses aiodicom: synthetic studies; the pytest fixtures
+(``aiodicom_synthetic_files``, ``aiodicom_index``, ``aiodicom_qrscp``: the embedded Q/R SCP) are
+in :mod:`aiodicom.testing.pytest_plugin`."""
 
 from aiodicom.testing.synthetic import (
     DEFAULT_PATIENTS,

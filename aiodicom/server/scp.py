@@ -1,0 +1,200 @@
+"""The embedded Query/Retrieve SCP: an :class:`InstanceIndex` served over the network.
+
+``async with QRServer("AIOQR", index) as server:`` listens on the current event loop
+(``server.listen_port``) until the block ends; ``await server.serve_forever()`` serves until
+cancelled. Every association goes through the library's own acceptor
+(:func:`aiodicom.acceptor.serve_association`): C-ECHO and C-STORE are answered as the client's
+acceptor answers them (C-STOREs through :mod:`aiodicom.services.storage_scp` into the index),
+C-FIND, C-MOVE and C-GET by :mod:`aiodicom.server.operations`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from aiodicom.acceptor import AcceptorPolicy, IncomingStore, ServedOperations, serve_association
+from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
+from aiodicom.dimse import DimseMessage
+from aiodicom.errors import DicomError
+from aiodicom.instance import Instance
+from aiodicom.server.index import InstanceIndex
+from aiodicom.server.operations import QR_SOP_CLASSES, QRContext, handlers
+from aiodicom.services.storage_scp import Recipient, receive_store, store_into
+from aiodicom.transport import Connection, Listener
+from aiodicom.uids import EXPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES
+
+log = logging.getLogger("aiodicom.qrscp")
+
+__all__ = ["IndexSink", "QRServer"]
+
+
+class IndexSink:
+    """A sink storing each instance into an :class:`InstanceIndex` (in directory mode, as a
+    Part 10 file written atomically; its data set bytes untouched)."""
+
+    def __init__(self, index: InstanceIndex) -> None:
+        self.index = index
+
+    async def __call__(self, instance: Instance) -> None:
+        # One instance: bounded work (decoding its attributes up to the pixel data).
+        self.index.store(instance)
+
+
+class _IndexStorage:
+    """The storage SCP's routing: every C-STORE goes to the index, received in memory first
+    (the index writes its own file atomically once the instance is whole)."""
+
+    def __init__(self, index: InstanceIndex) -> None:
+        self.sink = IndexSink(index)
+
+    def recipient_by_command(
+        self, command: Mapping[str, object], source_ae_title: str
+    ) -> Recipient | None:
+        return None
+
+    async def deliver(
+        self, command: Mapping[str, object], source_ae_title: str, instance: Instance
+    ) -> int:
+        return await store_into(self.sink, instance)
+
+
+class QRServer:
+    """An embedded Q/R SCP (Patient Root, Study Root and Patient/Study Only; C-FIND, C-MOVE,
+    C-GET), Storage SCP into the index and Verification SCP.
+
+    ``move_destinations``: AE title -> ``(host, port)`` where C-MOVEs may send; others get
+    0xA801. Add more at any time with :meth:`add_move_destination`.
+    ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
+    """
+
+    def __init__(
+        self,
+        ae_title: str = "AIOQR",
+        index: InstanceIndex | None = None,
+        *,
+        listen_host: str = "127.0.0.1",
+        listen_port: int = 0,
+        move_destinations: Mapping[str, tuple[str, int]] | None = None,
+        timeouts: Timeouts | None = None,
+        max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
+        require_called_ae_title: bool = False,
+    ) -> None:
+        if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
+            raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
+        self.ae_title = ae_title
+        self.index = index if index is not None else InstanceIndex()
+        self.listen_host = listen_host
+        self._requested_port = listen_port
+        self.timeouts = timeouts or Timeouts()
+        self._qr = QRContext(
+            self.index, ae_title, dict(move_destinations or {}), self.timeouts, max_pdu_length
+        )
+        storage = _IndexStorage(self.index)
+
+        async def store_handler(incoming: IncomingStore) -> DimseMessage:
+            return await receive_store(
+                incoming.message, incoming.context, incoming.calling_ae_title, storage
+            )
+
+        self.policy = AcceptorPolicy(
+            ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
+            require_called_ae_title=require_called_ae_title, store_handler=store_handler,
+            operations=ServedOperations(
+                handlers=handlers(self._qr),
+                sop_classes=dict.fromkeys(QR_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES),
+                storage_scp_role=True,
+                # What most archives and our own synthetic data store: a C-GET requestor
+                # listing Implicit VR first (pynetdicom's default) still gets them unchanged.
+                sending_preference=(EXPLICIT_VR_LE,),
+            ),
+        )
+        self._listener: Listener | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    @property
+    def move_destinations(self) -> dict[str, tuple[str, int]]:
+        """AE title -> (host, port): where C-MOVEs may send (changes apply to the next one)."""
+        return self._qr.move_destinations
+
+    def add_move_destination(self, ae_title: str, host: str, port: int) -> None:
+        self._qr.move_destinations[ae_title] = (host, port)
+
+    @property
+    def listen_port(self) -> int:
+        """The port listened on (after start)."""
+        if self._listener is None:
+            raise DicomError("the server is not listening: use 'async with QRServer(...)'")
+        return self._listener.port
+
+    @property
+    def address(self) -> tuple[str, int, str]:
+        """``(host, port, ae_title)``: what a client's ``peer=`` takes."""
+        return (self.listen_host, self.listen_port, self.ae_title)
+
+    async def _bind(self) -> Listener:
+        if self._listener is None:
+            self._listener = await Listener.bind(
+                self.listen_host, self._requested_port, handshake_timeout=self.timeouts.artim
+            )
+        return self._listener
+
+    async def serve_forever(
+        self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen and serve until cancelled (for a command line); the listener is closed then.
+
+        ``port = await tasks.start(server.serve_forever)`` returns once it listens."""
+        listener = await self._bind()
+        task_status.started(listener.port)
+        try:
+            await listener.serve(self._serve_connection)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+                self._listener = None
+
+    async def __aenter__(self) -> QRServer:
+        listener = await self._bind()
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        tasks.start_soon(listener.serve, self._serve_connection)
+        self._tasks = tasks
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tasks, self._tasks = self._tasks, None
+        try:
+            if tasks is not None:
+                # Associations still open are aborted with their tasks: the server is going.
+                tasks.cancel_scope.cancel()
+                if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    # The block's own error is the caller's, unwrapped: handed to the task
+                    # group it would come back in an ExceptionGroup. Our tasks never fail.
+                    await tasks.__aexit__(None, None, None)
+                    return None
+                return await tasks.__aexit__(exc_type, exc, tb)
+            return None
+        finally:
+            if self._listener is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._listener.aclose()
+
+    async def _serve_connection(self, connection: Connection) -> None:
+        # One misbehaving peer must never take the server down with it.
+        try:
+            await serve_association(connection, self.policy)
+        except DicomError as exc:
+            log.info("incoming association ended: %s", exc)
+        except Exception:
+            log.exception("incoming association failed")
+
