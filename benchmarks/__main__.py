@@ -98,7 +98,7 @@ def render(rows: list[Row], info: dict[str, Any], profile: str, runs: int, serie
         machine.markdown(info),
         report.case_titles(rows),
         report.table(rows),
-        "### Targets (issue 5)",
+        "### Targets",
         report.targets_table(report.targets(rows)),
         eventloop.table(rows),
         "### Headline",

@@ -4,7 +4,7 @@ Loop lateness (``python -m benchmarks --only lateness``): a ticker task on the s
 as aiodicom asks to wake every 5 ms and records how late it wakes; a web handler on that loop
 would wait as long. Three kinds of work run meanwhile: 20 concurrent C-FINDs of 500 matches
 each (dcmqrscp), a C-GET of the 263 MB series into a :class:`~aiodicom.sinks.DirectorySink`
-and a C-MOVE of it into memory. The target (issue: a responsive loop) is p99 <= 10 ms and
+and a C-MOVE of it into memory. The target is p99 <= 10 ms and
 max <= 50 ms in every case.
 
 ``AIODICOM_LATENESS_STACKS=<file>`` (diagnostics, not part of a normal run) also records where

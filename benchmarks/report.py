@@ -1,4 +1,4 @@
-"""The markdown table, the targets of issue 5 checked against it, and the headline ratios."""
+"""The markdown table, the speed targets checked against it, and the headline ratios."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def errors(rows: Iterable[Row]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Targets (issue 5)
+# Targets
 # --------------------------------------------------------------------------------------------
 
 
@@ -131,6 +131,24 @@ def targets(rows: list[Row]) -> list[Verdict]:
             f"{case}: matches/s ≥ 5x pynetdicom",
             _x(row.vs_pyn) + _cpu_ratio(rows, row, row.vs_pyn_ref), _at_least(row.vs_pyn, 5.0)
         ))
+    for case in sorted({r.case for r in rows if r.case.startswith("pool-find-")}):
+        pooled = _find(rows, case, "aiodicom pooled (default options)")
+        if pooled is None or not pooled.throughput:
+            continue
+        for label, name in (("aiodicom unpooled (idle_timeout=0)", "unpooled"),
+                            ("pynetdicom, association reused", "pynetdicom reusing one "
+                             "association"),
+                            ("pynetdicom, association reused (one per thread)",
+                             "pynetdicom, one association per thread")):
+            other = _find(rows, case, label)
+            if other is None:
+                continue
+            ratio = pooled.throughput / other.throughput if other.throughput else None
+            verdicts.append(Verdict(
+                f"{case}: pooled C-FINDs ≥ 5x {name}",
+                f"{_num(pooled.throughput, 0)} vs {_num(other.throughput, 0)} matches/s = "
+                f"{_x(ratio)}", _at_least(ratio, 5.0),
+            ))
     row = _find(rows, "echo", "aiodicom")
     if row is not None:
         verdicts.append(Verdict(
