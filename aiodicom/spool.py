@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import mmap
 import os
-import secrets
 from pathlib import Path
 
-from aiodicom.fileio import OPEN_FLAGS, fsync_directory, write_all
+from aiodicom.fileio import OPEN_FLAGS, fsync_directory, open_temporary, write_all
 
 __all__ = ["MEMORY_LIMIT", "SpooledFile"]
 
@@ -56,6 +55,11 @@ class SpooledFile:
         self._fd: int | None = None
 
     @property
+    def header(self) -> bytes:
+        """What the file holds before the data set: preamble, prefix, File Meta Information."""
+        return self._header
+
+    @property
     def on_disk(self) -> bool:
         """The data set is in :attr:`path` (else it is held in memory and given by close())."""
         return self.path is not None
@@ -76,9 +80,9 @@ class SpooledFile:
 
     def _spill(self, buffer: bytearray) -> None:
         self._buffer = None
-        self.path = Path(os.path.join(self.directory, f".spool-{secrets.token_hex(8)}.tmp"))
         try:
-            self._fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+            name, self._fd = open_temporary(os.fspath(self.directory), "spool", _OPEN_FLAGS)
+            self.path = Path(name)
             write_all(self._fd, [memoryview(self._header), memoryview(buffer)])
         except OSError as exc:
             self._fail(exc)
