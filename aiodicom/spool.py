@@ -67,9 +67,12 @@ class SpooledFile:
     def write(self, fragment: memoryview) -> None:
         buffer = self._buffer
         if buffer is not None:
-            buffer += fragment
-            if len(buffer) > self._memory_limit:
-                self._spill(buffer)
+            if len(buffer) + fragment.nbytes <= self._memory_limit:
+                buffer += fragment
+            else:
+                # Checked before copying: the fragment that crosses the limit goes to the
+                # file with what came before, in one writev, and is never copied to memory.
+                self._spill(buffer, fragment)
             return
         if self._fd is None:
             return  # failed earlier: the rest of the data set is read and dropped
@@ -78,12 +81,12 @@ class SpooledFile:
         except OSError as exc:
             self._fail(exc)
 
-    def _spill(self, buffer: bytearray) -> None:
+    def _spill(self, buffer: bytearray, fragment: memoryview) -> None:
         self._buffer = None
         try:
             name, self._fd = open_temporary(os.fspath(self.directory), "spool", _OPEN_FLAGS)
             self.path = Path(name)
-            write_all(self._fd, [memoryview(self._header), memoryview(buffer)])
+            write_all(self._fd, [memoryview(self._header), memoryview(buffer), fragment])
         except OSError as exc:
             self._fail(exc)
 
