@@ -270,6 +270,18 @@ def write_part10_atomic(
 
 
 _temporary_numbers = itertools.count()
+# getpid() is a system call each time (glibc no longer caches it): asked once, and again in a
+# forked child, which must not reuse its parent's names.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forked)
 
 
 def temporary_name(directory: str, prefix: str) -> str:
@@ -277,7 +289,7 @@ def temporary_name(directory: str, prefix: str) -> str:
     ID and a counter (``O_EXCL`` catches a leftover of an earlier process with the same ID)."""
     # Not secrets.token_hex: that costs a getrandom call per file, and these names need to be
     # unique, not unguessable (the file is created with O_EXCL, never opened if it exists).
-    return os.path.join(directory, f".{prefix}.{os.getpid()}-{next(_temporary_numbers)}.tmp")
+    return os.path.join(directory, f".{prefix}.{_pid}-{next(_temporary_numbers)}.tmp")
 
 
 def open_temporary(directory: str, prefix: str, flags: int = OPEN_FLAGS) -> tuple[str, int]:
