@@ -338,6 +338,7 @@ def decode_command(data: bytes | bytearray | memoryview) -> dict[str, object]:
     result: dict[str, object] = {}
     offset = 0
     unpack_header = _HEADER.unpack_from
+    unpack_us = _US_VALUE.unpack_from
     while offset < size:
         if size - offset < 8:
             raise CommandDecodeError(
@@ -366,7 +367,15 @@ def decode_command(data: bytes | bytearray | memoryview) -> dict[str, object]:
         else:
             keyword, vr = spec
             if keyword not in result and element != 0x0000:
-                result[keyword] = _decode_value(view, start, length, keyword, vr, offset)
+                # US and UI make up nearly every command set: decoded here, without a call
+                # per element (two command sets per C-GET sub-operation); the rest, and a US
+                # of the wrong length, go through _decode_value and its checks.
+                if vr == "US" and length == 2:
+                    result[keyword] = unpack_us(view, start)[0]
+                elif vr == "UI":
+                    result[keyword] = str(view[start:end], "utf-8", "replace").rstrip("\x00 ")
+                else:
+                    result[keyword] = _decode_value(view, start, length, keyword, vr, offset)
         offset = end
     return result
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import secrets
 import struct
@@ -42,10 +43,13 @@ __all__ = [
     "encode_file_meta",
     "encoding_of",
     "fsync_directory",
+    "open_temporary",
     "part10_header",
     "peek_elements",
     "split_part10",
+    "temporary_name",
     "write_all",
+    "write_atomic",
     "write_part10_atomic",
 ]
 
@@ -260,13 +264,54 @@ def write_part10_atomic(
     are flushed to stable storage before returning. Plain blocking calls, on purpose: the
     writes land in the page cache, and the library uses no threads.
     """
+    # Build everything that can fail on bad input before a temporary file exists.
+    chunks = [memoryview(part10_header(instance)), memoryview(instance.data).cast("B")]
+    write_atomic(path, chunks, fsync)
+
+
+_temporary_numbers = itertools.count()
+# getpid() is a system call each time (glibc no longer caches it): asked once, and again in a
+# forked child, which must not reuse its parent's names.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forked)
+
+
+def temporary_name(directory: str, prefix: str) -> str:
+    """A name for a temporary file in ``directory``, unique among this process's: the process
+    ID and a counter (``O_EXCL`` catches a leftover of an earlier process with the same ID)."""
+    # Not secrets.token_hex: that costs a getrandom call per file, and these names need to be
+    # unique, not unguessable (the file is created with O_EXCL, never opened if it exists).
+    return os.path.join(directory, f".{prefix}.{_pid}-{next(_temporary_numbers)}.tmp")
+
+
+def open_temporary(directory: str, prefix: str, flags: int = OPEN_FLAGS) -> tuple[str, int]:
+    """Create a new temporary file in ``directory``: (its path, a descriptor open on it)."""
+    name = temporary_name(directory, prefix)
+    try:
+        return name, os.open(name, flags, 0o666)
+    except FileExistsError:
+        # Left behind by an earlier process that had our process ID: a random name instead.
+        name = os.path.join(directory, f".{prefix}.{secrets.token_hex(8)}.tmp")
+        return name, os.open(name, flags, 0o666)
+
+
+def write_atomic(
+    path: str | os.PathLike[str], chunks: list[memoryview], fsync: bool = False
+) -> None:
+    """Write ``chunks`` as the file at ``path``, all or nothing (see
+    :func:`write_part10_atomic`): one temporary file, one ``writev``, one rename."""
     # Strings, not Path objects: pathlib's parsing cost more than writing a small file.
     final = os.fspath(path)
     directory, name = os.path.split(final)
-    # Build everything that can fail on bad input before a temporary file exists.
-    chunks = [memoryview(part10_header(instance)), memoryview(instance.data).cast("B")]
-    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temporary, OPEN_FLAGS, 0o666)
+    temporary, fd = open_temporary(directory, name)
     try:
         try:
             write_all(fd, chunks)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from aiodicom.errors import DicomError
-from aiodicom.fileio import PREAMBLE, encode_file_meta, write_part10_atomic
+from aiodicom.fileio import PREAMBLE, encode_file_meta, write_atomic, write_part10_atomic
 from aiodicom.instance import Instance, read_part10
 from aiodicom.spool import MEMORY_LIMIT, SpooledFile
 
@@ -167,18 +167,22 @@ class DirectorySink:
     async def __call__(self, instance: Instance) -> None:
         target = self._target(instance)
         spool = instance.spool
-        if (
-            spool is not None and spool.on_disk and spool.directory == self._root
-            and not spool.committed
-        ):
-            # Written to our directory while it arrived: only the rename is left.
-            try:
-                spool.commit(target)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:  # a layout reaching onto another file system
-                    raise
-                write_part10_atomic(target, instance, fsync=self.fsync)
-                spool.discard()
+        # 'is': a spool this sink made (open_spool passes its _root), whose header was built
+        # for this very instance when its command arrived.
+        if spool is not None and spool.directory is self._root and not spool.committed:
+            if spool.on_disk:
+                # Written to our directory while it arrived: only the rename is left.
+                try:
+                    spool.commit(target)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:  # a layout reaching onto another file system
+                        raise
+                    write_part10_atomic(target, instance, fsync=self.fsync)
+                    spool.discard()
+            else:
+                # Held in memory (a small data set): its File Meta header is already encoded.
+                data = memoryview(instance.data).cast("B")
+                write_atomic(target, [memoryview(spool.header), data], fsync=self.fsync)
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
             write_part10_atomic(target, instance, fsync=self.fsync)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import mmap
 import os
-import secrets
 from pathlib import Path
 
-from aiodicom.fileio import OPEN_FLAGS, fsync_directory, write_all
+from aiodicom.fileio import OPEN_FLAGS, fsync_directory, open_temporary, write_all
 
 __all__ = ["MEMORY_LIMIT", "SpooledFile"]
 
@@ -56,6 +55,11 @@ class SpooledFile:
         self._fd: int | None = None
 
     @property
+    def header(self) -> bytes:
+        """What the file holds before the data set: preamble, prefix, File Meta Information."""
+        return self._header
+
+    @property
     def on_disk(self) -> bool:
         """The data set is in :attr:`path` (else it is held in memory and given by close())."""
         return self.path is not None
@@ -63,9 +67,12 @@ class SpooledFile:
     def write(self, fragment: memoryview) -> None:
         buffer = self._buffer
         if buffer is not None:
-            buffer += fragment
-            if len(buffer) > self._memory_limit:
-                self._spill(buffer)
+            if len(buffer) + fragment.nbytes <= self._memory_limit:
+                buffer += fragment
+            else:
+                # Checked before copying: the fragment that crosses the limit goes to the
+                # file with what came before, in one writev, and is never copied to memory.
+                self._spill(buffer, fragment)
             return
         if self._fd is None:
             return  # failed earlier: the rest of the data set is read and dropped
@@ -74,12 +81,12 @@ class SpooledFile:
         except OSError as exc:
             self._fail(exc)
 
-    def _spill(self, buffer: bytearray) -> None:
+    def _spill(self, buffer: bytearray, fragment: memoryview) -> None:
         self._buffer = None
-        self.path = Path(os.path.join(self.directory, f".spool-{secrets.token_hex(8)}.tmp"))
         try:
-            self._fd = os.open(self.path, _OPEN_FLAGS, 0o666)
-            write_all(self._fd, [memoryview(self._header), memoryview(buffer)])
+            name, self._fd = open_temporary(os.fspath(self.directory), "spool", _OPEN_FLAGS)
+            self.path = Path(name)
+            write_all(self._fd, [memoryview(self._header), memoryview(buffer), fragment])
         except OSError as exc:
             self._fail(exc)
 

@@ -19,6 +19,7 @@ before the final response, raises :class:`RetrieveError` whose ``result`` holds 
 from __future__ import annotations
 
 import logging
+import math
 import weakref
 from collections import deque
 from collections.abc import (
@@ -468,14 +469,7 @@ class Retrieval:
                     failure: DicomError | None = None
                     try:
                         while final is None:
-                            response = await self._next_response(session, message_id)
-                            if response is not None:
-                                counts = _counts(response, counts)
-                                if status_category(response.status_code) \
-                                        is StatusCategory.PENDING:
-                                    self._queue(counts)
-                                else:
-                                    final = response
+                            counts, final = await self._responses(session, message_id, counts)
                             for event in self._take_events():
                                 yield event
                     except DicomError as exc:
@@ -533,34 +527,47 @@ class Retrieval:
         finally:
             dispatcher.request_handler, association.open_data = previous
 
-    async def _next_response(
-        self, session: ServiceChannel, message_id: int
-    ) -> DimseMessage | None:
-        """Wait for a response; ``None`` when events came first, for the consumer. Instances
+    async def _responses(
+        self, session: ServiceChannel, message_id: int, counts: Progress
+    ) -> tuple[Progress, DimseMessage | None]:
+        """Read responses, folding pending ones into ``counts``, until the final one or until
+        the consumer has events to take (the final response is then ``None``). Instances
         arriving count as activity for the DIMSE timeout, since a peer may send no pending
         response until every sub-operation is done."""
         dispatcher = session.dispatcher
-        queued = dispatcher.take_queued(message_id)
-        if queued is not None:
-            return queued  # already here: no timeout to run
-        if self._events:
-            return None
         timeout = session.association.timeouts.dimse
         self._last_activity = anyio.current_time()
-        while True:
-            with anyio.move_on_after(timeout) as scope:
+        while not self._events:
+            # One timer for as many responses as come before an event is due, not one per
+            # response: each pushes the deadline on only once half of it is used up (moving
+            # it re-arms a timer), so it can run out after timeout/2 idle seconds; the check
+            # below then waits out the rest from the last activity.
+            deadline = math.inf if timeout is None else self._last_activity + timeout
+            with anyio.CancelScope(deadline=deadline) as scope:
                 self._wake = scope
                 try:
-                    return await dispatcher.next_response(message_id, timeout=None)
+                    while True:
+                        response = await dispatcher.next_response(message_id, timeout=None)
+                        counts = _counts(response, counts)
+                        if status_category(response.status_code) is not StatusCategory.PENDING:
+                            return counts, response
+                        now = self._last_activity = anyio.current_time()
+                        if self._events is not None:
+                            self._wake = None  # no need to interrupt ourselves for this one
+                            self._queue(counts)
+                            return counts, None
+                        if timeout is not None and scope.deadline - now < timeout / 2:
+                            scope.deadline = now + timeout
                 finally:
                     self._wake = None
             if self._events:
-                return None
-            assert timeout is not None
+                break  # woken to hand out an event (a C-MOVE's delivery)
+            assert timeout is not None  # nothing else ends the scope
             if anyio.current_time() - self._last_activity >= timeout:
                 raise DicomTimeoutError(
                     f"no response and no instance for {timeout} s during C-{self.kind.upper()}"
                 )
+        return counts, None
 
     def _result(
         self,
