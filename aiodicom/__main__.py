@@ -23,7 +23,7 @@ A peer is HOST PORT, or a name from ~/.config/aiodicom/peers.toml ($AIODICOM_PEE
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -57,14 +57,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _has_rich() -> bool:
+    try:
+        importlib.import_module("rich")
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in _NEEDS_RICH and importlib.util.find_spec("rich") is None:
+    if command in _NEEDS_RICH and not _has_rich():
         print(f"aiodicom {command} needs the extra 'cli': pip install 'aiodicom[cli]'",
               file=sys.stderr)
         return 2
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "store" and not any(a.startswith("-") for a in extra):
+        # argparse cannot give files that follow options to the FILE_OR_DIR positional
+        # ("store HOST PORT -aec PACS a.dcm"): they come back unknown, and are files.
+        args.targets += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "demo":
         from aiodicom import cli_demo
 

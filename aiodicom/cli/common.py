@@ -114,6 +114,8 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     """The exit code and the one line for an error: what happened, what to change."""
     if isinstance(exc, CliError):
         return exc.code, str(exc)
+    if isinstance(exc, BrokenPipeError):  # our output was piped into 'head' or the like
+        return EXIT_OK, ""
     if isinstance(exc, AssociationRejected):
         return EXIT_REFUSED, (
             f"association refused: {exc}; check our AE title (-aet) and the called AE title "
@@ -126,6 +128,8 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, DicomTimeoutError):
         return EXIT_NETWORK, f"timed out: {exc}; raise --connect-timeout/--acse-timeout/" \
                              "--dimse-timeout, or check that the peer is up"
+    if isinstance(exc, AssociationError) and isinstance(exc.__cause__, OSError):
+        return EXIT_NETWORK, f"{exc}; check the host and port, and that the peer is up"
     if isinstance(exc, AssociationError):
         return EXIT_NETWORK, f"association lost: {exc}"
     if isinstance(exc, ssl.SSLError):
@@ -186,6 +190,10 @@ def run_command(
         if isinstance(error, (SystemExit, KeyboardInterrupt)):
             raise
         code, text = describe_error(error)
+        if not text:
+            # stdout's reader is gone: flushing it at exit would fail again, noisily.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return code
         if args.debug:
             logging.getLogger("aiodicom.cli").exception("%s", text)
         print(f"aiodicom {args.command}: {text}", file=sys.stderr)
@@ -270,9 +278,9 @@ def resolve_peer(args: argparse.Namespace) -> PeerConfig:
 
 def add_network_options(
     parser: argparse.ArgumentParser, *, peer: bool = True, tls: bool = True,
-    default_aet: str = "AIODICOM",
+    default_aet: str = "AIODICOM", positional: bool = True,
 ) -> None:
-    if peer:
+    if peer and positional:
         parser.add_argument("peer", metavar="HOST|NAME",
                             help="the peer's host, or a peer named in peers.toml")
         parser.add_argument("port", metavar="PORT", nargs="?",
