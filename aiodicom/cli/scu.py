@@ -4,6 +4,7 @@ a few calls of the public :class:`~aiodicom.Client` API."""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from aiodicom.cli.common import (
     EXIT_CODES_HELP,
@@ -160,9 +163,7 @@ async def _find(args: argparse.Namespace) -> int:
             async for match in find:
                 matches.append(match)
                 if args.output is not None:
-                    args.output.mkdir(parents=True, exist_ok=True)
-                    match.save_as(args.output / f"rsp{len(matches):04d}.dcm",
-                                  implicit_vr=False, little_endian=True)
+                    _write_response(args.output, len(matches), match, query)
                 if args.cancel_after is not None and len(matches) >= args.cancel_after:
                     break  # leaving 'async with' sends C-CANCEL
         result = find.result
@@ -185,6 +186,18 @@ async def _find(args: argparse.Namespace) -> int:
     if category is StatusCategory.FAILURE:
         return EXIT_FAILURE
     return EXIT_WARNING if result.warnings or category is StatusCategory.WARNING else EXIT_OK
+
+
+def _write_response(directory: Path, number: int, match: Dataset, query: Query) -> None:
+    """``DIR/rsp0001.dcm``: the match as a Part 10 file, as findscu -X writes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = copy.copy(match)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(query.sop_class_uid("find"))
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out.file_meta = meta
+    out.save_as(directory / f"rsp{number:04d}.dcm", enforce_file_format=True)
 
 
 def _match_stream(

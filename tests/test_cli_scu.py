@@ -1,0 +1,200 @@
+"""``aiodicom echo/find/move/get/store`` end to end, as subprocesses, against DCMTK dcmqrscp and
+storescp and against the embedded Q/R SCP started as ``aiodicom qrscp`` (also a subprocess);
+exit codes, one-line errors, peers.toml, and the help of each subcommand."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from peers import free_port
+from peers.aiodicom_cli import CliServer, aiodicom, qrscp, storescp
+from pydicom import Dataset, dcmread
+
+import aiodicom as lib
+from aiodicom.testing.synthetic import write_synthetic
+
+PATIENT = "AIO-0001"  # CT (1 series) and MR (3 series); 3 slices each here: 12 instances
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_synthetic(tmp_path_factory.mktemp("cli-synthetic"), rows=8, columns=8, slices=3)
+
+
+@pytest.fixture
+def pacs(
+    request: pytest.FixtureRequest, files: list[Path], tmp_path: Path,
+    dcmqrscp_factory: Callable[..., Any],
+) -> Iterator[tuple[Any, int]]:
+    """(the peer: .host .port .ae_title, the port our move destination AIODICOM listens on)."""
+    our_port = free_port()
+    destinations = [("AIODICOM", "127.0.0.1", our_port)]
+    if request.param == "dcmqrscp":
+        server = dcmqrscp_factory(load_corpus=False, move_destinations=destinations)
+        server.load(files)
+        yield server, our_port
+        return
+    archive = tmp_path / "archive"
+    for file in files:  # the files, as DIR holds them for 'aiodicom qrscp'
+        target = archive / file.relative_to(Path(*files[0].parts[:-4]))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(file.read_bytes())
+    embedded = qrscp(archive, tmp_path, ae_title="AIOQR", move_destinations=destinations,
+                     synthetic=False).start()
+    try:
+        yield embedded, our_port
+    finally:
+        assert embedded.stop() == 0, embedded.log_text()
+
+
+both = pytest.mark.parametrize("pacs", ["dcmqrscp", "embedded"], indirect=True)
+pytestmark = pytest.mark.interop
+
+
+def peer_args(server: Any) -> list[str]:
+    return [server.host, str(server.port), "-aec", server.ae_title]
+
+
+def library_find(server: Any, **keys: object) -> list[Dataset]:
+    async def run() -> list[Dataset]:
+        async with lib.Client("AIODICOM", peer=(server.host, server.port,
+                                                server.ae_title)) as client:
+            return await client.find(lib.Query.study(**keys)).all()
+
+    return anyio.run(run)
+
+
+@both
+def test_echo(pacs: tuple[Any, int]) -> None:
+    done = aiodicom("echo", *peer_args(pacs[0]))
+    assert done.returncode == 0, done.stderr
+    assert "success" in done.stdout
+
+
+@both
+def test_find_table_json_and_files(pacs: tuple[Any, int], tmp_path: Path) -> None:
+    server, _ = pacs
+    table = aiodicom("find", *peer_args(server), "-k", f"PatientID={PATIENT}", "-k", "StudyDate")
+    assert table.returncode == 0, table.stderr
+    expected = library_find(server, PatientID=PATIENT, StudyDate=None)
+    assert len(expected) == 2
+    for study in expected:
+        assert study.StudyInstanceUID in table.stdout
+    assert "20240105" in table.stdout and "20240312" in table.stdout
+    # --json: PS3.18 F.2, loading back into Datasets equal to the matches
+    as_json = aiodicom("find", *peer_args(server), "-k", f"PatientID={PATIENT}", "-k",
+                       "StudyDate", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    loaded = [Dataset.from_json(item) for item in json.loads(as_json.stdout)]
+    key = "StudyInstanceUID"
+    assert sorted(loaded, key=lambda d: d[key].value) == sorted(expected,
+                                                               key=lambda d: d[key].value)
+    # -o DIR: one DICOM file per match
+    written = aiodicom("find", *peer_args(server), "-k", f"PatientID={PATIENT}",
+                       "-o", str(tmp_path / "rsp"))
+    assert written.returncode == 0, written.stderr
+    uids = sorted(dcmread(p).StudyInstanceUID for p in (tmp_path / "rsp").glob("rsp*.dcm"))
+    assert uids == sorted(d.StudyInstanceUID for d in expected)
+
+
+@both
+def test_find_series_by_keys_above_the_level_and_cancel(pacs: tuple[Any, int]) -> None:
+    server, _ = pacs
+    done = aiodicom("find", *peer_args(server), "-L", "SERIES", "-k", f"PatientID={PATIENT}",
+                    "-k", "Modality=MR", "--json")
+    assert done.returncode in (0, 1), done.stderr
+    series = [Dataset.from_json(item) for item in json.loads(done.stdout)]
+    assert len(series) == 3 and {s.Modality for s in series} == {"MR"}
+    uid = series[0]
+    cancelled = aiodicom("find", *peer_args(server), "-L", "IMAGE",
+                         "-k", f"StudyInstanceUID={uid.StudyInstanceUID}",
+                         "-k", f"SeriesInstanceUID={uid.SeriesInstanceUID}",
+                         "--cancel-after", "1", "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert len(json.loads(cancelled.stdout)) == 1
+
+
+@both
+def test_move_and_get_write_the_instances(pacs: tuple[Any, int], tmp_path: Path) -> None:
+    server, our_port = pacs
+    moved = aiodicom("move", *peer_args(server), "-k", f"PatientID={PATIENT}",
+                     "--our-port", str(our_port), "-o", str(tmp_path / "moved"))
+    assert moved.returncode == 0, moved.stderr
+    assert len(list((tmp_path / "moved").rglob("*.dcm"))) == 12
+    assert "12 completed, 0 failed, 0 warning" in moved.stderr
+    got = aiodicom("get", *peer_args(server), "-L", "SERIES", "-k", f"PatientID={PATIENT}",
+                   "-k", "Modality=CT", "-o", str(tmp_path / "got"))
+    assert got.returncode == 0, got.stderr
+    assert len(list((tmp_path / "got").rglob("*.dcm"))) == 3
+    assert "C-GET" in got.stderr and "3 completed" in got.stderr
+
+
+@both
+def test_move_to_an_unknown_destination_fails_with_code_3(pacs: tuple[Any, int]) -> None:
+    done = aiodicom("move", *peer_args(pacs[0]), "-k", f"PatientID={PATIENT}",
+                    "--dest", "NOBODY")
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@both
+def test_move_to_another_ae(pacs: tuple[Any, int], tmp_path: Path) -> None:
+    server, our_port = pacs
+    # Our move destination's port is taken by an 'aiodicom storescp' named AIODICOM.
+    with CliServer("storescp", ["-o", str(tmp_path / "in"), "-aet", "AIODICOM"], tmp_path,
+                   "AIODICOM", port=our_port) as receiver:
+        done = aiodicom("move", *peer_args(server), "-aet", "MOVER", "-k",
+                        f"PatientID={PATIENT}", "--dest", "AIODICOM")
+    assert done.returncode == 0, done.stderr
+    assert "to AIODICOM: 12 completed" in done.stderr
+    assert len(list((tmp_path / "in").rglob("*.dcm"))) == 12, receiver.log_text()
+
+
+def test_store_to_dcmtk_storescp_and_aiodicom_storescp(
+    files: list[Path], storescp_factory: Callable[..., Any], tmp_path: Path,
+) -> None:
+    dcmtk = storescp_factory(ae_title="DCMTKSTORE")
+    folder = files[0].parent.parent  # one series folder's parent: a study
+    count = len([f for f in files if f.is_relative_to(folder)])
+    done = aiodicom("store", dcmtk.host, str(dcmtk.port), "-aec", "DCMTKSTORE", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert len(dcmtk.received_files()) == count
+    assert f"{count} stored, 0 failed" in done.stderr
+    with storescp(tmp_path / "in", tmp_path, ae_title="OURS") as ours:
+        done = aiodicom("store", "-aec", "OURS", ours.host, str(ours.port), *map(str, files))
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "in").rglob("*.dcm"))) == len(files)
+
+
+def test_named_peer_from_peers_toml(files: list[Path], dcmqrscp_factory: Callable[..., Any],
+                                   tmp_path: Path) -> None:
+    server = dcmqrscp_factory(load_corpus=False)
+    server.load(files)
+    config = tmp_path / "peers.toml"
+    config.write_text(f'[mypacs]\nhost = "{server.host}"\nport = {server.port}\n'
+                      f'ae_title = "{server.ae_title}"\nmethod = "get"\n')
+    done = aiodicom("find", "mypacs", "-k", f"PatientID={PATIENT}", "--json",
+                    env={"AIODICOM_PEERS": str(config)})
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 2
+    unknown = aiodicom("echo", "otherpacs", env={"AIODICOM_PEERS": str(config)})
+    assert unknown.returncode == 2
+    assert "otherpacs" in unknown.stderr and "mypacs" in unknown.stderr
+
+
+def test_exit_codes_for_refused_association_and_network_error(
+    files: list[Path], dcmqrscp_factory: Callable[..., Any],
+) -> None:
+    server = dcmqrscp_factory(load_corpus=False)
+    refused = aiodicom("echo", server.host, str(server.port), "-aec", "NOT-QRSCP")
+    assert refused.returncode == 4, refused.stderr
+    assert "association refused" in refused.stderr and "-aec" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    closed = aiodicom("echo", "127.0.0.1", str(free_port()), "--connect-timeout", "5")
+    assert closed.returncode == 5
+    assert "cannot connect" in closed.stderr and len(closed.stderr.strip().splitlines()) == 1
