@@ -198,3 +198,40 @@ def test_exit_codes_for_refused_association_and_network_error(
     closed = aiodicom("echo", "127.0.0.1", str(free_port()), "--connect-timeout", "5")
     assert closed.returncode == 5
     assert "cannot connect" in closed.stderr and len(closed.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("pacs", ["embedded"], indirect=True)
+def test_progress_on_a_terminal_only(pacs: tuple[Any, int], tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from peers.aiodicom_cli import ROOT, cli_env
+
+    server, _ = pacs
+    args = ["get", *peer_args(server), "-k", f"PatientID={PATIENT}", "-L", "PATIENT",
+            "-o", str(tmp_path / "tty")]
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "aiodicom", *args], stdout=subprocess.PIPE,
+                              stderr=slave, cwd=ROOT, env=cli_env(), timeout=120, check=False)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert done.returncode == 0, seen.decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert "MB/s" in text and "12/12" in text  # the bar: sub-operations done of the total
+    piped = aiodicom(*args)
+    assert piped.returncode == 0 and "12/12" not in piped.stderr  # no bar when not a TTY
+    quiet = aiodicom(*args, "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""

@@ -113,8 +113,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                                metavar="PORT",
                                help="our storage SCP's port (the peer must know our AE title "
                                     "at this port; default: peers.toml's our_port, else 11113)")
-            group.add_argument("--listen-host", default="0.0.0.0",
-                               help="our storage SCP's address (default every interface)")
+            group.add_argument("--listen-host", default="127.0.0.1",
+                               help="our storage SCP's address (default 127.0.0.1, as the "
+                                    "library's; 0.0.0.0 for a PACS on another machine)")
         retrieve.set_defaults(run=_move if method == "move" else _get)
 
     store = _parser(commands, "store", "C-STORE files and directories (storescu)",
