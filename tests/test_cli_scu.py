@@ -235,3 +235,31 @@ def test_progress_on_a_terminal_only(pacs: tuple[Any, int], tmp_path: Path) -> N
     assert piped.returncode == 0 and "12/12" not in piped.stderr  # no bar when not a TTY
     quiet = aiodicom(*args, "-q")
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_tls_store_and_echo_to_aiodicom_storescp_and_dcmtk_storescp(
+    files: list[Path], storescp_factory: Callable[..., Any], tmp_path: Path,
+) -> None:
+    from peers import require_module
+
+    require_module("cryptography")
+    from test_interop_association import _self_signed
+
+    cert, key = _self_signed(tmp_path / "tls")
+    with storescp(tmp_path / "in", tmp_path, ae_title="TLSSCP",
+                  extra=["--tls-cert", str(cert), "--tls-key", str(key)]) as ours:
+        tls = ["--tls-ca", str(cert)]
+        echo = aiodicom("echo", ours.host, str(ours.port), "-aec", "TLSSCP", *tls)
+        stored = aiodicom("store", ours.host, str(ours.port), "-aec", "TLSSCP", *tls,
+                          *map(str, files[:3]))
+        plain = aiodicom("echo", ours.host, str(ours.port), "-aec", "TLSSCP",
+                         "--acse-timeout", "3")
+    assert echo.returncode == 0, echo.stderr
+    assert stored.returncode == 0, stored.stderr
+    assert len(list((tmp_path / "in").rglob("*.dcm"))) == 3
+    assert plain.returncode == 5, plain.stderr  # no TLS: the acceptor never answers
+    dcmtk = storescp_factory(extra_args=["+tls", str(key), str(cert), "-ic"])
+    done = aiodicom("store", dcmtk.host, str(dcmtk.port), "-aec", dcmtk.ae_title,
+                    "--tls-ca", str(cert), *map(str, files[:2]))
+    assert done.returncode == 0, done.stderr
+    assert len(dcmtk.received_files()) == 2

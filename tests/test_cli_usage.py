@@ -61,6 +61,8 @@ def test_sequence_paths_and_tags() -> None:
     (["find", "127.0.0.1", "104", "-f", "/nonexistent.json"], "cannot read the query file"),
     (["echo", "127.0.0.1", "notaport"], "is not a number"),
     (["echo", "nosuchpeer"], "not a peer named"),
+    (["echo", "127.0.0.1", "104", "--tls-ca", "/nonexistent.pem"], "cannot load the TLS files"),
+    (["echo", "127.0.0.1", "104", "--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
 ])
 def test_usage_errors_are_one_line_with_code_2(
     args: list[str], message: str, tmp_path: Path

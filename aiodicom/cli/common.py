@@ -325,16 +325,22 @@ def tls_contexts(args: argparse.Namespace) -> tuple[ssl.SSLContext | None, ssl.S
         return None, None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CliError("give --tls-cert and --tls-key together")
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
-    # Peers are named by address and AE title; their certificates rarely carry the host name.
-    client.check_hostname = False
-    server: ssl.SSLContext | None = None
-    if args.tls_cert:
-        client.load_cert_chain(args.tls_cert, args.tls_key)
-        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=args.tls_ca)
-        server.load_cert_chain(args.tls_cert, args.tls_key)
-        if args.tls_ca:
-            server.verify_mode = ssl.CERT_REQUIRED
+    try:
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
+        # Peers are named by address and AE title; their certificates rarely carry the host name.
+        client.check_hostname = False
+        server: ssl.SSLContext | None = None
+        if args.tls_cert:
+            client.load_cert_chain(args.tls_cert, args.tls_key)
+            server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=args.tls_ca)
+            server.load_cert_chain(args.tls_cert, args.tls_key)
+            if args.tls_ca:
+                server.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(
+            f"cannot load the TLS files (--tls-cert {args.tls_cert}, --tls-key {args.tls_key}, "
+            f"--tls-ca {args.tls_ca}): {exc}; give PEM files that exist"
+        ) from exc
     return client, server
 
 
