@@ -4,6 +4,7 @@
   find      C-FIND, as a table, DICOM JSON or files (findscu)
   move      C-MOVE to us (or --dest), with progress (movescu)
   get       C-GET, with progress               (getscu)
+  retrieve  C-MOVE or C-GET, as peers.toml says for the peer
   store     C-STORE files and directories      (storescu)
   storescp  receive C-STOREs into a directory  (storescp)
   qrscp     serve a directory as a Q/R SCP     (dcmqrscp)
@@ -15,7 +16,9 @@ A peer is HOST PORT, or a name from ~/.config/aiodicom/peers.toml ($AIODICOM_PEE
   host = "pacs.example"
   port = 11112
   ae_title = "PACS"
-  method = "move"        # or "get": what 'aiodicom move/get' use by default
+  method = "move"        # or "get": how 'aiodicom retrieve mypacs ...' retrieves
+  our_ae_title = "AIOSCU"  # optional: our AE title (-aet) and, for C-MOVE, our port
+  our_port = 11113
 
 'aiodicom COMMAND --help' tells each command's options.
 """
@@ -30,7 +33,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Commands that need the extra "cli" (rich: tables and progress bars).
-_NEEDS_RICH = frozenset({"echo", "find", "move", "get", "store"})
+_NEEDS_RICH = frozenset({"echo", "find", "move", "get", "retrieve", "store"})
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -263,3 +263,39 @@ def test_tls_store_and_echo_to_aiodicom_storescp_and_dcmtk_storescp(
                     "--tls-ca", str(cert), *map(str, files[:2]))
     assert done.returncode == 0, done.stderr
     assert len(dcmtk.received_files()) == 2
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_retrieve_uses_the_method_of_peers_toml(
+    method: str, files: list[Path], dcmqrscp_factory: Callable[..., Any], tmp_path: Path,
+) -> None:
+    our_port = free_port()
+    server = dcmqrscp_factory(load_corpus=False,
+                              move_destinations=[("CLIAE", "127.0.0.1", our_port)])
+    server.load(files)
+    config = tmp_path / "peers.toml"
+    config.write_text(f'[pacs]\nhost = "{server.host}"\nport = {server.port}\n'
+                      f'ae_title = "{server.ae_title}"\nmethod = "{method}"\n'
+                      f'our_ae_title = "CLIAE"\nour_port = {our_port}\n')
+    done = aiodicom("retrieve", "pacs", "-k", f"PatientID={PATIENT}",
+                    "-o", str(tmp_path / "out"), env={"AIODICOM_PEERS": str(config)})
+    assert done.returncode == 0, done.stderr
+    assert f"C-{method.upper()} into" in done.stderr and "12 completed" in done.stderr
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 12
+
+
+def test_find_warning_exit_code_and_debug_traceback(
+    files: list[Path], dcmqrscp_factory: Callable[..., Any],
+) -> None:
+    server = dcmqrscp_factory(load_corpus=False)
+    server.load(files)
+    # dcmqrscp neither matches nor returns ModalitiesInStudy: a warning, exit code 1
+    done = aiodicom("find", *peer_args(server), "-k", f"PatientID={PATIENT}",
+                    "-k", "ModalitiesInStudy=MR")
+    assert done.returncode == 1, done.stderr
+    assert "warning: the peer ignored matching key(s) ModalitiesInStudy" in done.stderr
+    closed = ["echo", "127.0.0.1", str(free_port())]
+    assert "Traceback" in aiodicom(*closed, "-d").stderr
+    assert "Traceback" not in aiodicom(*closed).stderr
+    verbose = aiodicom("echo", *peer_args(server), "-v")
+    assert verbose.returncode == 0 and "INFO aiodicom.cli: AIODICOM -> QRSCP" in verbose.stderr

@@ -357,6 +357,10 @@ def client_for(
         args.aet or (peer.our_ae_title if peer and peer.our_ae_title else None)
         or str(getattr(args, "default_aet", "AIODICOM"))
     )
+    if peer is not None:
+        log.info("%s -> %s at %s:%d (timeouts connect %s s, ACSE %s s, DIMSE %s s%s)",
+                 ae_title, peer.ae_title, peer.host, peer.port, args.connect_timeout,
+                 args.acse_timeout, args.dimse_timeout, ", TLS" if client_tls else "")
     try:
         return Client(
             ae_title,

@@ -90,14 +90,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ext.add_argument("--timezone", action="store_true", help="propose timezone adjustment")
     find.set_defaults(run=_find)
 
-    for method, tool in (("move", "movescu"), ("get", "getscu")):
+    for method, tool in (("move", "movescu"), ("get", "getscu"), ("retrieve", "")):
+        how = {
+            "move": "by C-MOVE to our own storage SCP (or to --dest)",
+            "get": "by C-GET on the same association",
+            "retrieve": "by the method peers.toml names for the peer (method = \"move\" or "
+                        "\"get\"; C-GET when it names none), or --method",
+        }[method]
         retrieve = _parser(
             commands, method,
-            f"C-{method.upper()} with progress ({tool})",
-            f"Retrieve what the keys select by C-{method.upper()}"
-            + (" to our own storage SCP (or to --dest)" if method == "move" else
-               " on the same association") + ". When the keys are not just the unique key of "
-            "the level, a C-FIND at that level comes first and each match is retrieved."
+            f"C-{method.upper()} with progress ({tool})" if tool else
+            "C-MOVE or C-GET, as peers.toml says for the peer",
+            f"Retrieve what the keys select {how}. When the keys are not just the unique key "
+            "of the level, a C-FIND at that level comes first and each match is retrieved."
             "\n\nexample:\n"
             f"  aiodicom {method} mypacs -k PatientID=123 -k StudyDate=20240101- -o received/",
         )
@@ -106,7 +111,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         group = retrieve.add_argument_group(f"C-{method.upper()}")
         group.add_argument("-o", "--output", type=Path, metavar="DIR", default=Path("."),
                            help="where the instances are written (default: here)")
-        if method == "move":
+        if method == "retrieve":
+            group.add_argument("--method", choices=("move", "get"),
+                               help="override the peer's method from peers.toml")
+        if method in ("move", "retrieve"):
             group.add_argument("--dest", metavar="AET",
                                help="move to this AE instead of to us (nothing is written here)")
             group.add_argument("--our-port", dest="listen_port", type=int, default=None,
@@ -116,7 +124,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             group.add_argument("--listen-host", default="127.0.0.1",
                                help="our storage SCP's address (default 127.0.0.1, as the "
                                     "library's; 0.0.0.0 for a PACS on another machine)")
-        retrieve.set_defaults(run=_move if method == "move" else _get)
+        retrieve.set_defaults(run={"move": _move, "get": _get, "retrieve": _by_peer}[method])
 
     store = _parser(commands, "store", "C-STORE files and directories (storescu)",
                     "Send DICOM files (directories are walked) with a progress bar; files "
@@ -173,13 +181,13 @@ async def _find(args: argparse.Namespace) -> int:
     if args.json:
         json.dump([m.to_json_dict() for m in matches], sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
-    elif args.output is None and not args.quiet:
+    elif args.output is None:  # the table is the data: printed with -q too
         from aiodicom.cli.output import print_table
 
         print_table(matches, _columns(list(query.keys)),
                     title=f"{query.level.value if query.level else 'WORKLIST'} "
                           f"({len(matches)} matches)")
-    for warning in result.warnings:
+    for warning in result.warnings if not args.quiet else ():
         print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet and not args.json:
         print(f"{len(matches)} matches; {status_text}"
@@ -250,6 +258,11 @@ async def _move(args: argparse.Namespace) -> int:
 
 async def _get(args: argparse.Namespace) -> int:
     return await _retrieve(args, "get")
+
+
+async def _by_peer(args: argparse.Namespace) -> int:
+    method = args.method or resolve_peer(args).method or "get"
+    return await _retrieve(args, method)
 
 
 async def _retrieve(args: argparse.Namespace, method: str) -> int:
