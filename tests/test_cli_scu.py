@@ -299,3 +299,41 @@ def test_find_warning_exit_code_and_debug_traceback(
     assert "Traceback" not in aiodicom(*closed).stderr
     verbose = aiodicom("echo", *peer_args(server), "-v")
     assert verbose.returncode == 0 and "INFO aiodicom.cli: AIODICOM -> QRSCP" in verbose.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_client_command_stops_on_a_signal_with_c_cancel(
+    sig: str, pynetdicom_find_scp_factory: Callable[..., Any],
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from peers.aiodicom_cli import ROOT, cli_env
+
+    records = []
+    for n in range(40):
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.PatientID = "P1"
+        ds.StudyInstanceUID = f"1.2.3.{n}"
+        records.append(ds)
+    scp = pynetdicom_find_scp_factory(records, delay=0.25)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aiodicom", "find", "127.0.0.1", str(scp.port), "-aec",
+         scp.ae_title, "-k", "PatientID=P1", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env(),
+    )
+    deadline = time.monotonic() + 30
+    while not scp.pendings_sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(getattr(signal, sig))
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "aiodicom find: interrupted (what was running was cancelled)"
+    deadline = time.monotonic() + 10
+    while not scp.cancels and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scp.cancels  # leaving the find sent C-CANCEL

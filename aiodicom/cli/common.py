@@ -178,7 +178,11 @@ def run_command(
             tasks.start_soon(body)
         if interrupted:
             # A server's normal end is Ctrl-C or SIGTERM; a client's is being interrupted.
-            return EXIT_OK if getattr(args, "stops_by_signal", False) else EXIT_INTERRUPTED
+            if getattr(args, "stops_by_signal", False):
+                return EXIT_OK
+            print(f"aiodicom {args.command}: interrupted (what was running was cancelled)",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
         return result
 
     try:
