@@ -102,3 +102,20 @@ def test_without_rich_the_cli_names_the_extra_and_demo_still_parses() -> None:
         capture_output=True, text=True, cwd=ROOT, env=cli_env(), timeout=60, check=False,
     )
     assert demo.returncode == 0 and "--our-port" in demo.stdout
+
+
+def test_worklist_query_with_a_sequence_path() -> None:
+    from aiodicom.__main__ import _parser
+    from aiodicom.cli.keys import build_query
+
+    args = _parser().parse_args([
+        "find", "h", "1", "-W", "-k", "PatientID=P1",
+        "-k", "ScheduledProcedureStepSequence[0].Modality=CT",
+        "-k", "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20240101",
+    ])
+    query = build_query(args)
+    assert query.level is None and query.model.value == "Modality Worklist"
+    step = query.keys["ScheduledProcedureStepSequence"]
+    assert step["Modality"] == "CT"  # type: ignore[index]
+    with pytest.raises(Exception, match="no level"):
+        build_query(_parser().parse_args(["find", "h", "1", "-W", "-L", "STUDY"]))
