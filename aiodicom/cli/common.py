@@ -98,7 +98,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-d", "--debug", action="store_true",
                        help="log everything (DEBUG) and show tracebacks")
     group.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress bars and no summary; errors only")
+                       help="no progress bar, summary or warnings: the data (table, JSON) "
+                            "and errors only")
 
 
 def setup_logging(args: argparse.Namespace) -> None:
