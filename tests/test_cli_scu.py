@@ -337,3 +337,14 @@ def test_a_client_command_stops_on_a_signal_with_c_cancel(
     while not scp.cancels and time.monotonic() < deadline:
         time.sleep(0.05)
     assert scp.cancels  # leaving the find sent C-CANCEL
+
+
+def test_store_reports_a_file_that_is_not_dicom(files: list[Path], tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not DICOM")
+    with storescp(tmp_path / "in", tmp_path, ae_title="OURS") as ours:
+        done = aiodicom("store", ours.host, str(ours.port), "-aec", "OURS", str(text),
+                        str(files[0]))
+    assert done.returncode == 3, done.stderr
+    assert "1 stored, 1 failed" in done.stderr and f"failed: {text}" in done.stderr
+    assert len(list((tmp_path / "in").rglob("*.dcm"))) == 1

@@ -388,7 +388,8 @@ async def _store(args: argparse.Namespace) -> int:
                     elif category is StatusCategory.WARNING:
                         warned += 1
                     else:
-                        failed.append(f"{outcome.source}: {outcome.status_text}")
+                        comment = f" ({outcome.error_comment})" if outcome.error_comment else ""
+                        failed.append(f"{outcome.source}: {outcome.status_text}{comment}")
                     bar.update(advance=1, add_bytes=outcome.bytes_sent, failed=len(failed),
                                warning=warned)
     if not args.quiet:
