@@ -119,6 +119,22 @@ def test_find_series_by_keys_above_the_level_and_cancel(pacs: tuple[Any, int]) -
     assert len(json.loads(cancelled.stdout)) == 1
 
 
+
+@both
+def test_get_by_the_unique_keys_of_a_series(pacs: tuple[Any, int], tmp_path: Path) -> None:
+    server, _ = pacs
+    found = aiodicom("find", *peer_args(server), "-L", "SERIES", "-k", f"PatientID={PATIENT}",
+                     "-k", "Modality=CT", "--json")
+    (series,) = [Dataset.from_json(item) for item in json.loads(found.stdout)]
+    got = aiodicom("get", *peer_args(server), "-L", "SERIES",
+                   "-k", f"StudyInstanceUID={series.StudyInstanceUID}",
+                   "-k", f"SeriesInstanceUID={series.SeriesInstanceUID}",
+                   "-o", str(tmp_path / "got"))
+    assert got.returncode == 0, got.stderr
+    assert "3 completed, 0 failed, 0 warning" in got.stderr
+    assert len(list((tmp_path / "got").rglob("*.dcm"))) == 3
+
+
 @both
 def test_move_and_get_write_the_instances(pacs: tuple[Any, int], tmp_path: Path) -> None:
     server, our_port = pacs
