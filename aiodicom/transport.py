@@ -367,8 +367,10 @@ class Listener:
                             stream, server_side=True, ssl_context=self._ssl_context,
                             standard_compatible=False,
                         )
-                except (OSError, ssl.SSLError, anyio.BrokenResourceError):
-                    # TimeoutError is an OSError: a silent peer lands here too.
+                except (OSError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream):
+                    # TimeoutError is an OSError: a silent peer lands here too. EndOfStream: a
+                    # peer that closed before the handshake (a port probe) must not take the
+                    # listener, and the client or server running it, down with it.
                     await stream.aclose()
                     return
                 connection = StreamConnection(tls)

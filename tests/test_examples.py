@@ -1,4 +1,6 @@
-"""The README's code blocks and examples/ run as written against real peers.
+"""The README's code blocks and examples/ run as written against real peers, and against the
+embedded Q/R SCP started as a user would start it: ``python -m aiodicom qrscp PORT DIR
+--synthetic --move-dest AIOSCU=127.0.0.1:PORT`` in a subprocess.
 
 Only the site-specific values change: the PACS address and AE title, the Patient ID, and the
 port of our embedded Storage SCP.
@@ -9,19 +11,46 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from peers import free_port
+from peers.aiodicom_cli import CliServer, qrscp
 from peers.corpus import Corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 PATIENT = "AIO0001"  # two studies in January 2024, series "AX CT", "AX T1" and "SAG T2"
+
+
+EmbeddedFactory = Callable[..., CliServer]
+
+
+@pytest.fixture
+def embedded_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedFactory]:
+    """``embedded_factory(files=None, our_port=None)``: ``python -m aiodicom qrscp`` in a
+    subprocess, on a new directory holding copies of ``files`` (of one tree), or filled by
+    ``--synthetic`` when none are given; AIOSCU at ``our_port`` is its move destination."""
+    started: list[CliServer] = []
+
+    def start(files: list[Path] | None = None, our_port: int | None = None) -> CliServer:
+        directory = tmp_path_factory.mktemp("embedded") / "archive"
+        if files:
+            root = Path(os.path.commonpath([str(f) for f in files]))
+            shutil.copytree(root, directory, ignore=shutil.ignore_patterns(".*"))
+        destinations = [("AIOSCU", "127.0.0.1", our_port)] if our_port else []
+        server = qrscp(directory, directory.parent, move_destinations=destinations).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        assert server.stop() == 0, server.log_text()
 
 
 def readme_programs() -> list[str]:
@@ -58,17 +87,21 @@ def test_readme_has_the_programs_this_file_runs() -> None:
     assert "retrieve_series" in programs[0]
 
 
-@pytest.mark.parametrize("peer_kind", ["orthanc", "dcmqrscp"])
+@pytest.mark.parametrize("peer_kind", ["orthanc", "dcmqrscp", "embedded"])
 def test_readme_programs_run(
     peer_kind: str,
     orthanc_factory: Callable[..., object],
     dcmqrscp_factory: Callable[..., object],
+    embedded_factory: EmbeddedFactory,
     corpus: Corpus,
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("SimpleITK")
     our_port = free_port()
-    if peer_kind == "orthanc":
+    if peer_kind == "embedded":
+        pacs: Any = embedded_factory(corpus.files, our_port)
+        ae_title = "AIOQR"
+    elif peer_kind == "orthanc":
         pacs = orthanc_factory(modalities={"AIOSCU": ("AIOSCU", "127.0.0.1", our_port)})
         ae_title = "ORTHANC"
     else:
@@ -94,6 +127,31 @@ def test_echo_example(dcmqrscp: object, tmp_path: Path) -> None:
         tmp_path,
     )
     assert "success" in out
+
+
+@pytest.mark.interop
+def test_echo_example_embedded(embedded_factory: EmbeddedFactory, tmp_path: Path) -> None:
+    server = embedded_factory()
+    out = run([sys.executable, str(ROOT / "examples" / "echo.py"), server.host,
+               str(server.port), server.ae_title], tmp_path)
+    assert "success" in out
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("method", ["get", "move"])
+def test_find_and_retrieve_example_embedded(
+    method: str, embedded_factory: EmbeddedFactory, tmp_path: Path
+) -> None:
+    pytest.importorskip("SimpleITK")
+    our_port = free_port()
+    server = embedded_factory(None, our_port)  # --synthetic: 64 x 64 pixels, 12 slices
+    out = run(
+        [sys.executable, str(ROOT / "examples" / "find_and_retrieve.py"), server.host,
+         str(server.port), server.ae_title, "AIO-0001", "20240301-20240331", "AX*",
+         "--method", method, "--our-port", str(our_port)],
+        tmp_path,
+    )
+    assert "12 instances" in out and out.count("SimpleITK image") == 1
 
 
 @pytest.mark.parametrize("method", ["get", "move"])
@@ -133,9 +191,13 @@ def synthetic_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def synthetic_pacs(
     kind: str, files: list[Path], our_port: int | None,
     dcmqrscp_factory: Callable[..., Any], orthanc_factory: Callable[..., Any],
+    embedded_factory: EmbeddedFactory | None = None,
 ) -> str:
     """A PACS holding the synthetic studies, knowing AIOSCU at ``our_port``: its HOST:PORT:AE."""
     destinations = [("AIOSCU", "127.0.0.1", our_port)] if our_port else []
+    if kind == "embedded":
+        assert embedded_factory is not None
+        return embedded_factory(files, our_port).address
     if kind == "dcmqrscp":
         server = dcmqrscp_factory(load_corpus=False, move_destinations=destinations)
         server.load(files)
@@ -151,14 +213,17 @@ def example(name: str, *args: str, cwd: Path) -> str:
     return run([sys.executable, str(ROOT / "examples" / name), *args], cwd)
 
 
-@pytest.mark.parametrize(("kind", "method"), [("dcmqrscp", "move"), ("orthanc", "get")])
+@pytest.mark.parametrize(("kind", "method"), [
+    ("dcmqrscp", "move"), ("orthanc", "get"), ("embedded", "move"), ("embedded", "get"),
+])
 def test_retrieve_series_example(
     kind: str, method: str, synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
-    orthanc_factory: Callable[..., Any], tmp_path: Path,
+    orthanc_factory: Callable[..., Any], embedded_factory: EmbeddedFactory, tmp_path: Path,
 ) -> None:
     pytest.importorskip("SimpleITK")
     our_port = free_port()
-    pacs = synthetic_pacs(kind, synthetic_files, our_port, dcmqrscp_factory, orthanc_factory)
+    pacs = synthetic_pacs(kind, synthetic_files, our_port, dcmqrscp_factory, orthanc_factory,
+                          embedded_factory)
     out = example(
         "retrieve_series.py", SYNTHETIC_PATIENT, "20240312", "AX*", "--method", method,
         "--pacs", pacs, "--our-port", str(our_port), cwd=tmp_path,
@@ -168,23 +233,27 @@ def test_retrieve_series_example(
         assert "'SAG T2': rejected" in out and "'COR T1': rejected" in out
 
 
+@pytest.mark.parametrize("kind", ["dcmqrscp", "embedded"])
 def test_find_levels_example(
-    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
-    orthanc_factory: Callable[..., Any], tmp_path: Path,
+    kind: str, synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any], embedded_factory: EmbeddedFactory, tmp_path: Path,
 ) -> None:
-    pacs = synthetic_pacs("dcmqrscp", synthetic_files, None, dcmqrscp_factory, orthanc_factory)
+    pacs = synthetic_pacs(kind, synthetic_files, None, dcmqrscp_factory, orthanc_factory,
+                          embedded_factory)
     out = example("find_levels.py", SYNTHETIC_PATIENT, "--pacs", pacs, cwd=tmp_path)
     tables = dict(re.findall(r"\n(PATIENT|STUDY|SERIES|IMAGE)\n[^\n]*\n((?:.+\n?)*)", out))
     counts = {level: len(rows.strip().splitlines()) for level, rows in tables.items()}
     assert counts == {"PATIENT": 1, "STUDY": 2, "SERIES": 4, "IMAGE": 4 * 8}
 
 
+@pytest.mark.parametrize("kind", ["orthanc", "embedded"])
 def test_move_and_get_example(
-    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
-    orthanc_factory: Callable[..., Any], tmp_path: Path,
+    kind: str, synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any], embedded_factory: EmbeddedFactory, tmp_path: Path,
 ) -> None:
     our_port = free_port()
-    pacs = synthetic_pacs("orthanc", synthetic_files, our_port, dcmqrscp_factory, orthanc_factory)
+    pacs = synthetic_pacs(kind, synthetic_files, our_port, dcmqrscp_factory, orthanc_factory,
+                          embedded_factory)
     out = example(
         "move_and_get.py", SYNTHETIC_PATIENT, "--pacs", pacs, "--our-port", str(our_port),
         "--out", str(tmp_path / "received"), cwd=tmp_path,
@@ -197,25 +266,35 @@ def test_move_and_get_example(
     assert len(list((tmp_path / "received").rglob("*.dcm"))) == 32
 
 
+@pytest.mark.parametrize(("first_kind", "second_kind"), [
+    ("dcmqrscp", "orthanc"), ("dcmqrscp", "embedded"),
+])
 def test_two_pacs_example(
-    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
-    orthanc_factory: Callable[..., Any], tmp_path: Path,
+    first_kind: str, second_kind: str, synthetic_files: list[Path],
+    dcmqrscp_factory: Callable[..., Any], orthanc_factory: Callable[..., Any],
+    embedded_factory: EmbeddedFactory, tmp_path: Path,
 ) -> None:
-    first = synthetic_pacs("dcmqrscp", synthetic_files, None, dcmqrscp_factory, orthanc_factory)
-    second = synthetic_pacs("orthanc", synthetic_files, None, dcmqrscp_factory, orthanc_factory)
+    first = synthetic_pacs(first_kind, synthetic_files, None, dcmqrscp_factory, orthanc_factory,
+                           embedded_factory)
+    second = synthetic_pacs(second_kind, synthetic_files, None, dcmqrscp_factory,
+                            orthanc_factory, embedded_factory)
     out = example("two_pacs.py", SYNTHETIC_PATIENT, first, second, cwd=tmp_path)
-    assert "QRSCP: 2 studies" in out and "ORTHANC: 2 studies" in out
+    second_ae = second.rsplit(":", 1)[1]
+    assert "QRSCP: 2 studies" in out and f"{second_ae}: 2 studies" in out
     assert out.count("20240312") == 2
 
 
+@pytest.mark.parametrize("kind", ["orthanc", "embedded"])
 async def test_web_studies_example_streams_dicom_json(
-    synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
-    orthanc_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
+    kind: str, synthetic_files: list[Path], dcmqrscp_factory: Callable[..., Any],
+    orthanc_factory: Callable[..., Any], embedded_factory: EmbeddedFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("starlette")
     import importlib.util
 
-    pacs = synthetic_pacs("orthanc", synthetic_files, None, dcmqrscp_factory, orthanc_factory)
+    pacs = synthetic_pacs(kind, synthetic_files, None, dcmqrscp_factory, orthanc_factory,
+                          embedded_factory)
     monkeypatch.setenv("PACS", pacs)
     spec = importlib.util.spec_from_file_location("web_studies", ROOT / "examples/web_studies.py")
     assert spec is not None and spec.loader is not None

@@ -1,0 +1,402 @@
+"""``aiodicom echo``, ``find``, ``move``, ``get`` and ``store``: the service user commands, each
+a few calls of the public :class:`~aiodicom.Client` API."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from aiodicom.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_WARNING,
+    CliError,
+    add_network_options,
+    client_for,
+    resolve_peer,
+)
+from aiodicom.cli.keys import add_query_options, build_query
+from aiodicom.client import Client
+from aiodicom.errors import QueryError
+from aiodicom.model import Level, QueryModel
+from aiodicom.query import Query
+from aiodicom.services.find import (
+    Find,
+    FindOptions,
+    FindResult,
+    HierarchicalFind,
+    HierarchyResult,
+)
+from aiodicom.services.retrieve import (
+    InstanceArrived,
+    Progress,
+    RetrieveError,
+    RetrieveResult,
+)
+from aiodicom.sinks import DirectorySink, MemorySink
+from aiodicom.status import StatusCategory, status_category
+
+__all__ = ["add_commands"]
+
+_UNIQUE = {Level.PATIENT: "PatientID", Level.STUDY: "StudyInstanceUID",
+           Level.SERIES: "SeriesInstanceUID", Level.IMAGE: "SOPInstanceUID"}
+
+
+def _parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+            summary: str, description: str) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name, help=summary, description=description, epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    echo = _parser(commands, "echo", "C-ECHO a peer (echoscu)",
+                   "Open an association, send a C-ECHO, release; prints the round trip.")
+    add_network_options(echo)
+    echo.set_defaults(run=_echo)
+
+    find = _parser(commands, "find", "C-FIND: matches as a table, DICOM JSON or files (findscu)",
+                   "Ask a peer what it holds. Keys as DCMTK's findscu: -k PatientID=123 matches,"
+                   " -k StudyDescription asks for a key.\n\nexamples:\n"
+                   "  aiodicom find 127.0.0.1 11112 -aec PACS -k PatientID=123 -k StudyDate\n"
+                   "  aiodicom find mypacs -L SERIES -k StudyInstanceUID=1.2.3 --json")
+    add_network_options(find)
+    add_query_options(find)
+    out = find.add_argument_group("find output (default: a table)")
+    shape = out.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true",
+                       help="print the matches as a DICOM JSON array (PS3.18 F.2)")
+    shape.add_argument("-o", "--output", type=Path, metavar="DIR",
+                       help="write each match as a DICOM file DIR/rsp0001.dcm, ...")
+    out.add_argument("--cancel-after", type=int, metavar="N",
+                     help="send C-CANCEL after N matches")
+    ext = find.add_argument_group("extended negotiation")
+    ext.add_argument("--relational", action="store_true", help="propose relational queries")
+    ext.add_argument("--fuzzy", action="store_true",
+                     help="propose fuzzy semantic matching of person names")
+    ext.add_argument("--datetime", action="store_true",
+                     help="propose combined date and time range matching")
+    ext.add_argument("--timezone", action="store_true", help="propose timezone adjustment")
+    find.set_defaults(run=_find)
+
+    for method, tool in (("move", "movescu"), ("get", "getscu"), ("retrieve", "")):
+        how = {
+            "move": "by C-MOVE to our own storage SCP (or to --dest)",
+            "get": "by C-GET on the same association",
+            "retrieve": "by the method peers.toml names for the peer (method = \"move\" or "
+                        "\"get\"; C-GET when it names none), or --method",
+        }[method]
+        retrieve = _parser(
+            commands, method,
+            f"C-{method.upper()} with progress ({tool})" if tool else
+            "C-MOVE or C-GET, as peers.toml says for the peer",
+            f"Retrieve what the keys select {how}. When the keys are not just the unique key "
+            "of the level, a C-FIND at that level comes first and each match is retrieved."
+            "\n\nexample:\n"
+            f"  aiodicom {method} mypacs -k PatientID=123 -k StudyDate=20240101- -o received/",
+        )
+        add_network_options(retrieve)
+        add_query_options(retrieve, worklist=False)
+        group = retrieve.add_argument_group(f"C-{method.upper()}")
+        group.add_argument("-o", "--output", type=Path, metavar="DIR", default=Path("."),
+                           help="where the instances are written (default: here)")
+        if method == "retrieve":
+            group.add_argument("--method", choices=("move", "get"),
+                               help="override the peer's method from peers.toml")
+        if method in ("move", "retrieve"):
+            group.add_argument("--dest", metavar="AET",
+                               help="move to this AE instead of to us (nothing is written here)")
+            group.add_argument("--our-port", dest="listen_port", type=int, default=None,
+                               metavar="PORT",
+                               help="our storage SCP's port (the peer must know our AE title "
+                                    "at this port; default: peers.toml's our_port, else 11113)")
+            group.add_argument("--listen-host", default="127.0.0.1",
+                               help="our storage SCP's address (default 127.0.0.1, as the "
+                                    "library's; 0.0.0.0 for a PACS on another machine)")
+        retrieve.set_defaults(run={"move": _move, "get": _get, "retrieve": _by_peer}[method])
+
+    store = _parser(commands, "store", "C-STORE files and directories (storescu)",
+                    "Send DICOM files (directories are walked) with a progress bar; files "
+                    "that are not DICOM are reported and skipped.")
+    # One positional list: argparse cannot tell an optional PORT from the first file.
+    store.add_argument("targets", metavar="HOST|NAME [PORT] FILE_OR_DIR", nargs="+",
+                       help="the peer (host and port, or a name from peers.toml), then the "
+                            "files and directories to send")
+    add_network_options(store, positional=False)
+    store.set_defaults(run=_store)
+
+
+# -- echo ------------------------------------------------------------------------------------
+
+
+async def _echo(args: argparse.Namespace) -> int:
+    peer = resolve_peer(args)
+    started = time.perf_counter()
+    async with client_for(args, peer) as client:
+        await client.echo()
+    if not args.quiet:
+        print(f"C-ECHO {peer.ae_title} at {peer.host}:{peer.port}: success "
+              f"({(time.perf_counter() - started) * 1000:.1f} ms)")
+    return EXIT_OK
+
+
+# -- find ------------------------------------------------------------------------------------
+
+
+def _columns(query_keys: list[str]) -> list[str]:
+    return [k for k in query_keys if k not in ("QueryRetrieveLevel", "SpecificCharacterSet")]
+
+
+async def _find(args: argparse.Namespace) -> int:
+    peer = resolve_peer(args)
+    query = build_query(args)
+    options = FindOptions(relational=args.relational, datetime_matching=args.datetime,
+                          fuzzy_names=args.fuzzy, timezone_adjustment=args.timezone)
+    if args.cancel_after is not None and args.cancel_after < 1:
+        raise CliError("--cancel-after takes a number of matches, 1 or more")
+    matches: list[Dataset] = []
+    async with client_for(args, peer) as client:
+        find = _match_stream(client, query, options)
+        async with find:
+            async for match in find:
+                matches.append(match)
+                if args.output is not None:
+                    _write_response(args.output, len(matches), match, query)
+                if args.cancel_after is not None and len(matches) >= args.cancel_after:
+                    break  # leaving 'async with' sends C-CANCEL
+        result = find.result
+    assert result is not None
+    category, status_text = _outcome(result)
+    if args.json:
+        json.dump([m.to_json_dict() for m in matches], sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    elif args.output is None:  # the table is the data: printed with -q too
+        from aiodicom.cli.output import print_table
+
+        print_table(matches, _columns(list(query.keys)),
+                    title=f"{query.level.value if query.level else 'WORKLIST'} "
+                          f"({len(matches)} matches)")
+    for warning in result.warnings if not args.quiet else ():
+        print(f"warning: {warning}", file=sys.stderr)
+    if not args.quiet and not args.json:
+        print(f"{len(matches)} matches; {status_text}"
+              + (" (cancelled)" if result.cancelled else ""), file=sys.stderr)
+    if category is StatusCategory.FAILURE:
+        return EXIT_FAILURE
+    return EXIT_WARNING if result.warnings or category is StatusCategory.WARNING else EXIT_OK
+
+
+def _write_response(directory: Path, number: int, match: Dataset, query: Query) -> None:
+    """``DIR/rsp0001.dcm``: the match as a Part 10 file, as findscu -X writes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = copy.copy(match)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(query.sop_class_uid("find"))
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out.file_meta = meta
+    out.save_as(directory / f"rsp{number:04d}.dcm", enforce_file_format=True)
+
+
+def _match_stream(
+    client: Client, query: Query, options: FindOptions | None = None
+) -> Find | HierarchicalFind:
+    """The C-FIND of ``query``; a SERIES or IMAGE query with keys of the levels above, which a
+    hierarchical C-FIND cannot carry, walks the levels instead (``client.find_series`` /
+    ``find_images``: a query per level on one association), unless relational queries were
+    asked for."""
+    options = options or FindOptions()
+    if query.level in (Level.SERIES, Level.IMAGE) and not options.relational \
+            and query.model is not QueryModel.PATIENT_STUDY_ONLY:
+        try:
+            query.validate()
+        except QueryError:
+            walk = client.find_series if query.level is Level.SERIES else client.find_images
+            keys: dict[str, Any] = dict(query.keys)
+            return walk(model=query.model, character_set=query.character_set, **keys)
+    return client.find(query, options=options)
+
+
+def _outcome(result: FindResult | HierarchyResult) -> tuple[StatusCategory, str]:
+    """The worst status category of a find (of each of a walk's C-FINDs) and its text."""
+    results = result.results if isinstance(result, HierarchyResult) else [result]
+    worst = max(results, key=lambda r: _SEVERITY[status_category(r.status)])
+    return status_category(worst.status), worst.status_text
+
+
+_SEVERITY = {StatusCategory.SUCCESS: 0, StatusCategory.PENDING: 0, StatusCategory.CANCEL: 1,
+             StatusCategory.WARNING: 2, StatusCategory.FAILURE: 3}
+
+
+# -- move and get ----------------------------------------------------------------------------
+
+
+def _retrieve_direct(query_keys: dict[str, object], level: Level | None) -> bool:
+    """Whether the keys say exactly what to retrieve (the unique keys down to the level, no
+    other matching key), so that no C-FIND is needed first."""
+    if level is None:
+        return False
+    unique = set(_UNIQUE.values())
+    matching = {k for k, v in query_keys.items() if v not in (None, "")}
+    return _UNIQUE[level] in matching and matching <= unique
+
+
+async def _move(args: argparse.Namespace) -> int:
+    return await _retrieve(args, "move")
+
+
+async def _get(args: argparse.Namespace) -> int:
+    return await _retrieve(args, "get")
+
+
+async def _by_peer(args: argparse.Namespace) -> int:
+    method = args.method or resolve_peer(args).method or "get"
+    return await _retrieve(args, method)
+
+
+async def _retrieve(args: argparse.Namespace, method: str) -> int:
+    from aiodicom.cli.output import Bar
+
+    peer = resolve_peer(args)
+    query = build_query(args)
+    destination = getattr(args, "dest", None)
+    kwargs: dict[str, Any] = {}
+    if method == "move" and destination is None:
+        kwargs["listen_port"] = args.listen_port or peer.our_port or 11113
+        kwargs["listen_host"] = args.listen_host
+    results: list[RetrieveResult] = []
+    failures: list[str] = []
+    async with client_for(args, peer, **kwargs) as client:
+        if _retrieve_direct(dict(query.keys), query.level):
+            targets: list[Any] = [query]
+        else:
+            targets = await _match_stream(client, query).all()
+            if not targets:
+                if not args.quiet:
+                    print("nothing matched the keys: nothing to retrieve", file=sys.stderr)
+                return EXIT_OK
+        sink = None if destination else DirectorySink(args.output)  # C-MOVE elsewhere: none
+        with Bar(args, f"C-{method.upper()}", None) as bar:
+            done = 0
+            for target in targets:
+                retrieval = (
+                    client.move(target, destination, sink=sink) if method == "move"
+                    # (an empty DirectorySink is falsy: it has a length)
+                    else client.get(target, sink=sink if sink is not None else MemorySink())
+                )
+                base = done
+                try:
+                    async with retrieval:
+                        async for event in retrieval:
+                            if isinstance(event, InstanceArrived):
+                                bar.update(add_bytes=memoryview(event.instance.data).nbytes)
+                            elif isinstance(event, Progress):
+                                _progress(bar, event, base)
+                    result = retrieval.result
+                except RetrieveError as exc:
+                    result = exc.result
+                    failures.append(str(exc))
+                assert result is not None
+                counts = result.sub_operations
+                done = base + (counts.completed or len(result.completed))
+                bar.update(completed=done)
+                results.append(result)
+    return _retrieve_summary(args, method, results, failures, bar, destination)
+
+
+def _progress(bar: Any, event: Progress, base: int) -> None:
+    known = [n for n in (event.remaining, event.completed, event.failed, event.warning)
+             if n is not None]
+    total = base + sum(known) if event.remaining is not None else None
+    bar.update(completed=base + (event.completed or 0) + (event.warning or 0), total=total,
+               failed=event.failed or 0, warning=event.warning or 0)
+
+
+def _retrieve_summary(
+    args: argparse.Namespace, method: str, results: list[RetrieveResult], failures: list[str],
+    bar: Any, destination: str | None,
+) -> int:
+    completed = sum(r.sub_operations.completed or len(r.completed) for r in results)
+    failed_uids = [uid for r in results for uid in r.failed]
+    warning_uids = [uid for r in results for uid in r.warning]
+    failed = max(len(failed_uids), sum(r.sub_operations.failed or 0 for r in results))
+    warning = max(len(warning_uids), sum(r.sub_operations.warning or 0 for r in results))
+    if not args.quiet:
+        where = f"to {destination}" if destination else f"into {args.output}"
+        print(f"C-{method.upper()} {where}: {completed} completed, {failed} failed, "
+              f"{warning} warning; {bar.summary_bytes()}", file=sys.stderr)
+        for uid in failed_uids:
+            print(f"failed: {uid}", file=sys.stderr)
+    for text in failures:
+        print(f"aiodicom {method}: {text}", file=sys.stderr)
+    if failures or failed or any(not r.ok for r in results):
+        return EXIT_FAILURE
+    return EXIT_WARNING if warning else EXIT_OK
+
+
+# -- store -----------------------------------------------------------------------------------
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file()
+                            and not p.name.startswith("."))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CliError(f"{path}: no such file or directory")
+    return files
+
+
+async def _store(args: argparse.Namespace) -> int:
+    from aiodicom.cli.output import Bar
+
+    targets = list(args.targets)
+    args.peer = targets.pop(0)
+    args.port = targets.pop(0) if targets and targets[0].isdigit() else None
+    peer = resolve_peer(args)
+    if not targets:
+        raise CliError("name the files or directories to send after the peer")
+    files = _files([Path(t) for t in targets])
+    if not files:
+        raise CliError("no files to send in " + ", ".join(targets))
+    ok = warned = 0
+    failed: list[str] = []
+    async with client_for(args, peer) as client:
+        with Bar(args, "C-STORE", len(files)) as bar:
+            for file in files:
+                # One file per call so that the bar moves; the pool keeps the association for
+                # the next file when it needs the same presentation contexts.
+                result = await client.store([file])
+                for outcome in result.outcomes:
+                    category = status_category(outcome.status)
+                    if category is StatusCategory.SUCCESS:
+                        ok += 1
+                    elif category is StatusCategory.WARNING:
+                        warned += 1
+                    else:
+                        comment = f" ({outcome.error_comment})" if outcome.error_comment else ""
+                        failed.append(f"{outcome.source}: {outcome.status_text}{comment}")
+                    bar.update(advance=1, add_bytes=outcome.bytes_sent, failed=len(failed),
+                               warning=warned)
+    if not args.quiet:
+        print(f"C-STORE to {peer.ae_title}: {ok} stored, {len(failed)} failed, {warned} warning;"
+              f" {bar.summary_bytes()}", file=sys.stderr)
+        for text in failed:
+            print(f"failed: {text}", file=sys.stderr)
+    if failed:
+        return EXIT_FAILURE
+    return EXIT_WARNING if warned else EXIT_OK

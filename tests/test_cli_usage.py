@@ -1,0 +1,121 @@
+"""The command line without a peer: help of every subcommand, usage errors as one line with
+exit code 2, ``-k`` parsing, and the message when the extra ``cli`` is missing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from peers.aiodicom_cli import ROOT, aiodicom, cli_env
+from pydicom import Dataset
+
+from aiodicom.cli.keys import parse_key
+
+HELP = {
+    "echo": ["HOST|NAME", "PORT", "-aet", "-aec", "--connect-timeout", "--acse-timeout",
+             "--dimse-timeout", "--max-pdu", "--tls-cert", "--tls-key", "--tls-ca", "-v", "-d",
+             "-q", "exit codes"],
+    "find": ["-P", "-S", "-O", "-W", "-L", "-k", "-f", "--json", "--output", "--cancel-after",
+             "--relational", "--fuzzy", "--datetime", "--timezone", "exit codes"],
+    "move": ["-k", "-L", "--dest", "--our-port", "--output", "exit codes"],
+    "get": ["-k", "-L", "--output", "exit codes"],
+    "store": ["FILE_OR_DIR", "-aec", "--tls-ca", "exit codes"],
+    "storescp": ["--output", "--listen-host"],
+    "qrscp": ["--move-dest", "--synthetic"],
+    "demo": ["--host", "--our-port"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(HELP))
+def test_help_of_each_subcommand_is_complete(command: str) -> None:
+    done = aiodicom(command, "--help")
+    assert done.returncode == 0, done.stderr
+    for option in HELP[command]:
+        assert option in done.stdout, option
+
+
+def test_top_level_help_lists_commands_and_exit_codes() -> None:
+    done = aiodicom("--help")
+    assert done.returncode == 0
+    for text in ("echo", "find", "move", "get", "store", "storescp", "qrscp", "demo",
+                 "peers.toml", "4    association refused", "5    network error"):
+        assert text in done.stdout
+
+
+def test_sequence_paths_and_tags() -> None:
+    ds = Dataset()
+    parse_key(ds, "ReferencedStudySequence[0].ReferencedSOPInstanceUID=1.2.3")
+    parse_key(ds, "0010,0020=ID1")
+    parse_key(ds, "StudyDate")
+    parse_key(ds, "ScheduledProcedureStepSequence")
+    assert ds.ReferencedStudySequence[0].ReferencedSOPInstanceUID == "1.2.3"
+    assert ds.PatientID == "ID1" and ds.StudyDate in ("", None)
+    assert len(ds.ScheduledProcedureStepSequence) == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["find", "127.0.0.1", "104", "-k", "PatientIdd=1"], "no such DICOM keyword"),
+    (["find", "127.0.0.1", "104", "-k", "PatientID.Foo=1"], "is not a sequence"),
+    (["find", "127.0.0.1", "104", "-f", "/nonexistent.json"], "cannot read the query file"),
+    (["echo", "127.0.0.1", "notaport"], "is not a number"),
+    (["echo", "nosuchpeer"], "not a peer named"),
+    (["echo", "127.0.0.1", "104", "--tls-ca", "/nonexistent.pem"], "cannot load the TLS files"),
+    (["echo", "127.0.0.1", "104", "--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
+])
+def test_usage_errors_are_one_line_with_code_2(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    done = aiodicom(*args, env={"AIODICOM_PEERS": str(tmp_path / "none.toml")})
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_query_file_dicom_json(tmp_path: Path) -> None:
+    from aiodicom.__main__ import _parser
+    from aiodicom.cli.keys import build_query
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.Modality = "CT"
+    (tmp_path / "q.json").write_text(__import__("json").dumps(ds.to_json_dict()))
+    args = _parser().parse_args(["find", "h", "1", "-f", str(tmp_path / "q.json"),
+                                 "-k", "Modality=MR"])
+    query = build_query(args)
+    assert query.level is not None and query.level.value == "SERIES"
+    assert query.keys["StudyInstanceUID"] == "1.2.3" and query.keys["Modality"] == "MR"
+
+
+def test_without_rich_the_cli_names_the_extra_and_demo_still_parses() -> None:
+    blocker = "import sys; sys.modules['rich'] = None; from aiodicom.__main__ import main; "
+    find = subprocess.run(
+        [sys.executable, "-c", blocker + "sys.exit(main(['find', 'h', '1']))"],
+        capture_output=True, text=True, cwd=ROOT, env=cli_env(), timeout=60, check=False,
+    )
+    assert find.returncode == 2
+    assert "pip install 'aiodicom[cli]'" in find.stderr
+    demo = subprocess.run(
+        [sys.executable, "-c", blocker + "sys.exit(main(['demo', '--help']))"],
+        capture_output=True, text=True, cwd=ROOT, env=cli_env(), timeout=60, check=False,
+    )
+    assert demo.returncode == 0 and "--our-port" in demo.stdout
+
+
+def test_worklist_query_with_a_sequence_path() -> None:
+    from aiodicom.__main__ import _parser
+    from aiodicom.cli.keys import build_query
+
+    args = _parser().parse_args([
+        "find", "h", "1", "-W", "-k", "PatientID=P1",
+        "-k", "ScheduledProcedureStepSequence[0].Modality=CT",
+        "-k", "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20240101",
+    ])
+    query = build_query(args)
+    assert query.level is None and query.model.value == "Modality Worklist"
+    step = query.keys["ScheduledProcedureStepSequence"]
+    assert step["Modality"] == "CT"  # type: ignore[index]
+    with pytest.raises(Exception, match="no level"):
+        build_query(_parser().parse_args(["find", "h", "1", "-W", "-L", "STUDY"]))
