@@ -273,6 +273,17 @@ def _refusal(request: DimseMessage, status: int) -> DimseMessage:
     )
 
 
+
+async def serve_connection(connection: Connection, policy: AcceptorPolicy) -> None:
+    """Serve one incoming connection, keeping its failure to itself: one misbehaving peer must
+    never take the listening side (a client's acceptor, the Q/R SCP) down with it."""
+    try:
+        await serve_association(connection, policy)
+    except DicomError as exc:
+        log.info("incoming association ended: %s", exc)
+    except Exception:
+        log.exception("incoming association failed")
+
 __all__ = [
     "AcceptorPolicy",
     "IncomingOperation",
@@ -281,4 +292,5 @@ __all__ = [
     "ServedOperations",
     "StoreHandler",
     "serve_association",
+    "serve_connection",
 ]

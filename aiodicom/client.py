@@ -17,7 +17,7 @@ import anyio.abc
 import attrs
 from pydicom import Dataset
 
-from aiodicom.acceptor import AcceptorPolicy, serve_association
+from aiodicom.acceptor import AcceptorPolicy, serve_connection
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
@@ -228,13 +228,7 @@ class Client:
                     await self._listener.aclose()
 
     async def _serve_connection(self, connection: Connection) -> None:
-        # One misbehaving peer must never take the acceptor (and the client) down with it.
-        try:
-            await serve_association(connection, self._acceptor_policy)
-        except DicomError as exc:
-            log.info("incoming association ended: %s", exc)
-        except Exception:
-            log.exception("incoming association failed")
+        await serve_connection(connection, self._acceptor_policy)
 
     async def _open(self, key: PeerKey, rq: AssociateRQ) -> Session:
         host, port, _ = key

@@ -100,6 +100,18 @@ class Keys(Mapping[str, object]):
         return repr(self._data)
 
 
+
+def plain_datetime(value: datetime.datetime) -> datetime.datetime:
+    """``value`` as a plain ``datetime`` (pydicom's DT and other subclasses dropped).
+
+    The fold is kept: it tells which of a wall-clock time's two occurrences the end of DST made;
+    without it the UTC offset would be that of the first.
+    """
+    return datetime.datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond, value.tzinfo, fold=value.fold,
+    )
+
 def _tag(keyword: str) -> int:
     tag = tag_for_keyword(keyword)
     assert tag is not None, keyword  # keywords are checked when the query is built
@@ -286,19 +298,7 @@ def _check_temporal_point(vr: str, value: object, path: str) -> object:
                 raise QueryError(f"{path}: TM values carry no UTC offset; give a naive time", path)
             return datetime.time(value.hour, value.minute, value.second, value.microsecond)
     elif isinstance(value, datetime.datetime):
-        return datetime.datetime(
-            value.year,
-            value.month,
-            value.day,
-            value.hour,
-            value.minute,
-            value.second,
-            value.microsecond,
-            value.tzinfo,
-            # The fold tells which of a wall-clock time's two occurrences the end of DST made;
-            # without it the UTC offset would be that of the first.
-            fold=value.fold,
-        )
+        return plain_datetime(value)
     elif isinstance(value, datetime.date):
         return datetime.date(value.year, value.month, value.day)
     raise QueryError(
@@ -531,19 +531,7 @@ def _plain(value: object) -> object:
     if isinstance(value, PersonName):
         return str(value)
     if isinstance(value, datetime.datetime):
-        return datetime.datetime(
-            value.year,
-            value.month,
-            value.day,
-            value.hour,
-            value.minute,
-            value.second,
-            value.microsecond,
-            value.tzinfo,
-            # The fold tells which of a wall-clock time's two occurrences the end of DST made;
-            # without it the UTC offset would be that of the first.
-            fold=value.fold,
-        )
+        return plain_datetime(value)
     if isinstance(value, datetime.date):
         return datetime.date(value.year, value.month, value.day)
     if isinstance(value, datetime.time):

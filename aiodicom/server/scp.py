@@ -3,7 +3,7 @@
 ``async with QRServer("AIOQR", index) as server:`` listens on the current event loop
 (``server.listen_port``) until the block ends; ``await server.serve_forever()`` serves until
 cancelled. Every association goes through the library's own acceptor
-(:func:`aiodicom.acceptor.serve_association`): C-ECHO and C-STORE are answered as the client's
+(:func:`aiodicom.acceptor.serve_connection`): C-ECHO and C-STORE are answered as the client's
 acceptor answers them (C-STOREs through :mod:`aiodicom.services.storage_scp` into the index),
 C-FIND, C-MOVE and C-GET by :mod:`aiodicom.server.operations`.
 """
@@ -17,7 +17,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 
-from aiodicom.acceptor import AcceptorPolicy, IncomingStore, ServedOperations, serve_association
+from aiodicom.acceptor import AcceptorPolicy, IncomingStore, ServedOperations, serve_connection
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
@@ -190,11 +190,5 @@ class QRServer:
                     await self._listener.aclose()
 
     async def _serve_connection(self, connection: Connection) -> None:
-        # One misbehaving peer must never take the server down with it.
-        try:
-            await serve_association(connection, self.policy)
-        except DicomError as exc:
-            log.info("incoming association ended: %s", exc)
-        except Exception:
-            log.exception("incoming association failed")
+        await serve_connection(connection, self.policy)
 
