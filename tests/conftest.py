@@ -60,8 +60,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.interop)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+def _as_current_test(item: pytest.Item) -> Iterator[None]:
     # Session-scoped peers start during the setup of the first test that asks for them: that
     # test must be marked interop like any other (peers.check_interop_allowed refuses otherwise).
     set_current_test(item.get_closest_marker("interop") is not None)
@@ -71,13 +70,8 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
         set_current_test(None)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    set_current_test(item.get_closest_marker("interop") is not None)
-    try:
-        return (yield)
-    finally:
-        set_current_test(None)
+pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_as_current_test)
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_as_current_test)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
