@@ -11,10 +11,13 @@ to its own sub-operations through the same dispatcher.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import cache
+from types import TracebackType
 
 import anyio
+import anyio.abc
 import attrs
 
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
@@ -31,7 +34,7 @@ from aiodicom.pdu import (
 )
 from aiodicom.services.storage_scp import answer_request
 from aiodicom.status import Status
-from aiodicom.transport import Connection
+from aiodicom.transport import Connection, Listener
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -54,6 +57,9 @@ class IncomingStore:
 
 StoreHandler = Callable[[IncomingStore], Awaitable[DimseMessage]]
 """Handles one incoming C-STORE-RQ and returns the C-STORE-RSP to send."""
+
+if sys.version_info < (3, 11):  # anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 log = logging.getLogger("aiodicom.acceptor")
 
@@ -284,6 +290,43 @@ async def serve_connection(connection: Connection, policy: AcceptorPolicy) -> No
     except Exception:
         log.exception("incoming association failed")
 
+
+async def leave_serving(
+    tasks: anyio.abc.TaskGroup,
+    listener: Listener | None,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool | None:
+    """End a listening side's task group (the client's acceptor, the Q/R SCP) and close its
+    listener, so that the caller gets its own exception, never an internal ExceptionGroup.
+
+    Associations still open are cancelled with their tasks. The block's own error is the
+    caller's: handed to the task group it would come back wrapped, which ``except DicomError``
+    does not catch; our serving tasks never fail (they log instead), so nothing else is lost.
+    A cancellation must reach the task group's cancel scope, which decides whether it was its
+    own (swallowed) or an outer one (propagated). A group holding several errors (only possible
+    if several internal tasks failed) stays a group: picking one would hide the others.
+    """
+    try:
+        tasks.cancel_scope.cancel()
+        own_error = exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class())
+        try:
+            if own_error:
+                # True from the task group would only say it swallowed its own cancellation:
+                # never let that suppress the caller's error.
+                await tasks.__aexit__(None, None, None)
+                return None
+            return await tasks.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+    finally:
+        if listener is not None:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+
 __all__ = [
     "AcceptorPolicy",
     "IncomingOperation",
@@ -291,6 +334,7 @@ __all__ = [
     "OperationHandler",
     "ServedOperations",
     "StoreHandler",
+    "leave_serving",
     "serve_association",
     "serve_connection",
 ]

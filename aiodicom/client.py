@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import sys
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -17,7 +16,7 @@ import anyio.abc
 import attrs
 from pydicom import Dataset
 
-from aiodicom.acceptor import AcceptorPolicy, serve_connection
+from aiodicom.acceptor import AcceptorPolicy, leave_serving, serve_connection
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
@@ -48,9 +47,6 @@ from aiodicom.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION,
 )
-
-if sys.version_info < (3, 11):  # anyio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 log = logging.getLogger("aiodicom")
 
@@ -187,9 +183,8 @@ class Client:
                     handshake_timeout=self.timeouts.artim,
                 )
                 tasks.start_soon(self._listener.serve, self._serve_connection)
-        except BaseException:
-            tasks.cancel_scope.cancel()
-            await _exit_unwrapped(tasks)
+        except BaseException as exc:
+            await leave_serving(tasks, self._listener, type(exc), exc, exc.__traceback__)
             raise
         self._tasks = tasks
         self._pool = AssociationPool(self.pool_options, tasks, self._open)
@@ -212,20 +207,9 @@ class Client:
                 # timeout, so the shield cannot hold the exit for long).
                 with anyio.CancelScope(shield=True):
                     await pool.aclose()
-            tasks.cancel_scope.cancel()
-            if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
-                # The block's own error is the caller's: handed to the task group it would come
-                # back wrapped in an ExceptionGroup, which 'except DicomError' does not catch.
-                # Our tasks never fail (they log instead), so there is nothing else to report.
-                await _exit_unwrapped(tasks)
-                return None
-            # A cancellation must reach the task group's cancel scope, which decides whether
-            # it was its own (swallowed) or an outer one (propagated, never wrapped).
-            return await _exit_unwrapped(tasks, exc_type, exc, tb)
         finally:
-            if self._listener is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._listener.aclose()
+            result = await leave_serving(tasks, self._listener, exc_type, exc, tb)
+        return result
 
     async def _serve_connection(self, connection: Connection) -> None:
         await serve_connection(connection, self._acceptor_policy)
@@ -422,25 +406,6 @@ class Peer(Operations):
             request_handler=request_handler, client=self.client,
         ) as session:
             yield session
-
-
-async def _exit_unwrapped(
-    tasks: anyio.abc.TaskGroup,
-    exc_type: type[BaseException] | None = None,
-    exc: BaseException | None = None,
-    tb: TracebackType | None = None,
-) -> bool | None:
-    """Leave the client's task group; a group holding a single error becomes that error.
-
-    Several errors at once (only possible if more than one internal task failed) stay an
-    ``ExceptionGroup``: picking one would hide the others.
-    """
-    try:
-        return await tasks.__aexit__(exc_type, exc, tb)
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
 
 
 __all__ = ["Client", "Peer", "PeerAddress", "PeerLike", "UnexpectedDeliveries"]

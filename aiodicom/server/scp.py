@@ -17,7 +17,13 @@ from types import TracebackType
 import anyio
 import anyio.abc
 
-from aiodicom.acceptor import AcceptorPolicy, IncomingStore, ServedOperations, serve_connection
+from aiodicom.acceptor import (
+    AcceptorPolicy,
+    IncomingStore,
+    ServedOperations,
+    leave_serving,
+    serve_connection,
+)
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
@@ -173,21 +179,13 @@ class QRServer:
         tb: TracebackType | None,
     ) -> bool | None:
         tasks, self._tasks = self._tasks, None
-        try:
-            if tasks is not None:
-                # Associations still open are aborted with their tasks: the server is going.
-                tasks.cancel_scope.cancel()
-                if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
-                    # The block's own error is the caller's, unwrapped: handed to the task
-                    # group it would come back in an ExceptionGroup. Our tasks never fail.
-                    await tasks.__aexit__(None, None, None)
-                    return None
-                return await tasks.__aexit__(exc_type, exc, tb)
-            return None
-        finally:
-            if self._listener is not None:
+        listener, self._listener = self._listener, None
+        if tasks is None:
+            if listener is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._listener.aclose()
+                    await listener.aclose()
+            return None
+        return await leave_serving(tasks, listener, exc_type, exc, tb)
 
     async def _serve_connection(self, connection: Connection) -> None:
         await serve_connection(connection, self.policy)
