@@ -9,13 +9,14 @@ from __future__ import annotations
 import ssl
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import chain
 
 import anyio
 import anyio.abc
 import attrs
 
-from aiodicom.dimse import DataSetOpener, DimseMessage, MessageAssembler, fragment_message
+from aiodicom.dimse import DataSetOpener, DimseMessage, MessageAssembler, encode_message
 from aiodicom.errors import (
     AssociationAborted,
     AssociationError,
@@ -195,13 +196,25 @@ class Association:
 
     async def send_message(self, message: DimseMessage) -> None:
         """Send one whole DIMSE message; messages never interleave on the wire."""
+        writes = encode_message(message, self.peer_max_pdu_length)
+        first = next(writes)
+        second = next(writes, None)
+        if second is None and self._connection.whole_writes and not self._send_lock.locked():
+            # The usual case, a small message: it goes to the transport in one write, before
+            # anything else can run, so it needs no lock to stay whole (only a large message
+            # being sent in pieces holds it).
+            if self._ended:
+                raise AssociationAborted("the association has already ended")
+            self._machine.send_encoded_data(first)
+            await self._flush()
+            return
         async with self._send_lock:
             if self._ended:
                 raise AssociationAborted("the association has already ended")
             sent_any = False
             try:
-                for pdata in fragment_message(message, self.peer_max_pdu_length):
-                    self._machine.send_data(pdata)
+                for pdus in chain((first,) if second is None else (first, second), writes):
+                    self._machine.send_encoded_data(pdus)
                     sent_any = True
                     await self._flush()
             except BaseException:
@@ -248,13 +261,17 @@ class Association:
         # The caller's work on the previous message counts too: messages of one read come
         # out of the inbox without waiting for anything.
         await pace()
-        while not self._inbox:
+        inbox = self._inbox
+        while not inbox:
             if self._ended:
                 return None
             for event in await self._receive_events():
-                self._handle_event(event)
-            await self._flush()  # a release response queued by _handle_event
-        return self._inbox.popleft()
+                if type(event) is DataReceived:  # nearly every event: no call for it
+                    inbox.extend(self._assembler.feed(event.pdu))
+                else:
+                    self._handle_event(event)
+            await self._flush_queued()  # a release response queued by _handle_event
+        return inbox.popleft()
 
     def _handle_event(self, event: object) -> None:
         if isinstance(event, DataReceived):
@@ -289,7 +306,7 @@ class Association:
             if not already_ending:
                 raise ConnectionClosed("the peer closed the connection without releasing")
 
-    async def _receive_events(self) -> list[object]:
+    async def _receive_events(self) -> Sequence[object]:
         if not self._undecoded:
             try:
                 if self.timeouts.network is None:  # the usual case: spare a cancel scope per read
@@ -329,8 +346,8 @@ class Association:
         self._undecoded = end < len(data)
         # Tell the buffer how large the incomplete PDU is, so that one read can complete it.
         buffer.pending_size = self._machine.pending_pdu_size
-        await self._flush()
-        return list(pdu_events)
+        await self._flush_queued()
+        return pdu_events
 
     # --- ending -----------------------------------------------------------------------------
 
@@ -363,6 +380,12 @@ class Association:
             while not self.closed.is_set():
                 await self._receive_events()
         await self._close_stream()
+
+    async def _flush_queued(self) -> None:
+        """:meth:`_flush`, but only when there is something to do (most calls: nothing)."""
+        machine = self._machine
+        if machine.has_data_to_send or machine.should_close:
+            await self._flush()
 
     async def _flush(self) -> None:
         data = self._machine.data_to_send()

@@ -20,7 +20,7 @@ from typing import Protocol
 import attrs
 
 from aiodicom.errors import DimseError
-from aiodicom.pdu import PDataTF, PresentationDataValue
+from aiodicom.pdu import PDataTF, PresentationDataValue, pdata_header
 from aiodicom.status import Status
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "PRIORITY_HIGH",
     "PRIORITY_LOW",
     "PRIORITY_MEDIUM",
+    "WRITE_SIZE",
     "CommandDecodeError",
     "DataSetOpener",
     "DataSetWriter",
@@ -64,6 +65,7 @@ __all__ = [
     "command_name",
     "decode_command",
     "encode_command",
+    "encode_message",
     "encode_store_response",
     "fragment_message",
 ]
@@ -129,6 +131,14 @@ PRIORITY_LOW = 0x0002
 # Each PDV item costs 4 bytes of item length, 1 of presentation context ID and 1 of message
 # control header on top of its fragment, all counted in the peer's maximum PDU length.
 PDV_OVERHEAD = 6
+
+# What encode_message puts in one write at most (unless a single PDU is larger): small messages
+# go out whole in one send; large ones in pieces of this size, so that a data set is never
+# copied whole into one buffer, and the transport's back-pressure is felt between pieces.
+WRITE_SIZE = 1 << 18
+
+# PDU header (6) and PDV item header (6) of a P-DATA-TF PDU holding one PDV.
+_PDU_OVERHEAD = 12
 
 # The cap on a fragment when the peer announces no limit (maximum length 0): big enough that the
 # per-PDU cost vanishes, small enough that neither side buffers unbounded amounts per PDU.
@@ -494,23 +504,70 @@ def fragment_message(msg: DimseMessage, max_pdu_length: int) -> Iterator[PDataTF
     one that contradicts ``msg.data``, :class:`ValueError` is raised. Data fragments are
     memoryview slices of ``msg.data``: nothing is copied until the PDU is encoded.
     """
-    if max_pdu_length == 0:
-        fragment_size = DEFAULT_MAX_FRAGMENT
-    elif max_pdu_length <= PDV_OVERHEAD:
-        raise DimseError(
-            f"a maximum PDU length of {max_pdu_length} leaves no room for any data "
-            f"(each PDV costs {PDV_OVERHEAD} bytes)"
-        )
-    else:
-        fragment_size = max_pdu_length - PDV_OVERHEAD
-
-    encoded = msg.encoded_command
-    if encoded is None:
-        encoded = encode_command(_with_data_set_type(msg))
+    fragment_size = _fragment_size(max_pdu_length)
+    encoded = _command_bytes(msg)
     context_id = msg.context_id
     yield from _fragments(context_id, encoded, fragment_size, True)
     if msg.data is not None:
         yield from _fragments(context_id, msg.data, fragment_size, False)
+
+
+def encode_message(
+    msg: DimseMessage, max_pdu_length: int, write_size: int = WRITE_SIZE
+) -> Iterator[bytes]:
+    """``msg`` as encoded P-DATA-TF PDUs, split as :func:`fragment_message` splits it, grouped
+    into writes: each bytes object holds whole PDUs, as many as fit in ``write_size`` (at least
+    one). A message up to ``write_size`` therefore comes as one write: the command and its data
+    set in one send, and nothing another message could come between.
+
+    Errors in the command (see :func:`encode_command`) are raised before the first write.
+    """
+    fragment_size = _fragment_size(max_pdu_length)
+    command = _command_bytes(msg)
+    context_id = msg.context_id
+    data = msg.data
+    pending: list[bytes | memoryview] = []
+    pending_size = 0
+    for payload, is_command in ((command, True), (data, False)):
+        if payload is None:
+            continue
+        view = memoryview(payload)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        size = view.nbytes
+        start = 0
+        while True:
+            end = min(start + fragment_size, size)
+            fragment = view[start:end] if start or end < size else payload
+            if pending and pending_size + end - start + _PDU_OVERHEAD > write_size:
+                yield b"".join(pending)
+                pending = []
+                pending_size = 0
+            pending.append(pdata_header(context_id, is_command, end >= size, end - start))
+            pending.append(fragment)
+            pending_size += end - start + _PDU_OVERHEAD
+            start = end
+            if start >= size:  # an empty data set still gets its one (empty, last) fragment
+                break
+    yield b"".join(pending)
+
+
+def _fragment_size(max_pdu_length: int) -> int:
+    if max_pdu_length == 0:
+        return DEFAULT_MAX_FRAGMENT
+    if max_pdu_length <= PDV_OVERHEAD:
+        raise DimseError(
+            f"a maximum PDU length of {max_pdu_length} leaves no room for any data "
+            f"(each PDV costs {PDV_OVERHEAD} bytes)"
+        )
+    return max_pdu_length - PDV_OVERHEAD
+
+
+def _command_bytes(msg: DimseMessage) -> bytes:
+    encoded = msg.encoded_command
+    if encoded is None:
+        encoded = encode_command(_with_data_set_type(msg))
+    return encoded
 
 
 def _with_data_set_type(msg: DimseMessage) -> Mapping[str, object]:
@@ -669,9 +726,14 @@ class MessageAssembler:
                 if self._last_had_no_dataset is not None:
                     hint = f" (the previous {self._last_had_no_dataset} said it has no data set)"
                 raise DimseError(f"data set fragment received before any command{hint}")
+            if pdv.is_last and not self._command_parts:
+                # The usual command, in one fragment: decoded where it lies (decode_command
+                # keeps no view of it).
+                return self._command_complete(pdv.data)
             self._command_parts.append(bytes(pdv.data))
             if pdv.is_last:
-                return self._command_complete()
+                parts, self._command_parts = self._command_parts, []
+                return self._command_complete(b"".join(parts))
             return None
 
         if pdv.is_command:
@@ -690,10 +752,8 @@ class MessageAssembler:
             writer.write(memoryview(pdv.data))
         return self._data_complete()
 
-    def _command_complete(self) -> DimseMessage | None:
-        parts = self._command_parts
-        self._command_parts = []
-        command = decode_command(parts[0] if len(parts) == 1 else b"".join(parts))
+    def _command_complete(self, encoded: bytes | memoryview) -> DimseMessage | None:
+        command = decode_command(encoded)
         field = command.get("CommandField")
         if not isinstance(field, int):
             raise DimseError("received command set has no Command Field (0000,0100)")

@@ -93,6 +93,7 @@ __all__ = [
     "describe_rejection",
     "encode_pdata",
     "encode_pdu",
+    "pdata_header",
     "read_pdu_header",
 ]
 
@@ -101,6 +102,8 @@ __all__ = [
 _PDU_HEADER = struct.Struct(">BxI")  # PDU type, reserved, PDU length
 _ITEM_HEADER = struct.Struct(">BxH")  # item type, reserved, item length
 _PDV_HEADER = struct.Struct(">IBB")  # item length, context ID, message control header
+# A P-DATA-TF PDU holding one PDV: the PDU header, then the PDV item header.
+_ONE_PDV_HEADER = struct.Struct(">BxIIBB")
 _ASSOCIATE_FIXED = struct.Struct(">Hxx16s16s32x")  # version, called AE, calling AE
 _FOUR_BYTES = struct.Struct(">BBBB")
 _UINT16 = struct.Struct(">H")
@@ -341,6 +344,17 @@ def encode_pdata(pdvs: Iterable[PresentationDataValue]) -> bytes:
     except struct.error as exc:
         raise ValueError(f"cannot encode P-DATA-TF: {exc}") from None
     return b"".join(parts)
+
+
+def pdata_header(context_id: int, is_command: bool, is_last: bool, size: int) -> bytes:
+    """The 12 bytes before a fragment of ``size`` bytes in a P-DATA-TF PDU holding that one
+    PDV: ``pdata_header(...) + fragment`` is what :func:`encode_pdata` makes of it, without a
+    PDV object or a copy of the fragment until the caller joins them."""
+    control = (2 if is_last else 0) | (1 if is_command else 0)
+    try:
+        return _ONE_PDV_HEADER.pack(P_DATA_TF, size + 6, size + 2, context_id, control)
+    except struct.error as exc:
+        raise ValueError(f"cannot encode P-DATA-TF: {exc}") from None
 
 
 def _encode_pdu(pdu: PDU) -> bytes:

@@ -286,6 +286,7 @@ _PDU_NAMES: Final[dict[type, str]] = {
 }
 
 _CONNECTED_STATES: Final = frozenset(State) - {State.Sta1, State.Sta4}
+_PDATA_REQUEST_STATES: Final = frozenset(_TABLE[_Evt.PDATA_REQUEST])
 
 
 @attrs.frozen
@@ -415,6 +416,16 @@ class AssociationStateMachine:
         """P-DATA request (Evt9). The PDV values are copied once, into the outgoing bytes."""
         self._user_primitive(_Trigger(_Evt.PDATA_REQUEST, pdata), "send P-DATA")
 
+    def send_encoded_data(self, pdus: bytes) -> None:
+        """P-DATA request (Evt9) for P-DATA-TF PDUs the caller encoded (one or several, whole:
+        :func:`aiodicom.dimse.encode_message`); queued as they are, after the same state check
+        as :meth:`send_data` (DT-1 and AR-7 send the PDU and keep the state)."""
+        if self._state not in _PDATA_REQUEST_STATES:
+            raise LocalProtocolError(
+                f"cannot send P-DATA in state {self._state.name} ({self._state.description})"
+            )
+        self._outgoing.append(pdus)
+
     def release(self) -> None:
         """A-RELEASE request (Evt11)."""
         self._user_primitive(_Trigger(_Evt.RELEASE_REQUEST), "request a release")
@@ -494,6 +505,10 @@ class AssociationStateMachine:
         return self._take_events()
 
     # --- output -------------------------------------------------------------------------------
+
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._outgoing)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the transport since the last call (``b""`` when nothing)."""
@@ -610,6 +625,10 @@ class AssociationStateMachine:
                     detail=f"invalid PDU: {exc}",
                 )
             )
+            return
+        if self._state is State.Sta6 and type(pdu) is PDataTF:
+            # DT-2, the PDU nearly every received one is: its event without the table's detour.
+            self._events.append(DataReceived(pdu))
             return
         self._handle(_Trigger(_PDU_EVENTS[type(pdu)], pdu))
 
@@ -764,33 +783,9 @@ class AssociationStateMachine:
         return State.Sta13
 
 
+# Action "XX-n" of PS3.8 is the method _xx_n.
 _ACTIONS: Final[dict[str, Callable[[AssociationStateMachine, _Trigger], State]]] = {
-    "AE-1": AssociationStateMachine._ae_1,
-    "AE-2": AssociationStateMachine._ae_2,
-    "AE-3": AssociationStateMachine._ae_3,
-    "AE-4": AssociationStateMachine._ae_4,
-    "AE-5": AssociationStateMachine._ae_5,
-    "AE-6": AssociationStateMachine._ae_6,
-    "AE-7": AssociationStateMachine._ae_7,
-    "AE-8": AssociationStateMachine._ae_8,
-    "DT-1": AssociationStateMachine._dt_1,
-    "DT-2": AssociationStateMachine._dt_2,
-    "AR-1": AssociationStateMachine._ar_1,
-    "AR-2": AssociationStateMachine._ar_2,
-    "AR-3": AssociationStateMachine._ar_3,
-    "AR-4": AssociationStateMachine._ar_4,
-    "AR-5": AssociationStateMachine._ar_5,
-    "AR-6": AssociationStateMachine._ar_6,
-    "AR-7": AssociationStateMachine._ar_7,
-    "AR-8": AssociationStateMachine._ar_8,
-    "AR-9": AssociationStateMachine._ar_9,
-    "AR-10": AssociationStateMachine._ar_10,
-    "AA-1": AssociationStateMachine._aa_1,
-    "AA-2": AssociationStateMachine._aa_2,
-    "AA-3": AssociationStateMachine._aa_3,
-    "AA-4": AssociationStateMachine._aa_4,
-    "AA-5": AssociationStateMachine._aa_5,
-    "AA-6": AssociationStateMachine._aa_6,
-    "AA-7": AssociationStateMachine._aa_7,
-    "AA-8": AssociationStateMachine._aa_8,
+    action: getattr(AssociationStateMachine, "_" + action.lower().replace("-", "_"))
+    for row in _TABLE.values()
+    for action in row.values()
 }

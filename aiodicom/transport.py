@@ -68,6 +68,9 @@ class Connection:
     """A byte connection whose received bytes accumulate in :attr:`buffer`."""
 
     buffer: ReceiveBuffer
+    #: :meth:`send` hands all of ``data`` to the transport before it first suspends: what one
+    #: call sends cannot interleave with what another task sends meanwhile.
+    whole_writes = False
 
     async def receive(self) -> bool:
         """Wait until bytes arrived that the previous call did not report; ``False`` once the
@@ -160,6 +163,8 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 class SocketConnection(Connection):
     """Plain TCP over an asyncio transport that reads straight into :attr:`buffer`."""
+
+    whole_writes = True  # transport.write() takes everything at once; send() then waits
 
     def __init__(self, transport: asyncio.Transport, protocol: _BufferedProtocol) -> None:
         self._transport = transport

@@ -994,3 +994,36 @@ def test_an_encoded_command_is_sent_as_it_is() -> None:
     encoded = encode_store_response(3, "1.2", "1.2.3", 0)
     [pdu] = list(fragment_message(DimseMessage(1, command, None, encoded_command=encoded), 0))
     assert bytes(pdu.pdvs[0].data) == encoded
+
+
+@pytest.mark.parametrize("data_size", [None, 0, 10, 40_000, 300_000])
+@pytest.mark.parametrize("max_pdu_length", [0, 16_384, 131_072, 8])
+@pytest.mark.parametrize("write_size", [1, 100, dimse.WRITE_SIZE])
+def test_encode_message_is_fragment_message_encoded_and_grouped_into_writes(
+    data_size: int | None, max_pdu_length: int, write_size: int
+) -> None:
+    """The writes hold exactly the PDUs fragment_message makes, whole, in order; a message that
+    fits in one write comes as one (nothing can come between its command and its data set)."""
+    from aiodicom.pdu import encode_pdu
+
+    data = None if data_size is None else bytes(range(256)) * (data_size // 256) + b"x" * (
+        data_size % 256
+    )
+    message = DimseMessage(3, {
+        "CommandField": C_STORE_RQ, "MessageID": 5, "AffectedSOPClassUID": "1.2",
+        "AffectedSOPInstanceUID": "1.2.3", "Priority": 0,
+    }, data)
+    expected = b"".join(encode_pdu(p) for p in fragment_message(message, max_pdu_length))
+    writes = list(dimse.encode_message(message, max_pdu_length, write_size))
+    assert b"".join(writes) == expected
+    largest_pdu = (max_pdu_length or dimse.DEFAULT_MAX_FRAGMENT + dimse.PDV_OVERHEAD) + 6
+    assert all(len(w) <= max(write_size, largest_pdu) for w in writes)
+    if len(expected) <= write_size:
+        assert len(writes) == 1
+    # Each write starts at a PDU boundary: a P-DATA-TF header whose length fits in the write.
+    for write in writes:
+        position = 0
+        while position < len(write):
+            assert write[position] == 0x04
+            position += 6 + struct.unpack_from(">I", write, position + 2)[0]
+        assert position == len(write)

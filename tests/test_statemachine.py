@@ -955,3 +955,14 @@ def test_receive_pdus_runs_an_association() -> None:
     assert acceptor.state is State.Sta13
     assert acceptor.connection_closed() == [ConnectionClosed()]
     assert all(len(buffer) == 0 for buffer in buffers.values())
+
+
+def test_encoded_pdata_is_sent_as_given_where_pdata_may_be_sent() -> None:
+    requestor, acceptor = associated_pair()
+    encoded = encode_pdu(PDATA)
+    acceptor.send_encoded_data(encoded + encoded)
+    got, _ = pump(requestor, acceptor)
+    assert got == [DataReceived(PDATA), DataReceived(PDATA)]
+    requestor.release()
+    with pytest.raises(LocalProtocolError, match="cannot send P-DATA in state Sta7"):
+        requestor.send_encoded_data(encoded)
