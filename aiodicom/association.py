@@ -23,6 +23,7 @@ from aiodicom.errors import (
     AssociationRejected,
     ConnectionClosed,
     DicomTimeoutError,
+    DimseError,
     NoAcceptedContext,
 )
 from aiodicom.negotiation import PresentationContext, requestor_contexts
@@ -87,6 +88,8 @@ class Association:
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._assembler = MessageAssembler()
         self._inbox: deque[DimseMessage] = deque()
+        machine.on_data_value = self._data_value
+        self._value_error: DimseError | None = None
         self.request: AssociateRQ | None = None
         self.response: AssociateAC | None = None
         self.contexts: dict[int, PresentationContext] = {}
@@ -273,6 +276,20 @@ class Association:
             await self._flush_queued()  # a release response queued by _handle_event
         return inbox.popleft()
 
+    def _data_value(self, context_id: int, control: int, value: memoryview) -> None:
+        # Each P-DATA value as the state machine decodes it: the assembler copies what it keeps
+        # (the value is a view of the receive buffer) and completed messages wait in the inbox.
+        if self._value_error is not None:
+            return  # the stream is broken: the rest of this read is dropped
+        try:
+            message = self._assembler.feed_value(context_id, control, value)
+        except DimseError as exc:
+            # Raised once the read is consumed: the state machine is mid-way through it.
+            self._value_error = exc
+            return
+        if message is not None:
+            self._inbox.append(message)
+
     def _handle_event(self, event: object) -> None:
         if isinstance(event, DataReceived):
             self._inbox.extend(self._assembler.feed(event.pdu))
@@ -307,6 +324,8 @@ class Association:
                 raise ConnectionClosed("the peer closed the connection without releasing")
 
     async def _receive_events(self) -> Sequence[object]:
+        if self._value_error is not None:
+            raise self._value_error
         if not self._undecoded:
             try:
                 if self.timeouts.network is None:  # the usual case: spare a cancel scope per read
@@ -347,6 +366,8 @@ class Association:
         # Tell the buffer how large the incomplete PDU is, so that one read can complete it.
         buffer.pending_size = self._machine.pending_pdu_size
         await self._flush_queued()
+        if self._value_error is not None:
+            raise self._value_error
         return pdu_events
 
     # --- ending -----------------------------------------------------------------------------

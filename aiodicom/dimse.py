@@ -697,7 +697,8 @@ class MessageAssembler:
         """Take one P-DATA-TF; return the messages it completed (often none, rarely several)."""
         done: list[DimseMessage] = []
         for pdv in pdu.pdvs:
-            msg = self._feed_pdv(pdv)
+            control = (2 if pdv.is_last else 0) | (1 if pdv.is_command else 0)
+            msg = self.feed_value(pdv.context_id, control, memoryview(pdv.data))
             if msg is not None:
                 done.append(msg)
         return done
@@ -711,45 +712,49 @@ class MessageAssembler:
         self._command = None
         self._command_parts = []
 
-    def _feed_pdv(self, pdv: PresentationDataValue) -> DimseMessage | None:
+    def feed_value(self, context_id: int, control: int, value: memoryview) -> DimseMessage | None:
+        """Take one presentation data value (its message control header as sent: bit 0 command,
+        bit 1 last fragment); return the message it completed. What the state machine hands
+        over for each value it receives (:attr:`~aiodicom.statemachine.AssociationStateMachine.
+        on_data_value`), without a PDU object."""
         if self._context_id is None:
-            self._context_id = pdv.context_id
-        elif pdv.context_id != self._context_id:
+            self._context_id = context_id
+        elif context_id != self._context_id:
             raise DimseError(
-                f"PDV for presentation context {pdv.context_id} received in the middle of a "
+                f"PDV for presentation context {context_id} received in the middle of a "
                 f"message on presentation context {self._context_id}"
             )
 
         if self._command is None:
-            if not pdv.is_command:
+            if not control & 1:
                 hint = ""
                 if self._last_had_no_dataset is not None:
                     hint = f" (the previous {self._last_had_no_dataset} said it has no data set)"
                 raise DimseError(f"data set fragment received before any command{hint}")
-            if pdv.is_last and not self._command_parts:
+            if control & 2 and not self._command_parts:
                 # The usual command, in one fragment: decoded where it lies (decode_command
                 # keeps no view of it).
-                return self._command_complete(pdv.data)
-            self._command_parts.append(bytes(pdv.data))
-            if pdv.is_last:
+                return self._command_complete(value)
+            self._command_parts.append(bytes(value))
+            if control & 2:
                 parts, self._command_parts = self._command_parts, []
                 return self._command_complete(b"".join(parts))
             return None
 
-        if pdv.is_command:
+        if control & 1:
             raise DimseError(
                 "command fragment received while the data set of the previous command was "
                 "still expected"
             )
         writer = self._writer
         assert writer is not None
-        if not pdv.is_last:
-            writer.write(memoryview(pdv.data))
+        if not control & 2:
+            writer.write(value)
             return None
         if isinstance(writer, MemoryWriter):
-            writer.write_last(memoryview(pdv.data))
+            writer.write_last(value)
         else:
-            writer.write(memoryview(pdv.data))
+            writer.write(value)
         return self._data_complete()
 
     def _command_complete(self, encoded: bytes | memoryview) -> DimseMessage | None:

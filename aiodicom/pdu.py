@@ -94,6 +94,7 @@ __all__ = [
     "encode_pdata",
     "encode_pdu",
     "pdata_header",
+    "pdata_values",
     "read_pdu_header",
 ]
 
@@ -348,8 +349,7 @@ def encode_pdata(pdvs: Iterable[PresentationDataValue]) -> bytes:
 
 def pdata_header(context_id: int, is_command: bool, is_last: bool, size: int) -> bytes:
     """The 12 bytes before a fragment of ``size`` bytes in a P-DATA-TF PDU holding that one
-    PDV: ``pdata_header(...) + fragment`` is what :func:`encode_pdata` makes of it, without a
-    PDV object or a copy of the fragment until the caller joins them."""
+    PDV: ``pdata_header(...) + fragment`` is what :func:`encode_pdata` makes of it."""
     control = (2 if is_last else 0) | (1 if is_command else 0)
     try:
         return _ONE_PDV_HEADER.pack(P_DATA_TF, size + 6, size + 2, context_id, control)
@@ -700,8 +700,17 @@ def _decode_associate(buf: memoryview, pdu_type: int, end: int) -> AssociateRQ |
 
 
 def _decode_pdata(buf: memoryview, end: int) -> PDataTF:
+    return PDataTF(tuple(
+        PresentationDataValue(context_id, bool(control & 1), bool(control & 2), value)
+        for context_id, control, value in pdata_values(buf, end)
+    ))
+
+
+def pdata_values(buf: memoryview, end: int) -> list[tuple[int, int, memoryview]]:
+    """The values of the P-DATA-TF PDU ``buf[:end]`` (header included) as (context ID, message
+    control header, value view), checked as :func:`decode_pdu` checks them."""
     unpack = _PDV_HEADER.unpack_from
-    pdvs: list[PresentationDataValue] = []
+    values: list[tuple[int, int, memoryview]] = []
     pos = PDU_HEADER_LENGTH
     while pos < end:
         if end - pos < _PDV_HEADER.size:
@@ -723,15 +732,11 @@ def _decode_pdata(buf: memoryview, end: int) -> PDataTF:
                 f"presentation data value item length {length} runs past end of P-DATA-TF PDU",
                 pos,
             )
-        pdvs.append(
-            PresentationDataValue(
-                context_id, bool(control & 1), bool(control & 2), buf[pos + 6 : value_end]
-            )
-        )
+        values.append((context_id, control, buf[pos + 6 : value_end]))
         pos = value_end
-    if not pdvs:
+    if not values:
         raise PDUDecodeError("P-DATA-TF PDU holds no presentation data value item", 2)
-    return PDataTF(tuple(pdvs))
+    return values
 
 
 def _decode_fixed4(buf: memoryview, pdu_type: int, length: int) -> PDU:

@@ -32,6 +32,7 @@ from aiodicom.pdu import (
     decode_pdu,
     describe_abort,
     encode_pdu,
+    pdata_values,
     read_pdu_header,
 )
 
@@ -286,7 +287,6 @@ _PDU_NAMES: Final[dict[type, str]] = {
 }
 
 _CONNECTED_STATES: Final = frozenset(State) - {State.Sta1, State.Sta4}
-_PDATA_REQUEST_STATES: Final = frozenset(_TABLE[_Evt.PDATA_REQUEST])
 
 
 @attrs.frozen
@@ -357,6 +357,9 @@ class AssociationStateMachine:
         self.pending_pdu_size = 0
         # True once PDU boundaries are lost or the transport is being closed: input is ignored.
         self._ignore_input = False
+        #: Given each value (context ID, message control header, view) of a P-DATA-TF received
+        #: in Sta6 instead of a DataReceived event, in stream order. Views of the input.
+        self.on_data_value: Callable[[int, int, memoryview], object] | None = None
 
     # --- properties ---------------------------------------------------------------------------
 
@@ -417,10 +420,9 @@ class AssociationStateMachine:
         self._user_primitive(_Trigger(_Evt.PDATA_REQUEST, pdata), "send P-DATA")
 
     def send_encoded_data(self, pdus: bytes) -> None:
-        """P-DATA request (Evt9) for P-DATA-TF PDUs the caller encoded (one or several, whole:
-        :func:`aiodicom.dimse.encode_message`); queued as they are, after the same state check
-        as :meth:`send_data` (DT-1 and AR-7 send the PDU and keep the state)."""
-        if self._state not in _PDATA_REQUEST_STATES:
+        """P-DATA request (Evt9) for whole P-DATA-TF PDUs the caller encoded, queued as they are
+        (DT-1 and AR-7 send and keep the state); see :func:`aiodicom.dimse.encode_message`."""
+        if self._state not in _TABLE[_Evt.PDATA_REQUEST]:
             raise LocalProtocolError(
                 f"cannot send P-DATA in state {self._state.name} ({self._state.description})"
             )
@@ -615,6 +617,17 @@ class AssociationStateMachine:
         self._handle(_Trigger(_Evt.INVALID_PDU, reason=reason, detail=detail))
 
     def _dispatch(self, view: memoryview) -> None:
+        on_value = self.on_data_value
+        if on_value is not None and view[0] == P_DATA_TF and self._state is State.Sta6:
+            # DT-2, nearly every PDU: values straight to the consumer (invalid: aborted below)
+            try:
+                values = pdata_values(view, len(view))
+            except PDUDecodeError:
+                pass
+            else:
+                for context_id, control, value in values:
+                    on_value(context_id, control, value)
+                return
         try:
             pdu = decode_pdu(view)
         except PDUDecodeError as exc:
@@ -625,10 +638,6 @@ class AssociationStateMachine:
                     detail=f"invalid PDU: {exc}",
                 )
             )
-            return
-        if self._state is State.Sta6 and type(pdu) is PDataTF:
-            # DT-2, the PDU nearly every received one is: its event without the table's detour.
-            self._events.append(DataReceived(pdu))
             return
         self._handle(_Trigger(_PDU_EVENTS[type(pdu)], pdu))
 

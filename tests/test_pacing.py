@@ -18,7 +18,8 @@ from aiodicom import pacing, transport
 from aiodicom.association import DECODE_SLICE_PDUS, Association, Timeouts, _slice_end
 from aiodicom.buffer import ReceiveBuffer
 from aiodicom.dimse import C_ECHO_RSP, NO_DATASET, DimseMessage, fragment_message
-from aiodicom.pdu import P_DATA_TF
+from aiodicom.errors import DimseError
+from aiodicom.pdu import P_DATA_TF, PDataTF, PresentationDataValue
 
 STUCK = 10
 
@@ -187,3 +188,22 @@ async def test_cancelled_between_read_and_decoding_loses_nothing(
     with anyio.fail_after(STUCK):
         received = await association.receive_message()
     assert received is not None and received.message_id_being_responded_to == 7
+
+
+async def test_a_broken_message_stream_is_reported_and_stays_broken() -> None:
+    """A data fragment before any command fails the receive that decodes it, after the read is
+    used up; the next receive fails the same way instead of decoding the same bytes again."""
+    requestor, acceptor = associated_pair()
+    acceptor.send_data(PDataTF((PresentationDataValue(1, False, True, b"\x00" * 8),)))
+    echo = DimseMessage(1, {"CommandField": C_ECHO_RSP, "MessageIDBeingRespondedTo": 1,
+                            "CommandDataSetType": NO_DATASET, "Status": 0})
+    for pdata in fragment_message(echo, 0):
+        acceptor.send_data(pdata)
+    connection = OneRead(acceptor.data_to_send())
+    association = Association(connection, requestor, timeouts=Timeouts())
+    with anyio.fail_after(STUCK):
+        for _ in range(2):
+            with pytest.raises(DimseError, match="data set fragment received before any command"):
+                await association.receive_message()
+    assert len(connection.buffer) == 0
+    assert connection.reads == 1
