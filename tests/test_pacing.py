@@ -161,18 +161,27 @@ async def test_every_message_of_one_read_comes_out_without_more_input() -> None:
     assert connection.reads == 1
 
 
+def _reading_echo_response(
+    message_id: int, before: PDataTF | None = None
+) -> tuple[OneRead, Association]:
+    """An association whose peer sent ``before`` (if given), then a C-ECHO-RSP, in one read."""
+    requestor, acceptor = associated_pair()
+    if before is not None:
+        acceptor.send_data(before)
+    message = DimseMessage(1, {"CommandField": C_ECHO_RSP, "MessageIDBeingRespondedTo": message_id,
+                               "CommandDataSetType": NO_DATASET, "Status": 0})
+    for pdata in fragment_message(message, 0):
+        acceptor.send_data(pdata)
+    connection = OneRead(acceptor.data_to_send())
+    return connection, Association(connection, requestor, timeouts=Timeouts())
+
+
 async def test_cancelled_between_read_and_decoding_loses_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A cancellation while pacing, after bytes were read but before they were decoded, leaves
     them to be decoded by the next call (which must not wait for new bytes first)."""
-    requestor, acceptor = associated_pair()
-    message = DimseMessage(1, {"CommandField": C_ECHO_RSP, "MessageIDBeingRespondedTo": 7,
-                               "CommandDataSetType": NO_DATASET, "Status": 0})
-    for pdata in fragment_message(message, 0):
-        acceptor.send_data(pdata)
-    connection = OneRead(acceptor.data_to_send())
-    association = Association(connection, requestor, timeouts=Timeouts())
+    _, association = _reading_echo_response(7)
 
     calls = 0
 
@@ -193,14 +202,8 @@ async def test_cancelled_between_read_and_decoding_loses_nothing(
 async def test_a_broken_message_stream_is_reported_and_stays_broken() -> None:
     """A data fragment before any command fails the receive that decodes it, after the read is
     used up; the next receive fails the same way instead of decoding the same bytes again."""
-    requestor, acceptor = associated_pair()
-    acceptor.send_data(PDataTF((PresentationDataValue(1, False, True, b"\x00" * 8),)))
-    echo = DimseMessage(1, {"CommandField": C_ECHO_RSP, "MessageIDBeingRespondedTo": 1,
-                            "CommandDataSetType": NO_DATASET, "Status": 0})
-    for pdata in fragment_message(echo, 0):
-        acceptor.send_data(pdata)
-    connection = OneRead(acceptor.data_to_send())
-    association = Association(connection, requestor, timeouts=Timeouts())
+    stray = PDataTF((PresentationDataValue(1, False, True, b"\x00" * 8),))
+    connection, association = _reading_echo_response(1, before=stray)
     with anyio.fail_after(STUCK):
         for _ in range(2):
             with pytest.raises(DimseError, match="data set fragment received before any command"):
