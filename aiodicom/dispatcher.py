@@ -123,18 +123,11 @@ class Dispatcher:
         """Reserve a Message ID (``message_id`` if given and free) whose responses are kept for
         :meth:`next_response`."""
         if self._window is not None:
-            # Bounded: an operation abandoned without being closed (a find kept in a variable
-            # after 'break') would otherwise hold the only slot for ever.
-            timeout = self.association.timeouts.dimse
             try:
-                with anyio.fail_after(timeout):
-                    await self._window.acquire()
-            except TimeoutError as exc:
-                raise DimseError(
-                    f"another operation is still outstanding on this association after "
-                    f"{timeout} s and the peer allows no more at once; close abandoned "
-                    "operations (use 'async with' or aclose()) or open another association"
-                ) from exc
+                # A free slot, the usual case: taken without a timeout scope to set up.
+                self._window.acquire_nowait()
+            except anyio.WouldBlock:
+                await self._acquire_window()
         if message_id is None or message_id in self._queues:
             message_id = self.next_message_id()
         self._queues[message_id] = deque()
@@ -144,6 +137,21 @@ class Dispatcher:
             del self._queues[message_id]
             if self._window is not None:
                 self._window.release()
+
+    async def _acquire_window(self) -> None:
+        # Bounded: an operation abandoned without being closed (a find kept in a variable
+        # after 'break') would otherwise hold the only slot for ever.
+        assert self._window is not None
+        timeout = self.association.timeouts.dimse
+        try:
+            with anyio.fail_after(timeout):
+                await self._window.acquire()
+        except TimeoutError as exc:
+            raise DimseError(
+                f"another operation is still outstanding on this association after "
+                f"{timeout} s and the peer allows no more at once; close abandoned "
+                "operations (use 'async with' or aclose()) or open another association"
+            ) from exc
 
     async def next_response(self, message_id: int, timeout: float | None = -1.0) -> DimseMessage:
         """Wait for the next response to ``message_id`` within the DIMSE timeout
