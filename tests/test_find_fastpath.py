@@ -493,3 +493,23 @@ def test_pending_codes_are_those_status_category_calls_pending() -> None:
     pending = {code for code in range(0x10000)
                if status_category(code) is StatusCategory.PENDING}
     assert pending == _PENDING
+
+
+def test_a_query_is_prepared_once_per_value_and_the_cache_is_bounded() -> None:
+    """Equal queries share their identifier and encodings; at most PREPARED_QUERIES are
+    kept."""
+    from aiodicom.query import Query
+    from aiodicom.services import find as find_module
+
+    find_module._prepared.clear()
+    first = find_module._prepare(Query.study(PatientID="A*"))
+    assert find_module._prepare(Query.study(PatientID="A*")) is first
+    assert find_module._prepare(Query.study(PatientID="B*")) is not first
+    explicit = "1.2.840.10008.1.2.1"
+    assert first.encoded(explicit) is first.encoded(explicit)
+    listed = find_module._prepare(Query.series(StudyInstanceUID=["1.2.3", "1.2.4"]))
+    assert find_module._prepare(Query.series(StudyInstanceUID=["1.2.3", "1.2.4"])) is listed
+    assert find_module._prepare(Query.series(StudyInstanceUID=["1.2.3"])) is not listed
+    for n in range(find_module.PREPARED_QUERIES + 10):
+        find_module._prepare(Query.study(PatientID=f"P{n}"))
+    assert len(find_module._prepared) == find_module.PREPARED_QUERIES

@@ -23,6 +23,7 @@ match, so a slow consumer slows the peer down (TCP flow control) instead of grow
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from types import TracebackType
@@ -321,8 +322,8 @@ class _FindRun:
             negotiated = self._check_negotiation(session, sop_class)
             transfer_syntax = context.transfer_syntax
             assert transfer_syntax is not None
-            identifier = self.query.to_dataset()
-            state = _Progress(identifier, _unjudged(identifier, negotiated))
+            prepared = _prepare(self.query)
+            state = _Progress(prepared.matching_keys(negotiated))
             async with dispatcher.operation() as message_id:
                 await dispatcher.send(DimseMessage(
                     context.context_id,
@@ -333,7 +334,7 @@ class _FindRun:
                         "Priority": self.priority,
                         "CommandDataSetType": DATASET_PRESENT,
                     },
-                    encode_dataset(identifier, transfer_syntax),
+                    prepared.encoded(transfer_syntax),
                 ))
                 final: DimseMessage | None = None
                 strict = self.strict
@@ -387,6 +388,58 @@ class _FindRun:
 _PENDING = frozenset({Status.PENDING, Status.PENDING_OPTIONAL_KEYS_UNSUPPORTED})
 
 
+PREPARED_QUERIES = 64
+"""Queries whose identifier, encodings and matching keys are kept, least recently used dropped
+first: a web server asking the same few queries again and again builds each once (building
+and encoding the identifier with pydicom was a third of a small C-FIND's own work)."""
+
+
+class _Prepared:
+    """What one query's C-FINDs send and check responses with; read-only once built."""
+
+    def __init__(self, query: Query) -> None:
+        self.identifier = query.to_dataset()
+        self._encoded: dict[str, bytes] = {}
+        self._matching_keys: dict[FindOptions, MatchingKeys] = {}
+
+    def encoded(self, transfer_syntax: str) -> bytes:
+        encoded = self._encoded.get(transfer_syntax)
+        if encoded is None:
+            encoded = self._encoded[transfer_syntax] = encode_dataset(
+                self.identifier, transfer_syntax
+            )
+        return encoded
+
+    def matching_keys(self, negotiated: FindOptions) -> MatchingKeys:
+        keys = self._matching_keys.get(negotiated)
+        if keys is None:
+            unjudged = _unjudged(self.identifier, negotiated)
+            keys = self._matching_keys[negotiated] = MatchingKeys(
+                self.identifier, unjudged=unjudged
+            )
+        return keys
+
+
+_prepared: OrderedDict[tuple[object, ...], _Prepared] = OrderedDict()
+
+
+def _prepare(query: Query) -> _Prepared:
+    # By value, types included (1 == True, but they are not encoded alike).
+    key = (query.model, query.level, query.character_set,
+           tuple((k, type(v), v) for k, v in query.keys.items()))
+    try:
+        prepared = _prepared.get(key)
+    except TypeError:  # a value that is not hashable (a list of values): built each time
+        return _Prepared(query)
+    if prepared is None:
+        prepared = _prepared[key] = _Prepared(query)
+        if len(_prepared) > PREPARED_QUERIES:
+            _prepared.popitem(last=False)
+    else:
+        _prepared.move_to_end(key)
+    return prepared
+
+
 def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
     """Keys whose local check would be wrong under the negotiated matching semantics."""
     skip: set[str] = set()
@@ -406,8 +459,8 @@ def _unjudged(identifier: Dataset, negotiated: FindOptions) -> frozenset[str]:
 class _Progress:
     """What the responses of one C-FIND have shown so far."""
 
-    def __init__(self, identifier: Dataset, unjudged: frozenset[str] = frozenset()) -> None:
-        self.keys = MatchingKeys(identifier, unjudged=unjudged)
+    def __init__(self, keys: MatchingKeys) -> None:
+        self.keys = keys
         self._has_keys = bool(self.keys)
         self.matches = 0
         self.optional_keys_unsupported = False
