@@ -103,8 +103,9 @@ def setup_logging(args: Args) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def describe_error(exc: BaseException) -> tuple[int, str]:
-    """The exit code and the one line for an error: what happened, what to change."""
+def describe_error(exc: BaseException, *, tls: bool = False) -> tuple[int, str]:
+    """The exit code and the one line for an error: what happened, what to change (``tls``:
+    the command used TLS)."""
     if isinstance(exc, CliError):
         return exc.code, str(exc)
     if isinstance(exc, BrokenPipeError):  # our output was piped into 'head' or the like
@@ -121,8 +122,20 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, DicomTimeoutError):
         return EXIT_NETWORK, f"timed out: {exc}; raise --connect-timeout/--acse-timeout/" \
                              "--dimse-timeout, or check that the peer is up"
+    if isinstance(exc, AssociationError) and isinstance(exc.__cause__, ssl.SSLError):
+        return EXIT_NETWORK, (
+            f"TLS failed: {exc}; check --tls-ca (the CA of the peer's certificate) and "
+            "--tls-cert/--tls-key (ours, when the peer asks for one)"
+        )
     if isinstance(exc, AssociationError) and isinstance(exc.__cause__, OSError):
         return EXIT_NETWORK, f"{exc}; check the host and port, and that the peer is up"
+    if isinstance(exc, AssociationError) and tls:
+        # Under TLS 1.3 a server checks our certificate after our side of the handshake is
+        # done: its refusal reaches us as a closed connection.
+        return EXIT_NETWORK, (
+            f"association lost: {exc}; over TLS, a peer that wants our certificate, or does "
+            "not trust it, closes the connection: check --tls-cert/--tls-key"
+        )
     if isinstance(exc, AssociationError):
         return EXIT_NETWORK, f"association lost: {exc}"
     if isinstance(exc, ssl.SSLError):
@@ -186,7 +199,8 @@ def run_command(
         error = _unwrap(exc)
         if isinstance(error, (SystemExit, KeyboardInterrupt)):
             raise
-        code, text = describe_error(error)
+        code, text = describe_error(
+            error, tls=bool(getattr(args, "tls_cert", None) or getattr(args, "tls_ca", None)))
         if not text:
             # stdout's reader is gone: flushing it at exit would fail again, noisily.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -318,11 +332,10 @@ def tls_contexts(args: Args) -> tuple[ssl.SSLContext | None, ssl.SSLContext | No
 def server_tls(args: Args) -> ssl.SSLContext | None:
     """The SSL context of a server command (``None`` without TLS options): its certificate, and
     with ``--tls-ca``, clients must present a certificate signed by those CAs (mutual TLS)."""
-    _, server = tls_contexts(args)
-    if server is None and args.tls_ca:
+    if args.tls_ca and not args.tls_cert:
         raise CliError("a TLS server needs its certificate: give --tls-cert and --tls-key "
                        "(--tls-ca then also asks clients for theirs)")
-    return server
+    return tls_contexts(args)[1]
 
 
 def client_for(
