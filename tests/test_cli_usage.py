@@ -74,12 +74,12 @@ def test_usage_errors_are_one_line_with_code_2(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["find", "127.0.0.1", "104", "--fuzy"], "'--fuzzy'"),
+    (["find", "127.0.0.1", "104", "--fuzy"], "--fuzzy"),  # (suggested)
     (["find"], "Missing argument 'HOST|NAME'"),
     (["find", "h", "1", "-L", "FRAME"], "'FRAME' is not one of"),
     (["find", "h", "1", "--json", "-o", "out"], "give --json or -o/--output, not both"),
     (["find", "h", "1", "--cancel-after", "0"], "--cancel-after"),
-    (["fnd", "h", "1"], "'find'"),
+    (["fnd", "h", "1"], "No such command 'fnd'"),
     (["qrscp", "99999", "."], "99999 is not in the range"),
     (["store", "127.0.0.1", "104"], "name the files or directories to send"),
 ])
@@ -150,3 +150,34 @@ def test_worklist_query_with_a_sequence_path() -> None:
     assert step["Modality"] == "CT"  # type: ignore[index]
     with pytest.raises(Exception, match="no level"):
         build_query(parse(["find", "h", "1", "-W", "-L", "STUDY"]))
+
+
+def test_peers_toml_is_read_on_every_supported_python(tmp_path: Path) -> None:
+    """tomllib on 3.11+, tomli (the extra 'cli') on 3.10: the named peer's address is used (a
+    closed port: a network error, exit 5), a broken file is a usage error naming it."""
+    from peers import free_port
+
+    config = tmp_path / "peers.toml"
+    config.write_text(f'[mypacs]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+                      'ae_title = "PACS"\nmethod = "get"\n')
+    env = {"AIODICOM_PEERS": str(config)}
+    done = aiodicom("echo", "mypacs", "--connect-timeout", "5", env=env)
+    assert done.returncode == 5, done.stderr
+    assert "cannot connect" in done.stderr
+    config.write_text("[mypacs\nhost = ")
+    broken = aiodicom("echo", "mypacs", env=env)
+    assert broken.returncode == 2
+    assert f"cannot read {config}" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def test_without_a_toml_reader_peers_toml_names_the_extra(tmp_path: Path) -> None:
+    config = tmp_path / "peers.toml"
+    config.write_text('[mypacs]\nhost = "127.0.0.1"\nport = 104\n')
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['tomllib'] = sys.modules['tomli'] = None;"
+         " from aiodicom.__main__ import main; sys.exit(main(['echo', 'mypacs']))"],
+        capture_output=True, text=True, cwd=ROOT, env=cli_env({"AIODICOM_PEERS": str(config)}),
+        timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "needs tomli: pip install 'aiodicom[cli]'" in done.stderr
