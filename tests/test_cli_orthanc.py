@@ -9,13 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from peers import free_port
-from peers.aiodicom_cli import aiodicom, storescp
+from peers.aiodicom_cli import aiodicom, library_find, peer_args, storescp
 from pydicom import Dataset
 
-import aiodicom as lib
 from aiodicom.testing.synthetic import write_synthetic
 
 pytestmark = pytest.mark.interop
@@ -34,19 +32,6 @@ def orthanc(
                              modalities={"AIODICOM": ("AIODICOM", "127.0.0.1", our_port)})
     files = write_synthetic(tmp_path / "synthetic", rows=8, columns=8, slices=3)
     return server, our_port, files
-
-
-def peer_args(server: Any) -> list[str]:
-    return [server.host, str(server.port), "-aec", server.ae_title]
-
-
-def library_find(server: Any, **keys: object) -> list[Dataset]:
-    async def run() -> list[Dataset]:
-        async with lib.Client("AIODICOM", peer=(server.host, server.port,
-                                                server.ae_title)) as client:
-            return await client.find(lib.Query.study(**keys)).all()
-
-    return anyio.run(run)
 
 
 def test_store_echo_find_get_and_move_with_orthanc(

@@ -8,12 +8,11 @@ import json
 import ssl
 from pathlib import Path
 
-import anyio
 import pytest
 from peers import require_executable, require_module
-from peers.aiodicom_cli import CliServer, aiodicom, qrscp
+from peers.aiodicom_cli import aiodicom, library_find, peer_args, qrscp
 from peers.dcmtk import ECHOSCU, echoscu
-from pydicom import Dataset, dcmread
+from pydicom import dcmread
 
 import aiodicom as lib
 from aiodicom.testing.synthetic import write_synthetic
@@ -57,19 +56,6 @@ def client_options(certificates: dict[str, Pair], who: str | None) -> list[str]:
     return options
 
 
-def peer(server: CliServer) -> list[str]:
-    return [server.host, str(server.port), "-aec", server.ae_title]
-
-
-def library_find(server: CliServer, context: ssl.SSLContext) -> list[Dataset]:
-    async def run() -> list[Dataset]:
-        async with lib.Client("LIBSCU", peer=(server.host, server.port, server.ae_title),
-                              ssl_context=context) as client:
-            return await client.find(lib.Query.study(PatientID=PATIENT)).all()
-
-    return anyio.run(run)
-
-
 def client_context(certificates: dict[str, Pair], who: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
                                          cafile=str(certificates["server"][0]))
@@ -87,14 +73,15 @@ def test_qrscp_over_tls_serves_the_cli_and_the_library(
     tls = client_options(certificates, None)
     with qrscp(directory, tmp_path, ae_title="TLSQR", synthetic=False,
                extra=server_options(certificates, mutual=False)) as server:
-        echo = aiodicom("echo", *peer(server), *tls)
-        found = aiodicom("find", *peer(server), "-k", f"PatientID={PATIENT}", "-k", "StudyDate",
-                         "--json", *tls)
-        got = aiodicom("get", *peer(server), "-L", "PATIENT", "-k", f"PatientID={PATIENT}",
+        echo = aiodicom("echo", *peer_args(server), *tls)
+        found = aiodicom("find", *peer_args(server), "-k", f"PatientID={PATIENT}",
+                         "-k", "StudyDate", "--json", *tls)
+        got = aiodicom("get", *peer_args(server), "-L", "PATIENT", "-k", f"PatientID={PATIENT}",
                        "-o", str(tmp_path / "got"), *tls)
-        studies = library_find(server, client_context(certificates, None))
-        plain = aiodicom("echo", *peer(server), "--acse-timeout", "3")
-        untrusting = aiodicom("echo", *peer(server), "--tls-ca",
+        studies = library_find(server, ssl_context=client_context(certificates, None),
+                               PatientID=PATIENT)
+        plain = aiodicom("echo", *peer_args(server), "--acse-timeout", "3")
+        untrusting = aiodicom("echo", *peer_args(server), "--tls-ca",
                               str(certificates["stranger"][0]))
     assert echo.returncode == 0, echo.stderr
     assert found.returncode == 0, found.stderr
@@ -118,17 +105,19 @@ def test_qrscp_with_mutual_tls_refuses_clients_without_a_trusted_certificate(
     directory, _ = archive
     with qrscp(directory, tmp_path, ae_title="MTLSQR", synthetic=False,
                extra=server_options(certificates, mutual=True)) as server:
-        trusted = aiodicom("echo", *peer(server), *client_options(certificates, "client"))
-        found = aiodicom("find", *peer(server), "-k", f"PatientID={PATIENT}", "--json",
+        trusted = aiodicom("echo", *peer_args(server), *client_options(certificates, "client"))
+        found = aiodicom("find", *peer_args(server), "-k", f"PatientID={PATIENT}", "--json",
                          *client_options(certificates, "client"))
-        studies = library_find(server, client_context(certificates, "client"))
-        anonymous = aiodicom("echo", *peer(server), *client_options(certificates, None),
+        studies = library_find(server, ssl_context=client_context(certificates, "client"),
+                               PatientID=PATIENT)
+        anonymous = aiodicom("echo", *peer_args(server), *client_options(certificates, None),
                              "--acse-timeout", "5")
-        stranger = aiodicom("echo", *peer(server), *client_options(certificates, "stranger"),
+        stranger = aiodicom("echo", *peer_args(server), *client_options(certificates, "stranger"),
                             "--acse-timeout", "5")
         with pytest.raises(lib.DicomError):
-            library_find(server, client_context(certificates, None))
-        still_serving = aiodicom("echo", *peer(server), *client_options(certificates, "client"))
+            library_find(server, ssl_context=client_context(certificates, None), PatientID=PATIENT)
+        still_serving = aiodicom("echo", *peer_args(server),
+                                 *client_options(certificates, "client"))
     assert trusted.returncode == 0, trusted.stderr
     assert found.returncode == 0 and len(json.loads(found.stdout)) == 2, found.stderr
     assert len(studies) == 2
