@@ -140,7 +140,8 @@ class DeliveryRouter:
         ]
 
     def _route_by_command(
-        self, command: Mapping[str, object], calling_ae_title: str, peer_address: str | None
+        self, command: Mapping[str, object], calling_ae_title: str, peer_address: str | None,
+        *, log_refusal: bool = True,
     ) -> ExpectedMove | None:
         """The move the Move Originator fields name, if the delivery comes from its PACS."""
         originator_id = command.get("MoveOriginatorMessageID")
@@ -151,11 +152,12 @@ class DeliveryRouter:
         if named is None:
             return None
         if named not in self._sent_to(calling_ae_title, peer_address):
-            log.warning(
-                "C-STORE from %s at %s names C-MOVE %d, which was sent to %s at %s: not given "
-                "to it", calling_ae_title, peer_address, originator_id, named.peer_ae_title,
-                named.peer_address,
-            )
+            if log_refusal:
+                log.warning(
+                    "C-STORE from %s at %s names C-MOVE %d, which was sent to %s at %s: not "
+                    "given to it", calling_ae_title, peer_address, originator_id,
+                    named.peer_ae_title, named.peer_address,
+                )
             return None
         # The originator is us; pynetdicom (3.0.4) names itself, the sender, instead.
         if originator_ae in ("", named.calling_ae_title, calling_ae_title):
@@ -183,7 +185,8 @@ class DeliveryRouter:
     ) -> Recipient | None:
         """The move the Move Originator fields name; with no move active, the handler of
         unexpected deliveries when it keeps them in a sink (nothing arriving can be a move's)."""
-        move = self._route_by_command(command, source_ae_title, peer_address)
+        # Logged once, when the delivery is refused, not also here before its data set.
+        move = self._route_by_command(command, source_ae_title, peer_address, log_refusal=False)
         if move is not None:
             return move
         unexpected = self.unexpected
