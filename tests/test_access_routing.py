@@ -52,10 +52,13 @@ class Intrusion:
         self.attack = attack
         self.move: Retrieval | None = None
         self.kept = MemorySink()
+        self.attacked = False
         self.outcome: object = None
 
     async def __call__(self, instance: Instance) -> None:
-        if self.outcome is None:
+        if not self.attacked:
+            # Set first: should the forged instance reach the move, it must not attack again.
+            self.attacked = True
             assert self.move is not None and self.move.message_id is not None
             self.outcome = await self.attack(self.move.message_id)
         await self.kept(instance)
