@@ -7,7 +7,7 @@ dcmqrscp and Orthanc, whose sub-operations echo our random Message IDs back)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import pytest
@@ -23,7 +23,7 @@ from aiodicom.datasets import encode_dataset
 from aiodicom.dispatcher import Dispatcher
 from aiodicom.routing import DeliveryRouter
 from aiodicom.server import QRServer
-from aiodicom.services.retrieve import Retrieval
+from aiodicom.services.retrieve import Retrieval, RetrieveResult
 from aiodicom.testing.pytest_plugin import QRScp
 from aiodicom.testing.synthetic import synthetic_datasets
 
@@ -70,17 +70,29 @@ async def _own_scu_attack(listen_port: int, calling: str, message_id: int) -> in
     return result.outcomes[0].status
 
 
+async def _move_with_intrusion(
+    qrscp: QRScp, attack: Callable[[int, int], Awaitable[object]], **client_args: Any
+) -> tuple[Intrusion, RetrieveResult]:
+    """A C-MOVE of one study from the Q/R SCP to our client; ``attack(listen_port,
+    message_id)`` runs while it is under way."""
+    async with aiodicom.Client(AE, peer=qrscp.peer, listen_port=0, **client_args) as client:
+        port = client.listen_port
+        assert port is not None
+        qrscp.add_move_destination(AE, LOOPBACK, port)
+        query = await _study_query(client)
+        sink = Intrusion(lambda message_id: attack(port, message_id))
+        sink.move = client.move(query, sink=sink)
+        return sink, await sink.move
+
+
+async def _intruder(port: int, message_id: int) -> int:
+    return await _own_scu_attack(port, "INTRUDER", message_id)
+
+
 async def test_store_from_a_third_ae_during_a_move_is_refused(aiodicom_qrscp: QRScp) -> None:
     """Our own SCU as the intruder, with the running move's Message ID and our AE title as
     originator: refused (0x0124) by default; the PACS's deliveries all reach the move."""
-    async with aiodicom.Client(AE, peer=aiodicom_qrscp.peer, listen_port=0) as client:
-        port = client.listen_port
-        assert port is not None
-        aiodicom_qrscp.add_move_destination(AE, LOOPBACK, port)
-        query = await _study_query(client)
-        sink = Intrusion(lambda message_id: _own_scu_attack(port, "INTRUDER", message_id))
-        sink.move = client.move(query, sink=sink)
-        result = await sink.move
+    sink, result = await _move_with_intrusion(aiodicom_qrscp, _intruder)
     assert sink.outcome == NOT_AUTHORIZED
     forged_uid = _forged().SOPInstanceUID
     assert result.status == 0 and result.ok and not result.failed
@@ -94,16 +106,9 @@ async def test_store_from_a_third_ae_during_a_move_is_quarantined(aiodicom_qrscp
     """With ``unexpected_deliveries`` a sink, the intruder's instance is kept there (a
     quarantine), never in the move's result."""
     quarantine = MemorySink()
-    async with aiodicom.Client(
-        AE, peer=aiodicom_qrscp.peer, listen_port=0, unexpected_deliveries=quarantine
-    ) as client:
-        port = client.listen_port
-        assert port is not None
-        aiodicom_qrscp.add_move_destination(AE, LOOPBACK, port)
-        query = await _study_query(client)
-        sink = Intrusion(lambda message_id: _own_scu_attack(port, "INTRUDER", message_id))
-        sink.move = client.move(query, sink=sink)
-        result = await sink.move
+    sink, result = await _move_with_intrusion(
+        aiodicom_qrscp, _intruder, unexpected_deliveries=quarantine
+    )
     forged_uid = _forged().SOPInstanceUID
     assert sink.outcome == 0x0000
     assert list(quarantine.instances) == [forged_uid]
@@ -131,14 +136,9 @@ async def test_pynetdicom_intruder_during_a_move_is_refused(aiodicom_qrscp: QRSc
         finally:
             assoc.release()
 
-    async with aiodicom.Client(AE, peer=aiodicom_qrscp.peer, listen_port=0) as client:
-        port = client.listen_port
-        assert port is not None
-        aiodicom_qrscp.add_move_destination(AE, LOOPBACK, port)
-        query = await _study_query(client)
-        sink = Intrusion(lambda message_id: in_thread(store, port, message_id))
-        sink.move = client.move(query, sink=sink)
-        result = await sink.move
+    sink, result = await _move_with_intrusion(
+        aiodicom_qrscp, lambda port, message_id: in_thread(store, port, message_id)
+    )
     assert sink.outcome == NOT_AUTHORIZED
     assert forged.SOPInstanceUID not in result.completed
     assert result.ok and result.sub_operations.completed == len(result.completed) > 0
