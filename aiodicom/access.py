@@ -154,7 +154,9 @@ class AccessPolicy:
     values) connections are taken from; ``None``: any. Others are closed unanswered.
 
     ``verify_identity``: called with each requestor's :class:`UserIdentity` (sync or async);
-    see :data:`IdentityVerdict` for what it returns. ``require_identity``: with a verifier, a
+    see :data:`IdentityVerdict` for what it returns. A plain function runs on the event loop:
+    keep it to a lookup; ask a directory or token service from an async one (both are bounded
+    by the ACSE timeout). ``require_identity``: with a verifier, a
     requestor sending no User Identity is rejected (``False``: let it in unverified).
 
     ``deliveries_by_uids``: also give a C-MOVE the deliveries that carry no Move Originator

@@ -274,4 +274,4 @@ async def test_random_message_ids_with_dcmtk_and_orthanc(
                     i.sop_instance_uid for i in series.instances
                 )
                 assert result.ok and not result.failed
-    assert ids != [1, 2, 3] and len(set(ids)) == 3
+    assert ids != [1, 2, 3]  # not counted from 1 (each drawn at random, 1-65535)
