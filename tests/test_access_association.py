@@ -7,6 +7,7 @@ sends User Identity) and DCMTK's echoscu and storescu."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from peers import LOOPBACK, in_thread, require_executable, require_module
@@ -83,7 +84,7 @@ async def test_calling_ae_title_not_allowed_cannot_store_into_the_qr_scp() -> No
 
 @pytest.mark.interop
 async def test_dcmtk_echoscu_and_storescu_with_a_calling_ae_title_not_allowed(
-    tmp_path: object,
+    tmp_path: Path,
 ) -> None:
     require_executable(ECHOSCU)
     require_executable(STORESCU)
@@ -94,7 +95,7 @@ async def test_dcmtk_echoscu_and_storescu_with_a_calling_ae_title_not_allowed(
         return 0
 
     dataset = next(iter(synthetic_datasets(rows=8, columns=8, slices=1)))
-    path = f"{tmp_path}/one.dcm"
+    path = tmp_path / "one.dcm"
     dataset.save_as(path, enforce_file_format=True)
     access = AccessPolicy(calling_ae_titles={"PACS"})
     async with aiodicom.Client(
@@ -276,3 +277,40 @@ async def test_pynetdicom_user_identity_against_the_qr_scp() -> None:
     assert wrong[0] is False and wrong[2] == -1
     assert right == (True, False, 0x0000)
     assert [i.passcode for i in verify.asked] == ["wrong", "right"]
+
+
+# --- over TLS ------------------------------------------------------------------------------------
+
+
+async def test_access_checks_over_tls(tmp_path: Path) -> None:
+    """Behind TLS the source address is still known: networks, AE titles and User Identity
+    are checked as on plain TCP."""
+    require_module("cryptography")
+    from test_interop_association import _client_ssl, _self_signed, _server_ssl
+
+    cert, key = _self_signed(tmp_path)
+    verify = Passwords(dave="pw")
+    checks = [
+        (AccessPolicy(networks=["127.0.0.1"], verify_identity=verify), True),
+        (AccessPolicy(networks=["10.0.0.0/8"]), False),
+    ]
+    for access, allowed in checks:
+        async with aiodicom.Client(
+            "AIOSCP", listen_port=0, server_ssl_context=_server_ssl(cert, key), access=access
+        ) as server:
+            port = server.listen_port
+            assert port
+            async with aiodicom.Client("AIOSCU", ssl_context=_client_ssl(cert)) as client:
+                peer = client.peer(LOOPBACK, port, "AIOSCP")
+                if allowed:
+                    async with peer.associate(user_identity=_password(b"dave", b"pw")) as s:
+                        await s.echo()
+                    with pytest.raises(aiodicom.AssociationRejected) as info:
+                        async with peer.associate(user_identity=_password(b"dave", b"no")):
+                            pass
+                    assert _rejection(info) == IDENTITY_REFUSED
+                else:
+                    with pytest.raises(aiodicom.AssociationError) as closed:
+                        await peer.echo()
+                    assert not isinstance(closed.value, aiodicom.AssociationRejected)
+    assert [i.peer_address for i in verify.asked] == [LOOPBACK, LOOPBACK]
