@@ -110,12 +110,14 @@ def _titles(
 ) -> frozenset[str] | Mapping[str, frozenset[str]] | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        value = [value]
     if isinstance(value, Mapping):
-        return {called.strip(): frozenset(t.strip() for t in calling)
-                for called, calling in value.items()}
-    return frozenset(title.strip() for title in value)
+        return {called.strip(): _title_set(calling) for called, calling in value.items()}
+    return _title_set(value)
+
+
+def _title_set(titles: Collection[str]) -> frozenset[str]:
+    # One title given alone is one title, not the set of its characters.
+    return frozenset([titles.strip()] if isinstance(titles, str) else (t.strip() for t in titles))
 
 
 def normalized_address(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

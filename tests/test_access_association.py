@@ -57,7 +57,8 @@ async def test_calling_ae_title_not_allowed_is_rejected_reason_3() -> None:
 
 async def test_calling_ae_titles_per_called_ae_title() -> None:
     """A mapping: each called AE title lists its callers; one not in it is not recognized."""
-    access = AccessPolicy(calling_ae_titles={"AIOQR": ["VIEWER"], "ARCHIVE": ["MODALITY"]})
+    # A single title may stand alone.
+    access = AccessPolicy(calling_ae_titles={"AIOQR": ["VIEWER"], "ARCHIVE": "MODALITY"})
     async with QRServer("AIOQR", listen_port=0, access=access) as server:
         port = server.listen_port
         await _echo(port, "AIOQR", calling="VIEWER")
