@@ -25,6 +25,7 @@ from aiodicom.acceptor import (
     leave_serving,
     serve_connection,
 )
+from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
@@ -80,6 +81,8 @@ class QRServer:
     ``server_ssl_context``: serve over TLS, as the client's acceptor does (a context made for
     ``ssl.Purpose.CLIENT_AUTH``; with ``verify_mode = ssl.CERT_REQUIRED``, mutual TLS). The
     associations a C-MOVE opens to its destinations are not TLS.
+    ``access``: who may associate (calling AE titles, source networks, User Identity): an
+    :class:`~aiodicom.AccessPolicy`; by default anyone.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class QRServer:
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         require_called_ae_title: bool = False,
         server_ssl_context: ssl.SSLContext | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -116,6 +120,7 @@ class QRServer:
         self.policy = AcceptorPolicy(
             ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
             require_called_ae_title=require_called_ae_title, store_handler=store_handler,
+            access=access if access is not None else AccessPolicy(),
             operations=ServedOperations(
                 handlers=handlers(self._qr),
                 sop_classes=dict.fromkeys(QR_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES),
