@@ -23,6 +23,17 @@ from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pool import AssociationPool, PoolOptions, PoolTimeout
 from aiodicom.query import Query
 from aiodicom.series import Series
+from aiodicom.services.commitment import StoredAndCommitted
+from aiodicom.services.commitment_registry import (
+    CommitmentJournal,
+    CommitmentRegistry,
+    CommitmentResult,
+    CommitmentTimeout,
+    FailedInstance,
+    FailureReason,
+    PendingCommitment,
+    ReferencedInstance,
+)
 from aiodicom.services.find import (
     Find,
     FindError,
@@ -59,12 +70,18 @@ __all__ = [
     "CandidateSeries",
     "CheckedBy",
     "Client",
+    "CommitmentJournal",
+    "CommitmentRegistry",
+    "CommitmentResult",
+    "CommitmentTimeout",
     "ConnectionClosed",
     "ContextProposal",
     "DicomError",
     "DicomTimeoutError",
     "DimseError",
     "DirectorySink",
+    "FailedInstance",
+    "FailureReason",
     "Find",
     "FindError",
     "FindOptions",
@@ -80,6 +97,7 @@ __all__ = [
     "MoveDestinationUnknown",
     "NoAcceptedContext",
     "PDUDecodeError",
+    "PendingCommitment",
     "Peer",
     "PeerAddress",
     "PoolOptions",
@@ -91,6 +109,7 @@ __all__ = [
     "QueryModel",
     "Retrieval",
     "RetrieveError",
+    "ReferencedInstance",
     "RetrieveResult",
     "Series",
     "SeriesSelection",
@@ -99,6 +118,7 @@ __all__ = [
     "StatusError",
     "StoreOutcome",
     "StoreResult",
+    "StoredAndCommitted",
     "Timeouts",
     "UnsupportedBackend",
     "__version__",

@@ -19,20 +19,26 @@ import anyio.abc
 
 from aiodicom.acceptor import (
     AcceptorPolicy,
+    IncomingOperation,
     IncomingStore,
     ServedOperations,
     leave_serving,
     serve_connection,
 )
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
-from aiodicom.dimse import DimseMessage
+from aiodicom.dimse import N_ACTION_RQ, DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.instance import Instance
+from aiodicom.server.commitment import CommitmentOptions, ReportTasks, serve_commitment
 from aiodicom.server.index import InstanceIndex
 from aiodicom.server.operations import QR_SOP_CLASSES, QRContext, handlers
 from aiodicom.services.storage_scp import Recipient, receive_store, store_into
 from aiodicom.transport import Connection, Listener
-from aiodicom.uids import EXPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES
+from aiodicom.uids import (
+    EXPLICIT_VR_LE,
+    STORAGE_COMMITMENT_PUSH_MODEL,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+)
 
 log = logging.getLogger("aiodicom.qrscp")
 
@@ -76,6 +82,11 @@ class QRServer:
     ``move_destinations``: AE title -> ``(host, port)`` where C-MOVEs may send; others get
     0xA801. Add more at any time with :meth:`add_move_destination`.
     ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
+
+    It is also a Storage Commitment SCP (Push Model): ``commitment``
+    (:class:`~aiodicom.server.commitment.CommitmentOptions`, changeable as
+    :attr:`commitment`) says whether reports go on the request's association or on a new one
+    to the requestor (at its move destination address), and may fail chosen instances.
     """
 
     def __init__(
@@ -89,6 +100,7 @@ class QRServer:
         timeouts: Timeouts | None = None,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         require_called_ae_title: bool = False,
+        commitment: CommitmentOptions | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -101,6 +113,14 @@ class QRServer:
             self.index, ae_title, dict(move_destinations or {}), self.timeouts, max_pdu_length
         )
         storage = _IndexStorage(self.index)
+        self.commitment = commitment if commitment is not None else CommitmentOptions()
+        self._reports = ReportTasks()
+        served = handlers(self._qr)
+
+        async def on_commitment(op: IncomingOperation) -> None:
+            await serve_commitment(op, self._qr, self.commitment, self._reports)
+
+        served[N_ACTION_RQ] = on_commitment
 
         async def store_handler(incoming: IncomingStore) -> DimseMessage:
             return await receive_store(
@@ -111,8 +131,11 @@ class QRServer:
             ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
             require_called_ae_title=require_called_ae_title, store_handler=store_handler,
             operations=ServedOperations(
-                handlers=handlers(self._qr),
-                sop_classes=dict.fromkeys(QR_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES),
+                handlers=served,
+                sop_classes=dict.fromkeys(
+                    (*QR_SOP_CLASSES, STORAGE_COMMITMENT_PUSH_MODEL),
+                    UNCOMPRESSED_TRANSFER_SYNTAXES,
+                ),
                 storage_scp_role=True,
                 # What most archives and our own synthetic data store: a C-GET requestor
                 # listing Implicit VR first (pynetdicom's default) still gets them unchanged.
@@ -158,8 +181,11 @@ class QRServer:
         listener = await self._bind()
         task_status.started(listener.port)
         try:
-            await listener.serve(self._serve_connection)
+            async with anyio.create_task_group() as reports:
+                self._reports.tasks = reports
+                await listener.serve(self._serve_connection)
         finally:
+            self._reports.tasks = None
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
                 self._listener = None
@@ -170,6 +196,7 @@ class QRServer:
         await tasks.__aenter__()
         tasks.start_soon(listener.serve, self._serve_connection)
         self._tasks = tasks
+        self._reports.tasks = tasks
         return self
 
     async def __aexit__(
@@ -180,6 +207,7 @@ class QRServer:
     ) -> bool | None:
         tasks, self._tasks = self._tasks, None
         listener, self._listener = self._listener, None
+        self._reports.tasks = None
         if tasks is None:
             if listener is not None:
                 with anyio.CancelScope(shield=True):
