@@ -241,3 +241,41 @@ async def test_registry_bounds_and_expiry() -> None:
     assert "2.25.9" not in expiring  # expired when the registry was next used
     assert expiring.report(CommitmentReport("2.25.9", ref, ()), "PACS",
                            same_association=True) is None
+
+
+class _Journal:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def pending(self, transaction: aiodicom.PendingCommitment) -> None:
+        self.events.append(("pending", transaction.transaction_uid))
+
+    def reported(self, result: aiodicom.CommitmentResult) -> None:
+        self.events.append(("reported", result.transaction_uid))
+
+    def forget(self, transaction_uid: str) -> None:
+        self.events.append(("forget", transaction_uid))
+
+
+async def test_journal_sees_each_transaction_and_a_new_registry_takes_them_back(
+    aiodicom_index: InstanceIndex,
+) -> None:
+    journal = _Journal()
+    async with (
+        QRServer("AIOQR", aiodicom_index) as server,
+        Client(AE, peer=server.address, commitments=CommitmentRegistry(journal=journal)) as client,
+    ):
+        held = await _held(aiodicom_index, client, 2)
+        result = await client.commit(held, timeout=30)
+        uid = result.transaction_uid
+        assert journal.events == [("pending", uid), ("reported", uid), ("forget", uid)]
+        with pytest.raises(ValueError, match="lacks a SOP Class UID or SOP Instance UID"):
+            await client.commit([("1.2.3", "")], timeout=5)
+        assert len(journal.events) == 3 and len(client.commitments) == 0
+    # After a restart: the pending transactions of the journal seed a new registry.
+    pending = aiodicom.PendingCommitment("2.25.42", tuple(held), "AIOQR", 0.0, 4e9)
+    registry = CommitmentRegistry()
+    registry.restore(pending)
+    report = CommitmentReport("2.25.42", tuple(held), ())
+    assert registry.report(report, "AIOQR", same_association=False) is not None
+    assert (await registry.wait("2.25.42", 1)).ok

@@ -361,7 +361,6 @@ async def request_commitment(
     except BaseException:
         registry.discard(uid)
         raise
-    registry.confirmed(uid)
     return pending
 
 

@@ -196,13 +196,14 @@ class CommitmentJournal(Protocol):
     transaction event: keep each call short."""
 
     def pending(self, transaction: PendingCommitment) -> None:
-        """A request was accepted by the SCP: its report is awaited."""
+        """A request is about to be sent: its report is awaited (first call per transaction)."""
 
     def reported(self, result: CommitmentResult) -> None:
         """Its report arrived (the transaction may still be waited for)."""
 
     def forget(self, transaction_uid: str) -> None:
-        """The caller took the result, the request failed, or the transaction expired."""
+        """The caller took the result, the SCP refused the request, or the transaction expired
+        (last call per transaction)."""
 
 
 def new_transaction_uid() -> str:
@@ -265,6 +266,8 @@ class CommitmentRegistry:
             transaction_uid, tuple(requested), peer_ae_title, now, now + self.expiry
         )
         self.restore(pending)
+        if self.journal is not None:
+            self.journal.pending(pending)
         return pending
 
     def restore(self, pending: PendingCommitment, result: CommitmentResult | None = None) -> None:
@@ -280,12 +283,6 @@ class CommitmentRegistry:
             entry.result = result
             entry.arrived.set()
         self._entries[pending.transaction_uid] = entry
-
-    def confirmed(self, transaction_uid: str) -> None:
-        """The SCP accepted the request (N-ACTION-RSP success): tell the journal."""
-        entry = self._entries.get(transaction_uid)
-        if entry is not None and self.journal is not None:
-            self.journal.pending(entry.pending)
 
     def discard(self, transaction_uid: str) -> None:
         """Forget a transaction (its request failed, or its result was taken)."""
