@@ -33,7 +33,7 @@ from aiodicom.pdu import (
 from aiodicom.pool import AssociationPool, PeerKey, PoolOptions
 from aiodicom.query import Query
 from aiodicom.routing import DeliveryRouter, UnexpectedHandler
-from aiodicom.services import commitment
+from aiodicom.services import commitment, commitment_registry
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
@@ -106,7 +106,7 @@ class Client:
     are released when the block ends.
 
     ``commitments``: where storage commitment transactions wait for their reports (a
-    :class:`~aiodicom.services.commitment.CommitmentRegistry`, e.g. with a journal); by
+    :class:`~aiodicom.services.commitment_registry.CommitmentRegistry`, e.g. with a journal); by
     default one in memory. The acceptor takes the reports SCPs send on associations of their
     own (Storage Commitment, with the SCP role granted to them).
 
@@ -129,7 +129,7 @@ class Client:
         ssl_context: ssl.SSLContext | None = None,
         server_ssl_context: ssl.SSLContext | None = None,
         require_called_ae_title: bool = False,
-        commitments: commitment.CommitmentRegistry | None = None,
+        commitments: commitment_registry.CommitmentRegistry | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -163,7 +163,7 @@ class Client:
             scp_role_classes=frozenset({STORAGE_COMMITMENT_PUSH_MODEL}),
         )
         self.commitments = commitments if commitments is not None \
-            else commitment.CommitmentRegistry()
+            else commitment_registry.CommitmentRegistry()
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._pool: AssociationPool | None = None
@@ -348,7 +348,7 @@ class Client:
     async def commit(
         self, instances: commitment.CommitItems, *, timeout: float = 60.0,
         same_association_wait: float | None = None, transaction_uid: str | None = None,
-    ) -> commitment.CommitmentResult:
+    ) -> commitment_registry.CommitmentResult:
         """Storage commitment by the default peer: see :meth:`aiodicom.Peer.commit`."""
         return await self._default.commit(
             instances, timeout=timeout, same_association_wait=same_association_wait,
@@ -367,7 +367,7 @@ class Client:
 
     async def commitment_result(
         self, transaction_uid: str, *, timeout: float | None = 60.0
-    ) -> commitment.CommitmentResult:
+    ) -> commitment_registry.CommitmentResult:
         """Wait again for the report of a storage commitment transaction that timed out
         (whichever peer it was asked of)."""
         return await self.commitments.wait(transaction_uid, timeout)

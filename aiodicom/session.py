@@ -22,7 +22,7 @@ from aiodicom.model import Level, QueryModel
 from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pdu import AssociateRQ, SOPClassExtendedNegotiation
 from aiodicom.query import Query
-from aiodicom.services import commitment, series_selection
+from aiodicom.services import commitment, commitment_registry, series_selection
 from aiodicom.services import echo as echo_service
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
@@ -60,7 +60,7 @@ class OwningClient(Protocol):
     def _router(self) -> MoveRouter: ...
 
     @property
-    def commitments(self) -> commitment.CommitmentRegistry: ...
+    def commitments(self) -> commitment_registry.CommitmentRegistry: ...
 
 AnySink = Sink | MemorySink | DirectorySink
 Clean = Callable[[], bool]
@@ -92,7 +92,7 @@ class Operations:
         raise NotImplementedError
 
     @property
-    def _commitments(self) -> commitment.CommitmentRegistry:
+    def _commitments(self) -> commitment_registry.CommitmentRegistry:
         client = self._client
         if client is None:
             raise NotImplementedError
@@ -375,7 +375,7 @@ class Operations:
         timeout: float = 60.0,
         same_association_wait: float | None = None,
         transaction_uid: str | None = None,
-    ) -> commitment.CommitmentResult:
+    ) -> commitment_registry.CommitmentResult:
         """Storage Commitment (PS3.4 Annex J): ask the peer to take responsibility for
         ``instances`` and wait up to ``timeout`` seconds for its answer, a
         :class:`~aiodicom.CommitmentResult` listing the instances committed and those failed
@@ -416,7 +416,7 @@ class Operations:
 
     async def commitment_result(
         self, transaction_uid: str, *, timeout: float | None = 60.0
-    ) -> commitment.CommitmentResult:
+    ) -> commitment_registry.CommitmentResult:
         """Wait again for the report of a storage commitment transaction whose
         :meth:`commit` timed out (it arrives at our acceptor, or on an association of ours)."""
         return await self._commitments.wait(transaction_uid, timeout)
@@ -442,7 +442,9 @@ class Session(Operations):
         self.dispatcher = dispatcher
         self.client = client
         # Without a client, the reports can only come on this association: its own registry.
-        self._own_commitments = commitment.CommitmentRegistry() if client is None else None
+        self._own_commitments = (
+            commitment_registry.CommitmentRegistry() if client is None else None
+        )
 
     @classmethod
     async def open(
@@ -480,7 +482,7 @@ class Session(Operations):
         return self.client
 
     @property
-    def _commitments(self) -> commitment.CommitmentRegistry:
+    def _commitments(self) -> commitment_registry.CommitmentRegistry:
         if self._own_commitments is not None:
             return self._own_commitments
         return super()._commitments

@@ -28,14 +28,13 @@ from aiodicom.dimse import N_ACTION_RSP, NO_DATASET, DimseMessage
 from aiodicom.errors import DicomError, DimseError
 from aiodicom.negotiation import ContextProposal
 from aiodicom.server.operations import QRContext, association_request
-from aiodicom.services.commitment import (
+from aiodicom.services.commitment import read_action_request, send_event_report
+from aiodicom.services.commitment_registry import (
     ACTION_REQUEST_COMMITMENT,
     CommitmentReport,
     FailedInstance,
     FailureReason,
     ReferencedInstance,
-    read_action_request,
-    send_event_report,
 )
 from aiodicom.session import open_session
 from aiodicom.status import Status, describe_status

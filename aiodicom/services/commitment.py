@@ -42,18 +42,16 @@ from aiodicom.services.commitment_registry import (
     ACTION_REQUEST_COMMITMENT,
     EVENT_ALL_COMMITTED,
     EVENT_FAILURES_EXIST,
-    CommitmentJournal,
     CommitmentRegistry,
     CommitmentReport,
     CommitmentResult,
-    CommitmentTimeout,
     FailedInstance,
-    FailureReason,
     PendingCommitment,
     ReferencedInstance,
     new_transaction_uid,
     reference_item,
 )
+from aiodicom.services.storage_scp import unrecognized_response
 from aiodicom.services.store import StoreOutcome, StoreResult
 from aiodicom.status import Status, StatusCategory, status_category, status_meaning
 from aiodicom.uids import STORAGE_COMMITMENT_PUSH_MODEL, STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE
@@ -61,26 +59,13 @@ from aiodicom.uids import STORAGE_COMMITMENT_PUSH_MODEL, STORAGE_COMMITMENT_PUSH
 log = logging.getLogger("aiodicom.commitment")
 
 __all__ = [
-    "ACTION_REQUEST_COMMITMENT",
-    "EVENT_ALL_COMMITTED",
-    "EVENT_FAILURES_EXIST",
     "UNKNOWN_TRANSACTION_STATUS",
     "CommitItem",
     "CommitItems",
-    "CommitmentJournal",
-    "CommitmentRegistry",
-    "CommitmentReport",
-    "CommitmentResult",
-    "CommitmentTimeout",
-    "FailedInstance",
-    "FailureReason",
-    "PendingCommitment",
-    "ReferencedInstance",
     "StoredAndCommitted",
     "answer_event_report",
     "commitment_handler",
     "hold_for_report",
-    "new_transaction_uid",
     "read_action_request",
     "read_report",
     "references",
@@ -290,16 +275,7 @@ def commitment_handler(
         else:
             log.warning("refused %s from %s: no such service here", request.name,
                         reporter_ae_title)
-            await association.send_message(DimseMessage(
-                request.context_id,
-                {
-                    "CommandField": request.command_field | 0x8000,
-                    "MessageIDBeingRespondedTo": request.message_id,
-                    "CommandDataSetType": NO_DATASET,
-                    "Status": Status.UNRECOGNIZED_OPERATION,
-                },
-                None,
-            ))
+            await association.send_message(unrecognized_response(request))
 
     return handle
 
@@ -336,21 +312,13 @@ async def request_commitment(
     ]
     data = encode_dataset(ds, context.transfer_syntax)
     pending = registry.begin(uid, requested, peer_ae_title)
-    dispatcher = channel.dispatcher
     try:
-        async with dispatcher.operation() as message_id:
-            await dispatcher.send(DimseMessage(
-                context.context_id,
-                {
-                    "CommandField": N_ACTION_RQ,
-                    "MessageID": message_id,
-                    "RequestedSOPClassUID": STORAGE_COMMITMENT_PUSH_MODEL,
-                    "RequestedSOPInstanceUID": STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
-                    "ActionTypeID": ACTION_REQUEST_COMMITMENT,
-                },
-                data,
-            ))
-            response = await dispatcher.next_response(message_id)
+        response = await _exchange(channel, context.context_id, {
+            "CommandField": N_ACTION_RQ,
+            "RequestedSOPClassUID": STORAGE_COMMITMENT_PUSH_MODEL,
+            "RequestedSOPInstanceUID": STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
+            "ActionTypeID": ACTION_REQUEST_COMMITMENT,
+        }, data)
         if response.command_field != N_ACTION_RSP:
             raise DimseError(f"{response.name} received in answer to an N-ACTION-RQ")
         status = response.status_code
@@ -411,18 +379,22 @@ async def send_event_report(
     )
     assert context.transfer_syntax is not None
     data = encode_dataset(report.to_dataset(), context.transfer_syntax)
+    response = await _exchange(channel, context.context_id, {
+        "CommandField": N_EVENT_REPORT_RQ,
+        "AffectedSOPClassUID": STORAGE_COMMITMENT_PUSH_MODEL,
+        "AffectedSOPInstanceUID": STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
+        "EventTypeID": report.event_type_id,
+    }, data)
+    return response.status_code
+
+
+async def _exchange(
+    channel: ServiceChannel, context_id: int, command: dict[str, object], data: bytes
+) -> DimseMessage:
+    """Send one request (its Message ID filled in) and read its response."""
     dispatcher = channel.dispatcher
     async with dispatcher.operation() as message_id:
         await dispatcher.send(DimseMessage(
-            context.context_id,
-            {
-                "CommandField": N_EVENT_REPORT_RQ,
-                "MessageID": message_id,
-                "AffectedSOPClassUID": STORAGE_COMMITMENT_PUSH_MODEL,
-                "AffectedSOPInstanceUID": STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
-                "EventTypeID": report.event_type_id,
-            },
-            data,
+            context_id, {**command, "MessageID": message_id}, data
         ))
-        response = await dispatcher.next_response(message_id)
-    return response.status_code
+        return await dispatcher.next_response(message_id)
