@@ -12,7 +12,7 @@ from peers.corpus import Corpus
 from peers.orthanc import Orthanc
 from peers.pynetdicom_commitment import CommitmentScp
 
-from aiodicom import Client, CommitmentTimeout, ReferencedInstance
+from aiodicom import AssociationAborted, Client, CommitmentTimeout, ReferencedInstance
 
 pytestmark = pytest.mark.interop
 
@@ -88,14 +88,31 @@ async def test_orthanc_reports_on_a_new_association(orthanc: Orthanc, corpus: Co
     instances = corpus.instances[:5]
     refs = [ReferencedInstance(i.sop_class_uid, i.sop_instance_uid) for i in instances]
     missing = ReferencedInstance(CT_IMAGE, "2.25.7300999")
+    other_class = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture: not what Orthanc holds
+    conflict = ReferencedInstance(other_class, corpus.instances[5].sop_instance_uid)
+    assert corpus.instances[5].sop_class_uid != other_class
     async with Client(AE, peer=(orthanc.host, orthanc.port, orthanc.ae_title),
                       listen_port=0) as client:
         assert client.listen_port is not None
         with orthanc.temporary_modality(AE, AE, "127.0.0.1", client.listen_port):
-            result = await client.commit([*refs, missing], timeout=60)
+            result = await client.commit([*refs, missing, conflict], timeout=60)
     assert not result.same_association and result.reporter_ae_title == orthanc.ae_title
     assert set(result.committed) == set(refs)
-    assert [(f.sop_instance_uid, f.failure_reason) for f in result.failed] == [
-        (missing.sop_instance_uid, 0x0112)
-    ]
+    assert {(f.sop_instance_uid, f.failure_reason) for f in result.failed} == {
+        (missing.sop_instance_uid, 0x0112), (conflict.sop_instance_uid, 0x0119),
+    }
     assert result.event_type_id == 2 and result.unreported == ()
+
+
+async def test_orthanc_aborts_a_request_from_an_unknown_modality(
+    orthanc: Orthanc, corpus: Corpus,
+) -> None:
+    """Orthanc 1.10 answers an N-ACTION from an AE missing in DicomModalities with A-ABORT: the
+    error says what to configure, and no transaction is left pending."""
+    refs = [ReferencedInstance(i.sop_class_uid, i.sop_instance_uid)
+            for i in corpus.instances[:1]]
+    async with Client("UNKNOWNAE", peer=(orthanc.host, orthanc.port, orthanc.ae_title),
+                      listen_port=0) as client:
+        with pytest.raises(AssociationAborted, match="DicomModalities"):
+            await client.commit(refs, timeout=10)
+        assert len(client.commitments) == 0

@@ -34,7 +34,7 @@ from aiodicom.dimse import (
     DimseMessage,
 )
 from aiodicom.dispatcher import RequestHandler
-from aiodicom.errors import DicomError, DimseError, StatusError
+from aiodicom.errors import AssociationAborted, DicomError, DimseError, StatusError
 from aiodicom.instance import Instance
 from aiodicom.negotiation import PresentationContext
 from aiodicom.services.channel import ServiceChannel
@@ -326,6 +326,14 @@ async def request_commitment(
             comment = response.command.get("ErrorComment")
             raise StatusError(status, status_meaning(status),
                               str(comment) if comment else None)
+    except AssociationAborted as exc:
+        registry.discard(uid)
+        # Orthanc aborts when the requestor is not among its DicomModalities.
+        raise type(exc)(
+            f"{exc} in answer to the storage commitment request (N-ACTION): the peer may not "
+            "know our AE title (Orthanc: DicomModalities; others: their AE table)",
+            exc.source, exc.reason,
+        ) from exc
     except BaseException:
         registry.discard(uid)
         raise
