@@ -22,10 +22,17 @@ from aiodicom import (
     ReferencedInstance,
 )
 from aiodicom.datasets import encode_dataset
-from aiodicom.dimse import N_EVENT_REPORT_RQ, DimseMessage
+from aiodicom.dimse import (
+    N_EVENT_REPORT_RQ,
+    DimseMessage,
+    command_name,
+    decode_command,
+    encode_command,
+)
 from aiodicom.server import InstanceIndex, QRServer
 from aiodicom.server.commitment import CommitmentOptions
 from aiodicom.services.commitment import CommitmentReport, send_event_report
+from aiodicom.testing.pytest_plugin import QRScp
 from aiodicom.testing.synthetic import synthetic_datasets
 from aiodicom.uids import (
     STORAGE_COMMITMENT_PUSH_MODEL,
@@ -66,16 +73,13 @@ async def test_report_on_the_same_association(aiodicom_index: InstanceIndex) -> 
 
 
 async def test_report_on_a_new_association_to_our_acceptor(
-    aiodicom_index: InstanceIndex,
+    aiodicom_qrscp: QRScp,
 ) -> None:
-    options = CommitmentOptions(report_on="new-association")
-    async with (
-        QRServer("AIOQR", aiodicom_index, commitment=options) as server,
-        Client(AE, peer=server.address, listen_port=0) as client,
-    ):
+    aiodicom_qrscp.commitment.report_on = "new-association"
+    async with Client(AE, peer=aiodicom_qrscp.peer, listen_port=0) as client:
         assert client.listen_port is not None
-        server.add_move_destination(AE, "127.0.0.1", client.listen_port)
-        held = await _held(aiodicom_index, client, 3)
+        aiodicom_qrscp.add_move_destination(AE, "127.0.0.1", client.listen_port)
+        held = await _held(aiodicom_qrscp.index, client, 3)
         result = await client.commit(held, timeout=30)
         assert result.ok and not result.same_association
         assert result.reporter_ae_title == "AIOQR"
@@ -212,6 +216,22 @@ async def test_store_and_commit(aiodicom_index: InstanceIndex) -> None:
         broken = Dataset()
         result = await client.store_and_commit([broken], timeout=30)
         assert not result.stored.ok and result.commitment is None
+
+
+def test_n_service_command_sets_round_trip() -> None:
+    for fields in (
+        {"CommandField": 0x0130, "MessageID": 7, "CommandDataSetType": 1,
+         "RequestedSOPClassUID": STORAGE_COMMITMENT_PUSH_MODEL,
+         "RequestedSOPInstanceUID": STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE, "ActionTypeID": 1},
+        {"CommandField": 0x8130, "MessageIDBeingRespondedTo": 7, "CommandDataSetType": 0x0101,
+         "AffectedSOPClassUID": STORAGE_COMMITMENT_PUSH_MODEL, "ActionTypeID": 1, "Status": 0},
+        {"CommandField": 0x0100, "MessageID": 3, "CommandDataSetType": 1,
+         "AffectedSOPInstanceUID": STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE, "EventTypeID": 2},
+        {"CommandField": 0x8100, "MessageIDBeingRespondedTo": 3, "CommandDataSetType": 0x0101,
+         "EventTypeID": 2, "Status": 0x0115},
+    ):
+        assert decode_command(encode_command(fields)) == fields
+    assert command_name(0x0130) == "N-ACTION-RQ" and command_name(0x8100) == "N-EVENT-REPORT-RSP"
 
 
 async def test_registry_bounds_and_expiry() -> None:
