@@ -8,7 +8,9 @@ which it cannot do from inside the N-ACTION handler):
 * ``report_on="new-association"``: on a new association to ``report_to`` (host, port), with
   the calling AE title of the request as called AE title, proposing the SCP role (PS3.4 J.3.3).
 
-Instances in ``held`` (SOP Instance UIDs) are committed; the others fail with 0x0112 "no such
+With ``storage=True`` it is also a Storage SCP (CT, MR, Secondary Capture) that holds (in
+memory, the SOP Instance UID only) what it receives. Instances in ``held`` (SOP Instance UIDs)
+are committed; the others fail with 0x0112 "no such
 object instance", or with the reason ``reasons`` gives for them. ``transaction_uid`` reports
 under that Transaction UID instead of the request's (an SCU must refuse it). ``reports``
 records each report sent: (Transaction UID, event type, status the SCU answered).
@@ -29,6 +31,11 @@ __all__ = ["STORAGE_COMMITMENT", "CommitmentScp"]
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+STORAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+)
 
 
 class CommitmentScp(PynetdicomScp):
@@ -40,6 +47,7 @@ class CommitmentScp(PynetdicomScp):
         report_on: Literal["same-association", "new-association"] = "same-association",
         report_to: tuple[str, int] | None = None,
         transaction_uid: str | None = None,
+        storage: bool = False,
         ae_title: str = "COMMITSCP",
         max_pdu: int = 16384,
         host: str = LOOPBACK,
@@ -50,6 +58,7 @@ class CommitmentScp(PynetdicomScp):
         self.report_on = report_on
         self.report_to = report_to
         self.transaction_uid = transaction_uid
+        self.storage = storage
         self.reports: list[tuple[str, int, int | None]] = []
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
@@ -59,7 +68,17 @@ class CommitmentScp(PynetdicomScp):
 
         ae.add_supported_context(VERIFICATION, TRANSFER_SYNTAXES)
         ae.add_supported_context(STORAGE_COMMITMENT, TRANSFER_SYNTAXES)
-        return [(evt.EVT_N_ACTION, self._on_action), (evt.EVT_C_ECHO, lambda event: 0x0000)]
+        handlers = [(evt.EVT_N_ACTION, self._on_action), (evt.EVT_C_ECHO, lambda event: 0x0000)]
+        if self.storage:
+            for uid in STORAGE_CLASSES:
+                ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+            handlers.append((evt.EVT_C_STORE, self._on_store))
+        return handlers
+
+    def _on_store(self, event: Any) -> int:
+        with self._lock:
+            self.held.add(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
 
     def report_for(self, request: Dataset) -> tuple[int, Dataset]:
         report = Dataset()
