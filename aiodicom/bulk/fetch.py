@@ -152,12 +152,24 @@ class ItemFetcher:
         """Retrieve an item's instances except those in ``done`` (which grows as they come).
         Raises :class:`AttemptFailed`."""
         try:
-            if not done:
+            remaining: list[tuple[str, str, list[str]]] | None = None
+            if done:
+                remaining, listed = await self._remaining(level, keys, model, done)
+                if not listed:
+                    # The PACS lists none of the item's instances at IMAGE level (some do not
+                    # answer there): fetch it whole again rather than call it complete.
+                    remaining = None
+            if remaining is None:
                 query = Query.at_level(level, _unique(keys, level), model=model,
                                        required_keys=False)
-                await self._one(key, query, done)
+                result = await self._one(key, query, done)
+                if not done and not result.sub_operations.completed:
+                    raise AttemptFailed(
+                        f"the PACS sent nothing for {_describe(level, keys)} (status "
+                        f"0x{result.status:04X}): it holds no such {level.value.lower()}",
+                        permanent=True, status=result.status,
+                    )
                 return
-            remaining = await self._remaining(level, keys, model, done)
             for study, series, uids in remaining:
                 for start in range(0, len(uids), self.uid_list_size):
                     chunk = uids[start:start + self.uid_list_size]
@@ -196,9 +208,11 @@ class ItemFetcher:
 
     async def _remaining(
         self, level: Level, keys: Mapping[str, object], model: QueryModel, done: set[str]
-    ) -> list[tuple[str, str, list[str]]]:
-        """(study, series, SOP Instance UIDs not in ``done``) per series, by C-FIND."""
+    ) -> tuple[list[tuple[str, str, list[str]]], int]:
+        """(study, series, SOP Instance UIDs not in ``done``) per series, by C-FIND; and how
+        many instances the PACS listed in all."""
         by_series: dict[tuple[str, str], list[str]] = {}
+        listed = 0
         if level is Level.IMAGE:
             wanted = keys.get("SOPInstanceUID")
             uids = [wanted] if isinstance(wanted, str) else list(_as_list(wanted))
@@ -209,6 +223,7 @@ class ItemFetcher:
                     "resumed by instance", permanent=True,
                 )
             by_series[(str(study), str(series))] = [str(u) for u in uids if str(u) not in done]
+            listed = len(uids)
         else:
             pinned: dict[str, Any] = dict(_unique(keys, level))
             pinned.update({k: None for k in _IMAGE_KEYS if k not in pinned})
@@ -218,9 +233,12 @@ class ItemFetcher:
                     sop = str(match.get("SOPInstanceUID") or "")
                     study = str(match.get("StudyInstanceUID") or "")
                     series = str(match.get("SeriesInstanceUID") or "")
-                    if sop and study and series and sop not in done:
-                        by_series.setdefault((study, series), []).append(sop)
-        return [(study, series, uids) for (study, series), uids in by_series.items() if uids]
+                    if sop and study and series:
+                        listed += 1
+                        if sop not in done:
+                            by_series.setdefault((study, series), []).append(sop)
+        remaining = [(study, series, uids) for (study, series), uids in by_series.items() if uids]
+        return remaining, listed
 
     # --- expanding queries ----------------------------------------------------------------
 
@@ -294,6 +312,10 @@ def _unique_of_match(
             continue
         unique[upper.unique_key] = str(value)
     return unique
+
+
+def _describe(level: Level, keys: Mapping[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in _unique(keys, level).items())
 
 
 def _stored(instance: Instance, sink: object) -> Stored:
