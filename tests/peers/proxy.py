@@ -7,7 +7,8 @@ peer, then make it refuse associations or cut connections.
         ... connect to (proxy.host, proxy.port) ...
         proxy.cut_all()                       # or cut what is open now
 
-Counts what it saw: ``connections``, ``rejected``, ``cuts``, ``bytes_down`` (peer -> client).
+Counts what it saw: ``connections``, ``peak_connections`` (open at once), ``rejected``,
+``cuts``, ``bytes_down`` (peer -> client).
 It knows only enough DICOM to read an A-ASSOCIATE-RQ and answer a rejection; everything else is
 forwarded as it comes.
 """
@@ -41,6 +42,8 @@ class TcpProxy:
         self.host = host
         self.port = 0
         self.connections = 0
+        self.peak_connections = 0
+        """The most connections open at once: what the peer saw."""
         self.rejected = 0
         self.cuts = 0
         self.bytes_down = 0
@@ -124,6 +127,7 @@ class TcpProxy:
                 return
             with anyio.CancelScope() as scope:
                 self._live.add(scope)
+                self.peak_connections = max(self.peak_connections, len(self._live))
                 try:
                     async with server, anyio.create_task_group() as pipes:
                         pipes.start_soon(self._pipe, client, server, False, scope)
