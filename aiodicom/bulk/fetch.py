@@ -14,6 +14,7 @@ Every failure comes out as :class:`AttemptFailed`, classified transient (retried
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
@@ -44,7 +45,9 @@ from aiodicom.services.retrieve import (
 )
 from aiodicom.sinks import DirectorySink, Sink
 
-__all__ = ["AttemptFailed", "ItemFetcher", "Outcome", "classify"]
+__all__ = ["AttemptFailed", "ItemFetcher", "classify"]
+
+log = logging.getLogger("aiodicom.bulk")
 
 UID_LIST_SIZE = 256
 """SOP Instance UIDs per C-GET/C-MOVE when fetching what remains of a series: the identifier
@@ -74,7 +77,7 @@ def _status_is_transient(status: int) -> bool:
 
 
 def classify(exc: BaseException) -> AttemptFailed:
-    """A library error as a transient or permanent failure, with its reason."""
+    """An error as a transient or permanent failure, with its reason."""
     if isinstance(exc, AttemptFailed):
         return exc
     reason = f"{type(exc).__name__}: {exc}"
@@ -103,13 +106,10 @@ def classify(exc: BaseException) -> AttemptFailed:
         return AttemptFailed(reason, permanent=True)
     if isinstance(exc, (DicomError, OSError)):
         return AttemptFailed(reason, permanent=False)
-    raise exc
-
-
-@attrs.frozen
-class Outcome:
-    kind: Literal["retrieved", "expanded"]
-    children: int = 0
+    # Not an error of the network or the PACS: retrying would fail alike. Reported with the
+    # item (and logged with its traceback) rather than ending every other item's retrieval.
+    log.error("unexpected error (a bug?) during a bulk retrieval", exc_info=exc)
+    return AttemptFailed(f"unexpected {reason}", permanent=True)
 
 
 @attrs.frozen
@@ -171,30 +171,59 @@ class ItemFetcher:
                     )
                 return
             for study, series, uids in remaining:
-                for start in range(0, len(uids), self.uid_list_size):
-                    chunk = uids[start:start + self.uid_list_size]
-                    query = Query.at_level(Level.IMAGE, {
-                        "StudyInstanceUID": study, "SeriesInstanceUID": series,
-                        "SOPInstanceUID": chunk if len(chunk) > 1 else chunk[0],
-                    }, model=model, required_keys=False)
-                    await self._one(key, query, done)
+                await self._rest_of_series(key, model, study, series, uids, done)
         except AttemptFailed:
             raise
         except Exception as exc:
             raise classify(exc) from exc
 
+    async def _rest_of_series(
+        self, key: str, model: QueryModel, study: str, series: str, uids: list[str],
+        done: set[str],
+    ) -> None:
+        """The instances ``uids`` of one series, by SOP Instance UID lists; the whole series
+        instead when the PACS refuses a list (a failure before anything arrived, or a
+        success with nothing): some do not retrieve by UID list at IMAGE level."""
+        for start in range(0, len(uids), self.uid_list_size):
+            chunk = uids[start:start + self.uid_list_size]
+            query = Query.at_level(Level.IMAGE, {
+                "StudyInstanceUID": study, "SeriesInstanceUID": series,
+                "SOPInstanceUID": chunk if len(chunk) > 1 else chunk[0],
+            }, model=model, required_keys=False)
+            before = len(done)
+            try:
+                result = await self._one(key, query, done)
+            except AttemptFailed as failure:
+                if not failure.permanent or len(done) > before:
+                    raise
+                refused = failure.reason
+            else:
+                if len(done) > before or result.sub_operations.completed:
+                    continue
+                refused = f"status 0x{result.status:04X} with nothing sent"
+            log.info("%s: the PACS refused a SOP Instance UID list (%s); retrieving series %s "
+                     "whole", key, refused, series)
+            whole = Query.at_level(Level.SERIES, {
+                "StudyInstanceUID": study, "SeriesInstanceUID": series,
+            }, model=model, required_keys=False)
+            await self._one(key, whole, done)
+            return
+
     async def _one(self, key: str, query: Query, done: set[str]) -> RetrieveResult:
         sink = self._sink_for()
         retrieval = self.peer.get(query, sink=sink) if self.method == "get" \
             else self.peer.move(query, sink=sink)
-        async with retrieval:
-            async for event in retrieval:
-                if isinstance(event, InstanceArrived):
-                    stored = _stored(event.instance, sink)
-                    done.add(stored.sop)
-                    self._on_stored(key, stored)
-                    if self._on_progress is not None:
-                        await self._on_progress()
+        try:
+            async with retrieval:
+                async for event in retrieval:
+                    if isinstance(event, InstanceArrived):
+                        stored = _stored(event.instance, sink)
+                        done.add(stored.sop)
+                        self._on_stored(key, stored)
+                        if self._on_progress is not None:
+                            await self._on_progress()
+        except Exception as exc:
+            raise classify(exc) from exc
         result = retrieval.result
         assert result is not None
         if result.failed or result.sub_operations.failed:

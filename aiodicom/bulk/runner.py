@@ -24,10 +24,11 @@ import inspect
 import logging
 import os
 import random
+import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sized
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sized
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -52,6 +53,9 @@ from aiodicom.bulk.report import BulkReport, Failure, ItemReport
 from aiodicom.client import Client, Peer
 from aiodicom.pool import PoolOptions
 from aiodicom.sinks import DirectorySink, Sink
+
+if sys.version_info < (3, 11):  # anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 log = logging.getLogger("aiodicom.bulk")
 
@@ -391,7 +395,7 @@ async def retrieve_many(
         progress_interval=progress_interval, rng=random.Random(),
     )
     try:
-        async with AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack, _single_errors():
             clients, by_pacs = _clients(config)
             for client in clients:
                 await stack.enter_async_context(client)
@@ -419,6 +423,21 @@ async def retrieve_many(
                     await run.progress(force=True)
                 events.close()
     return report
+
+
+@asynccontextmanager
+async def _single_errors() -> AsyncIterator[None]:
+    """The run's own error (the journal's, a sink's) as it is, not inside the task groups'
+    ExceptionGroup."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = group.exceptions
+        while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
+            errors = errors[0].exceptions
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise
 
 
 def _fetcher(run: _Run, pacs: PacsConfig, client: Client) -> ItemFetcher:
