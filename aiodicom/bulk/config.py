@@ -61,6 +61,16 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: int) -> 
         raise ConfigError(f"{attribute.name} must be at least 1, not {value}")
 
 
+def _uids(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    raise ConfigError(f"expected a list of UIDs, not {value!r}")
+
+
 @attrs.frozen
 class RetryPolicy:
     """Exponential backoff with jitter for transient failures.
@@ -112,6 +122,12 @@ class PacsConfig:
     max_associations: int = attrs.field(default=4, validator=_positive)
     max_operations: int | None = None
     timeouts: Timeouts = attrs.field(factory=Timeouts)
+    sop_classes: tuple[str, ...] | None = attrs.field(default=None, converter=_uids)
+    """C-GET: the storage SOP classes to propose (default: the common ones, see
+    :meth:`aiodicom.Peer.get`); name the rarer classes a PACS holds here."""
+    transfer_syntaxes: tuple[str, ...] | None = attrs.field(default=None, converter=_uids)
+    """C-GET: exactly these transfer syntaxes, in this order, for every class (DCMTK dcmqrscp
+    sends on the first context accepted for a class)."""
 
     def __attrs_post_init__(self) -> None:
         if self.method not in ("get", "move"):
@@ -134,6 +150,7 @@ _RUN_KEYS = {"ae_title", "listen_port", "listen_host", "max_operations", "idle_t
 _PACS_KEYS = {
     "host", "port", "ae_title", "method", "max_associations", "max_operations",
     "connect_timeout", "acse_timeout", "dimse_timeout", "network_timeout",
+    "sop_classes", "transfer_syntaxes",
     # peers.toml keys of the CLI that do not apply to a bulk run (one AE title for the run)
     "our_ae_title", "our_port",
 }
@@ -266,6 +283,8 @@ def _pacs(name: str, table: Mapping[str, Any], source: str) -> PacsConfig:
             max_associations=int(table.get("max_associations", 4)),
             max_operations=table.get("max_operations"),
             timeouts=timeouts,
+            sop_classes=table.get("sop_classes"),
+            transfer_syntaxes=table.get("transfer_syntaxes"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: [{name}]: {exc}") from exc

@@ -15,7 +15,7 @@ Every failure comes out as :class:`AttemptFailed`, classified transient (retried
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -137,6 +137,8 @@ class ItemFetcher:
         on_stored: Callable[[str, Stored], None],
         on_progress: Callable[[], Awaitable[None]] | None = None,
         uid_list_size: int = UID_LIST_SIZE,
+        sop_classes: Sequence[str] | None = None,
+        transfer_syntaxes: Sequence[str] | None = None,
     ) -> None:
         self.peer = peer
         self.method = method
@@ -144,6 +146,8 @@ class ItemFetcher:
         self._on_stored = on_stored
         self._on_progress = on_progress
         self.uid_list_size = uid_list_size
+        self.sop_classes = sop_classes
+        self.transfer_syntaxes = transfer_syntaxes
 
     # --- retrieving ------------------------------------------------------------------------
 
@@ -211,8 +215,10 @@ class ItemFetcher:
 
     async def _one(self, key: str, query: Query, done: set[str]) -> RetrieveResult:
         sink = self._sink_for()
-        retrieval = self.peer.get(query, sink=sink) if self.method == "get" \
-            else self.peer.move(query, sink=sink)
+        retrieval = self.peer.get(
+            query, sink=sink, sop_classes=self.sop_classes,
+            transfer_syntaxes=self.transfer_syntaxes,
+        ) if self.method == "get" else self.peer.move(query, sink=sink)
         try:
             async with retrieval:
                 async for event in retrieval:

@@ -452,4 +452,5 @@ def _fetcher(run: _Run, pacs: PacsConfig, client: Client) -> ItemFetcher:
             entry.instances += 1
             entry.bytes += stored.size
 
-    return ItemFetcher(peer, pacs.method, run.make_sink, on_stored, run.progress)
+    return ItemFetcher(peer, pacs.method, run.make_sink, on_stored, run.progress,
+                       sop_classes=pacs.sop_classes, transfer_syntaxes=pacs.transfer_syntaxes)
