@@ -27,6 +27,7 @@ from peers.proxy import TcpProxy
 from aiodicom.bulk import (
     JOURNAL_NAME,
     BulkConfig,
+    BulkReport,
     EventStream,
     ItemFinished,
     LocalLimiter,
@@ -307,3 +308,46 @@ def _loose(path: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
     finally:
         db.close()
+
+
+async def test_an_item_listed_twice_is_fetched_once(
+    tmp_path: Path, send_counter: SendCounter
+) -> None:
+    archive = Archive.make(3)
+    items = archive.study_items("qr")
+    async with serving(archive) as server:
+        report = await retrieve_many(
+            [*items, *items, items[0]], config=config_for(server.listen_port), output=tmp_path
+        )
+    assert report.complete and len(report.items) == 3
+    assert set(send_counter.sent.values()) == {1}
+    assert_output_matches(tmp_path, archive.instances)
+
+
+async def test_cancelled_run_keeps_its_report_and_resumes(
+    tmp_path: Path, send_counter: SendCounter
+) -> None:
+    archive = Archive.make(8, slices=6)
+    report = BulkReport()
+    async with serving(archive) as server:
+        config = config_for(server.listen_port, max_associations=2)
+        with anyio.CancelScope() as scope:
+
+            def stop_after_two(event: object) -> None:
+                if isinstance(event, ItemFinished) and len(report.counts()) and \
+                        report.counts().get("done", 0) >= 2:
+                    scope.cancel()
+
+            await retrieve_many(archive.study_items("qr"), config=config, output=tmp_path,
+                                report=report, on_event=stop_after_two)
+        assert scope.cancelled_caught
+        counts = report.counts()
+        assert counts["done"] >= 2 and not report.complete
+        first = send_counter.total
+        assert first < len(archive.instances)
+        again = await retrieve_many(archive.study_items("qr"), config=config, output=tmp_path)
+    assert again.complete
+    assert again.counts()["skipped"] == counts["done"]
+    assert_output_matches(tmp_path, archive.instances)
+    # Only instances in flight at the cancel can have been sent twice.
+    assert send_counter.total <= len(archive.instances) + 2

@@ -129,6 +129,7 @@ class _Run:
     rng: random.Random
     queues: dict[str, _PacsQueue] = attrs.Factory(dict)
     fetchers: dict[str, ItemFetcher] = attrs.Factory(dict)
+    in_flight: set[str] = attrs.Factory(set)
     last_progress: float = 0.0
 
     async def emit(self, event: BulkEvent) -> None:
@@ -180,6 +181,19 @@ class _Run:
             await self.process(item)
 
     async def process(self, item: ManifestItem) -> None:
+        if item.key in self.in_flight or item.key in self.report.items:
+            # The same item twice (a repeated row, or a query's match listed as well): the
+            # first one retrieves it; two at once would fetch everything twice.
+            log.info("%s is listed more than once: retrieved once", item.key)
+            self.tracker.finished(item.pacs, True)
+            return
+        self.in_flight.add(item.key)
+        try:
+            await self._process(item)
+        finally:
+            self.in_flight.discard(item.key)
+
+    async def _process(self, item: ManifestItem) -> None:
         record = self.journal.record(item.key)
         entry = ItemReport(item.key, item.pacs, item.level.value, parent=item.parent)
         queue = self.queues[item.pacs]
