@@ -311,3 +311,15 @@ def test_reports_merge_and_round_trip() -> None:
     summary = merged.summary()
     assert "complete: 3 item(s)" in summary and "b: 1 done" in summary
     assert "INCOMPLETE" in first.summary() and "FAILED a/STUDY/1" in first.summary()
+
+
+def test_config_takes_our_ae_title_and_port_from_peers_toml(tmp_path: Path) -> None:
+    path = tmp_path / "peers.toml"
+    path.write_text('[a]\nhost = "h"\nport = 1\nour_ae_title = "US"\nour_port = 4000\n'
+                    '[b]\nhost = "h"\nport = 2\nour_ae_title = "US"\n')
+    config = BulkConfig.load(path)
+    assert (config.ae_title, config.listen_port) == ("US", 4000)
+    path.write_text('[a]\nhost = "h"\nport = 1\nour_ae_title = "US"\n'
+                    '[b]\nhost = "h"\nport = 2\nour_ae_title = "THEM"\n')
+    with pytest.raises(ConfigError, match="set ae_title at the top"):
+        BulkConfig.load(path)

@@ -151,7 +151,7 @@ _PACS_KEYS = {
     "host", "port", "ae_title", "method", "max_associations", "max_operations",
     "connect_timeout", "acse_timeout", "dimse_timeout", "network_timeout",
     "sop_classes", "transfer_syntaxes",
-    # peers.toml keys of the CLI that do not apply to a bulk run (one AE title for the run)
+    # peers.toml's own AE title and port: one for the run (see from_mapping)
     "our_ae_title", "our_port",
 }
 _RETRY_KEYS = {"attempts", "base_delay", "multiplier", "max_delay", "jitter"}
@@ -255,6 +255,17 @@ class BulkConfig:
                 raise ConfigError(f"{source}: unknown setting {key!r} (settings: "
                                   f"{sorted(_RUN_KEYS)}; PACS are tables)")
         pacs = {name: _pacs(name, table, source) for name, table in tables.items()}
+        # peers.toml names our AE title and port per peer; a run has one of each: take them
+        # when the peers agree and the file does not set them for the run.
+        for setting, key in (("ae_title", "our_ae_title"), ("listen_port", "our_port")):
+            ours = {table[key] for table in tables.values() if table.get(key) is not None}
+            if setting not in settings and len(ours) == 1:
+                settings[setting] = ours.pop()
+            elif setting not in settings and len(ours) > 1:
+                raise ConfigError(
+                    f"{source}: the PACS name different {key} values ({sorted(map(str, ours))})"
+                    f"; a run has one: set {setting} at the top of the file"
+                )
         try:
             return cls(pacs, **settings)
         except TypeError as exc:
