@@ -14,8 +14,9 @@ Shape of a run:
 
 One :class:`~aiodicom.Client` per PACS retrieved by C-GET (its pool holds that PACS's
 ``max_associations``), and one, listening, for every PACS retrieved by C-MOVE (the PACS know
-our AE title with one port; its pool allows the largest ``max_associations`` among them, and
-the limiter keeps each PACS within its own ``max_operations``).
+our AE title with one port; its pool allows the largest ``max_associations`` among them, the
+limiter keeps each PACS within its own ``max_operations``, and the longest of their timeouts
+apply).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from aiodicom.association import Timeouts
 from aiodicom.bulk.config import BulkConfig, PacsConfig
 from aiodicom.bulk.events import (
     BulkEvent,
@@ -315,7 +317,7 @@ def _clients(config: BulkConfig) -> tuple[list[Client], dict[str, Client]]:
             listen_host=config.listen_host,
             pool=PoolOptions(max_associations=max(p.max_associations for p in movers),
                              idle_timeout=config.idle_timeout, acquire_timeout=None),
-            timeouts=movers[0].timeouts,
+            timeouts=_longest(p.timeouts for p in movers),
         )
         clients.append(mover)
         by_pacs.update({p.name: mover for p in movers})
@@ -330,6 +332,21 @@ def _clients(config: BulkConfig) -> tuple[list[Client], dict[str, Client]]:
             clients.append(client)
             by_pacs[pacs.name] = client
     return clients, by_pacs
+
+
+def _longest(timeouts: Iterable[Timeouts]) -> Timeouts:
+    """One set of timeouts for PACS sharing a client: the longest of each (``None``, no limit,
+    is the longest)."""
+    chosen = list(timeouts)
+
+    def pick(values: list[float | None]) -> float | None:
+        return None if None in values else max(v for v in values if v is not None)
+
+    return Timeouts(
+        connect=pick([t.connect for t in chosen]), acse=pick([t.acse for t in chosen]),
+        dimse=pick([t.dimse for t in chosen]), network=pick([t.network for t in chosen]),
+        artim=max(t.artim for t in chosen),
+    )
 
 
 async def _count_items(manifest: Manifest, tracker: ProgressTracker,
