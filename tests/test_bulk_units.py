@@ -323,3 +323,42 @@ def test_config_takes_our_ae_title_and_port_from_peers_toml(tmp_path: Path) -> N
                     '[b]\nhost = "h"\nport = 2\nour_ae_title = "THEM"\n')
     with pytest.raises(ConfigError, match="set ae_title at the top"):
         BulkConfig.load(path)
+
+
+def _refusal(status: int, *, interrupted: str | None = None, failed: int = 0) -> Exception:
+    from aiodicom.services.retrieve import Progress, RetrieveError, RetrieveResult
+
+    result = RetrieveResult(
+        status=status, status_text="", error_comment=None, completed=(),
+        failed=tuple(f"1.2.{n}" for n in range(failed)), warning=(), bytes_received=0,
+        sub_operations=Progress(None, 0, failed, 0), interrupted=interrupted,
+    )
+    return RetrieveError(result)
+
+
+@pytest.mark.parametrize("error, permanent", [
+    (_refusal(0xA700), False),
+    (_refusal(0xA702, failed=3), False),
+    (_refusal(0xFE00), False),
+    (_refusal(0xC000, interrupted="ConnectionClosed: gone"), False),
+    (_refusal(0xA801), True),
+    (_refusal(0xA900), True),
+    (_refusal(0xC001), True),
+    (_refusal(0x0122), True),
+])
+def test_failures_are_told_transient_or_permanent(error: Exception, permanent: bool) -> None:
+    from aiodicom.bulk.fetch import classify
+    from aiodicom.errors import (
+        AssociationAborted,
+        AssociationError,
+        AssociationRejected,
+        DicomTimeoutError,
+    )
+
+    assert classify(error).permanent is permanent
+    assert not classify(AssociationRejected(2, 1, 2)).permanent  # rejected-transient
+    assert classify(AssociationRejected(1, 1, 3)).permanent
+    assert not classify(AssociationAborted("aborted", 2, 0)).permanent
+    assert not classify(DicomTimeoutError("no answer")).permanent
+    refused = AssociationError("cannot connect to h:1: [Errno 111] Connection refused")
+    assert not classify(refused).permanent
