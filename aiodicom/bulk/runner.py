@@ -222,7 +222,11 @@ class _Run:
         policy = self.config.retry
         fetcher = self.fetchers[item.pacs]
         start = anyio.current_time()
-        done = {i.sop for i in self.journal.instances(item.key)} if not item.find else set()
+        # What earlier attempts or runs stored, unless its file has gone since.
+        done = {
+            i.sop for i in self.journal.instances(item.key)
+            if i.path is None or os.path.exists(i.path)
+        } if not item.find else set()
         entry.resumed = len(done)
         self.report.add(entry)  # the instances arriving are counted in it
         status = "cancelled"
