@@ -38,7 +38,7 @@ import anyio.lowlevel
 import attrs
 
 from aiodicom.association import Timeouts
-from aiodicom.bulk.config import BulkConfig, PacsConfig
+from aiodicom.bulk.config import BulkConfig, ConfigError, PacsConfig
 from aiodicom.bulk.events import (
     BulkEvent,
     EventCallback,
@@ -327,6 +327,13 @@ def _clients(config: BulkConfig) -> tuple[list[Client], dict[str, Client]]:
     clients: list[Client] = []
     by_pacs: dict[str, Client] = {}
     movers = [p for p in config.pacs.values() if p.method == "move"]
+    if movers and config.listen_port is None:
+        names = ", ".join(sorted(p.name for p in movers))
+        raise ConfigError(
+            f"PACS {names} retrieved by C-MOVE: set listen_port in the configuration, the "
+            f"port each knows for our AE title {config.ae_title!r} (0 picks a free one), or "
+            'use method = "get"'
+        )
     if movers:
         mover = Client(
             config.ae_title, listen_port=config.listen_port or 0,

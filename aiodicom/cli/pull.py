@@ -164,6 +164,8 @@ async def pull(args: Args) -> int:
                                 on_event=display)
     except ManifestError as exc:
         raise CliError(f"manifest {manifest_path}: {exc}") from exc
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
     finally:
         with anyio.CancelScope(shield=True):
             if args.report:
