@@ -76,6 +76,10 @@ class QRServer:
     ``move_destinations``: AE title -> ``(host, port)`` where C-MOVEs may send; others get
     0xA801. Add more at any time with :meth:`add_move_destination`.
     ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
+
+    :attr:`open_associations` and :attr:`peak_associations` count the connections being
+    served (one association each), as a PACS would see its callers: what a test or a benchmark
+    reads to check a client's per-peer limits; :meth:`reset_peak` starts a new observation.
     """
 
     def __init__(
@@ -121,6 +125,8 @@ class QRServer:
         )
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
+        self.open_associations = 0
+        self.peak_associations = 0
 
     @property
     def move_destinations(self) -> dict[str, tuple[str, int]]:
@@ -187,6 +193,15 @@ class QRServer:
             return None
         return await leave_serving(tasks, listener, exc_type, exc, tb)
 
+    def reset_peak(self) -> None:
+        """Start a new observation: :attr:`peak_associations` becomes the number open now."""
+        self.peak_associations = self.open_associations
+
     async def _serve_connection(self, connection: Connection) -> None:
-        await serve_connection(connection, self.policy)
+        self.open_associations += 1
+        self.peak_associations = max(self.peak_associations, self.open_associations)
+        try:
+            await serve_connection(connection, self.policy)
+        finally:
+            self.open_associations -= 1
 
