@@ -78,8 +78,9 @@ class QRServer:
     ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
 
     :attr:`open_associations` and :attr:`peak_associations` count the connections being
-    served (one association each), as a PACS would see its callers: what a test or a benchmark
-    reads to check a client's per-peer limits; :meth:`reset_peak` starts a new observation.
+    served (one association each), as a PACS would see its callers, and
+    :attr:`served_associations` all of them so far: what a test or a benchmark reads to check
+    a client's per-peer limits; :meth:`reset_peak` starts a new observation of the peak.
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class QRServer:
         self._tasks: anyio.abc.TaskGroup | None = None
         self.open_associations = 0
         self.peak_associations = 0
+        self.served_associations = 0
 
     @property
     def move_destinations(self) -> dict[str, tuple[str, int]]:
@@ -199,6 +201,7 @@ class QRServer:
 
     async def _serve_connection(self, connection: Connection) -> None:
         self.open_associations += 1
+        self.served_associations += 1
         self.peak_associations = max(self.peak_associations, self.open_associations)
         try:
             await serve_connection(connection, self.policy)

@@ -3,7 +3,8 @@
 DCMTK's dcmqrscp and Orthanc do not tell how many associations they serve at once; a client's
 per-PACS limit must be checked where the PACS stands, so the tests and the benchmarks put this
 proxy between the client and the peer: each connection (one association each in DICOM) is
-counted while it is open, and ``peak`` is the most open at once. Bytes are forwarded as they
+counted from its connect until the requestor closes its side (after the A-RELEASE-RP, or on an
+abort), and ``peak`` is the most open at once. Bytes are forwarded as they
 come, in both directions.
 
 On an event loop (async tests): ``async with CountingProxy(host, port) as proxy: ...
@@ -72,19 +73,33 @@ class CountingProxy:
         self.total += 1
         self.peak = max(self.peak, self.open)
         upstream_writer: asyncio.StreamWriter | None = None
+        counted = True
+
+        def association_over() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self.open -= 1
+
+        async def requests(upstream: asyncio.StreamWriter) -> None:
+            try:
+                await _pipe(reader, upstream)
+            finally:
+                # The requestor closes once the association is released (or aborts it):
+                # what the peer does after that (a forked process exiting) is not counted.
+                association_over()
+
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
             for w in (writer, upstream_writer):
                 sock = w.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.gather(
-                _pipe(reader, upstream_writer), _pipe(upstream_reader, writer)
-            )
+            await asyncio.gather(requests(upstream_writer), _pipe(upstream_reader, writer))
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            self.open -= 1
+            association_over()
             for w in (writer, upstream_writer):
                 if w is not None:
                     w.close()

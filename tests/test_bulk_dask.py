@@ -1,0 +1,219 @@
+"""The bulk retrieval on a Dask cluster (aiodicom.bulk.cluster): a LocalCluster of 2 workers
+gives the same files and report as the one-process run; the per-PACS association limit holds
+across the cluster, counted where the PACS stands (the embedded Q/R SCP's own count of the
+associations it serves, and a counting proxy in front of dcmqrscp); a rerun on the cluster
+resumes from the journal; C-MOVE needs an AE title per worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from pydicom import dcmread
+
+pytest.importorskip("distributed")
+
+import distributed
+from peers import LOOPBACK, require_executable
+from peers.counting_proxy import CountingProxy
+from peers.dcmtk import DCMQRSCP, DcmQrScp
+
+from aiodicom.bulk.cluster import WorkerAE, retrieve_many_on_cluster
+from aiodicom.bulk.config import BulkConfig, ConfigError, PacsConfig
+from aiodicom.bulk.events import BulkEvent, ItemFinished, ProgressUpdate
+from aiodicom.bulk.manifest import ManifestItem
+from aiodicom.bulk.report import BulkReport
+from aiodicom.bulk.runner import retrieve_many
+from aiodicom.server import InstanceIndex
+from aiodicom.testing.pytest_plugin import QRScp
+
+LIMIT = 2
+
+
+def _series_items(index: InstanceIndex, pacs: str) -> list[ManifestItem]:
+    rows = index.connection.execute(
+        "SELECT DISTINCT StudyInstanceUID, SeriesInstanceUID FROM instances "
+        "ORDER BY SeriesInstanceUID"
+    ).fetchall()
+    return [ManifestItem.series(pacs, str(study), str(series)) for study, series in rows]
+
+
+def _config(port: int, ae_title: str, **pacs: Any) -> BulkConfig:
+    return BulkConfig.of(
+        PacsConfig("qr", LOOPBACK, port, ae_title=ae_title, max_associations=LIMIT, **pacs),
+        ae_title="AIOBULK",
+    )
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*.dcm"))
+    }
+
+
+def _outcome(report: BulkReport) -> dict[str, tuple[str, int, int]]:
+    """What must agree between runs: per item, its status, instances and bytes."""
+    return {key: (item.status, item.instances, item.bytes) for key, item in report.items.items()}
+
+
+@pytest.fixture
+async def local_cluster() -> Any:
+    """Two workers in this process (threads), one task at a time each."""
+    async with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, asynchronous=True,
+        dashboard_address=None, worker_dashboard_address=None,
+    ) as cluster, distributed.Client(cluster, asynchronous=True) as client:
+        yield client
+
+
+async def test_cluster_gives_the_files_and_report_of_one_process(
+    aiodicom_qrscp: QRScp, local_cluster: distributed.Client, tmp_path: Path
+) -> None:
+    server = aiodicom_qrscp.server
+    manifest = _series_items(aiodicom_qrscp.index, "qr")
+    config = _config(aiodicom_qrscp.port, aiodicom_qrscp.ae_title)
+
+    alone = await retrieve_many(manifest, config=config, output=tmp_path / "alone")
+    server.reset_peak()
+    seen: list[BulkEvent] = []
+    clustered = await retrieve_many_on_cluster(
+        manifest, config=config, output=tmp_path / "cluster", client=local_cluster,
+        on_event=seen.append,
+    )
+
+    assert alone.complete and clustered.complete
+    assert len(clustered.items) == len(manifest) == 10
+    assert _outcome(clustered) == _outcome(alone)
+    assert clustered.instances == len(aiodicom_qrscp.index) == 80
+    files = _files(tmp_path / "cluster")
+    assert files == _files(tmp_path / "alone")
+    assert len(files) == 80
+    # Both workers took part, and the PACS never saw more than its limit at once.
+    assert server.peak_associations <= LIMIT
+    # Progress reached the caller: every item's end, and snapshots summing the shares.
+    finished = {e.key for e in seen if isinstance(e, ItemFinished)}
+    assert finished == {item.key for item in manifest}
+    snapshots = [e for e in seen if isinstance(e, ProgressUpdate)]
+    assert snapshots and snapshots[-1].instances == 80
+
+
+async def test_limit_holds_across_worker_processes(
+    aiodicom_qrscp: QRScp, tmp_path: Path
+) -> None:
+    """Worker processes (not threads): each would allow LIMIT on its own; the cluster's
+    semaphore keeps the SCP at LIMIT in all, and the journal makes the rerun fetch nothing."""
+    server = aiodicom_qrscp.server
+    manifest = _series_items(aiodicom_qrscp.index, "qr")
+    config = _config(aiodicom_qrscp.port, aiodicom_qrscp.ae_title)
+    output = tmp_path / "out"
+    async with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=True, asynchronous=True,
+        dashboard_address=None, worker_dashboard_address=None,
+    ) as cluster, distributed.Client(cluster, asynchronous=True) as client:
+        first = await retrieve_many_on_cluster(
+            manifest, config=config, output=output, client=client
+        )
+        pids = await client.run(_pid)
+        assert len(set(pids.values())) == 2
+        assert first.complete and first.instances == 80
+        assert server.peak_associations <= LIMIT
+        assert len(_files(output)) == 80
+
+        served_before = server.served_associations
+        again = await retrieve_many_on_cluster(
+            manifest, config=config, output=output, client=client
+        )
+    assert again.complete
+    assert {item.status for item in again.items.values()} == {"skipped"}
+    assert again.instances == 0
+    # The journal, not the PACS, said so: the rerun opened no association at all.
+    assert server.served_associations == served_before
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+@pytest.fixture
+def dcmqrscp_loaded(
+    tmp_path: Path, aiodicom_synthetic_files: list[Path]
+) -> Iterator[tuple[DcmQrScp, list[tuple[str, str]]]]:
+    """dcmqrscp serving the default synthetic studies; their (study, series) UIDs."""
+    require_executable(DCMQRSCP)
+    series = sorted({
+        (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+        for ds in (dcmread(path, stop_before_pixels=True) for path in aiodicom_synthetic_files)
+    })
+    server = DcmQrScp(tmp_path / "dcmqrscp", ae_title="QRSCP", max_associations=32)
+    server.load(aiodicom_synthetic_files)
+    with server:
+        yield server, series
+
+
+@pytest.mark.interop
+async def test_limit_holds_at_dcmqrscp_behind_a_counting_proxy(
+    local_cluster: distributed.Client, tmp_path: Path, dcmqrscp_loaded: Any
+) -> None:
+    server, series = dcmqrscp_loaded
+    async with CountingProxy(server.host, server.port) as proxy:
+        config = _config(proxy.port, server.ae_title)
+        manifest = [ManifestItem.series("qr", study, uid) for study, uid in series]
+        report = await retrieve_many_on_cluster(
+            manifest, config=config, output=tmp_path / "out", client=local_cluster
+        )
+    assert report.complete, report.summary()
+    assert proxy.total >= len(manifest)
+    assert 1 <= proxy.peak <= LIMIT
+
+
+async def test_move_needs_an_ae_title_per_worker(
+    aiodicom_qrscp: QRScp, local_cluster: distributed.Client, tmp_path: Path
+) -> None:
+    config = _config(aiodicom_qrscp.port, aiodicom_qrscp.ae_title, method="move")
+    manifest = _series_items(aiodicom_qrscp.index, "qr")
+    with pytest.raises(ConfigError, match="worker_ae_titles"):
+        await retrieve_many_on_cluster(
+            manifest, config=config, output=tmp_path / "x", client=local_cluster
+        )
+
+
+async def test_move_with_a_registered_ae_title_per_worker(
+    aiodicom_qrscp: QRScp, local_cluster: distributed.Client, tmp_path: Path
+) -> None:
+    from peers import free_port
+
+    identity = await local_cluster.scheduler.identity(n_workers=-1)
+    names = [str(info["name"]) for info in identity["workers"].values()]
+    titles = {}
+    for n, name in enumerate(sorted(names)):
+        port = free_port()
+        titles[name] = WorkerAE(f"AIOWORKER{n}", port, listen_host=LOOPBACK)
+        aiodicom_qrscp.add_move_destination(f"AIOWORKER{n}", LOOPBACK, port)
+    config = _config(aiodicom_qrscp.port, aiodicom_qrscp.ae_title, method="move")
+    manifest = _series_items(aiodicom_qrscp.index, "qr")
+    report = await retrieve_many_on_cluster(
+        manifest, config=config, output=tmp_path / "out", client=local_cluster,
+        worker_ae_titles=titles,
+    )
+    assert report.complete, report.summary()
+    assert len(_files(tmp_path / "out")) == 80
+    # The SCP counts the associations opened to it (the deliveries go the other way).
+    assert aiodicom_qrscp.server.peak_associations <= LIMIT
+
+
+async def test_an_unknown_pacs_fails_before_any_task(
+    aiodicom_qrscp: QRScp, local_cluster: distributed.Client, tmp_path: Path
+) -> None:
+    config = _config(aiodicom_qrscp.port, aiodicom_qrscp.ae_title)
+    with pytest.raises(ConfigError, match="no PACS named 'elsewhere'"):
+        await retrieve_many_on_cluster(
+            [ManifestItem.study("elsewhere", "1.2.3")], config=config,
+            output=tmp_path / "x", client=local_cluster,
+        )
+    await anyio.lowlevel.checkpoint()
