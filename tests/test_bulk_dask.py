@@ -6,6 +6,7 @@ resumes from the journal; C-MOVE needs an AE title per worker."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,20 +14,23 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import pytest
-from pydicom import dcmread
-
-pytest.importorskip("distributed")
-
+import attrs
 import distributed
+import pytest
 from peers import LOOPBACK, require_executable
 from peers.counting_proxy import CountingProxy
 from peers.dcmtk import DCMQRSCP, DcmQrScp
+from pydicom import dcmread
 
-from aiodicom.bulk.cluster import WorkerAE, retrieve_many_on_cluster
+from aiodicom.bulk.cluster import (
+    ClusterLimiter,
+    WorkerAE,
+    _CallerEvents,
+    retrieve_many_on_cluster,
+)
 from aiodicom.bulk.config import BulkConfig, ConfigError, PacsConfig
-from aiodicom.bulk.events import BulkEvent, ItemFinished, ProgressUpdate
-from aiodicom.bulk.manifest import ManifestItem
+from aiodicom.bulk.events import BulkEvent, ItemFinished, PacsProgress, ProgressUpdate
+from aiodicom.bulk.manifest import ManifestItem, read_csv
 from aiodicom.bulk.report import BulkReport
 from aiodicom.bulk.runner import retrieve_many
 from aiodicom.server import InstanceIndex
@@ -217,3 +221,103 @@ async def test_an_unknown_pacs_fails_before_any_task(
             output=tmp_path / "x", client=local_cluster,
         )
     await anyio.lowlevel.checkpoint()
+
+
+async def test_a_manifest_file_is_read_by_each_task_for_its_share(
+    aiodicom_qrscp: QRScp, local_cluster: distributed.Client, tmp_path: Path
+) -> None:
+    """A CSV manifest is not read by the caller: every task streams the file and keeps its
+    share (by the stable hash of each item's key); together they cover it exactly once."""
+    items = _series_items(aiodicom_qrscp.index, "qr")
+    csv = tmp_path / "manifest.csv"
+    csv.write_text("pacs,StudyInstanceUID,SeriesInstanceUID\n" + "".join(
+        f"qr,{i.keys['StudyInstanceUID']},{i.keys['SeriesInstanceUID']}\n" for i in items
+    ))
+    config = _config(aiodicom_qrscp.port, aiodicom_qrscp.ae_title)
+    report = await retrieve_many_on_cluster(
+        read_csv(csv), config=config, output=tmp_path / "out", client=local_cluster,
+        partitions=3,
+    )
+    assert report.complete
+    assert set(report.items) == {i.key for i in items}
+    assert all(item.attempts == 1 for item in report.items.values())
+    assert len(_files(tmp_path / "out")) == 80
+
+
+async def test_caller_buffer_drops_snapshots_first_then_counts_dropped_items() -> None:
+    received: list[BulkEvent] = []
+    caller = _CallerEvents(received.append, None, limit=3)
+
+    def message(kind: str, event: BulkEvent, share: int = 0) -> tuple[float, dict[str, Any]]:
+        return (0.0, {"share": share, "kind": kind, "event": attrs.asdict(event)})
+
+    progress = PacsProgress("qr", 1, 0, 10, 5, 500, 1.0, 100.0, 9.0, 1)
+    caller.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 1.0), share=0))
+    caller.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 2.0), share=1))
+    for n in range(3):
+        caller.receive(message("ItemFinished", ItemFinished(f"k{n}", "qr", "done", 8, 800, 1)))
+    assert caller.dropped == 0  # the two snapshots made room
+    caller.receive(message("ItemFinished", ItemFinished("k3", "qr", "done", 8, 800, 1)))
+    assert caller.dropped == 1  # no snapshot left to drop: the new item event goes
+    caller.close()
+    await caller.pump()
+    assert [e.key for e in received if isinstance(e, ItemFinished)] == ["k0", "k1", "k2"]
+
+    # Snapshots of several shares add up, per PACS.
+    combined = _CallerEvents(received.append, None, limit=8)
+    combined.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 1.0), share=0))
+    combined.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 2.0), share=1))
+    received.clear()
+    combined.close()
+    await combined.pump()
+    last = received[-1]
+    assert isinstance(last, ProgressUpdate)
+    assert last.pacs["qr"].instances == 10 and last.pacs["qr"].items_total == 20
+
+
+def _cancel_a_waiter_then_take_the_lease(names: dict[str, str]) -> list[str]:
+    """In a task: limit 1; a second slot is cancelled while it waits for the lease; the lease
+    must come back to the pool (a third slot gets it) instead of staying with the gone task."""
+    config = _config(1, "ANY", max_operations=None)
+    config = attrs.evolve(config, pacs={"qr": attrs.evolve(config.pacs["qr"],
+                                                             max_associations=1)})
+    limiter = ClusterLimiter(config, names, None)
+    steps: list[str] = []
+
+    async def main() -> None:
+        with anyio.fail_after(60):  # a safety net, not a measurement
+            async with limiter.slot("qr"):
+                steps.append("first holds")
+                async with anyio.create_task_group() as tasks:
+                    waiting = anyio.Event()
+
+                    async def second() -> None:
+                        waiting.set()
+                        async with limiter.slot("qr"):
+                            steps.append("second holds (wrong)")
+
+                    tasks.start_soon(second)
+                    await waiting.wait()
+                    await anyio.lowlevel.checkpoint()
+                    tasks.cancel_scope.cancel()
+                steps.append("second cancelled")
+            async with limiter.slot("qr"):
+                steps.append("third holds")
+        limiter.close()
+
+    asyncio.run(main())
+    return steps
+
+
+async def test_a_cancelled_waiter_does_not_keep_a_lease(
+    local_cluster: distributed.Client,
+) -> None:
+    name = "aiodicom-bulk-test-cancel-qr"
+    semaphore = await distributed.Semaphore(
+        max_leases=1, name=name, scheduler_rpc=local_cluster.scheduler, loop=local_cluster.loop
+    )
+    steps = await local_cluster.submit(
+        _cancel_a_waiter_then_take_the_lease, {"qr": name}, pure=False
+    )
+    assert steps == ["first holds", "second cancelled", "third holds"]
+    await semaphore.close()

@@ -123,7 +123,10 @@ async def _hold_lease(
             granted.set_exception(exc)
         raise
     try:
-        granted.set_result(None)
+        # The task may have stopped waiting (cancelled: its future is then cancelled too);
+        # the lease then goes back at once.
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            granted.set_result(None)
         await asyncio.wrap_future(give_back)
     finally:
         await semaphore.release()
@@ -210,6 +213,7 @@ class _Share:
     semaphores: Mapping[str, str]
     global_semaphore: str | None
     topic: str
+    stop_event: str
     worker_ae: WorkerAE | None
 
 
@@ -245,6 +249,19 @@ def run_share(share: _Share) -> dict[str, Any]:
         worker.log_event(share.topic, _event_message(share, event))
 
     async def main() -> BulkReport:
+        # The caller gone (cancelled, or failed elsewhere) sets the run's stop event: this
+        # share then stops as a cancelled one-process run does (C-CANCEL, associations
+        # released, journal flushed) instead of going on unseen on the cluster.
+        this_task = asyncio.current_task()
+        assert this_task is not None
+        task_loop = asyncio.get_running_loop()
+        stop = distributed.Event(share.stop_event, client=distributed.get_client())
+
+        async def watch_stop() -> None:
+            if await stop.wait():
+                task_loop.call_soon_threadsafe(this_task.cancel)
+
+        watcher = asyncio.run_coroutine_threadsafe(watch_stop(), worker.loop.asyncio_loop)
         limiter = ClusterLimiter(config, share.semaphores, share.global_semaphore)
         try:
             return await retrieve_many(
@@ -252,6 +269,7 @@ def run_share(share: _Share) -> dict[str, Any]:
                 on_event=publish,
             )
         finally:
+            watcher.cancel()
             limiter.close()
 
     return asyncio.run(main()).to_dict()
@@ -507,7 +525,7 @@ async def _shares(
     def share(index: int, items: tuple[ManifestItem, ...] | None,
               file: ManifestFile | None) -> _Share:
         return _Share(index, count, items, file, config, output, semaphores, global_name,
-                      topic, pinned[index][1] if pinned else None)
+                      topic, f"{topic}-stop", pinned[index][1] if pinned else None)
 
     if isinstance(manifest, ManifestFile):
         return [share(index, None, manifest) for index in range(count)]
@@ -534,8 +552,19 @@ async def _run_shares(
     reports: list[BulkReport] = []
     try:
         async for future in distributed.as_completed(futures):
-            reports.append(BulkReport.from_json(await future))
+            try:
+                reports.append(BulkReport.from_json(await future))
+            except DicomError:
+                raise
+            except Exception as exc:
+                raise DicomError(
+                    f"a share of the bulk run failed on the Dask cluster ({type(exc).__name__}:"
+                    f" {exc}); what was stored is in the journal: run again to resume"
+                ) from exc
     except BaseException:
-        await dask.cancel(futures)
+        with anyio.CancelScope(shield=True):
+            # Running tasks cannot be interrupted by Dask: they watch this event.
+            await distributed.Event(shares[0].stop_event, client=dask).set()
+            await dask.cancel(futures)
         raise
     return BulkReport.merge(reports)
