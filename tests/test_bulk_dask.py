@@ -244,7 +244,7 @@ async def test_a_manifest_file_is_read_by_each_task_for_its_share(
     assert len(_files(tmp_path / "out")) == 80
 
 
-async def test_caller_buffer_drops_snapshots_first_then_counts_dropped_items() -> None:
+async def test_caller_side_events_are_bounded_and_snapshots_summed() -> None:
     received: list[BulkEvent] = []
     caller = _CallerEvents(received.append, None, limit=3)
 
@@ -253,26 +253,19 @@ async def test_caller_buffer_drops_snapshots_first_then_counts_dropped_items() -
 
     progress = PacsProgress("qr", 1, 0, 10, 5, 500, 1.0, 100.0, 9.0, 1)
     caller.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 1.0), share=0))
-    caller.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 2.0), share=1))
-    for n in range(3):
+    for n in range(4):
         caller.receive(message("ItemFinished", ItemFinished(f"k{n}", "qr", "done", 8, 800, 1)))
-    assert caller.dropped == 0  # the two snapshots made room
-    caller.receive(message("ItemFinished", ItemFinished("k3", "qr", "done", 8, 800, 1)))
-    assert caller.dropped == 1  # no snapshot left to drop: the new item event goes
+    caller.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 2.0), share=1))
+    assert caller.dropped == 1  # the fourth item event found the buffer full
     caller.close()
     await caller.pump()
     assert [e.key for e in received if isinstance(e, ItemFinished)] == ["k0", "k1", "k2"]
-
-    # Snapshots of several shares add up, per PACS.
-    combined = _CallerEvents(received.append, None, limit=8)
-    combined.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 1.0), share=0))
-    combined.receive(message("ProgressUpdate", ProgressUpdate({"qr": progress}, 2.0), share=1))
-    received.clear()
-    combined.close()
-    await combined.pump()
-    last = received[-1]
-    assert isinstance(last, ProgressUpdate)
-    assert last.pacs["qr"].instances == 10 and last.pacs["qr"].items_total == 20
+    # One snapshot, the latest: both shares' counts added up per PACS.
+    snapshots = [e for e in received if isinstance(e, ProgressUpdate)]
+    assert len(snapshots) == 1
+    assert snapshots[0].pacs["qr"].instances == 10
+    assert snapshots[0].pacs["qr"].items_total == 20
+    assert snapshots[0].elapsed == 2.0
 
 
 def _cancel_a_waiter_then_take_the_lease(names: dict[str, str]) -> list[str]:

@@ -297,11 +297,11 @@ def _event_from(message: Mapping[str, Any]) -> BulkEvent | None:
 class _CallerEvents:
     """Events from the workers, on the caller's loop, to ``on_event`` / ``events``.
 
-    Dask calls :meth:`receive` from its own message loop, which must not wait: events go into
-    a buffer of at most ``limit``; when it is full, the oldest progress snapshot is dropped,
-    else the new event is dropped and counted (:attr:`dropped`); the report, which comes from
-    the tasks' results, is complete either way. Progress snapshots of the shares are summed
-    into one cluster-wide :class:`ProgressUpdate` per PACS.
+    Dask calls :meth:`receive` from its own message loop, which must not wait. Item events
+    queue up to ``limit``; beyond that new ones are dropped and counted (:attr:`dropped`): the
+    report, which comes from the tasks' results, is complete either way. Progress snapshots
+    are not queued: the shares' latest ones are summed into one cluster-wide
+    :class:`ProgressUpdate` per PACS, handed on after the item events before it.
     """
 
     def __init__(self, on_event: EventCallback | None, events: EventStream | None,
@@ -309,7 +309,8 @@ class _CallerEvents:
         self._on_event = on_event
         self._events = events
         self._limit = limit
-        self._buffer: deque[BulkEvent] = deque()
+        self._items: deque[BulkEvent] = deque()
+        self._snapshot: ProgressUpdate | None = None
         self._ready = anyio.Event()
         self._closed = False
         self._latest: dict[int, ProgressUpdate] = {}
@@ -324,37 +325,37 @@ class _CallerEvents:
             return
         if isinstance(decoded, ProgressUpdate):
             self._latest[int(message.get("share", 0))] = decoded
-            decoded = _combined(self._latest.values())
-        if len(self._buffer) >= self._limit and not self._drop_a_snapshot():
-            if not isinstance(decoded, ProgressUpdate):
-                self.dropped += 1
+            self._snapshot = _combined(self._latest.values())
+        elif len(self._items) < self._limit:
+            self._items.append(decoded)
+        else:
+            self.dropped += 1
             return
-        self._buffer.append(decoded)
         self._ready.set()
-
-    def _drop_a_snapshot(self) -> bool:
-        for index, queued in enumerate(self._buffer):
-            if isinstance(queued, ProgressUpdate):
-                del self._buffer[index]
-                return True
-        return False
 
     def close(self) -> None:
         self._closed = True
         self._ready.set()
 
+    async def _hand_on(self, event: BulkEvent) -> None:
+        if self._on_event is not None:
+            result = self._on_event(event)
+            if result is not None:
+                await result
+        if self._events is not None:
+            await self._events.send(event)
+
     async def pump(self) -> None:
-        """Hand the buffered events on, in order, until closed and drained."""
+        """Hand the events on, in order, until closed and drained."""
         try:
             while True:
-                while self._buffer:
-                    event = self._buffer.popleft()
-                    if self._on_event is not None:
-                        result = self._on_event(event)
-                        if result is not None:
-                            await result
-                    if self._events is not None:
-                        await self._events.send(event)
+                while self._items or self._snapshot is not None:
+                    if self._items:
+                        await self._hand_on(self._items.popleft())
+                    else:
+                        snapshot, self._snapshot = self._snapshot, None
+                        assert snapshot is not None
+                        await self._hand_on(snapshot)
                 if self._closed:
                     return
                 self._ready = anyio.Event()
