@@ -61,6 +61,16 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: int) -> 
         raise ConfigError(f"{attribute.name} must be at least 1, not {value}")
 
 
+def _uids(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    raise ConfigError(f"expected a list of UIDs, not {value!r}")
+
+
 @attrs.frozen
 class RetryPolicy:
     """Exponential backoff with jitter for transient failures.
@@ -112,6 +122,12 @@ class PacsConfig:
     max_associations: int = attrs.field(default=4, validator=_positive)
     max_operations: int | None = None
     timeouts: Timeouts = attrs.field(factory=Timeouts)
+    sop_classes: tuple[str, ...] | None = attrs.field(default=None, converter=_uids)
+    """C-GET: the storage SOP classes to propose (default: the common ones, see
+    :meth:`aiodicom.Peer.get`); name the rarer classes a PACS holds here."""
+    transfer_syntaxes: tuple[str, ...] | None = attrs.field(default=None, converter=_uids)
+    """C-GET: exactly these transfer syntaxes, in this order, for every class (DCMTK dcmqrscp
+    sends on the first context accepted for a class)."""
 
     def __attrs_post_init__(self) -> None:
         if self.method not in ("get", "move"):
@@ -134,7 +150,8 @@ _RUN_KEYS = {"ae_title", "listen_port", "listen_host", "max_operations", "idle_t
 _PACS_KEYS = {
     "host", "port", "ae_title", "method", "max_associations", "max_operations",
     "connect_timeout", "acse_timeout", "dimse_timeout", "network_timeout",
-    # peers.toml keys of the CLI that do not apply to a bulk run (one AE title for the run)
+    "sop_classes", "transfer_syntaxes",
+    # peers.toml's own AE title and port: one for the run (see from_mapping)
     "our_ae_title", "our_port",
 }
 _RETRY_KEYS = {"attempts", "base_delay", "multiplier", "max_delay", "jitter"}
@@ -238,6 +255,17 @@ class BulkConfig:
                 raise ConfigError(f"{source}: unknown setting {key!r} (settings: "
                                   f"{sorted(_RUN_KEYS)}; PACS are tables)")
         pacs = {name: _pacs(name, table, source) for name, table in tables.items()}
+        # peers.toml names our AE title and port per peer; a run has one of each: take them
+        # when the peers agree and the file does not set them for the run.
+        for setting, key in (("ae_title", "our_ae_title"), ("listen_port", "our_port")):
+            ours = {table[key] for table in tables.values() if table.get(key) is not None}
+            if setting not in settings and len(ours) == 1:
+                settings[setting] = ours.pop()
+            elif setting not in settings and len(ours) > 1:
+                raise ConfigError(
+                    f"{source}: the PACS name different {key} values ({sorted(map(str, ours))})"
+                    f"; a run has one: set {setting} at the top of the file"
+                )
         try:
             return cls(pacs, **settings)
         except TypeError as exc:
@@ -266,6 +294,8 @@ def _pacs(name: str, table: Mapping[str, Any], source: str) -> PacsConfig:
             max_associations=int(table.get("max_associations", 4)),
             max_operations=table.get("max_operations"),
             timeouts=timeouts,
+            sop_classes=table.get("sop_classes"),
+            transfer_syntaxes=table.get("transfer_syntaxes"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: [{name}]: {exc}") from exc

@@ -14,7 +14,8 @@ Every failure comes out as :class:`AttemptFailed`, classified transient (retried
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -44,7 +45,9 @@ from aiodicom.services.retrieve import (
 )
 from aiodicom.sinks import DirectorySink, Sink
 
-__all__ = ["AttemptFailed", "ItemFetcher", "Outcome", "classify"]
+__all__ = ["AttemptFailed", "ItemFetcher", "classify"]
+
+log = logging.getLogger("aiodicom.bulk")
 
 UID_LIST_SIZE = 256
 """SOP Instance UIDs per C-GET/C-MOVE when fetching what remains of a series: the identifier
@@ -74,7 +77,7 @@ def _status_is_transient(status: int) -> bool:
 
 
 def classify(exc: BaseException) -> AttemptFailed:
-    """A library error as a transient or permanent failure, with its reason."""
+    """An error as a transient or permanent failure, with its reason."""
     if isinstance(exc, AttemptFailed):
         return exc
     reason = f"{type(exc).__name__}: {exc}"
@@ -103,13 +106,10 @@ def classify(exc: BaseException) -> AttemptFailed:
         return AttemptFailed(reason, permanent=True)
     if isinstance(exc, (DicomError, OSError)):
         return AttemptFailed(reason, permanent=False)
-    raise exc
-
-
-@attrs.frozen
-class Outcome:
-    kind: Literal["retrieved", "expanded"]
-    children: int = 0
+    # Not an error of the network or the PACS: retrying would fail alike. Reported with the
+    # item (and logged with its traceback) rather than ending every other item's retrieval.
+    log.error("unexpected error (a bug?) during a bulk retrieval", exc_info=exc)
+    return AttemptFailed(f"unexpected {reason}", permanent=True)
 
 
 @attrs.frozen
@@ -137,6 +137,8 @@ class ItemFetcher:
         on_stored: Callable[[str, Stored], None],
         on_progress: Callable[[], Awaitable[None]] | None = None,
         uid_list_size: int = UID_LIST_SIZE,
+        sop_classes: Sequence[str] | None = None,
+        transfer_syntaxes: Sequence[str] | None = None,
     ) -> None:
         self.peer = peer
         self.method = method
@@ -144,6 +146,8 @@ class ItemFetcher:
         self._on_stored = on_stored
         self._on_progress = on_progress
         self.uid_list_size = uid_list_size
+        self.sop_classes = sop_classes
+        self.transfer_syntaxes = transfer_syntaxes
 
     # --- retrieving ------------------------------------------------------------------------
 
@@ -152,37 +156,80 @@ class ItemFetcher:
         """Retrieve an item's instances except those in ``done`` (which grows as they come).
         Raises :class:`AttemptFailed`."""
         try:
-            if not done:
+            remaining: list[tuple[str, str, list[str]]] | None = None
+            if done:
+                remaining, listed = await self._remaining(level, keys, model, done)
+                if not listed:
+                    # The PACS lists none of the item's instances at IMAGE level (some do not
+                    # answer there): fetch it whole again rather than call it complete.
+                    remaining = None
+            if remaining is None:
                 query = Query.at_level(level, _unique(keys, level), model=model,
                                        required_keys=False)
-                await self._one(key, query, done)
+                result = await self._one(key, query, done)
+                if not done and not result.sub_operations.completed:
+                    raise AttemptFailed(
+                        f"the PACS sent nothing for {_describe(level, keys)} (status "
+                        f"0x{result.status:04X}): it holds no such {level.value.lower()}",
+                        permanent=True, status=result.status,
+                    )
                 return
-            remaining = await self._remaining(level, keys, model, done)
             for study, series, uids in remaining:
-                for start in range(0, len(uids), self.uid_list_size):
-                    chunk = uids[start:start + self.uid_list_size]
-                    query = Query.at_level(Level.IMAGE, {
-                        "StudyInstanceUID": study, "SeriesInstanceUID": series,
-                        "SOPInstanceUID": chunk if len(chunk) > 1 else chunk[0],
-                    }, model=model, required_keys=False)
-                    await self._one(key, query, done)
+                await self._rest_of_series(key, model, study, series, uids, done)
         except AttemptFailed:
             raise
         except Exception as exc:
             raise classify(exc) from exc
 
+    async def _rest_of_series(
+        self, key: str, model: QueryModel, study: str, series: str, uids: list[str],
+        done: set[str],
+    ) -> None:
+        """The instances ``uids`` of one series, by SOP Instance UID lists; the whole series
+        instead when the PACS refuses a list (a failure before anything arrived, or a
+        success with nothing): some do not retrieve by UID list at IMAGE level."""
+        for start in range(0, len(uids), self.uid_list_size):
+            chunk = uids[start:start + self.uid_list_size]
+            query = Query.at_level(Level.IMAGE, {
+                "StudyInstanceUID": study, "SeriesInstanceUID": series,
+                "SOPInstanceUID": chunk if len(chunk) > 1 else chunk[0],
+            }, model=model, required_keys=False)
+            before = len(done)
+            try:
+                result = await self._one(key, query, done)
+            except AttemptFailed as failure:
+                if not failure.permanent or len(done) > before:
+                    raise
+                refused = failure.reason
+            else:
+                if len(done) > before or result.sub_operations.completed:
+                    continue
+                refused = f"status 0x{result.status:04X} with nothing sent"
+            log.info("%s: the PACS refused a SOP Instance UID list (%s); retrieving series %s "
+                     "whole", key, refused, series)
+            whole = Query.at_level(Level.SERIES, {
+                "StudyInstanceUID": study, "SeriesInstanceUID": series,
+            }, model=model, required_keys=False)
+            await self._one(key, whole, done)
+            return
+
     async def _one(self, key: str, query: Query, done: set[str]) -> RetrieveResult:
         sink = self._sink_for()
-        retrieval = self.peer.get(query, sink=sink) if self.method == "get" \
-            else self.peer.move(query, sink=sink)
-        async with retrieval:
-            async for event in retrieval:
-                if isinstance(event, InstanceArrived):
-                    stored = _stored(event.instance, sink)
-                    done.add(stored.sop)
-                    self._on_stored(key, stored)
-                    if self._on_progress is not None:
-                        await self._on_progress()
+        retrieval = self.peer.get(
+            query, sink=sink, sop_classes=self.sop_classes,
+            transfer_syntaxes=self.transfer_syntaxes,
+        ) if self.method == "get" else self.peer.move(query, sink=sink)
+        try:
+            async with retrieval:
+                async for event in retrieval:
+                    if isinstance(event, InstanceArrived):
+                        stored = _stored(event.instance, sink)
+                        done.add(stored.sop)
+                        self._on_stored(key, stored)
+                        if self._on_progress is not None:
+                            await self._on_progress()
+        except Exception as exc:
+            raise classify(exc) from exc
         result = retrieval.result
         assert result is not None
         if result.failed or result.sub_operations.failed:
@@ -196,9 +243,11 @@ class ItemFetcher:
 
     async def _remaining(
         self, level: Level, keys: Mapping[str, object], model: QueryModel, done: set[str]
-    ) -> list[tuple[str, str, list[str]]]:
-        """(study, series, SOP Instance UIDs not in ``done``) per series, by C-FIND."""
+    ) -> tuple[list[tuple[str, str, list[str]]], int]:
+        """(study, series, SOP Instance UIDs not in ``done``) per series, by C-FIND; and how
+        many instances the PACS listed in all."""
         by_series: dict[tuple[str, str], list[str]] = {}
+        listed = 0
         if level is Level.IMAGE:
             wanted = keys.get("SOPInstanceUID")
             uids = [wanted] if isinstance(wanted, str) else list(_as_list(wanted))
@@ -209,6 +258,7 @@ class ItemFetcher:
                     "resumed by instance", permanent=True,
                 )
             by_series[(str(study), str(series))] = [str(u) for u in uids if str(u) not in done]
+            listed = len(uids)
         else:
             pinned: dict[str, Any] = dict(_unique(keys, level))
             pinned.update({k: None for k in _IMAGE_KEYS if k not in pinned})
@@ -218,9 +268,12 @@ class ItemFetcher:
                     sop = str(match.get("SOPInstanceUID") or "")
                     study = str(match.get("StudyInstanceUID") or "")
                     series = str(match.get("SeriesInstanceUID") or "")
-                    if sop and study and series and sop not in done:
-                        by_series.setdefault((study, series), []).append(sop)
-        return [(study, series, uids) for (study, series), uids in by_series.items() if uids]
+                    if sop and study and series:
+                        listed += 1
+                        if sop not in done:
+                            by_series.setdefault((study, series), []).append(sop)
+        remaining = [(study, series, uids) for (study, series), uids in by_series.items() if uids]
+        return remaining, listed
 
     # --- expanding queries ----------------------------------------------------------------
 
@@ -294,6 +347,10 @@ def _unique_of_match(
             continue
         unique[upper.unique_key] = str(value)
     return unique
+
+
+def _describe(level: Level, keys: Mapping[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in _unique(keys, level).items())
 
 
 def _stored(instance: Instance, sink: object) -> Stored:

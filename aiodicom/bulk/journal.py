@@ -17,9 +17,10 @@ Tables:
 * ``children``: the items a query (``find``) item expanded to, so that a rerun does not ask
   the PACS again and resumes them like the others.
 
-Writes are batched: instances are committed every :attr:`Journal.batch` rows and when their
-item ends. An instance whose file was written just before a kill but not yet committed is
-fetched again by the rerun (its file is replaced atomically): never missing, at worst twice.
+Writes are batched: instances are committed every :attr:`Journal.batch` rows, when one arrives
+:attr:`Journal.batch_seconds` after the oldest uncommitted one, and when any item ends. An
+instance whose file was written just before a kill but not yet committed is fetched again by
+the rerun (its file is replaced atomically): never missing, at worst twice.
 
 The calls block (SQLite has no async API, and the library uses no threads); each is one short
 transaction on a local file, far below the loop's budget of a few milliseconds in the normal
@@ -104,11 +105,12 @@ class Journal:
 
     def __init__(
         self, path: str | os.PathLike[str], *, keep_instances: bool = False, batch: int = 256,
-        busy_timeout: float = 60.0,
+        batch_seconds: float = 1.0, busy_timeout: float = 60.0,
     ) -> None:
         self.path = Path(path)
         self.keep_instances = keep_instances
         self.batch = batch
+        self.batch_seconds = batch_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are begun explicitly, kept short.
         self._db = sqlite3.connect(
@@ -123,6 +125,7 @@ class Journal:
                 if statement.strip():
                     self._db.execute(statement)
         self._pending: list[tuple[str, str, str | None, str | None, str | None, int]] = []
+        self._first_pending = 0.0
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -182,8 +185,11 @@ class Journal:
         path: str | None, size: int,
     ) -> None:
         """An instance of ``item_key`` is stored (committed with the next batch)."""
+        if not self._pending:
+            self._first_pending = time.monotonic()
         self._pending.append((item_key, sop, series, study, path, size))
-        if len(self._pending) >= self.batch:
+        if len(self._pending) >= self.batch or \
+                time.monotonic() - self._first_pending >= self.batch_seconds:
             self.flush()
 
     def flush(self) -> None:

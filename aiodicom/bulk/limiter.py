@@ -67,7 +67,7 @@ class LocalLimiter:
         self._default = default
         self.total = total
         self._in_use = 0
-        # Round robin: the PACS served last goes to the end of the turn.
+        # Round robin: least recently served first.
         self._turn: deque[str] = deque(self._pacs)
 
     def _state(self, pacs: str) -> _PacsState:
@@ -90,16 +90,19 @@ class LocalLimiter:
     def _free_globally(self) -> bool:
         return self.total is None or self._in_use < self.total
 
-    def _take(self, state: _PacsState) -> None:
+    def _take(self, name: str, state: _PacsState) -> None:
         state.in_use += 1
         state.peak = max(state.peak, state.in_use)
         self._in_use += 1
+        # The PACS served last goes to the end of the turn (a handful of PACS: cheap).
+        self._turn.remove(name)
+        self._turn.append(name)
 
     async def _acquire(self, pacs: str) -> None:
         state = self._state(pacs)
         if not state.waiters and state.in_use < state.limit and self._free_globally() \
                 and not self._others_waiting(pacs):
-            self._take(state)
+            self._take(pacs, state)
             return
         waiter = _Waiter()
         state.waiters.append(waiter)
@@ -129,14 +132,13 @@ class LocalLimiter:
     def _dispatch(self) -> None:
         """Grant freed slots to waiting callers, one PACS at a time in turn."""
         while self._free_globally():
-            for _ in range(len(self._turn)):
-                name = self._turn[0]
-                self._turn.rotate(-1)
+            # The least recently served PACS that has a caller waiting and room left.
+            for name in self._turn:
                 state = self._pacs[name]
                 if state.waiters and state.in_use < state.limit:
                     waiter = state.waiters.popleft()
                     waiter.granted = True
-                    self._take(state)
+                    self._take(name, state)
                     waiter.event.set()
                     break
             else:

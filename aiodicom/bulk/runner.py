@@ -14,8 +14,9 @@ Shape of a run:
 
 One :class:`~aiodicom.Client` per PACS retrieved by C-GET (its pool holds that PACS's
 ``max_associations``), and one, listening, for every PACS retrieved by C-MOVE (the PACS know
-our AE title with one port; its pool allows the largest ``max_associations`` among them, and
-the limiter keeps each PACS within its own ``max_operations``).
+our AE title with one port; its pool allows the largest ``max_associations`` among them, the
+limiter keeps each PACS within its own ``max_operations``, and the longest of their timeouts
+apply).
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ import inspect
 import logging
 import os
 import random
+import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sized
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sized
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import attrs
 
+from aiodicom.association import Timeouts
 from aiodicom.bulk.config import BulkConfig, PacsConfig
 from aiodicom.bulk.events import (
     BulkEvent,
@@ -52,6 +55,9 @@ from aiodicom.bulk.report import BulkReport, Failure, ItemReport
 from aiodicom.client import Client, Peer
 from aiodicom.pool import PoolOptions
 from aiodicom.sinks import DirectorySink, Sink
+
+if sys.version_info < (3, 11):  # anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 log = logging.getLogger("aiodicom.bulk")
 
@@ -125,6 +131,7 @@ class _Run:
     rng: random.Random
     queues: dict[str, _PacsQueue] = attrs.Factory(dict)
     fetchers: dict[str, ItemFetcher] = attrs.Factory(dict)
+    in_flight: set[str] = attrs.Factory(set)
     last_progress: float = 0.0
 
     async def emit(self, event: BulkEvent) -> None:
@@ -176,6 +183,19 @@ class _Run:
             await self.process(item)
 
     async def process(self, item: ManifestItem) -> None:
+        if item.key in self.in_flight or item.key in self.report.items:
+            # The same item twice (a repeated row, or a query's match listed as well): the
+            # first one retrieves it; two at once would fetch everything twice.
+            log.info("%s is listed more than once: retrieved once", item.key)
+            self.tracker.finished(item.pacs, True)
+            return
+        self.in_flight.add(item.key)
+        try:
+            await self._process(item)
+        finally:
+            self.in_flight.discard(item.key)
+
+    async def _process(self, item: ManifestItem) -> None:
         record = self.journal.record(item.key)
         entry = ItemReport(item.key, item.pacs, item.level.value, parent=item.parent)
         queue = self.queues[item.pacs]
@@ -202,7 +222,11 @@ class _Run:
         policy = self.config.retry
         fetcher = self.fetchers[item.pacs]
         start = anyio.current_time()
-        done = {i.sop for i in self.journal.instances(item.key)} if not item.find else set()
+        # What earlier attempts or runs stored, unless its file has gone since.
+        done = {
+            i.sop for i in self.journal.instances(item.key)
+            if i.path is None or os.path.exists(i.path)
+        } if not item.find else set()
         entry.resumed = len(done)
         self.report.add(entry)  # the instances arriving are counted in it
         status = "cancelled"
@@ -297,7 +321,7 @@ def _clients(config: BulkConfig) -> tuple[list[Client], dict[str, Client]]:
             listen_host=config.listen_host,
             pool=PoolOptions(max_associations=max(p.max_associations for p in movers),
                              idle_timeout=config.idle_timeout, acquire_timeout=None),
-            timeouts=movers[0].timeouts,
+            timeouts=_longest(p.timeouts for p in movers),
         )
         clients.append(mover)
         by_pacs.update({p.name: mover for p in movers})
@@ -312,6 +336,21 @@ def _clients(config: BulkConfig) -> tuple[list[Client], dict[str, Client]]:
             clients.append(client)
             by_pacs[pacs.name] = client
     return clients, by_pacs
+
+
+def _longest(timeouts: Iterable[Timeouts]) -> Timeouts:
+    """One set of timeouts for PACS sharing a client: the longest of each (``None``, no limit,
+    is the longest)."""
+    chosen = list(timeouts)
+
+    def pick(values: list[float | None]) -> float | None:
+        return None if None in values else max(v for v in values if v is not None)
+
+    return Timeouts(
+        connect=pick([t.connect for t in chosen]), acse=pick([t.acse for t in chosen]),
+        dimse=pick([t.dimse for t in chosen]), network=pick([t.network for t in chosen]),
+        artim=max(t.artim for t in chosen),
+    )
 
 
 async def _count_items(manifest: Manifest, tracker: ProgressTracker,
@@ -391,7 +430,7 @@ async def retrieve_many(
         progress_interval=progress_interval, rng=random.Random(),
     )
     try:
-        async with AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack, _single_errors():
             clients, by_pacs = _clients(config)
             for client in clients:
                 await stack.enter_async_context(client)
@@ -421,6 +460,21 @@ async def retrieve_many(
     return report
 
 
+@asynccontextmanager
+async def _single_errors() -> AsyncIterator[None]:
+    """The run's own error (the journal's, a sink's) as it is, not inside the task groups'
+    ExceptionGroup."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = group.exceptions
+        while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
+            errors = errors[0].exceptions
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise
+
+
 def _fetcher(run: _Run, pacs: PacsConfig, client: Client) -> ItemFetcher:
     peer = Peer(client, pacs.host, pacs.port, pacs.ae_title)
 
@@ -433,4 +487,5 @@ def _fetcher(run: _Run, pacs: PacsConfig, client: Client) -> ItemFetcher:
             entry.instances += 1
             entry.bytes += stored.size
 
-    return ItemFetcher(peer, pacs.method, run.make_sink, on_stored, run.progress)
+    return ItemFetcher(peer, pacs.method, run.make_sink, on_stored, run.progress,
+                       sop_classes=pacs.sop_classes, transfer_syntaxes=pacs.transfer_syntaxes)
