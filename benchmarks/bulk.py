@@ -8,8 +8,8 @@ three PACS, retrieved by C-GET with at most 4 associations per PACS:
   PACS at once;
 
 first against three embedded Q/R SCPs (``benchmarks/bulk_server.py``, a process each), then
-against the real peers: two dcmqrscp and one Orthanc, each behind a counting TCP proxy
-(``tests/peers/counting_proxy.py``) that tells how many associations the PACS had open at once.
+against the real peers: two dcmqrscp and one Orthanc, each behind the tests' TCP proxy
+(``tests/peers/proxy.py``) that tells how many associations the PACS had open at once.
 Reported per case: instances/s, MB/s (data set bytes, 10^6), the most associations each PACS
 saw at once, and peak RSS (the caller's process, and the largest worker's).
 
@@ -28,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -141,21 +142,48 @@ class EmbeddedPacs:
 
 
 class ProxiedPeer:
-    """A real peer behind a counting proxy (its own thread and loop, in this process)."""
+    """A real peer behind the tests' TCP proxy, which counts the connections open at once
+    (run on an event loop in a thread of its own: benchmark infrastructure, not library)."""
 
     def __init__(self, server: Any, stack: ExitStack) -> None:
-        from peers.counting_proxy import CountingProxy
-
         self.server = server
         self.ae_title = server.ae_title
-        self.proxy = stack.enter_context(CountingProxy(HOST, server.port).running())
+        self.proxy = stack.enter_context(_proxy_in_thread(HOST, server.port))
         self.port = self.proxy.port
 
     def reset(self) -> None:
-        self.proxy.reset_peak()
+        self.proxy.peak_connections = self.proxy.open_connections
 
     def peak(self) -> int:
-        return self.proxy.peak
+        return int(self.proxy.peak_connections)
+
+
+@contextmanager
+def _proxy_in_thread(host: str, port: int) -> Iterator[Any]:
+    import anyio
+    import anyio.from_thread
+    import anyio.lowlevel
+    from peers.proxy import TcpProxy
+
+    ready = threading.Event()
+    running: dict[str, Any] = {}
+
+    async def serve() -> None:
+        stop = anyio.Event()
+        async with TcpProxy(host, port) as proxy:
+            running.update(proxy=proxy, stop=stop, token=anyio.lowlevel.current_token())
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=anyio.run, args=(serve,), daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise RuntimeError(f"the proxy to {host}:{port} did not start")
+    try:
+        yield running["proxy"]
+    finally:
+        anyio.from_thread.run_sync(running["stop"].set, token=running["token"])
+        thread.join(30)
 
 
 @contextmanager

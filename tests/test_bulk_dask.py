@@ -1,13 +1,15 @@
 """The bulk retrieval on a Dask cluster (aiodicom.bulk.cluster): a LocalCluster of 2 workers
 gives the same files and report as the one-process run; the per-PACS association limit holds
 across the cluster, counted where the PACS stands (the embedded Q/R SCP's own count of the
-associations it serves, and a counting proxy in front of dcmqrscp); a rerun on the cluster
+associations it serves, and a proxy in front of dcmqrscp); a rerun on the cluster
 resumes from the journal; C-MOVE needs an AE title per worker."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ import attrs
 import distributed
 import pytest
 from peers import LOOPBACK, require_executable
-from peers.counting_proxy import CountingProxy
 from peers.dcmtk import DCMQRSCP, DcmQrScp
+from peers.proxy import TcpProxy
 from pydicom import dcmread
 
 from aiodicom.bulk.cluster import (
@@ -161,19 +163,19 @@ def dcmqrscp_loaded(
 
 
 @pytest.mark.interop
-async def test_limit_holds_at_dcmqrscp_behind_a_counting_proxy(
+async def test_limit_holds_at_dcmqrscp_behind_a_proxy(
     local_cluster: distributed.Client, tmp_path: Path, dcmqrscp_loaded: Any
 ) -> None:
     server, series = dcmqrscp_loaded
-    async with CountingProxy(server.host, server.port) as proxy:
+    async with TcpProxy(server.host, server.port) as proxy:
         config = _config(proxy.port, server.ae_title)
         manifest = [ManifestItem.series("qr", study, uid) for study, uid in series]
         report = await retrieve_many_on_cluster(
             manifest, config=config, output=tmp_path / "out", client=local_cluster
         )
     assert report.complete, report.summary()
-    assert proxy.total >= len(manifest)
-    assert 1 <= proxy.peak <= LIMIT
+    assert proxy.connections >= len(manifest)
+    assert 1 <= proxy.peak_connections <= LIMIT
 
 
 async def test_move_needs_an_ae_title_per_worker(
@@ -314,3 +316,25 @@ async def test_a_cancelled_waiter_does_not_keep_a_lease(
     )
     assert steps == ["first holds", "second cancelled", "third holds"]
     await semaphore.close()
+
+
+def test_bulk_benchmark_smoke_run(tmp_path: Path) -> None:
+    """``python -m benchmarks.bulk`` end to end on a tiny corpus (embedded SCPs, one process
+    and a LocalCluster of 1): every row complete, within the limit. No timing asserted."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+    env["AIODICOM_BENCH_WORK"] = str(tmp_path / "work")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bulk", "--quick", "--peers", "embedded",
+         "--workers", "0,1", "--studies", "3", "--slices", "2"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| embedded")]
+    assert len(rows) == 4
+    for row in rows:
+        assert "FAILED" not in row and "INCOMPLETE" not in row
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] in ("6", "18")  # instances: 3 studies x 2 slices per PACS
+        assert all(int(peak.split()[1]) <= 4 for peak in cells[8].split(", "))
