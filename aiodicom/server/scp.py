@@ -24,6 +24,7 @@ from aiodicom.acceptor import (
     leave_serving,
     serve_connection,
 )
+from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
@@ -76,6 +77,8 @@ class QRServer:
     ``move_destinations``: AE title -> ``(host, port)`` where C-MOVEs may send; others get
     0xA801. Add more at any time with :meth:`add_move_destination`.
     ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
+    ``access``: who may associate (calling AE titles, source networks, User Identity): an
+    :class:`~aiodicom.AccessPolicy`; by default anyone.
 
     :attr:`open_associations` and :attr:`peak_associations` count the connections being
     served (one association each), as a PACS would see its callers, and
@@ -94,6 +97,7 @@ class QRServer:
         timeouts: Timeouts | None = None,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         require_called_ae_title: bool = False,
+        access: AccessPolicy | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -115,6 +119,7 @@ class QRServer:
         self.policy = AcceptorPolicy(
             ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
             require_called_ae_title=require_called_ae_title, store_handler=store_handler,
+            access=access if access is not None else AccessPolicy(),
             operations=ServedOperations(
                 handlers=handlers(self._qr),
                 sop_classes=dict.fromkeys(QR_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES),
