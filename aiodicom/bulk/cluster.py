@@ -49,7 +49,6 @@ polls.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import os
 import uuid
@@ -110,24 +109,40 @@ class WorkerAE:
 # --------------------------------------------------------------------------------------------
 
 
+class _GiveBack:
+    """When the task is done with a lease. Touched only on the worker's loop (the task asks
+    through ``call_soon_threadsafe``), so no lock is needed."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._event: asyncio.Event | None = None
+
+    def request(self) -> None:
+        self.requested = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if not self.requested:
+            self._event = asyncio.Event()
+            await self._event.wait()
+
+
+def _grant(granted: asyncio.Future[None]) -> None:
+    if not granted.done():  # not if the task stopped waiting (cancelled)
+        granted.set_result(None)
+
+
 async def _hold_lease(
-    semaphore: Any,
-    granted: concurrent.futures.Future[None],
-    give_back: concurrent.futures.Future[None],
+    semaphore: Any, task_loop: asyncio.AbstractEventLoop, granted: asyncio.Future[None],
+    give_back: _GiveBack,
 ) -> None:
     """On the worker's loop: take a lease, tell the task, keep it until the task is done."""
+    await semaphore.acquire()
     try:
-        await semaphore.acquire()
-    except BaseException as exc:
-        if not granted.done():
-            granted.set_exception(exc)
-        raise
-    try:
-        # The task may have stopped waiting (cancelled: its future is then cancelled too);
-        # the lease then goes back at once.
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            granted.set_result(None)
-        await asyncio.wrap_future(give_back)
+        with contextlib.suppress(RuntimeError):  # the task's loop is gone: nobody to tell
+            task_loop.call_soon_threadsafe(_grant, granted)
+        await give_back.wait()
     finally:
         await semaphore.release()
 
@@ -170,21 +185,26 @@ class ClusterLimiter:
 
     @contextlib.asynccontextmanager
     async def _lease(self, semaphore: Any) -> AsyncIterator[None]:
-        granted: concurrent.futures.Future[None] = concurrent.futures.Future()
-        give_back: concurrent.futures.Future[None] = concurrent.futures.Future()
-        holder = asyncio.run_coroutine_threadsafe(
-            _hold_lease(semaphore, granted, give_back), self._worker_loop
-        )
+        task_loop = asyncio.get_running_loop()
+        granted: asyncio.Future[None] = task_loop.create_future()
+        give_back = _GiveBack()
+        holder = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+            _hold_lease(semaphore, task_loop, granted, give_back), self._worker_loop
+        ))
+        # Its outcome is read below, or not at all when the task is cancelled meanwhile.
+        holder.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            await asyncio.wrap_future(granted)
+            await asyncio.wait((granted, holder), return_when=asyncio.FIRST_COMPLETED)
+            if not granted.done():
+                holder.result()  # the holder failed before the grant: its error
             yield
         finally:
             # Also when cancelled while waiting: the holder then gives the lease back as soon
             # as the scheduler grants it, so none is kept by a task that has gone.
-            give_back.set_result(None)
+            self._worker_loop.call_soon_threadsafe(give_back.request)
         # Given back before the next operation may count on it (not on the cancel path:
         # a holder still waiting for its lease would keep the cancelled task waiting).
-        await asyncio.wrap_future(holder)
+        await holder
 
     def close(self) -> None:
         """Stop the lease-refresh callbacks of this task's semaphore handles (the semaphores
