@@ -11,6 +11,7 @@ C-FIND, C-MOVE and C-GET by :mod:`aiodicom.server.operations`.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -77,6 +78,9 @@ class QRServer:
     ``move_destinations``: AE title -> ``(host, port)`` where C-MOVEs may send; others get
     0xA801. Add more at any time with :meth:`add_move_destination`.
     ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
+    ``server_ssl_context``: serve over TLS, as the client's acceptor does (a context made for
+    ``ssl.Purpose.CLIENT_AUTH``; with ``verify_mode = ssl.CERT_REQUIRED``, mutual TLS). The
+    associations a C-MOVE opens to its destinations are not TLS.
     ``access``: who may associate (calling AE titles, source networks, User Identity): an
     :class:`~aiodicom.AccessPolicy`; by default anyone.
 
@@ -97,6 +101,7 @@ class QRServer:
         timeouts: Timeouts | None = None,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         require_called_ae_title: bool = False,
+        server_ssl_context: ssl.SSLContext | None = None,
         access: AccessPolicy | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
@@ -106,6 +111,7 @@ class QRServer:
         self.listen_host = listen_host
         self._requested_port = listen_port
         self.timeouts = timeouts or Timeouts()
+        self._server_ssl_context = server_ssl_context
         self._qr = QRContext(
             self.index, ae_title, dict(move_destinations or {}), self.timeouts, max_pdu_length
         )
@@ -158,7 +164,8 @@ class QRServer:
     async def _bind(self) -> Listener:
         if self._listener is None:
             self._listener = await Listener.bind(
-                self.listen_host, self._requested_port, handshake_timeout=self.timeouts.artim
+                self.listen_host, self._requested_port, self._server_ssl_context,
+                handshake_timeout=self.timeouts.artim,
             )
         return self._listener
 
