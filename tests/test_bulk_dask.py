@@ -32,9 +32,11 @@ from aiodicom.bulk.cluster import (
 )
 from aiodicom.bulk.config import BulkConfig, ConfigError, PacsConfig
 from aiodicom.bulk.events import BulkEvent, ItemFinished, PacsProgress, ProgressUpdate
+from aiodicom.bulk.journal import JOURNAL_NAME, Journal
 from aiodicom.bulk.manifest import ManifestItem, read_csv
 from aiodicom.bulk.report import BulkReport
 from aiodicom.bulk.runner import retrieve_many
+from aiodicom.model import Level
 from aiodicom.server import InstanceIndex
 from aiodicom.testing.pytest_plugin import QRScp
 
@@ -338,3 +340,47 @@ def test_bulk_benchmark_smoke_run(tmp_path: Path) -> None:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2] in ("6", "18")  # instances: 3 studies x 2 slices per PACS
         assert all(int(peak.split()[1]) <= 4 for peak in cells[8].split(", "))
+
+
+async def test_a_cancelled_caller_stops_the_shares(
+    aiodicom_qrscp: QRScp, local_cluster: distributed.Client, tmp_path: Path
+) -> None:
+    """Dask cannot interrupt a running task: the shares watch the run's stop event, set when
+    the caller leaves, and cancel their runner. A follow-up task on each worker (one thread
+    each) can start only once the share before it has ended."""
+    rows = aiodicom_qrscp.index.connection.execute(
+        "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID FROM instances"
+    ).fetchall()
+    manifest = [
+        ManifestItem("qr", Level.IMAGE, {"StudyInstanceUID": study, "SeriesInstanceUID": series,
+                                         "SOPInstanceUID": sop})
+        for study, series, sop in rows
+    ]
+    config = _config(aiodicom_qrscp.port, aiodicom_qrscp.ae_title)
+    output = tmp_path / "out"
+    with anyio.CancelScope() as scope:
+
+        def cancel_at_first(event: BulkEvent) -> None:
+            if isinstance(event, ItemFinished):
+                scope.cancel()
+
+        await retrieve_many_on_cluster(
+            manifest, config=config, output=output, client=local_cluster,
+            on_event=cancel_at_first,
+        )
+    assert scope.cancelled_caught
+    with anyio.fail_after(120):  # a safety net: the shares must end, not run to the last item
+        workers = list((await local_cluster.scheduler.identity(n_workers=-1))["workers"])
+        await local_cluster.gather([
+            local_cluster.submit(_pid, workers=[w], pure=False) for w in workers
+        ])
+    assert aiodicom_qrscp.server.open_associations == 0
+    with Journal(output / JOURNAL_NAME) as journal:
+        done = [r for r in journal.records() if r.status == "done"]
+    assert 1 <= len(done) < len(manifest)
+    # The journal lets the next run finish the job.
+    report = await retrieve_many_on_cluster(
+        manifest, config=config, output=output, client=local_cluster
+    )
+    assert report.complete
+    assert len(_files(output)) == 80

@@ -275,10 +275,11 @@ def run_share(share: _Share) -> dict[str, Any]:
         this_task = asyncio.current_task()
         assert this_task is not None
         task_loop = asyncio.get_running_loop()
-        stop = distributed.Event(share.stop_event, client=distributed.get_client())
 
         async def watch_stop() -> None:
-            if await stop.wait():
+            # What distributed.Event.wait asks the scheduler, through the worker's own
+            # connection (as distributed's Semaphore does): no client made in the worker.
+            if await worker.scheduler.event_wait(name=share.stop_event, timeout=None):
                 task_loop.call_soon_threadsafe(this_task.cancel)
 
         watcher = asyncio.run_coroutine_threadsafe(watch_stop(), worker.loop.asyncio_loop)
@@ -532,9 +533,11 @@ async def retrieve_many_on_cluster(
                     caller_events.close()
         finally:
             dask.unsubscribe_topic(topic)
-            for handle in handles:
-                with contextlib.suppress(Exception):
-                    await handle.close()
+        # Only once every share has ended: after a failure or a cancellation the shares may
+        # still be giving leases back (a few names then stay on the scheduler).
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                await handle.close()
         return report
 
 
