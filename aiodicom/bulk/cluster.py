@@ -34,7 +34,7 @@ What holds across the cluster:
 host and port it has registered for the destination AE title. So a PACS configured with
 ``method="move"`` is refused unless ``worker_ae_titles`` gives every worker an AE title (and the
 port its acceptor listens on) that each such PACS knows as a move destination. Each of those
-workers then runs one share at a time (its port is its own).
+workers then runs exactly one share, pinned to it (its port is its own).
 
 **Event loops.** The library starts no thread. Each task runs in one of the threads Dask gives
 its worker for tasks (that is Dask's business) and runs the runner on an event loop of its own
@@ -469,9 +469,13 @@ async def retrieve_many_on_cluster(
     its items are dealt out.
     ``worker_ae_titles``: worker name -> :class:`WorkerAE`, needed for PACS retrieved by
     C-MOVE (see the module docstring); each share then runs on its worker only.
-    ``on_event`` / ``events``: as for :func:`~aiodicom.bulk.retrieve_many`, fed on this loop
-    from a buffer of ``max_buffered_events``: when the consumer falls that far behind, older
-    progress snapshots are dropped, then new item events (the report is complete anyway).
+    ``on_event`` / ``events``: as for :func:`~aiodicom.bulk.retrieve_many`, fed on this loop;
+    at most ``max_buffered_events`` item events wait for the consumer (more are dropped: the
+    report is complete anyway), and progress snapshots are summed over the shares, the latest
+    one handed on.
+
+    Cancelling the call (or a share failing) stops every share: each watches the run's stop
+    event and cancels its runner; the journal keeps what was stored.
     """
     distributed = _distributed()
     movers = [p.name for p in config.pacs.values() if p.method == "move"]
