@@ -24,6 +24,7 @@ from peers.dcmtk import DCMQRSCP, DcmQrScp
 from peers.proxy import TcpProxy
 from pydicom import dcmread
 
+from aiodicom import Client
 from aiodicom.bulk.cluster import (
     ClusterLimiter,
     WorkerAE,
@@ -384,3 +385,21 @@ async def test_a_cancelled_caller_stops_the_shares(
     )
     assert report.complete
     assert len(_files(output)) == 80
+
+
+async def test_qrserver_counts_the_associations_it_serves(aiodicom_qrscp: QRScp) -> None:
+    server = aiodicom_qrscp.server
+    assert (server.open_associations, server.peak_associations) == (0, 0)
+    async with Client("AIOCOUNT") as client:
+        peer = client.peer(*aiodicom_qrscp.peer)
+        async with peer.associate() as one, peer.associate() as two:
+            await one.echo()
+            await two.echo()
+            assert server.open_associations == 2
+            async with peer.associate() as three:
+                await three.echo()
+                assert (server.open_associations, server.peak_associations) == (3, 3)
+            # A new observation starts from what is open now, whatever came before.
+            server.reset_peak()
+            assert server.peak_associations == server.open_associations
+    assert server.served_associations == 3
