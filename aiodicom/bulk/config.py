@@ -29,6 +29,7 @@ a ``[retry]`` table the retry policy::
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -41,11 +42,6 @@ from typing import Any, Literal
 import attrs
 
 from aiodicom.association import Timeouts
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10: TOML needs tomli; JSON works everywhere
-    tomllib = None
 
 __all__ = ["BulkConfig", "ConfigError", "PacsConfig", "RetryPolicy"]
 
@@ -216,15 +212,17 @@ class BulkConfig:
         except OSError as exc:
             raise ConfigError(f"cannot read {file}: {exc}") from exc
         data: Any
-        try:
-            if file.suffix.lower() == ".json":
+        if file.suffix.lower() == ".json":
+            try:
                 data = json.loads(text)
-            else:
-                if tomllib is None:  # pragma: no cover
-                    raise ConfigError(f"reading {file} needs Python 3.11 (tomllib); use JSON")
-                data = tomllib.loads(text)
-        except (ValueError, getattr(tomllib, "TOMLDecodeError", ValueError)) as exc:
-            raise ConfigError(f"{file} is not valid {file.suffix[1:] or 'TOML'}: {exc}") from exc
+            except ValueError as exc:
+                raise ConfigError(f"{file} is not valid JSON: {exc}") from exc
+        else:
+            toml = _toml_reader(file)
+            try:
+                data = toml.loads(text)
+            except toml.TOMLDecodeError as exc:
+                raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{file}: expected a table of settings and PACS")
         return cls.from_mapping(data, source=str(file))
@@ -270,6 +268,17 @@ class BulkConfig:
             return cls(pacs, **settings)
         except TypeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _toml_reader(file: Path) -> Any:
+    """``tomllib`` (Python 3.11+) or its backport ``tomli`` on 3.10, imported when a TOML file
+    is read: JSON needs neither."""
+    name = "tomllib" if sys.version_info >= (3, 11) else "tomli"
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ConfigError(f"reading {file} needs {name} (pip install tomli), or write the "
+                          "configuration as JSON") from None
 
 
 def _pacs(name: str, table: Mapping[str, Any], source: str) -> PacsConfig:

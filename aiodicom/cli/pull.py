@@ -11,8 +11,7 @@ from typing import Any
 
 import anyio
 import attrs
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+import click
 
 from aiodicom.bulk import (
     BulkConfig,
@@ -22,7 +21,6 @@ from aiodicom.bulk import (
     ItemRetrying,
     ManifestError,
     ProgressUpdate,
-    RetryPolicy,
     read_manifest,
     retrieve_many,
 )
@@ -30,12 +28,14 @@ from aiodicom.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     PEERS_FILE,
+    Args,
     CliError,
     human_bytes,
     is_terminal,
 )
+from aiodicom.cli.params import PORT, argument, command, option, output_options
 
-__all__ = ["PULL_HELP", "pull"]
+__all__ = ["COMMANDS", "PULL_HELP", "pull"]
 
 PULL_HELP = """\
 Retrieve every study, series or instance listed in MANIFEST (CSV or JSON) from the PACS it
@@ -43,18 +43,23 @@ names, several PACS at once, into DIR (study/series/instance.dcm), with per-PACS
 retries and a journal in DIR: run the same command again after a failure or a kill and only
 what is missing is fetched.
 
+\b
 MANIFEST (CSV): a header row, then one item per row:
-
   pacs,StudyInstanceUID,SeriesInstanceUID
   research_pacs,1.2.840.1.1,
   archive,1.2.840.1.2,1.2.840.1.2.7
 
 Columns: pacs (a name from the config), level, find (yes: the other columns are a C-FIND to
 expand), and DICOM keywords. The PACS come from --config (TOML or JSON) or peers.toml, each
-with host, port, ae_title, method (get or move), max_associations. See docs/bulk.md."""
+with host, port, ae_title, method (get or move), max_associations. See docs/bulk.md.
+
+\b
+example:
+  aiodicom pull cohort.csv -o out/ --config pacs.toml --report report.json
+"""
 
 
-def _config(args: Any) -> BulkConfig:
+def _config(args: Args) -> BulkConfig:
     path = Path(args.config) if args.config else Path(
         os.environ.get("AIODICOM_PEERS") or PEERS_FILE).expanduser()
     if not path.exists():
@@ -80,9 +85,13 @@ class _Display:
     """A bar per PACS (items finished of those listed, instances, MB, MB/s, ETA) on a terminal;
     retries as log lines; nothing with -q or when stderr is not a terminal."""
 
-    def __init__(self, args: Any) -> None:
+    def __init__(self, args: Args) -> None:
+        # rich (the extra 'cli') is imported when the command runs, not when the CLI is built.
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
         self.enabled = is_terminal(args)
-        self._tasks: dict[str, TaskID] = {}
+        self._tasks: dict[str, Any] = {}
         self._console = Console(stderr=True)
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -128,9 +137,28 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-async def pull(args: Any) -> int:
-    """The command: ``args`` has manifest, output, config, report, aet, listen_port,
-    max_operations, attempts, quiet (and what the common options add)."""
+@command("pull", "retrieve a manifest of studies/series from several PACS, resumable",
+         PULL_HELP)
+@argument("manifest", metavar="MANIFEST", type=click.Path(path_type=Path),
+          help="the items to retrieve: CSV, or JSON (an array or JSON Lines)")
+@option("-o", "--output", metavar="DIR", type=click.Path(path_type=Path), required=True,
+        section="pull", help="where the files go; the journal (resume) is kept there too")
+@option("--config", metavar="FILE", type=click.Path(path_type=Path), section="pull",
+        help="the PACS (TOML or JSON; default: peers.toml, $AIODICOM_PEERS)")
+@option("--report", metavar="FILE", type=click.Path(path_type=Path), section="pull",
+        help="write the report (every item: status, counts, attempts, failures) as JSON")
+@option("-aet", "--aetitle", "aet", metavar="AET", section="pull",
+        help="our AE title (default: the config's, else AIODICOM)")
+@option("--listen-port", type=PORT, metavar="PORT", section="pull",
+        help="our acceptor's port, for PACS retrieved by C-MOVE (default: the config's)")
+@option("--max-operations", type=click.IntRange(min=1), metavar="N", section="pull",
+        help="operations at once over every PACS (default: the config's)")
+@option("--attempts", type=click.IntRange(min=1), metavar="N", section="pull",
+        help="tries per item (default: the config's, else 5); transient failures wait with "
+             "exponential backoff and jitter between tries")
+@output_options()
+async def pull(args: Args) -> int:
+    """Exit 0 when every item is there (now or from an earlier run), 3 when some failed."""
     config = _config(args)
     manifest_path = Path(args.manifest)
     if not manifest_path.is_file():
@@ -152,7 +180,4 @@ async def pull(args: Any) -> int:
     return EXIT_OK if report.complete else EXIT_FAILURE
 
 
-def retry_policy_help() -> str:
-    defaults = RetryPolicy()
-    return (f"tries per item (default: the config's, else {defaults.attempts}); transient "
-            "failures wait with exponential backoff and jitter between tries")
+COMMANDS = (pull,)
