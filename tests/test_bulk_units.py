@@ -362,3 +362,11 @@ def test_failures_are_told_transient_or_permanent(error: Exception, permanent: b
     assert not classify(DicomTimeoutError("no answer")).permanent
     refused = AssociationError("cannot connect to h:1: [Errno 111] Connection refused")
     assert not classify(refused).permanent
+
+
+async def test_a_move_pacs_needs_our_port(tmp_path: Path) -> None:
+    from aiodicom.bulk import PacsConfig, retrieve_many
+
+    config = BulkConfig.of(PacsConfig("a", "h", 1, method="move"))
+    with pytest.raises(ConfigError, match=r"PACS a retrieved by C-MOVE: set listen_port"):
+        await retrieve_many([], config=config, output=tmp_path)

@@ -8,7 +8,8 @@ Shape of a run:
 * per PACS, as many worker tasks as its ``max_operations``; each takes the next item (items
   expanded from a query first, read back from the journal page by page), skips it if the
   journal says it is done, and otherwise runs attempts, each inside ``limiter.slot(pacs)``;
-* between attempts the slot is given back and the worker waits the policy's backoff;
+* between attempts the slot is given back and the worker waits the policy's backoff (or until
+  another item of the PACS is done);
 * the journal records instances as they arrive and items as they end; the report gathers each
   item's outcome; events tell progress.
 
@@ -37,7 +38,7 @@ import anyio.lowlevel
 import attrs
 
 from aiodicom.association import Timeouts
-from aiodicom.bulk.config import BulkConfig, PacsConfig
+from aiodicom.bulk.config import BulkConfig, ConfigError, PacsConfig
 from aiodicom.bulk.events import (
     BulkEvent,
     EventCallback,
@@ -78,6 +79,9 @@ class _PacsQueue:
         self.feeding = True
         self.expanding = 0
         self._changed = anyio.Event()
+        self.serving = anyio.Event()
+        """Set (and replaced) each time an item of this PACS is done: retries waiting out
+        their backoff go on."""
 
     def _wake(self) -> None:
         self._changed.set()
@@ -96,6 +100,10 @@ class _PacsQueue:
     def close(self) -> None:
         self.feeding = False
         self._wake()
+
+    def served(self) -> None:
+        self.serving.set()
+        self.serving = anyio.Event()
 
     def expansion(self, delta: int) -> None:
         self.expanding += delta
@@ -238,8 +246,11 @@ class _Run:
                     last = entry.failures[-1]
                     await self.emit(ItemRetrying(item.key, item.pacs, attempt, delay,
                                                  last.reason))
-                    # A deliberate pause (the backoff), not a wait for a condition.
-                    await anyio.sleep(delay)
+                    # The backoff ends at its deadline, or as soon as the PACS completes an
+                    # operation again (it serves: a PACS back from a restart need not wait out
+                    # every item's delay); the limiter still bounds what then starts.
+                    with anyio.move_on_after(delay):
+                        await self.queues[item.pacs].serving.wait()
                 await self.emit(ItemStarted(item.key, item.pacs, attempt))
                 try:
                     async with self.limiter.slot(item.pacs):
@@ -265,6 +276,7 @@ class _Run:
                         break
                     continue
                 status = "expanded" if item.find else "done"
+                self.queues[item.pacs].served()
                 break
         finally:
             entry.status = status  # type: ignore[assignment]
@@ -315,6 +327,13 @@ def _clients(config: BulkConfig) -> tuple[list[Client], dict[str, Client]]:
     clients: list[Client] = []
     by_pacs: dict[str, Client] = {}
     movers = [p for p in config.pacs.values() if p.method == "move"]
+    if movers and config.listen_port is None:
+        names = ", ".join(sorted(p.name for p in movers))
+        raise ConfigError(
+            f"PACS {names} retrieved by C-MOVE: set listen_port in the configuration, the "
+            f"port each knows for our AE title {config.ae_title!r} (0 picks a free one), or "
+            'use method = "get"'
+        )
     if movers:
         mover = Client(
             config.ae_title, listen_port=config.listen_port or 0,

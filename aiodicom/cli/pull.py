@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -98,17 +98,9 @@ class _Display:
             TextColumn("{task.fields[detail]}"), console=self._console,
         ) if self.enabled else None
 
-    def __enter__(self) -> _Display:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+    def showing(self) -> AbstractContextManager[object]:
+        """The bars drawn for the life of the block (nothing to draw: nothing done)."""
+        return self._progress if self._progress is not None else nullcontext()
 
     def __call__(self, event: BulkEvent) -> None:
         if isinstance(event, ItemRetrying) and self.enabled:
@@ -166,11 +158,14 @@ async def pull(args: Args) -> int:
     manifest = read_manifest(manifest_path)
     report = BulkReport()
     try:
-        with _Display(args) as display:
+        display = _Display(args)
+        with display.showing():
             await retrieve_many(manifest, config=config, output=args.output, report=report,
                                 on_event=display)
     except ManifestError as exc:
         raise CliError(f"manifest {manifest_path}: {exc}") from exc
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
     finally:
         with anyio.CancelScope(shield=True):
             if args.report:
