@@ -94,6 +94,11 @@ class QRServer:
     (:class:`~aiodicom.server.commitment.CommitmentOptions`, changeable as
     :attr:`commitment`) says whether reports go on the request's association or on a new one
     to the requestor (at its move destination address), and may fail chosen instances.
+
+    :attr:`open_associations` and :attr:`peak_associations` count the connections being
+    served (one association each), as a PACS would see its callers, and
+    :attr:`served_associations` all of them so far: what a test or a benchmark reads to check
+    a client's per-peer limits; :meth:`reset_peak` starts a new observation of the peak.
     """
 
     def __init__(
@@ -155,6 +160,9 @@ class QRServer:
         )
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
+        self.open_associations = 0
+        self.peak_associations = 0
+        self.served_associations = 0
 
     @property
     def move_destinations(self) -> dict[str, tuple[str, int]]:
@@ -227,6 +235,16 @@ class QRServer:
             return None
         return await leave_serving(tasks, listener, exc_type, exc, tb)
 
+    def reset_peak(self) -> None:
+        """Start a new observation: :attr:`peak_associations` becomes the number open now."""
+        self.peak_associations = self.open_associations
+
     async def _serve_connection(self, connection: Connection) -> None:
-        await serve_connection(connection, self.policy)
+        self.open_associations += 1
+        self.served_associations += 1
+        self.peak_associations = max(self.peak_associations, self.open_associations)
+        try:
+            await serve_connection(connection, self.policy)
+        finally:
+            self.open_associations -= 1
 
