@@ -27,6 +27,7 @@ from typing import Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from . import LOOPBACK
 
@@ -81,6 +82,17 @@ class FaultyProxy:
         self.port = 0
         self._listener: anyio.abc.SocketListener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
+
+    def reset(self, faults: Iterable[Fault] = ()) -> None:
+        """Forget the connections recorded so far; inject ``faults`` from the next one on."""
+        self.connections = []
+        self.faults = list(faults)
+
+    async def wait_closed(self, timeout: float = 10.0) -> None:
+        """Wait (polling: test infrastructure) until every proxied connection has closed."""
+        with anyio.move_on_after(timeout):
+            while self.open_connections:
+                await anyio.sleep(0.01)
 
     @property
     def fired(self) -> list[Fault]:
@@ -182,6 +194,7 @@ async def faulty_proxy(
     proxy.port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with listener, anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, proxy._serve, tasks)
+        await anyio.lowlevel.checkpoint()  # serving from here on, for callers counting tasks
         try:
             yield proxy
         finally:
