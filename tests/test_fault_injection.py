@@ -22,6 +22,7 @@ points it tried.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from peers import LOOPBACK
 from peers.corpus import Corpus, SeriesInfo
 from peers.dcmtk import DcmQrScp
 from peers.faulty_proxy import Fault, FaultyProxy, faulty_proxy, pdu_boundaries, split_pdus
+from peers.orthanc import Orthanc
 
 import aiodicom
 from aiodicom.dimse import decode_command
@@ -112,8 +114,8 @@ def arrived_whole(stream: bytes | bytearray) -> set[str]:
 def pending_matches(stream: bytes | bytearray) -> int:
     return sum(
         1 for m in messages(stream)
-        if m.command.get("CommandField") == C_FIND_RSP and m.command.get("Status") in (0xFF00, 0xFF01)
-        and m.data_complete
+        if m.command.get("CommandField") == C_FIND_RSP and m.data_complete
+        and m.command.get("Status") in (0xFF00, 0xFF01)
     )
 
 
@@ -124,7 +126,7 @@ def cut_points(stream: bytes | bytearray) -> list[int]:
     """Every PDU boundary and a few points inside each PDU of one direction."""
     edges = pdu_boundaries(stream)
     points: set[int] = set()
-    for start, end in zip(edges, edges[1:]):
+    for start, end in itertools.pairwise(edges):
         points.update({start, start + 1, start + 4, start + 6, start + 12,
                        (start + end) // 2, end - 1})
     points.add(edges[-1])
@@ -188,8 +190,8 @@ def open_fds() -> int:
 
 
 class Harness:
-    def __init__(self, qr: DcmQrScp, stores: FaultyProxy, operation: Operation, work: Path,
-                 corpus: Corpus) -> None:
+    def __init__(self, qr: DcmQrScp | Orthanc, stores: FaultyProxy, operation: Operation,
+                 work: Path, corpus: Corpus) -> None:
         self.qr = qr
         self.stores = stores
         self.operation = operation
@@ -200,8 +202,9 @@ class Harness:
     async def run(self, faults: Sequence[Fault] = (), store_faults: Sequence[Fault] = (),
                   split: bool = False) -> Run:
         self.runs += 1
-        run = Run(sink_dir=self.work / f"run{self.runs}")
-        sink = DirectorySink(run.sink_dir)
+        sink_dir = self.work / f"run{self.runs}"
+        run = Run(sink_dir=sink_dir)
+        sink = DirectorySink(sink_dir)
         self.stores.reset(store_faults)
         tasks_before = set(asyncio.all_tasks())
         fds_before = open_fds()
@@ -273,13 +276,22 @@ def check_reported(run: Run, kind: str, fault: Fault | None) -> None:
 # --- the matrix ---------------------------------------------------------------------------------
 
 
+PEERS = ["dcmqrscp", "orthanc"] if FULL else ["dcmqrscp"]
+
+
 @pytest.mark.parametrize("kind", ["find", "move", "get"])
-async def test_fault_matrix_against_dcmqrscp(
-    kind: str, dcmqrscp_factory: Callable[..., DcmQrScp], corpus: Corpus, tmp_path: Path,
+@pytest.mark.parametrize("which", PEERS)
+async def test_fault_matrix(
+    which: str, kind: str, request: pytest.FixtureRequest, corpus: Corpus, tmp_path: Path,
 ) -> None:
     series = corpus.studies[0].series[0]
     async with faulty_proxy(LOOPBACK, 1) as stores:
-        qr = dcmqrscp_factory(move_destinations=[(AE, LOOPBACK, stores.port)])
+        destination = (AE, LOOPBACK, stores.port)
+        qr: DcmQrScp | Orthanc
+        if which == "dcmqrscp":
+            qr = request.getfixturevalue("dcmqrscp_factory")(move_destinations=[destination])
+        else:
+            qr = request.getfixturevalue("orthanc_factory")(modalities={AE: destination})
         harness = Harness(qr, stores, operations(series)[kind], tmp_path, corpus)
         await harness.run()  # warm up: lazily opened files and caches before counting fds
         clean = await harness.run()
@@ -332,7 +344,7 @@ async def test_fault_matrix_against_dcmqrscp(
             assert sorted(split.result.completed) == sorted(clean.result.completed)
 
     cut_count = sum(1 for m, s in plan if (m or s)[0].kind == "cut")
-    print(f"\n{kind}: {cut_count} cut points, {len(plan) - cut_count} other faults, "
+    print(f"\n{which} {kind}: {cut_count} cut points, {len(plan) - cut_count} other faults, "
           f"1-byte split: ok; outcomes {outcomes}")
 
 

@@ -76,7 +76,7 @@ class AcceptorUnderTest:
     def _run(self) -> None:
         try:
             anyio.run(self._main)
-        except BaseException as exc:  # noqa: BLE001 - reported by check()
+        except BaseException as exc:
             self._failure = exc
         finally:
             self._ready.set()

@@ -162,19 +162,20 @@ async def capture(out: Path, work: Path) -> dict[str, int]:
                 ("dcmqrscp", qr.host, qr.port, qr.ae_title),
                 ("orthanc", orthanc.host, orthanc.port, orthanc.ae_title),
             ):
-                async with faulty_proxy(host, port) as proxy:
-                    async with aiodicom.Client(AE, listen_port=0) as client:
-                        assert client.listen_port is not None
-                        to_us.target = (LOOPBACK, client.listen_port)
-                        peer = client.peer(LOOPBACK, proxy.port, called)
-                        await peer.echo()
-                        async for _ in peer.find(aiodicom.Query.study(PatientID="*")):
-                            pass
-                        query = aiodicom.Query.series(
-                            StudyInstanceUID=study.study_instance_uid,
-                            SeriesInstanceUID=series.series_instance_uid)
-                        await peer.move(query)
-                        await peer.get(query)
+                async with faulty_proxy(host, port) as proxy, aiodicom.Client(
+                    AE, listen_port=0
+                ) as client:
+                    assert client.listen_port is not None
+                    to_us.target = (LOOPBACK, client.listen_port)
+                    peer = client.peer(LOOPBACK, proxy.port, called)
+                    await peer.echo()
+                    async for _ in peer.find(aiodicom.Query.study(PatientID="*")):
+                        pass
+                    query = aiodicom.Query.series(
+                        StudyInstanceUID=study.study_instance_uid,
+                        SeriesInstanceUID=series.series_instance_uid)
+                    await peer.move(query)
+                    await peer.get(query)
                 seeds.add(f"aiodicom-{name}", proxy)
             async with faulty_proxy(qr.host, qr.port) as proxy:
                 await in_thread(findscu, LOOPBACK, proxy.port, qr.ae_title,

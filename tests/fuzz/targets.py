@@ -15,6 +15,7 @@ The same functions serve the hypothesis tests (tests/test_fuzz_*.py) and the lon
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -90,15 +91,16 @@ def pdu_target(data: bytes) -> None:
 
 # --- the state machine -------------------------------------------------------------------------
 
+_USER_INFORMATION = UserInformation(max_pdu_length=MAX_PDU_LENGTH, implementation_class_uid="1.2.3")
 _RQ = AssociateRQ(
     called_ae_title="ANY-SCP", calling_ae_title="FUZZ",
     presentation_contexts=(PresentationContextRQ(1, "1.2.840.10008.1.1", (IMPLICIT_LE,)),),
-    user_information=UserInformation(max_pdu_length=MAX_PDU_LENGTH, implementation_class_uid="1.2.3"),
+    user_information=_USER_INFORMATION,
 )
 _AC = AssociateAC(
     called_ae_title="ANY-SCP", calling_ae_title="FUZZ",
     presentation_contexts=(PresentationContextAC(1, 0, IMPLICIT_LE),),
-    user_information=UserInformation(max_pdu_length=MAX_PDU_LENGTH, implementation_class_uid="1.2.3"),
+    user_information=_USER_INFORMATION,
 )
 _RJ = AssociateRJ(1, 1, 1)
 _ECHO_RSP = PDataTF((PresentationDataValue(1, True, True, b"\x00" * 8),))
@@ -179,10 +181,8 @@ def statemachine_target(data: bytes) -> None:
     for n, start in enumerate(range(0, len(stream), chunk)):
         _react(sm, _receive(sm, stream[start : start + chunk]), answer)
         if n % 7 == 6 and answer & 2:
-            try:
+            with contextlib.suppress(LocalProtocolError):
                 sm.release() if answer & 1 else sm.abort()
-            except LocalProtocolError:
-                pass
             _check_output(sm)
         if n % 11 == 10:
             _react(sm, sm.artim_expired(), answer)
@@ -240,22 +240,14 @@ def dataset_target(data: bytes) -> None:
             # Deflate what we got: the inflater then reaches the scanner's interesting paths
             # (an undeflatable stream is one quick error, also tried with the raw bytes).
             source = _deflated(data)
-            try:
+            with contextlib.suppress(DicomError):
                 peek_elements(data, syntax, PEEKED_TAGS)
-            except DicomError:
-                pass
-        try:
+        with contextlib.suppress(DicomError):
             peek_elements(source, syntax, PEEKED_TAGS)
-        except DicomError:
-            pass
-        try:
+        with contextlib.suppress(DicomError):
             decode_dataset(source, syntax)
-        except DicomError:
-            pass
-    try:
+    with contextlib.suppress(DicomError):
         split_part10(data)
-    except DicomError:
-        pass
 
 
 def _deflated(data: bytes) -> bytes:

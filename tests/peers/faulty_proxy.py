@@ -19,6 +19,7 @@ the proxy is test infrastructure and may do what the library must not.
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -217,4 +218,4 @@ def pdu_boundaries(stream: bytes | bytearray) -> list[int]:
 def split_pdus(stream: bytes | bytearray) -> list[bytes]:
     """The whole PDUs of ``stream``, in order."""
     edges = pdu_boundaries(stream)
-    return [bytes(stream[a:b]) for a, b in zip(edges, edges[1:])]
+    return [bytes(stream[a:b]) for a, b in itertools.pairwise(edges)]
