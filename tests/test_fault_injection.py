@@ -52,6 +52,9 @@ FULL = os.environ.get("AIODICOM_FAULT_MATRIX", "").lower() == "full"
 CUTS_PER_OPERATION = 10**6 if FULL else 30
 CORRUPTIONS_PER_OPERATION = 10**6 if FULL else 4
 TIMEOUTS = aiodicom.Timeouts(connect=5, acse=3, dimse=3, network=3, artim=3)
+# 1-byte writes are slow (a write and a read per byte): one instance of Orthanc's C-GET took
+# more than 3 s to arrive, and the DIMSE timeout counts whole instances as activity, not bytes.
+SPLIT_TIMEOUTS = aiodicom.Timeouts(connect=5, acse=30, dimse=60, network=60, artim=5)
 RUN_LIMIT = 60  # seconds: a run that takes longer hangs
 C_STORE_RSP = 0x8001
 C_FIND_RSP = 0x8020
@@ -201,6 +204,7 @@ class Harness:
 
     async def run(self, faults: Sequence[Fault] = (), store_faults: Sequence[Fault] = (),
                   split: bool = False) -> Run:
+        timeouts = SPLIT_TIMEOUTS if split else TIMEOUTS
         self.runs += 1
         sink_dir = self.work / f"run{self.runs}"
         run = Run(sink_dir=sink_dir)
@@ -208,11 +212,11 @@ class Harness:
         self.stores.reset(store_faults)
         tasks_before = set(asyncio.all_tasks())
         fds_before = open_fds()
-        with anyio.fail_after(RUN_LIMIT):
+        with anyio.fail_after(RUN_LIMIT * (5 if split else 1)):
             async with faulty_proxy(self.qr.host, self.qr.port, faults=faults,
                                     split_writes=split) as main:
                 run.main = main
-                async with aiodicom.Client(AE, listen_port=0, timeouts=TIMEOUTS) as client:
+                async with aiodicom.Client(AE, listen_port=0, timeouts=timeouts) as client:
                     assert client.listen_port is not None
                     self.stores.target = (LOOPBACK, client.listen_port)
                     peer = client.peer(LOOPBACK, main.port, self.qr.ae_title)
