@@ -62,6 +62,12 @@ def test_fuzz_state_machine(control: int, data: bytes) -> None:
 
 
 @BUDGET
+@given(st.binary(max_size=400))
+def test_fuzz_state_machine_event_sequences(data: bytes) -> None:
+    run_bounded(targets.event_sequence_target, data)
+
+
+@BUDGET
 @given(inputs(targets.seeds("command")))
 def test_fuzz_command_decoder(data: bytes) -> None:
     run_bounded(targets.command_target, data)

@@ -29,6 +29,7 @@ CLOSE_WITHIN = 15.0
 TIMEOUTS = aiodicom.Timeouts(connect=5, acse=5, dimse=5, network=5, artim=5)
 MAX_REPLY = 1 << 20
 QUIET = 0.005
+WATCHED_LOGGERS = ("aiodicom", "asyncio")
 
 
 class _Untyped(logging.Handler):
@@ -58,7 +59,9 @@ class AcceptorUnderTest:
         self.cases = 0
 
     def __enter__(self) -> AcceptorUnderTest:
-        logging.getLogger("aiodicom").addHandler(self._handler)
+        # asyncio's logger too: "Task exception was never retrieved" is an escaped error.
+        for name in WATCHED_LOGGERS:
+            logging.getLogger(name).addHandler(self._handler)
         self._thread = threading.Thread(target=self._run, name="acceptor-under-test", daemon=True)
         self._thread.start()
         if not self._ready.wait(30) or not self.port:
@@ -71,7 +74,8 @@ class AcceptorUnderTest:
             self._portal.call(self._stop.set)
         if self._thread is not None:
             self._thread.join(30)
-        logging.getLogger("aiodicom").removeHandler(self._handler)
+        for name in WATCHED_LOGGERS:
+            logging.getLogger(name).removeHandler(self._handler)
 
     def _run(self) -> None:
         try:

@@ -3,7 +3,7 @@ tests/fuzz_seeds/.
 
     cd <repo> && PYTHONPATH=$PWD python tests/fuzz/run.py [--runs 100000] [--out DIR] [TARGET...]
 
-TARGETs: pdu, statemachine, dimse, dataset, acceptor (default: all). Each target runs in a
+TARGETs: pdu, statemachine, events, dimse, dataset, acceptor (default: all). Each target runs in a
 process of its own for ``--runs`` cases (libFuzzer's ``-runs``), with ``-rss_limit_mb`` (memory
 bounded), ``-timeout`` (no case hangs) and ``-max_len``. A crash input (an untyped exception, a
 broken property, the RSS or time limit) is written to DIR/<target>/crash-*; the summary line
@@ -30,8 +30,8 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-ALL = ("pdu", "statemachine", "dimse", "dataset", "acceptor")
-MAX_LEN = {"pdu": 20000, "statemachine": 8192, "dimse": 4096, "dataset": 8192,
+ALL = ("pdu", "statemachine", "events", "dimse", "dataset", "acceptor")
+MAX_LEN = {"pdu": 20000, "statemachine": 8192, "events": 2048, "dimse": 4096, "dataset": 8192,
            "acceptor": 20000}
 # Byte 0 of a state machine input picks the side and the chunking (see targets.py): the
 # stream seeds are given as the requestor would receive them ("down") and as the acceptor

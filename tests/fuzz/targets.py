@@ -25,6 +25,9 @@ from aiodicom.dimse import MessageAssembler, decode_command
 from aiodicom.errors import DicomError, LocalProtocolError
 from aiodicom.fileio import peek_elements, split_part10
 from aiodicom.pdu import (
+    AAbort,
+    AReleaseRP,
+    AReleaseRQ,
     AssociateAC,
     AssociateRJ,
     AssociateRQ,
@@ -191,6 +194,48 @@ def statemachine_target(data: bytes) -> None:
         raise Finding(f"connection closed but the machine is in {sm.state.name}")
 
 
+_PEER_PDUS = tuple(encode_pdu(p) for p in (
+    _RQ, _AC, _RJ, _ECHO_RSP, AReleaseRQ(), AReleaseRP(), AAbort(0, 0), AAbort(2, 6),
+))
+
+
+def _primitive(sm: AssociationStateMachine, op: int, arg: int) -> list[Event]:
+    """One user primitive or transport event, chosen by ``op``."""
+    actions: tuple[Callable[[], object], ...] = (
+        sm.connection_made,
+        lambda: sm.request_association(_RQ),
+        lambda: sm.accept(_AC),
+        lambda: sm.reject(_RJ),
+        lambda: sm.send_data(_ECHO_RSP),
+        sm.release,
+        sm.release_response,
+        lambda: sm.abort(arg & 2, arg & 7),
+        sm.connection_closed,
+        sm.artim_expired,
+        lambda: sm.receive_data(_PEER_PDUS[arg % len(_PEER_PDUS)]),
+        lambda: sm.receive_data(_PEER_PDUS[arg % len(_PEER_PDUS)][: arg % 11]),
+    )
+    result = actions[op % len(actions)]()
+    return result if isinstance(result, list) else []
+
+
+def event_sequence_target(data: bytes) -> None:
+    """Arbitrary sequences of user primitives and transport events (byte pairs: what, how):
+    only LocalProtocolError for a primitive the state does not allow, only well-formed PDUs
+    sent, and a closed transport always brings the machine back to Sta1."""
+    if not data:
+        return
+    sm = AssociationStateMachine(requestor=bool(data[0] & 1), max_pdu_length=MAX_PDU_LENGTH)
+    for op, arg in zip(data[1::2], data[2::2], strict=False):
+        with contextlib.suppress(LocalProtocolError):
+            _primitive(sm, op, arg)
+        _check_output(sm)
+        if sm.should_close:
+            sm.connection_closed()
+            if sm.state.name != "Sta1":
+                raise Finding(f"closed transport but the machine is in {sm.state.name}")
+
+
 # --- DIMSE -------------------------------------------------------------------------------------
 
 
@@ -258,7 +303,9 @@ def _deflated(data: bytes) -> bytes:
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "pdu": pdu_target,
     "statemachine": statemachine_target,
+    "events": event_sequence_target,
     "dimse": command_and_reassembly_target,
     "dataset": dataset_target,
 }
-SEED_KINDS = {"pdu": "pdu", "statemachine": "stream", "dimse": "command", "dataset": "dataset"}
+SEED_KINDS = {"pdu": "pdu", "statemachine": "stream", "events": "stream", "dimse": "command",
+              "dataset": "dataset"}
