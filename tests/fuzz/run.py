@@ -3,15 +3,17 @@ tests/fuzz_seeds/.
 
     cd <repo> && PYTHONPATH=$PWD python tests/fuzz/run.py [--runs 100000] [--out DIR] [TARGET...]
 
-TARGETs: pdu, statemachine, events, dimse, dataset, acceptor (default: all). Each target runs in a
-process of its own for ``--runs`` cases (libFuzzer's ``-runs``), with ``-rss_limit_mb`` (memory
-bounded), ``-timeout`` (no case hangs) and ``-max_len``. A crash input (an untyped exception, a
-broken property, the RSS or time limit) is written to DIR/<target>/crash-*; the summary line
-per target gives the cases run and the findings. Rerun one input with
-``python tests/fuzz/run.py TARGET --replay FILE``.
+TARGETs: pdu, statemachine, events, dimse, dataset, acceptor, requestor (default: all). Each
+target runs in a process of its own for ``--runs`` cases (libFuzzer's ``-runs``), with
+``-rss_limit_mb`` (memory bounded), ``-timeout`` (no case hangs) and ``-max_len``. A crash input
+(an untyped exception, a broken property, the RSS or time limit) is written to
+DIR/<target>/crash-*; the summary line per target gives the cases run and the findings. Rerun
+one input with ``python tests/fuzz/run.py TARGET --replay FILE``.
 
 The ``acceptor`` target sends each input over a loopback socket to a ``Client(listen_port=0)``
-running in a thread of the fuzzing process (tests/fuzz/acceptor.py): about 100 cases a second.
+running in a thread of the fuzzing process (tests/fuzz/acceptor.py): about 60 cases a second.
+The ``requestor`` target runs our C-ECHO, C-FIND or C-GET (byte 0) against a PACS answering
+with the rest of the input (tests/fuzz/requestor.py).
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-ALL = ("pdu", "statemachine", "events", "dimse", "dataset", "acceptor")
+ALL = ("pdu", "statemachine", "events", "dimse", "dataset", "acceptor", "requestor")
 MAX_LEN = {"pdu": 20000, "statemachine": 8192, "events": 2048, "dimse": 4096, "dataset": 8192,
-           "acceptor": 20000}
+           "acceptor": 20000, "requestor": 20000}
 # Byte 0 of a state machine input picks the side and the chunking (see targets.py): the
 # stream seeds are given as the requestor would receive them ("down") and as the acceptor
 # would ("up").
@@ -43,7 +45,7 @@ def _seed_corpus(target: str, directory: Path) -> None:
     from fuzz.targets import SEED_KINDS, seed_files
 
     directory.mkdir(parents=True, exist_ok=True)
-    kind = "stream" if target == "acceptor" else SEED_KINDS[target]
+    kind = "stream" if target in ("acceptor", "requestor") else SEED_KINDS[target]
     for path in seed_files(kind):
         data = path.read_bytes()
         if target == "statemachine":
@@ -53,6 +55,13 @@ def _seed_corpus(target: str, directory: Path) -> None:
         elif target == "acceptor":
             if path.stem.endswith("-up"):
                 (directory / path.stem).write_bytes(data)
+        elif target == "requestor":
+            match = re.fullmatch(r"aiodicom-\w+-(\d)-down", path.stem)
+            if match:
+                from fuzz.requestor import OPERATION_OF_CONNECTION
+
+                operation = OPERATION_OF_CONNECTION[int(match.group(1))]
+                (directory / path.stem).write_bytes(bytes([operation]) + data)
         else:
             (directory / path.stem).write_bytes(data)
 
@@ -74,6 +83,10 @@ def _child(target: str, args: list[str]) -> None:
             acceptor.send(data)
 
         one: Callable[[bytes], None] = over_socket
+    elif target == "requestor":
+        from fuzz.requestor import requestor_target
+
+        one = requestor_target
     else:
         one = targets.TARGETS[target]
     atheris.Setup([sys.argv[0], *args], one)
@@ -125,6 +138,10 @@ def _replay(target: str, path: Path) -> None:
 
         with AcceptorUnderTest() as acceptor:
             acceptor.send(data)
+    elif target == "requestor":
+        from fuzz.requestor import requestor_target
+
+        requestor_target(data)
     else:
         targets.TARGETS[target](data)
     print(f"{path}: no finding")
