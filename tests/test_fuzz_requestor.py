@@ -15,6 +15,7 @@ from fuzz.strategies import mutated
 from fuzz.targets import seed_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peers.faulty_proxy import split_pdus
 
 import aiodicom
 from aiodicom.errors import DimseError
@@ -56,6 +57,24 @@ def test_a_response_of_another_command_is_a_protocol_error() -> None:
                     pass
 
     anyio.run(find)
+
+
+def test_leaving_the_client_after_the_peer_closed_an_idle_association() -> None:
+    """Found by the requestor target: a PACS that closes its side right after answering
+    (as one timing out idle associations does) made ``async with Client`` raise an
+    ExceptionGroup (ConnectionClosed from the A-RELEASE-RQ of the idle association) when the
+    block was left; closing the pool now aborts what cannot be released."""
+    pdus = split_pdus(next(
+        p.read_bytes() for p in seed_files("stream") if p.stem == "aiodicom-dcmqrscp-0-down"))
+    accept_and_echo_response = pdus[0] + pdus[1]  # and then EOF, no A-RELEASE-RP
+
+    async def echo_then_leave() -> None:
+        async with requestor.hostile_pacs(accept_and_echo_response) as port:
+            for _ in range(3):
+                async with aiodicom.Client("FUZZSCU") as client:
+                    await client.peer("127.0.0.1", port, "PACS").echo()
+
+    anyio.run(echo_then_leave)
 
 
 @settings(max_examples=150, deadline=None,
