@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -96,6 +96,11 @@ class Association:
         self._undecoded = False
         self.closed = anyio.Event()
 
+    @property
+    def peer_address(self) -> str | None:
+        """The IP address of the other end (``None`` when unknown)."""
+        return self._connection.peer_address
+
     # --- establishment ----------------------------------------------------------------------
 
     @classmethod
@@ -152,7 +157,7 @@ class Association:
     async def accept(
         cls,
         connection: Connection,
-        decide: Callable[[AssociateRQ], AssociateAC | AssociateRJ],
+        decide: Callable[[AssociateRQ], Awaitable[AssociateAC | AssociateRJ]],
         *,
         timeouts: Timeouts,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
@@ -177,7 +182,7 @@ class Association:
             await association._close_stream()
             return None
         rq = association.request
-        answer = decide(rq)
+        answer = await decide(rq)
         if isinstance(answer, AssociateRJ):
             machine.reject(answer)
             await association._flush()

@@ -17,6 +17,7 @@ import attrs
 from pydicom import Dataset
 
 from aiodicom.acceptor import AcceptorPolicy, leave_serving, serve_connection
+from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
@@ -68,7 +69,8 @@ PeerLike = PeerAddress | tuple[str, int, str] | tuple[str, int]
 
 UnexpectedDeliveries = UnexpectedHandler | MemorySink | DirectorySink | None
 """What the acceptor does with an instance no retrieval expects: ``None`` refuses it (0x0124),
-a sink keeps it, an async callable taking the :class:`~aiodicom.Instance` returns the status."""
+a sink keeps it (a quarantine), an async callable taking the :class:`~aiodicom.Instance`
+returns the status."""
 
 
 def _address(peer: PeerLike) -> PeerAddress:
@@ -93,10 +95,16 @@ class Client:
     of C-MOVEs to us, and answers C-ECHO.
 
     ``unexpected_deliveries``: what the acceptor does with instances that no retrieval
-    expects. ``None`` (default) refuses them; a :class:`~aiodicom.MemorySink` or
-    :class:`~aiodicom.DirectorySink` keeps them all (a DirectorySink gets each data set
-    written as it arrives, at any size): a plain storage SCP; an async callable taking an
+    expects, including those naming a running C-MOVE that do not come from the PACS it was
+    sent to. ``None`` (default) refuses them (0x0124, not authorized); a
+    :class:`~aiodicom.MemorySink` or :class:`~aiodicom.DirectorySink` keeps them all, apart
+    from every retrieval's results (a DirectorySink gets each data set written as it
+    arrives, at any size): a quarantine, or a plain storage SCP; an async callable taking an
     :class:`~aiodicom.Instance` and returning the C-STORE status does anything else.
+
+    ``access``: who may associate with the acceptor (calling AE titles, source networks, User
+    Identity) and how strictly deliveries are matched to C-MOVEs: an
+    :class:`~aiodicom.AccessPolicy`; by default anyone may associate.
 
     ``pool``: how associations are reused (:class:`~aiodicom.PoolOptions`): by default at most
     4 per peer at once, idle ones released after 20 s, callers wait up to 60 s for one. All
@@ -121,6 +129,7 @@ class Client:
         ssl_context: ssl.SSLContext | None = None,
         server_ssl_context: ssl.SSLContext | None = None,
         require_called_ae_title: bool = False,
+        access: AccessPolicy | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -137,7 +146,8 @@ class Client:
         self.max_pdu_length = max_pdu_length
         self.ssl_context = ssl_context
         self._server_ssl_context = server_ssl_context
-        self._router = DeliveryRouter()
+        self.access = access if access is not None else AccessPolicy()
+        self._router = DeliveryRouter(self.access)
         if isinstance(unexpected_deliveries, (MemorySink, DirectorySink)):
             self._router.unexpected = SinkHandler(unexpected_deliveries)
         else:
@@ -149,6 +159,7 @@ class Client:
             # Deliveries go straight to a move's directory only through the router, which
             # knows to rename or remove those files.
             data_opener=self._router.opener,
+            access=self.access,
         )
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None

@@ -235,7 +235,9 @@ async def test_concurrent_moves_without_originator_are_routed_by_uids(
     first, second = corpus.series[1], corpus.series[2]  # two series of one study
     received: list[Instance] = []
 
-    async with aiodicom.Client(AE, listen_port=0) as client:
+    # Matching by UIDs is asked for: by default a delivery must name its move.
+    by_uids = aiodicom.AccessPolicy(deliveries_by_uids=True)
+    async with aiodicom.Client(AE, listen_port=0, access=by_uids) as client:
         assert client.listen_port is not None
         scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.listen_port)})
         peer = client.peer(LOOPBACK, scp.port, scp.ae_title)
@@ -277,7 +279,10 @@ async def test_delivery_the_move_did_not_ask_for_is_refused(
         unexpected.append(instance)
         return 0x0124
 
-    async with aiodicom.Client(AE, listen_port=0, unexpected_deliveries=handler) as client:
+    by_uids = aiodicom.AccessPolicy(deliveries_by_uids=True)
+    async with aiodicom.Client(
+        AE, listen_port=0, unexpected_deliveries=handler, access=by_uids
+    ) as client:
         assert client.listen_port is not None
         scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.listen_port)}, plan=plan)
         result = await client.peer(LOOPBACK, scp.port, scp.ae_title).move(_series_query(wanted))

@@ -60,7 +60,7 @@ __all__ = [
     "count_for_retrieve",
     "find",
     "instances_for_retrieve",
-    "syntaxes_for_retrieve",
     "run_scan",
     "stepwise",
+    "syntaxes_for_retrieve",
 ]

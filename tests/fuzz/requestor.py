@@ -60,6 +60,27 @@ def _turns(answer: bytes) -> tuple[bytes, bytes, bytes]:
     return answer[:first], answer[first:release], answer[release:]
 
 
+# Explicit little endian headers of (0000,0110) Message ID and (0000,0120) Message ID Being
+# Responded To, with their value length 2 (command sets are implicit VR: tag, 4-byte length).
+_MESSAGE_ID = b"\x00\x00\x10\x01\x02\x00\x00\x00"
+_RESPONDED_TO = b"\x00\x00\x20\x01\x02\x00\x00\x00"
+
+
+def _answering(responses: bytes, request: bytes) -> bytes:
+    """``responses`` re-addressed to the Message ID of ``request``: our client starts its
+    Message IDs at random, the recordings answer the IDs of their own exchange."""
+    at = request.find(_MESSAGE_ID)
+    if at < 0 or at + 10 > len(request):
+        return responses
+    message_id = request[at + 8 : at + 10]
+    out = bytearray(responses)
+    at = out.find(_RESPONDED_TO)
+    while 0 <= at and at + 10 <= len(out):
+        out[at + 8 : at + 10] = message_id
+        at = out.find(_RESPONDED_TO, at + 10)
+    return bytes(out)
+
+
 def _asked_to_release(received: bytearray) -> bool:
     return any(received[e] == 0x05 for e in pdu_boundaries(received)[:-1])
 
@@ -72,8 +93,9 @@ async def _pacs(stream: anyio.abc.SocketStream, answer: bytes) -> None:
             received += await stream.receive()
             await stream.send(accept)
             if responses:
-                received += await stream.receive()
-                await stream.send(responses)
+                request = await stream.receive()
+                received += request
+                await stream.send(_answering(responses, request))
             while release and not _asked_to_release(received):
                 received += await stream.receive()
             if release:
