@@ -24,6 +24,17 @@ from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pool import AssociationPool, PoolOptions, PoolTimeout
 from aiodicom.query import Query
 from aiodicom.series import Series
+from aiodicom.services.commitment import StoredAndCommitted
+from aiodicom.services.commitment_registry import (
+    CommitmentJournal,
+    CommitmentRegistry,
+    CommitmentResult,
+    CommitmentTimeout,
+    FailedInstance,
+    FailureReason,
+    PendingCommitment,
+    ReferencedInstance,
+)
 from aiodicom.services.find import (
     Find,
     FindError,
@@ -61,12 +72,18 @@ __all__ = [
     "CandidateSeries",
     "CheckedBy",
     "Client",
+    "CommitmentJournal",
+    "CommitmentRegistry",
+    "CommitmentResult",
+    "CommitmentTimeout",
     "ConnectionClosed",
     "ContextProposal",
     "DicomError",
     "DicomTimeoutError",
     "DimseError",
     "DirectorySink",
+    "FailedInstance",
+    "FailureReason",
     "Find",
     "FindError",
     "FindOptions",
@@ -85,6 +102,7 @@ __all__ = [
     "PDUDecodeError",
     "Peer",
     "PeerAddress",
+    "PendingCommitment",
     "PoolOptions",
     "PoolTimeout",
     "PresentationContext",
@@ -92,6 +110,7 @@ __all__ = [
     "Query",
     "QueryError",
     "QueryModel",
+    "ReferencedInstance",
     "Retrieval",
     "RetrieveError",
     "RetrieveResult",
@@ -102,6 +121,7 @@ __all__ = [
     "StatusError",
     "StoreOutcome",
     "StoreResult",
+    "StoredAndCommitted",
     "Timeouts",
     "UnsupportedBackend",
     "UserIdentity",
