@@ -75,7 +75,7 @@ def _answering(responses: bytes, request: bytes) -> bytes:
     message_id = request[at + 8 : at + 10]
     out = bytearray(responses)
     at = out.find(_RESPONDED_TO)
-    while 0 <= at and at + 10 <= len(out):
+    while at >= 0 and at + 10 <= len(out):
         out[at + 8 : at + 10] = message_id
         at = out.find(_RESPONDED_TO, at + 10)
     return bytes(out)
