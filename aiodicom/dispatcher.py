@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 import anyio
 
 from aiodicom.association import Association
-from aiodicom.dimse import DimseMessage
+from aiodicom.dimse import C_CANCEL_RQ, DimseMessage, command_name
 from aiodicom.errors import AssociationAborted, DicomError, DicomTimeoutError, DimseError
 
 RequestHandler = Callable[[DimseMessage], Awaitable[None]]
@@ -38,6 +38,10 @@ class Dispatcher:
         self.association = association
         self.request_handler = request_handler
         self._queues: dict[int, deque[DimseMessage]] = {}
+        # The Command Field each outstanding operation's responses must have (its request's
+        # with bit 15 set), noted when the request is sent: a peer answering a C-FIND-RQ with,
+        # say, a C-MOVE-RSP of status 0 must not pass for a C-FIND that found nothing.
+        self._response_fields: dict[int, int] = {}
         # Each association counts its Message IDs from a random start (1..65535, wrapping,
         # never 0): a third AE must not be able to guess the ID a C-MOVE's deliveries carry.
         # Peers only echo the IDs back, so no peer depends on them starting at 1.
@@ -139,6 +143,7 @@ class Dispatcher:
             yield message_id
         finally:
             del self._queues[message_id]
+            self._response_fields.pop(message_id, None)
             if self._window is not None:
                 self._window.release()
 
@@ -163,25 +168,34 @@ class Dispatcher:
         queue = self._queues[message_id]
         if queue:
             # Responses often arrive several to a read: no timeout scope needed for those.
-            return queue.popleft()
+            return self._checked(message_id, queue.popleft())
         if timeout == -1.0:
             timeout = self.association.timeouts.dimse
         if timeout is None:
             # The caller times the wait itself (a retrieval counts arriving instances as
             # activity): no scope of our own, which would cost more than reading a small PDU.
             await self._until_queued(queue)
-            return queue.popleft()
+            return self._checked(message_id, queue.popleft())
         try:
             with anyio.fail_after(timeout):
                 await self._until_queued(queue)
         except TimeoutError as exc:
             raise DicomTimeoutError(f"no DIMSE response within {timeout} s") from exc
-        return queue.popleft()
+        return self._checked(message_id, queue.popleft())
 
     def take_queued(self, message_id: int) -> DimseMessage | None:
         """A response to ``message_id`` that already arrived, without waiting."""
         queue = self._queues[message_id]
-        return queue.popleft() if queue else None
+        return self._checked(message_id, queue.popleft()) if queue else None
+
+    def _checked(self, message_id: int, response: DimseMessage) -> DimseMessage:
+        expected = self._response_fields.get(message_id)
+        if expected is not None and response.command.get("CommandField") != expected:
+            raise DimseError(
+                f"the peer answered our {command_name(expected & 0x7FFF)} (Message ID "
+                f"{message_id}) with a {response.name}: a protocol error on the peer's side"
+            )
+        return response
 
     async def _until_queued(self, queue: deque[DimseMessage]) -> None:
         while not queue:
@@ -197,6 +211,14 @@ class Dispatcher:
                     await self.read_one()
 
     async def send(self, message: DimseMessage) -> None:
+        command = message.command
+        message_id = command.get("MessageID")
+        field = command.get("CommandField")
+        if (
+            isinstance(message_id, int) and isinstance(field, int) and message_id in self._queues
+            and not field & 0x8000 and field != C_CANCEL_RQ
+        ):
+            self._response_fields[message_id] = field | 0x8000
         await self.association.send_message(message)
 
 

@@ -7,6 +7,7 @@ therefore offer the same operations with the same signatures.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -40,6 +41,8 @@ from aiodicom.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION,
 )
+
+log = logging.getLogger("aiodicom.session")
 
 
 class OwningClient(Protocol):
@@ -539,9 +542,14 @@ class Session(Operations):
         Shielded from cancellation, bounded by the ACSE timeout."""
         with anyio.CancelScope(shield=True):
             if self.usable:
-                await self.release()
-            else:
-                await self.association.abort()
+                try:
+                    await self.release()
+                    return
+                except DicomError as exc:
+                    # The peer closed meanwhile (an idle association it timed out): the
+                    # A-RELEASE-RQ cannot be sent. Closing must not fail for that.
+                    log.debug("release failed, aborting instead: %s", exc)
+            await self.association.abort()
 
 
 @asynccontextmanager
