@@ -18,6 +18,7 @@ from aiodicom.errors import (
     UnsupportedBackend,
 )
 from aiodicom.instance import Instance
+from aiodicom.limits import Limits
 from aiodicom.model import Level, QueryModel
 from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pool import AssociationPool, PoolOptions, PoolTimeout
@@ -75,6 +76,7 @@ __all__ = [
     "InstanceArrived",
     "KeyCheck",
     "Level",
+    "Limits",
     "LocalProtocolError",
     "MemorySink",
     "MoveDestinationUnknown",

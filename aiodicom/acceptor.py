@@ -10,6 +10,7 @@ to its own sub-operations through the same dispatcher.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -21,9 +22,10 @@ import anyio.abc
 import attrs
 
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
-from aiodicom.dimse import C_CANCEL_RQ, NO_DATASET, DataSetOpener, DimseMessage
+from aiodicom.dimse import C_CANCEL_RQ, NO_DATASET, DataSetOpener, DataSetWriter, DimseMessage
 from aiodicom.dispatcher import Dispatcher
 from aiodicom.errors import DicomError
+from aiodicom.limits import LOCAL_LIMIT_EXCEEDED, AssociationGate, Limits
 from aiodicom.negotiation import PresentationContext, acceptor_contexts
 from aiodicom.pdu import (
     APPLICATION_CONTEXT_NAME,
@@ -32,7 +34,8 @@ from aiodicom.pdu import (
     AssociateRQ,
     UserInformation,
 )
-from aiodicom.services.storage_scp import answer_request
+from aiodicom.services.storage_scp import answer_request, release_spool
+from aiodicom.spool import temporary_spool
 from aiodicom.status import Status
 from aiodicom.transport import Connection, Listener
 from aiodicom.uids import (
@@ -53,6 +56,8 @@ class IncomingStore:
     context: PresentationContext
     calling_ae_title: str
     called_ae_title: str
+    #: The acceptor's limits (what a deflated data set may be inflated to, to check it).
+    limits: Limits | None = None
 
 
 StoreHandler = Callable[[IncomingStore], Awaitable[DimseMessage]]
@@ -122,6 +127,12 @@ class AcceptorPolicy:
     #: C-FIND/C-MOVE/C-GET and the like, served on tasks of their own (see
     #: :class:`IncomingOperation`); ``None``: only C-ECHO and C-STORE.
     operations: ServedOperations | None = None
+    #: What peers may cost us (see :class:`~aiodicom.limits.Limits`).
+    limits: Limits = attrs.Factory(Limits)
+    #: Counts the associations served under this policy against ``limits``.
+    gate: AssociationGate = attrs.Factory(
+        lambda policy: AssociationGate(policy.limits), takes_self=True
+    )
 
     def transfer_syntaxes_for(self, abstract_syntax: str) -> Iterable[str] | None:
         if abstract_syntax == VERIFICATION:
@@ -182,23 +193,60 @@ def _storage_transfer_syntaxes() -> tuple[str, ...]:
 
 async def serve_association(connection: Connection, policy: AcceptorPolicy) -> None:
     """Serve one incoming connection until the association ends."""
+    counted: list[str] = []  # the calling AE title, once its association is counted
+
+    def decide(rq: AssociateRQ) -> AssociateAC | AssociateRJ:
+        answer = policy.decide(rq)
+        if isinstance(answer, AssociateAC):
+            if not policy.gate.enter_ae(rq.calling_ae_title):
+                log.warning("rejected %s: %d associations of it at once already",
+                            rq.calling_ae_title, policy.limits.max_associations_per_ae)
+                return LOCAL_LIMIT_EXCEEDED
+            counted.append(rq.calling_ae_title)
+        return answer
+
+    try:
+        await _serve_accepted(connection, policy, decide)
+    finally:
+        for ae_title in counted:
+            policy.gate.leave_ae(ae_title)
+
+
+def _spooling(opener: DataSetOpener | None, limits: Limits) -> DataSetOpener:
+    """``opener``, and where it has no writer of its own the data set waits in a temporary
+    file past ``limits.max_data_set_memory``: no path holds a large data set in memory."""
+
+    def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
+        chosen = opener(context_id, command) if opener is not None else None
+        if chosen is not None:
+            return chosen
+        return temporary_spool(limits.spool_directory, limits.max_data_set_memory)
+
+    return open_data
+
+
+async def _serve_accepted(
+    connection: Connection, policy: AcceptorPolicy,
+    decide: Callable[[AssociateRQ], AssociateAC | AssociateRJ],
+) -> None:
     association = await Association.accept(
-        connection, policy.decide, timeouts=policy.timeouts, max_pdu_length=policy.max_pdu_length,
-        contexts_for=policy.contexts_for,
+        connection, decide, timeouts=policy.timeouts, max_pdu_length=policy.max_pdu_length,
+        contexts_for=policy.contexts_for, limits=policy.limits,
     )
     if association is None:
         return
     assert association.request is not None
     request = association.request
-    if policy.data_opener is not None:
-        association.open_data = policy.data_opener(
-            association.contexts, request.calling_ae_title
-        )
+    association.open_data = _spooling(
+        policy.data_opener(association.contexts, request.calling_ae_title)
+        if policy.data_opener is not None else None,
+        policy.limits,
+    )
 
     async def receive(message: DimseMessage, context: PresentationContext) -> DimseMessage:
         assert policy.store_handler is not None
         return await policy.store_handler(IncomingStore(
-            message, context, request.calling_ae_title, request.called_ae_title
+            message, context, request.calling_ae_title, request.called_ae_title, policy.limits
         ))
 
     operations = policy.operations
@@ -207,7 +255,8 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
     async def operate(incoming: IncomingOperation, message_id: int) -> None:
         try:
             assert operations is not None
-            await operations.handlers[incoming.message.command_field](incoming)
+            async with association.working():
+                await operations.handlers[incoming.message.command_field](incoming)
         except DicomError as exc:
             log.info("%s from %s ended the association: %s", incoming.message.name,
                      incoming.calling_ae_title, exc)
@@ -218,6 +267,7 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
             await association.abort()
         finally:
             running.pop(message_id, None)
+            release_spool(incoming.message)
 
     async def handle(message: DimseMessage) -> None:
         command_field = message.command_field
@@ -243,9 +293,11 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
             return
         # Read when each request comes: the store handler may be replaced meanwhile.
         store = receive if policy.store_handler is not None else None
-        await association.send_message(
-            await answer_request(message, association.contexts, store)
-        )
+        try:
+            answer = await answer_request(message, association.contexts, store)
+        finally:
+            release_spool(message)
+        await association.send_message(answer)
 
     dispatcher = Dispatcher(association, request_handler=handle)
     failure: BaseException | None = None
@@ -289,6 +341,10 @@ async def serve_connection(connection: Connection, policy: AcceptorPolicy) -> No
         log.info("incoming association ended: %s", exc)
     except Exception:
         log.exception("incoming association failed")
+    finally:
+        # Whatever way it ended, the socket must not outlive it (closing twice is harmless).
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await connection.aclose()
 
 
 async def leave_serving(

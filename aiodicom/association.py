@@ -6,10 +6,13 @@ Message IDs; :mod:`aiodicom.dispatcher` reads from it and routes.
 
 from __future__ import annotations
 
+import logging
+import math
 import ssl
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
@@ -24,6 +27,7 @@ from aiodicom.errors import (
     DicomTimeoutError,
     NoAcceptedContext,
 )
+from aiodicom.limits import Limits
 from aiodicom.negotiation import PresentationContext, requestor_contexts
 from aiodicom.pacing import pace
 from aiodicom.pdu import PDU_HEADER_LENGTH, AssociateAC, AssociateRJ, AssociateRQ, describe_abort
@@ -42,6 +46,8 @@ from aiodicom.statemachine import (
 )
 from aiodicom.transport import Connection, connect
 from aiodicom.uids import uid_name
+
+log = logging.getLogger("aiodicom.association")
 
 DEFAULT_MAX_PDU_LENGTH = 256 * 1024
 """What we tell peers we can receive: large PDUs mean fewer reads and less Python per byte."""
@@ -95,6 +101,16 @@ class Association:
         # Whole PDUs may be left in the receive buffer: decode them before reading again.
         self._undecoded = False
         self.closed = anyio.Event()
+        #: Seconds without a byte received before the association is aborted (``None``: no
+        #: limit); not counted while :meth:`working` (we owe the peer a response, it waits).
+        self.idle_timeout = timeouts.network
+        self._limits: Limits | None = None
+        self._working = 0
+        self._read_scope: anyio.CancelScope | None = None
+        # The PDU arriving at the front of the buffer (its offset in the stream) and the
+        # seconds spent waiting for it: what the minimum receive rate is checked on.
+        self._pdu_offset = -1
+        self._pdu_waited = 0.0
 
     # --- establishment ----------------------------------------------------------------------
 
@@ -140,7 +156,7 @@ class Association:
         if isinstance(event, AssociateAccepted):
             assert self.request is not None
             self.response = event.response
-            self.contexts = requestor_contexts(self.request, event.response)
+            self._set_contexts(requestor_contexts(self.request, event.response))
             self.peer_max_pdu_length = event.response.user_information.max_pdu_length or 0
         elif isinstance(event, AssociateRejected):
             rj = event.response
@@ -158,13 +174,22 @@ class Association:
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         contexts_for: Callable[[AssociateRQ, AssociateAC], dict[int, PresentationContext]]
         | None = None,
+        limits: Limits | None = None,
     ) -> Association | None:
-        """Run the acceptor side up to an established association (``None`` if rejected)."""
+        """Run the acceptor side up to an established association (``None`` if rejected).
+
+        With ``limits`` the peer is held to them: idle timeout, minimum receive rate, largest
+        command set."""
         machine = AssociationStateMachine(
             requestor=False, max_receive_pdu_size=_receive_limit(max_pdu_length)
         )
         machine.connection_made()
         association = cls(connection, machine, timeouts=timeouts)
+        if limits is not None:
+            association._limits = limits
+            association._assembler.max_command_bytes = limits.max_command_bytes
+            if timeouts.network is None or limits.idle_timeout < timeouts.network:
+                association.idle_timeout = limits.idle_timeout
         try:
             with anyio.fail_after(timeouts.artim):
                 while association.request is None:
@@ -178,18 +203,33 @@ class Association:
             return None
         rq = association.request
         answer = decide(rq)
+        if isinstance(answer, AssociateAC):
+            try:
+                machine.accept(answer)
+            except ValueError as exc:
+                # An answer that cannot be encoded (echoing a peer's oversized role selection
+                # UID, say) is the request's fault: reject it, close within ARTIM.
+                log.warning("rejected an A-ASSOCIATE-RQ from %s: cannot answer it: %s",
+                            rq.calling_ae_title, exc)
+                answer = AssociateRJ(result=1, source=1, reason=1)
         if isinstance(answer, AssociateRJ):
             machine.reject(answer)
             await association._flush()
             await association._await_close()
             return None
-        machine.accept(answer)
         association.response = answer
         association.peer_max_pdu_length = rq.user_information.max_pdu_length or 0
         if contexts_for is not None:
-            association.contexts = contexts_for(rq, answer)
+            association._set_contexts(contexts_for(rq, answer))
         await association._flush()
         return association
+
+    def _set_contexts(self, contexts: dict[int, PresentationContext]) -> None:
+        self.contexts = contexts
+        # A PDV on any other context is refused at once, never buffered.
+        self._assembler.accepted_contexts = frozenset(
+            context_id for context_id, context in contexts.items() if context.accepted
+        )
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -292,16 +332,11 @@ class Association:
     async def _receive_events(self) -> list[object]:
         if not self._undecoded:
             try:
-                if self.timeouts.network is None:  # the usual case: spare a cancel scope per read
+                if self.idle_timeout is None and self._limits is None:
+                    # The usual case of a requestor: spare a cancel scope per read.
                     more = await self._connection.receive()
                 else:
-                    with anyio.fail_after(self.timeouts.network):
-                        more = await self._connection.receive()
-            except TimeoutError as exc:
-                await self.abort()
-                raise DicomTimeoutError(
-                    f"the network was idle for {self.timeouts.network} s; association aborted"
-                ) from exc
+                    more = await self._receive_in_time()
             except (
                 anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
             ):
@@ -331,6 +366,59 @@ class Association:
         buffer.pending_size = self._machine.pending_pdu_size
         await self._flush()
         return list(pdu_events)
+
+    @asynccontextmanager
+    async def working(self) -> AsyncIterator[None]:
+        """While an operation of ours runs for the peer, its silence is no idle time: the
+        idle timeout counts again from when the last one ends."""
+        self._working += 1
+        try:
+            yield
+        finally:
+            self._working -= 1
+            scope = self._read_scope
+            if not self._working and scope is not None and self.idle_timeout is not None:
+                scope.deadline = min(scope.deadline, anyio.current_time() + self.idle_timeout)
+
+    async def _receive_in_time(self) -> bool:
+        """Read, aborting an idle peer and a peer sending a PDU slower than the minimum rate."""
+        buffer = self._connection.buffer
+        idle = None if self._working else self.idle_timeout
+        budget: float | None = None
+        if self._limits is not None and len(buffer):
+            # What is left in the buffer is the start of the next PDU (whole ones are decoded).
+            offset = buffer.received - len(buffer)
+            if offset != self._pdu_offset:
+                self._pdu_offset, self._pdu_waited = offset, 0.0
+            # Each byte that arrived buys 1/rate s more: a peer sending at the minimum rate
+            # is never cut off, one trickling a byte at a time is once the grace is spent.
+            budget = (
+                self._limits.pdu_grace + len(buffer) / self._limits.min_receive_rate
+                - self._pdu_waited
+            )
+        wait = budget if idle is None or (budget is not None and budget < idle) else idle
+        started = anyio.current_time()
+        more = False
+        scope = anyio.CancelScope(deadline=started + wait if wait is not None else math.inf)
+        with scope:
+            self._read_scope = scope
+            try:
+                more = await self._connection.receive()
+            finally:
+                self._read_scope = None
+                self._pdu_waited += anyio.current_time() - started
+        if not scope.cancelled_caught:
+            return more
+        await self.abort()
+        if budget is not None and wait == budget:
+            assert self._limits is not None
+            raise DicomTimeoutError(
+                f"a PDU arrived slower than {self._limits.min_receive_rate:g} bytes/s "
+                f"(after {self._limits.pdu_grace:g} s of grace); association aborted"
+            )
+        raise DicomTimeoutError(
+            f"the peer sent nothing for {self.idle_timeout} s; association aborted"
+        )
 
     # --- ending -----------------------------------------------------------------------------
 

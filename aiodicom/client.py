@@ -20,6 +20,7 @@ from aiodicom.acceptor import AcceptorPolicy, leave_serving, serve_connection
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
+from aiodicom.limits import Limits
 from aiodicom.model import QueryModel
 from aiodicom.negotiation import ContextProposal, build_request_contexts
 from aiodicom.pdu import (
@@ -98,6 +99,11 @@ class Client:
     written as it arrives, at any size): a plain storage SCP; an async callable taking an
     :class:`~aiodicom.Instance` and returning the C-STORE status does anything else.
 
+    ``limits``: what peers opening associations to the acceptor may cost
+    (:class:`~aiodicom.Limits`: concurrent associations, memory, idle time, minimum transfer
+    rate...); safe defaults. As ``unexpected_deliveries``, a DirectorySink without
+    ``max_remembered`` remembers only ``limits.max_remembered_paths`` recent paths.
+
     ``pool``: how associations are reused (:class:`~aiodicom.PoolOptions`): by default at most
     4 per peer at once, idle ones released after 20 s, callers wait up to 60 s for one. All
     are released when the block ends.
@@ -121,6 +127,7 @@ class Client:
         ssl_context: ssl.SSLContext | None = None,
         server_ssl_context: ssl.SSLContext | None = None,
         require_called_ae_title: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -137,7 +144,13 @@ class Client:
         self.max_pdu_length = max_pdu_length
         self.ssl_context = ssl_context
         self._server_ssl_context = server_ssl_context
+        self.limits = limits or Limits()
         self._router = DeliveryRouter()
+        if isinstance(unexpected_deliveries, DirectorySink) and (
+            unexpected_deliveries.max_remembered is None
+        ):
+            # A storage SCP runs for months: its sink must not remember every instance.
+            unexpected_deliveries.max_remembered = self.limits.max_remembered_paths
         if isinstance(unexpected_deliveries, (MemorySink, DirectorySink)):
             self._router.unexpected = SinkHandler(unexpected_deliveries)
         else:
@@ -149,6 +162,7 @@ class Client:
             # Deliveries go straight to a move's directory only through the router, which
             # knows to rename or remove those files.
             data_opener=self._router.opener,
+            limits=self.limits,
         )
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -180,7 +194,7 @@ class Client:
             if self._requested_port is not None:
                 self._listener = await Listener.bind(
                     self.listen_host, self._requested_port, self._server_ssl_context,
-                    handshake_timeout=self.timeouts.artim,
+                    handshake_timeout=self.timeouts.artim, gate=self._acceptor_policy.gate,
                 )
                 tasks.start_soon(self._listener.serve, self._serve_connection)
         except BaseException as exc:

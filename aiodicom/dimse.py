@@ -14,7 +14,7 @@ Values are ``int`` for US/UL, ``str`` for UI/AE/LO/SH/LT and ``list[int]`` for A
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from typing import Protocol
 
 import attrs
@@ -624,8 +624,14 @@ class MessageAssembler:
 
     def __init__(self, open_data: DataSetOpener | None = None) -> None:
         self.open_data = open_data
+        #: Presentation contexts a message may use (``None``: any); a PDV on another one is a
+        #: :class:`DimseError` at once, before anything of it is kept.
+        self.accepted_contexts: Container[int] | None = None
+        #: The largest command set accepted (``None``: no limit).
+        self.max_command_bytes: int | None = None
         self._context_id: int | None = None
         self._command_parts: list[bytes] = []
+        self._command_size = 0
         self._command: dict[str, object] | None = None
         self._writer: DataSetWriter | None = None
         # Kept only to explain a stray data fragment in the error message.
@@ -653,9 +659,16 @@ class MessageAssembler:
         self._context_id = None
         self._command = None
         self._command_parts = []
+        self._command_size = 0
 
     def _feed_pdv(self, pdv: PresentationDataValue) -> DimseMessage | None:
         if self._context_id is None:
+            accepted = self.accepted_contexts
+            if accepted is not None and pdv.context_id not in accepted:
+                raise DimseError(
+                    f"PDV on presentation context {pdv.context_id}, which this association "
+                    "did not accept"
+                )
             self._context_id = pdv.context_id
         elif pdv.context_id != self._context_id:
             raise DimseError(
@@ -669,6 +682,12 @@ class MessageAssembler:
                 if self._last_had_no_dataset is not None:
                     hint = f" (the previous {self._last_had_no_dataset} said it has no data set)"
                 raise DimseError(f"data set fragment received before any command{hint}")
+            self._command_size += len(pdv.data)
+            limit = self.max_command_bytes
+            if limit is not None and self._command_size > limit:
+                raise DimseError(
+                    f"command set of more than {limit} bytes received (fragments without end?)"
+                )
             self._command_parts.append(bytes(pdv.data))
             if pdv.is_last:
                 return self._command_complete()
@@ -693,6 +712,7 @@ class MessageAssembler:
     def _command_complete(self) -> DimseMessage | None:
         parts = self._command_parts
         self._command_parts = []
+        self._command_size = 0
         command = decode_command(parts[0] if len(parts) == 1 else b"".join(parts))
         field = command.get("CommandField")
         if not isinstance(field, int):

@@ -138,7 +138,7 @@ class DeliveryRouter:
     async def handle(self, incoming: IncomingStore) -> DimseMessage:
         """The acceptor's store handler: receive one delivery, routed here."""
         return await receive_store(
-            incoming.message, incoming.context, incoming.calling_ae_title, self
+            incoming.message, incoming.context, incoming.calling_ae_title, self, incoming.limits
         )
 
     def recipient_by_command(

@@ -28,6 +28,7 @@ from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.instance import Instance
+from aiodicom.limits import Limits
 from aiodicom.server.index import InstanceIndex
 from aiodicom.server.operations import QR_SOP_CLASSES, QRContext, handlers
 from aiodicom.services.storage_scp import Recipient, receive_store, store_into
@@ -75,6 +76,7 @@ class QRServer:
 
     ``move_destinations``: AE title -> ``(host, port)`` where C-MOVEs may send; others get
     0xA801. Add more at any time with :meth:`add_move_destination`.
+    ``limits``: what peers may cost us (:class:`~aiodicom.Limits`; safe defaults).
     ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
     """
 
@@ -89,6 +91,7 @@ class QRServer:
         timeouts: Timeouts | None = None,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         require_called_ae_title: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -104,7 +107,8 @@ class QRServer:
 
         async def store_handler(incoming: IncomingStore) -> DimseMessage:
             return await receive_store(
-                incoming.message, incoming.context, incoming.calling_ae_title, storage
+                incoming.message, incoming.context, incoming.calling_ae_title, storage,
+                incoming.limits,
             )
 
         self.policy = AcceptorPolicy(
@@ -118,6 +122,7 @@ class QRServer:
                 # listing Implicit VR first (pynetdicom's default) still gets them unchanged.
                 sending_preference=(EXPLICIT_VR_LE,),
             ),
+            limits=limits or Limits(),
         )
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -145,7 +150,8 @@ class QRServer:
     async def _bind(self) -> Listener:
         if self._listener is None:
             self._listener = await Listener.bind(
-                self.listen_host, self._requested_port, handshake_timeout=self.timeouts.artim
+                self.listen_host, self._requested_port, handshake_timeout=self.timeouts.artim,
+                gate=self.policy.gate,
             )
         return self._listener
 
