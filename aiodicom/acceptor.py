@@ -199,7 +199,7 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
         answer = policy.decide(rq)
         if isinstance(answer, AssociateAC):
             if not policy.gate.enter_ae(rq.calling_ae_title):
-                log.warning("rejected %s: %d associations of it at once already",
+                log.info("rejected %s: %d associations of it at once already",
                             rq.calling_ae_title, policy.limits.max_associations_per_ae)
                 return LOCAL_LIMIT_EXCEEDED
             counted.append(rq.calling_ae_title)

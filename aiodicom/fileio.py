@@ -34,6 +34,7 @@ from aiodicom.uids import (
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "MAX_INFLATED_PEEK",
     "OPEN_FLAGS",
     "PREAMBLE",
     "Encoding",
@@ -43,6 +44,7 @@ __all__ = [
     "encode_file_meta",
     "encoding_of",
     "fsync_directory",
+    "inflate",
     "open_temporary",
     "part10_header",
     "peek_elements",
@@ -421,6 +423,26 @@ class _Source:
             raise MalformedDataSetError(f"data set ends inside an element at offset {position}")
         start = position - self._base
         return bytes(self._buffer[start : start + length])
+
+
+def inflate(data: bytes | memoryview, max_inflated: int) -> bytes:
+    """A whole deflated data set (PS3.5 A.5) inflated, in bounded steps; past ``max_inflated``
+    bytes :class:`MalformedDataSetError` (a deflate stream can inflate a thousandfold)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    pending: bytes | memoryview = memoryview(data).cast("B")
+    try:
+        while pending and not inflater.eof:
+            room = max_inflated - len(out)
+            if room <= 0:
+                raise MalformedDataSetError(
+                    f"the deflated data set inflates to more than {max_inflated} bytes"
+                )
+            out += inflater.decompress(pending, min(room, 1 << 20))
+            pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise MalformedDataSetError(f"corrupt deflated data set: {exc}") from None
+    return bytes(out)
 
 
 class _Scanner:

@@ -385,7 +385,8 @@ class Listener:
 
     def _refuse(self, sock: socket.socket, host: str) -> None:
         """Past the gate's limits: answer A-ASSOCIATE-RJ at once, unread, and close."""
-        log.warning("refused a connection from %s: too many at once", host or "?")
+        # Not a warning: a flood would write one line per connection.
+        log.info("refused a connection from %s: too many at once", host or "?")
         if self._ssl_context is None:
             with contextlib.suppress(OSError):
                 sock.send(_LOCAL_LIMIT_EXCEEDED)

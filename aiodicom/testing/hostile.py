@@ -10,6 +10,7 @@ at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import zlib
@@ -167,6 +168,7 @@ async def associate(
 def close_at_once(writer: asyncio.StreamWriter) -> None:
     """Close with an RST (no lingering FIN handshake): what a vanished peer looks like."""
     sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if sock is not None and not writer.is_closing():
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()
