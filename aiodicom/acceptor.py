@@ -235,6 +235,7 @@ async def _serve_accepted(
     )
     if association is None:
         return
+    connection.established = True
     assert association.request is not None
     request = association.request
     association.open_data = _spooling(

@@ -40,8 +40,9 @@ class Limits:
     docstring). Every field has a safe default; raise one only for a peer you trust.
 
     ``max_associations``: connections served at once (associated or still negotiating). Past
-    it, a new connection is answered with an A-ASSOCIATE-RJ (transient, "local limit exceeded")
-    at once, without reading what it sends, and closed.
+    it, the oldest connection still negotiating after a second is closed to make room; if
+    there is none, the new connection is answered with an A-ASSOCIATE-RJ (transient, "local
+    limit exceeded") at once, without reading what it sends, and closed.
     ``max_associations_per_address``: the same, per source IP address.
     ``max_associations_per_ae``: associations at once per calling AE title; past it the
     A-ASSOCIATE-RQ is answered with that same rejection.
@@ -103,6 +104,13 @@ class AssociationGate:
         self.total += 1
         self._by_address[address] = held + 1
         return True
+
+    def full_in_total(self, address: str) -> bool:
+        """Only the total limit keeps out a connection from ``address``."""
+        return (
+            self.total >= self.limits.max_associations
+            and self._by_address.get(address, 0) < self.limits.max_associations_per_address
+        )
 
     def leave_address(self, address: str) -> None:
         self.total -= 1

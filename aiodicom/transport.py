@@ -74,6 +74,9 @@ class Connection:
     """A byte connection whose received bytes accumulate in :attr:`buffer`."""
 
     buffer: ReceiveBuffer
+    #: Set by the acceptor once an association is established on it: a listener short of
+    #: room sheds connections still negotiating, never these.
+    established = False
 
     async def receive(self) -> bool:
         """Wait until bytes arrived that the previous call did not report; ``False`` once the
@@ -307,6 +310,8 @@ class Listener:
         # Set (and replaced) each time a connection served here ends: the accept loop waits
         # on it when out of descriptors, rather than retrying at once.
         self._connection_ended = anyio.Event()
+        # The connections served, oldest first: the ones still negotiating may be shed.
+        self._served: dict[_Served, None] = {}
         # The accept loops of a running serve(), for aclose() to end.
         self._accepting: anyio.CancelScope | None = None
 
@@ -368,10 +373,35 @@ class Listener:
                     await anyio.lowlevel.checkpoint()
                 continue
             host = str(address[0]) if isinstance(address, tuple) else ""
-            if self.gate is not None and not self.gate.enter_address(host):
+            if self.gate is not None and not self._admit(self.gate, host):
                 self._refuse(sock, host)
                 continue
-            tasks.start_soon(self._serve_one, handler, sock, host)
+            tasks.start_soon(self._serve_one, handler, sock, _Served(host))
+
+    def _admit(self, gate: AssociationGate, host: str) -> bool:
+        """Count a connection from ``host``. At the total limit, the oldest connection still
+        negotiating after :data:`NEGOTIATION_GRACE` seconds makes room: silent connections
+        from many addresses must not lock every legitimate peer out until ARTIM."""
+        if gate.enter_address(host):
+            return True
+        if not gate.full_in_total(host):
+            return False  # this address's own limit: shedding another's would not help
+        oldest = anyio.current_time() - NEGOTIATION_GRACE
+        for served in self._served:
+            if served.since > oldest:
+                break
+            if served.connection is None or not served.connection.established:
+                self._shed(gate, served)
+                return gate.enter_address(host)
+        return False
+
+    def _shed(self, gate: AssociationGate, served: _Served) -> None:
+        log.info("shed a connection from %s still negotiating: no room for a new one",
+                 served.host or "?")
+        del self._served[served]
+        gate.leave_address(served.host)
+        served.counted = False
+        served.scope.cancel()
 
     async def _wait_for_resources(self, exc: OSError) -> None:
         """Out of descriptors (or memory): new connections wait in the kernel's backlog until
@@ -393,17 +423,24 @@ class Listener:
         sock.close()
 
     async def _serve_one(
-        self, handler: ConnectionHandler, sock: socket.socket, host: str = ""
+        self, handler: ConnectionHandler, sock: socket.socket, served: _Served
     ) -> None:
+        self._served[served] = None
         try:
-            await self._serve_socket(handler, sock)
+            with served.scope:
+                await self._serve_socket(handler, sock, served)
         finally:
-            if self.gate is not None:
-                self.gate.leave_address(host)
+            self._served.pop(served, None)
+            if self.gate is not None and served.counted:
+                self.gate.leave_address(served.host)
+            if served.connection is None:
+                sock.close()  # shed before its connection was made
             ended, self._connection_ended = self._connection_ended, anyio.Event()
             ended.set()
 
-    async def _serve_socket(self, handler: ConnectionHandler, sock: socket.socket) -> None:
+    async def _serve_socket(
+        self, handler: ConnectionHandler, sock: socket.socket, served: _Served
+    ) -> None:
         connection: Connection
         try:
             if self._ssl_context is None:
@@ -427,6 +464,7 @@ class Listener:
         except OSError:
             sock.close()
             return
+        served.connection = connection
         await handler(connection)
 
     async def aclose(self) -> None:
@@ -441,6 +479,23 @@ class Listener:
                 loop.remove_reader(sock.fileno())
                 sock.close()
 
+
+class _Served:
+    """A connection a listener serves, as its admission control sees it."""
+
+    __slots__ = ("connection", "counted", "host", "scope", "since")
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.since = anyio.current_time()
+        self.scope = anyio.CancelScope()
+        self.connection: Connection | None = None
+        self.counted = True  # in the gate's counts, until shed or ended
+
+
+NEGOTIATION_GRACE = 1.0
+"""Seconds a connection may negotiate (TLS handshake, A-ASSOCIATE-RQ) before it may be shed to
+make room: a legitimate requestor sends its request right after connecting."""
 
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _RESOURCE_WAIT = 1.0

@@ -82,25 +82,24 @@ async def _legitimate(port: int, output: str) -> None:
     from aiodicom.testing.synthetic import synthetic_datasets
 
     datasets = list(synthetic_datasets(rows=32, columns=32, slices=4))
-    started = time.monotonic()
     # A file, not a pipe: nobody reads a pipe until the end, and a full one would block us.
     samples = open(output, "w")  # noqa: SIM115 - open for the whole run
 
     def emit(kind: str, began: float, ok: bool) -> None:
-        now = time.monotonic()
-        samples.write(json.dumps({"t": began - started, "kind": kind, "s": now - began,
-                                  "ok": ok}) + "\n")
+        # Wall-clock times: the driver, another process, cuts them into its phases.
+        now = time.time()
+        samples.write(json.dumps({"t": began, "kind": kind, "s": now - began, "ok": ok}) + "\n")
 
     async def timed(kind: str, period: float, action: Callable[[], Awaitable[object]]) -> None:
         while True:
-            began = time.monotonic()
+            began = time.time()
             try:
                 with anyio.fail_after(30):
                     await action()
                 emit(kind, began, True)
             except Exception:
                 emit(kind, began, False)
-            await anyio.sleep(max(0.0, period - (time.monotonic() - began)))
+            await anyio.sleep(max(0.0, period - (time.time() - began)))
 
     async with Client("LEGIT", peer=(HOST, port, SCP_AE)) as client:
         peer = client.peer(HOST, port, SCP_AE)
@@ -273,27 +272,26 @@ async def _drive(args: argparse.Namespace) -> int:
         stdin=subprocess.PIPE, text=True,
     )
     assert legit.stdin is not None
-    # Sample times are counted from the legitimate client's start, give or take its imports.
-    clock0 = time.monotonic()
     sources = [f"127.0.0.{2 + n}" for n in range(args.sources)]
     windows: list[tuple[str, float, float, Counter[str], int]] = []
     try:
+        # Phases in wall-clock time, as the legitimate client stamps its samples.
         await anyio.sleep(1.0)  # the legitimate client's first association
         fds_idle = _open_fds(scp.pid)
-        start = time.monotonic() - clock0
+        start = time.time()
         await anyio.sleep(args.hold)
-        windows.append(("idle", start, time.monotonic() - clock0, Counter(), fds_idle))
+        windows.append(("idle", start, time.time(), Counter(), fds_idle))
         for kind in args.kinds:
             phase = Phase(kind)
             fd_peak = [0]
-            start = time.monotonic() - clock0
+            start = time.time()
             await _run_phase(phase, port, args.count, sources, args.hold, scp.pid, fd_peak)
-            windows.append((kind, start, time.monotonic() - clock0, phase.outcomes, fd_peak[0]))
+            windows.append((kind, start, time.time(), phase.outcomes, fd_peak[0]))
             await anyio.sleep(2.0)  # the SCP notices the closes
-        start = time.monotonic() - clock0
+        start = time.time()
         await anyio.sleep(args.hold)
         fds_after = _open_fds(scp.pid)
-        windows.append(("after", start, time.monotonic() - clock0, Counter(), fds_after))
+        windows.append(("after", start, time.time(), Counter(), fds_after))
         peak_rss = _status_kib(scp.pid, "VmHWM")
         legit.stdin.close()
         legit.wait(30)

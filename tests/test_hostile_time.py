@@ -134,6 +134,30 @@ async def test_associations_per_calling_ae_are_bounded() -> None:
             held_writer.close()
 
 
+async def test_silent_connections_make_room_for_new_ones() -> None:
+    """At the total limit, the oldest connection still negotiating (silent since it connected,
+    from whatever address) is shed for a new one; established associations never are."""
+    limits = Limits(max_associations=3)
+    async with Client("AIOSCP", listen_port=0, limits=limits) as client:
+        port = client.listen_port
+        assert port is not None
+        held_reader, held_writer = await associate(HOST, port, source="127.0.0.2")
+        silent = [await open_raw(HOST, port, source=f"127.0.0.{n}") for n in (3, 4)]
+        await anyio.sleep(1.5)  # past the negotiation grace
+        # The limit is reached: a new peer gets in, at the cost of the oldest silent one.
+        reader, writer = await associate(HOST, port)
+        writer.write(echo_rq())
+        assert (await read_pdu(reader))[0] == 0x04
+        with anyio.fail_after(STUCK):
+            assert await silent[0][0].read() == b""  # closed by the server
+        held_writer.write(echo_rq())
+        assert (await read_pdu(held_reader))[0] == 0x04  # the established one lives on
+        for _, silent_writer in silent:
+            silent_writer.close()
+        writer.close()
+        held_writer.close()
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
 async def test_out_of_descriptors_neither_spins_nor_stops_serving() -> None:
     """At the file-descriptor limit the accept loop waits for a connection to close instead of
