@@ -198,6 +198,8 @@ class Association:
                             association.request = event.request
                         else:
                             association._raise_for_end(event)
+                    if association.request is None and association.closed.is_set():
+                        raise ConnectionClosed("the connection closed before A-ASSOCIATE-RQ")
         except (TimeoutError, AssociationError):
             await association._close_stream()
             return None
@@ -337,6 +339,8 @@ class Association:
                     more = await self._connection.receive()
                 else:
                     more = await self._receive_in_time()
+            except DicomTimeoutError:
+                raise  # a TimeoutError, hence an OSError: not a broken connection
             except (
                 anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
             ):

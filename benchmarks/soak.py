@@ -50,6 +50,7 @@ from aiodicom.testing.hostile import (
 
 HOST = "127.0.0.1"
 SCP_AE = "SOAKSCP"
+SCP_ADDRESS_SPACE = 4 << 30
 KINDS = ("silent-connect", "silent-assoc", "huge-pdu", "trickle", "fragment-flood",
          "deflate-bomb")
 
@@ -340,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
         _raise_descriptor_limit()
+        # A safety net for the machine: a runaway SCP fails with MemoryError, visibly.
+        resource.setrlimit(resource.RLIMIT_AS, (SCP_ADDRESS_SPACE, SCP_ADDRESS_SPACE))
         anyio.run(_serve, args.serve)
         return 0
     if args.legitimate:

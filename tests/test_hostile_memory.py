@@ -22,7 +22,6 @@ import pytest
 from aiodicom import Client, DirectorySink, Limits
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH
 from aiodicom.buffer import INITIAL_SIZE, ReceiveBuffer
-from aiodicom.dimse import decode_command
 from aiodicom.status import Status
 from aiodicom.testing.hostile import (
     CT_CONTEXT,
@@ -35,6 +34,7 @@ from aiodicom.testing.hostile import (
     open_raw,
     pdu_header,
     read_pdu,
+    read_status,
     store_rq,
 )
 
@@ -61,17 +61,6 @@ def server_buffers() -> list[ReceiveBuffer]:
     # The raw peers here read through asyncio streams: every ReceiveBuffer is the acceptor's.
     gc.collect()
     return [obj for obj in gc.get_objects() if isinstance(obj, ReceiveBuffer)]
-
-
-async def response_status(reader: object) -> int:
-    """The Status of the DIMSE response the next P-DATA-TF carries (one PDV, the command)."""
-    pdu_type, body = await read_pdu(reader)  # type: ignore[arg-type]
-    assert pdu_type == 0x04, f"expected P-DATA-TF, got PDU type {pdu_type:#04x}"
-    (length,) = struct.unpack_from(">I", body)
-    command = decode_command(body[6 : 4 + length])
-    status = command["Status"]
-    assert isinstance(status, int)
-    return status
 
 
 async def test_announced_pdu_lengths_allocate_nothing(tmp_path: Path) -> None:
@@ -181,7 +170,7 @@ async def test_deflate_bomb_is_not_inflated(tmp_path: Path) -> None:
                 writer.write(data_pdu(DEFLATED_CONTEXT, bomb[start : start + 16000],
                                       command=False, last=start + 16000 >= len(bomb)))
             with anyio.fail_after(STUCK):
-                status = await response_status(reader)
+                status = await read_status(reader)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -208,7 +197,7 @@ async def test_long_running_storage_scp_keeps_bounded_state(tmp_path: Path) -> N
             writer.write(store_rq(CT_CONTEXT, uid, message_id=number + 1))
             writer.write(data_pdu(CT_CONTEXT, data, command=False, last=True))
             with anyio.fail_after(STUCK):
-                assert await response_status(reader) == Status.SUCCESS
+                assert await read_status(reader) == Status.SUCCESS
         writer.close()
     assert sink.written == stored
     assert len(sink.paths) == 16

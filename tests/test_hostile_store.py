@@ -9,14 +9,12 @@ nothing is written under a final name.
 from __future__ import annotations
 
 import logging
-import struct
 from pathlib import Path
 
 import anyio
 import pytest
 
 from aiodicom import Client, DirectorySink
-from aiodicom.dimse import decode_command
 from aiodicom.status import Status
 from aiodicom.testing.hostile import (
     CT_CONTEXT,
@@ -24,7 +22,7 @@ from aiodicom.testing.hostile import (
     associate,
     data_pdu,
     element,
-    read_pdu,
+    read_status,
     store_rq,
 )
 
@@ -66,11 +64,9 @@ async def test_stored_instance_must_match_its_command(
         writer.write(store_rq(CT_CONTEXT, command_instance, sop_class_uid=command_class))
         writer.write(data_pdu(CT_CONTEXT, data, command=False, last=True))
         with anyio.fail_after(STUCK):
-            pdu_type, body = await read_pdu(reader)
+            status = await read_status(reader)
         writer.close()
-    assert pdu_type == 0x04
-    (length,) = struct.unpack_from(">I", body)
-    assert decode_command(body[6 : 4 + length])["Status"] == expected
+    assert status == expected
     written = sorted(p.name for p in received.rglob("*") if p.is_file())
     if expected == Status.SUCCESS:
         assert written == ["1.2.3.4.5.dcm"]

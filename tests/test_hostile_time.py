@@ -55,15 +55,21 @@ async def test_idle_association_is_closed(tmp_path: Path) -> None:
         writer.close()
 
 
-async def test_trickled_pdu_is_cut_off(tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["negotiating", "associated"])
+async def test_trickled_pdu_is_cut_off(tmp_path: Path, when: str) -> None:
     """A PDU trickled a byte at a time is never idle, yet is cut off: the issue's 1 byte every
-    2 s survived Timeouts(network=5). Here, a byte every 0.3 s against network=1."""
+    2 s survived Timeouts(network=5). Here, a byte every 0.3 s against network=1, of an
+    A-ASSOCIATE-RQ or of a P-DATA-TF."""
     limits = Limits(pdu_grace=1.0, min_receive_rate=1024)
     async with Client("AIOSCP", listen_port=0, unexpected_deliveries=DirectorySink(tmp_path),
                       timeouts=Timeouts(network=1), limits=limits) as client:
         assert client.listen_port is not None
-        reader, writer = await associate(HOST, client.listen_port)
-        pdu = pdu_header(0x04, 1000) + bytes(1000)
+        if when == "associated":
+            reader, writer = await associate(HOST, client.listen_port)
+            pdu = pdu_header(0x04, 1000) + bytes(1000)
+        else:
+            reader, writer = await open_raw(HOST, client.listen_port)
+            pdu = associate_rq()
         sent = 0
 
         async def trickle() -> None:
@@ -77,7 +83,8 @@ async def test_trickled_pdu_is_cut_off(tmp_path: Path) -> None:
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(trickle)
-            assert await closed_by_server(reader) == [0x07]
+            # Before association the connection is just closed (there is none to abort).
+            assert await closed_by_server(reader) == ([0x07] if when == "associated" else [])
             tasks.cancel_scope.cancel()
         writer.close()
     assert sent < 100  # cut off long before the PDU was complete

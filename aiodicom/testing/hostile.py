@@ -15,7 +15,14 @@ import socket
 import struct
 import zlib
 
-from aiodicom.dimse import C_ECHO_RQ, C_STORE_RQ, DATASET_PRESENT, NO_DATASET, encode_command
+from aiodicom.dimse import (
+    C_ECHO_RQ,
+    C_STORE_RQ,
+    DATASET_PRESENT,
+    NO_DATASET,
+    decode_command,
+    encode_command,
+)
 from aiodicom.pdu import (
     AssociateRQ,
     PDataTF,
@@ -40,6 +47,7 @@ __all__ = [
     "open_raw",
     "pdu_header",
     "read_pdu",
+    "read_status",
     "store_rq",
 ]
 
@@ -149,6 +157,18 @@ async def read_pdu(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     header = await reader.readexactly(6)
     pdu_type, _, length = struct.unpack(">BBI", header)
     return pdu_type, await reader.readexactly(length)
+
+
+async def read_status(reader: asyncio.StreamReader) -> int:
+    """The Status of the DIMSE response the next P-DATA-TF carries (its command, one PDV)."""
+    pdu_type, body = await read_pdu(reader)
+    if pdu_type != 0x04:
+        raise ConnectionError(f"expected P-DATA-TF, got PDU type {pdu_type:#04x}")
+    (length,) = struct.unpack_from(">I", body)
+    status = decode_command(body[6 : 4 + length]).get("Status")
+    if not isinstance(status, int):
+        raise ConnectionError(f"the response has no Status: {body!r}")
+    return status
 
 
 async def associate(
