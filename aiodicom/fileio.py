@@ -352,9 +352,10 @@ _BE_LENGTH = struct.Struct(">I")
 # Deliberately nested data sets deeper than this are treated as hostile rather than recursed.
 _MAX_DEPTH = 64
 _INFLATE_CHUNK = 16384
-MAX_INFLATED_PEEK = 4 << 20
+MAX_INFLATED_PEEK = 1 << 20
 """The most a deflated data set is inflated to peek at its elements (see :func:`peek_elements`);
-Study and Series Instance UIDs come within the first kilobytes of any real data set."""
+Study and Series Instance UIDs come within the first kilobytes of any real data set. Small, as
+the inflating runs on the event loop: 1 MiB is about a millisecond."""
 
 
 class _Source:

@@ -72,7 +72,7 @@ class Limits:
     max_command_bytes: int = attrs.field(default=64 * _KIB, validator=_positive)
     max_data_set_memory: int = attrs.field(default=256 * _KIB, validator=_positive)
     spool_directory: str | None = None
-    max_inflated_bytes: int = attrs.field(default=4 * _MIB, validator=_positive)
+    max_inflated_bytes: int = attrs.field(default=1 * _MIB, validator=_positive)
     idle_timeout: float = attrs.field(validator=_positive_seconds, default=60.0)
     min_receive_rate: float = attrs.field(validator=_positive_seconds, default=1024.0)
     pdu_grace: float = attrs.field(validator=_positive_seconds, default=10.0)

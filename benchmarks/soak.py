@@ -166,7 +166,6 @@ _BOMB: bytes | None = None
 async def _hostile(
     phase: Phase, port: int, source: str, connecting: anyio.Semaphore
 ) -> str:
-    global _BOMB
     kind = phase.kind
     try:
         async with connecting:  # paces the connects; the connections live on unthrottled
@@ -199,8 +198,7 @@ async def _hostile(
                     writer.write(fragment)
                     await writer.drain()
         elif kind == "deflate-bomb":
-            if _BOMB is None:
-                _BOMB = deflate_bomb(500 << 20)
+            assert _BOMB is not None
             writer.write(store_rq(DEFLATED_CONTEXT, "1.2.3.4.5"))
             for start in range(0, len(_BOMB), 16000):
                 writer.write(data_pdu(DEFLATED_CONTEXT, _BOMB[start : start + 16000],
@@ -256,7 +254,10 @@ def _failures(samples: list[dict[str, float]], start: float, end: float) -> int:
 
 
 async def _drive(args: argparse.Namespace) -> int:
+    global _BOMB
     _raise_descriptor_limit()
+    # Built before anything is measured: compressing 500 MB takes seconds of a core.
+    _BOMB = deflate_bomb(500 << 20)
     workdir = Path(tempfile.mkdtemp(prefix="aiodicom-soak-"))
     scp_log = open(workdir / "scp.log", "w+")  # noqa: SIM115 - read back at the end
     scp = subprocess.Popen(
