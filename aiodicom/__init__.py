@@ -1,5 +1,6 @@
 """aiodicom: an asyncio-native DICOM Query/Retrieve client with an embedded Storage SCP."""
 
+from aiodicom.access import AccessPolicy, IdentityType, UserIdentity
 from aiodicom.association import Timeouts
 from aiodicom.client import Client, Peer, PeerAddress
 from aiodicom.errors import (
@@ -53,6 +54,7 @@ from aiodicom.sinks import DirectorySink, MemorySink, Sink
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AccessPolicy",
     "AssociationAborted",
     "AssociationError",
     "AssociationPool",
@@ -72,6 +74,7 @@ __all__ = [
     "FindResult",
     "HierarchicalFind",
     "HierarchyResult",
+    "IdentityType",
     "Instance",
     "InstanceArrived",
     "KeyCheck",
@@ -103,5 +106,6 @@ __all__ = [
     "StoreResult",
     "Timeouts",
     "UnsupportedBackend",
+    "UserIdentity",
     "__version__",
 ]

@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
 from aiodicom.dimse import C_CANCEL_RQ, NO_DATASET, DataSetOpener, DataSetWriter, DimseMessage
 from aiodicom.dispatcher import Dispatcher
@@ -56,6 +57,8 @@ class IncomingStore:
     context: PresentationContext
     calling_ae_title: str
     called_ae_title: str
+    #: The IP address the association comes from (``None`` when unknown).
+    peer_address: str | None = None
     #: The acceptor's limits (what a deflated data set may be inflated to, to check it).
     limits: Limits | None = None
 
@@ -109,7 +112,11 @@ class ServedOperations:
     #: operations window, which we never grant. A request beyond it is refused (0x0213).
     max_running: int = 1
 
-DataOpenerFactory = Callable[[Mapping[int, PresentationContext], str], DataSetOpener]
+DataOpenerFactory = Callable[
+    [Mapping[int, PresentationContext], str, str | None], DataSetOpener
+]
+"""Given an association's contexts, its calling AE title and its source address: where its
+incoming data sets go."""
 
 
 @attrs.define
@@ -121,12 +128,15 @@ class AcceptorPolicy:
     max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH
     require_called_ae_title: bool = False
     store_handler: StoreHandler | None = None
-    #: Given an association's contexts and the calling AE title, chooses where incoming data
-    #: sets go (see :class:`~aiodicom.dimse.DataSetOpener`); default: memory.
+    #: Given an association's contexts, the calling AE title and the source address, chooses
+    #: where incoming data sets go (see :class:`~aiodicom.dimse.DataSetOpener`); default: memory.
     data_opener: DataOpenerFactory | None = None
     #: C-FIND/C-MOVE/C-GET and the like, served on tasks of their own (see
     #: :class:`IncomingOperation`); ``None``: only C-ECHO and C-STORE.
     operations: ServedOperations | None = None
+    #: Who may associate (AE titles, source networks, User Identity): see
+    #: :class:`~aiodicom.access.AccessPolicy`; by default anyone.
+    access: AccessPolicy = attrs.Factory(AccessPolicy)
     #: What peers may cost us (see :class:`~aiodicom.limits.Limits`).
     limits: Limits = attrs.Factory(Limits)
     #: Counts the associations served under this policy against ``limits``.
@@ -165,6 +175,28 @@ class AcceptorPolicy:
             ),
         )
 
+    async def answer(
+        self, rq: AssociateRQ, peer_address: str | None
+    ) -> AssociateAC | AssociateRJ:
+        """:meth:`decide`, then the access checks (AE titles, then User Identity: the
+        verifier is not bothered for a request refused anyway)."""
+        answer = self.decide(rq)
+        if isinstance(answer, AssociateRJ):
+            return answer
+        rejection = self.access.check_titles(rq)
+        if rejection is not None:
+            log.info("rejected %s calling %s from %s: AE title not allowed",
+                     rq.calling_ae_title, rq.called_ae_title, peer_address)
+            return rejection
+        identity = await self.access.check_identity(rq, peer_address, self.timeouts.acse)
+        if isinstance(identity, AssociateRJ):
+            return identity
+        if identity is not None:
+            answer = attrs.evolve(answer, user_information=attrs.evolve(
+                answer.user_information, user_identity_ac=identity
+            ))
+        return answer
+
     def contexts_for(self, rq: AssociateRQ, _ac: AssociateAC) -> dict[int, PresentationContext]:
         return acceptor_contexts(
             rq, self.transfer_syntaxes_for, self._grant_scp_role, self._sending_preference
@@ -193,20 +225,26 @@ def _storage_transfer_syntaxes() -> tuple[str, ...]:
 
 async def serve_association(connection: Connection, policy: AcceptorPolicy) -> None:
     """Serve one incoming connection until the association ends."""
+    peer_address = connection.peer_address
+    if not policy.access.address_allowed(peer_address):
+        # Closed unread: nothing from a host outside the allowed networks reaches the decoder.
+        log.info("refused a connection from %s: not in the allowed networks", peer_address)
+        await connection.aclose()
+        return
     counted: list[str] = []  # the calling AE title, once its association is counted
 
-    def decide(rq: AssociateRQ) -> AssociateAC | AssociateRJ:
-        answer = policy.decide(rq)
+    async def decide(rq: AssociateRQ) -> AssociateAC | AssociateRJ:
+        answer = await policy.answer(rq, peer_address)
         if isinstance(answer, AssociateAC):
             if not policy.gate.enter_ae(rq.calling_ae_title):
                 log.info("rejected %s: %d associations of it at once already",
-                            rq.calling_ae_title, policy.limits.max_associations_per_ae)
+                         rq.calling_ae_title, policy.limits.max_associations_per_ae)
                 return LOCAL_LIMIT_EXCEEDED
             counted.append(rq.calling_ae_title)
         return answer
 
     try:
-        await _serve_accepted(connection, policy, decide)
+        await _serve_accepted(connection, policy, decide, peer_address)
     finally:
         for ae_title in counted:
             policy.gate.leave_ae(ae_title)
@@ -227,7 +265,8 @@ def _spooling(opener: DataSetOpener | None, limits: Limits) -> DataSetOpener:
 
 async def _serve_accepted(
     connection: Connection, policy: AcceptorPolicy,
-    decide: Callable[[AssociateRQ], AssociateAC | AssociateRJ],
+    decide: Callable[[AssociateRQ], Awaitable[AssociateAC | AssociateRJ]],
+    peer_address: str | None,
 ) -> None:
     association = await Association.accept(
         connection, decide, timeouts=policy.timeouts, max_pdu_length=policy.max_pdu_length,
@@ -239,7 +278,7 @@ async def _serve_accepted(
     assert association.request is not None
     request = association.request
     association.open_data = _spooling(
-        policy.data_opener(association.contexts, request.calling_ae_title)
+        policy.data_opener(association.contexts, request.calling_ae_title, peer_address)
         if policy.data_opener is not None else None,
         policy.limits,
     )
@@ -247,7 +286,8 @@ async def _serve_accepted(
     async def receive(message: DimseMessage, context: PresentationContext) -> DimseMessage:
         assert policy.store_handler is not None
         return await policy.store_handler(IncomingStore(
-            message, context, request.calling_ae_title, request.called_ae_title, policy.limits
+            message, context, request.calling_ae_title, request.called_ae_title, peer_address,
+            policy.limits,
         ))
 
     operations = policy.operations

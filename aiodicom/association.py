@@ -11,7 +11,7 @@ import math
 import ssl
 import struct
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -112,6 +112,11 @@ class Association:
         self._pdu_offset = -1
         self._pdu_waited = 0.0
 
+    @property
+    def peer_address(self) -> str | None:
+        """The IP address of the other end (``None`` when unknown)."""
+        return self._connection.peer_address
+
     # --- establishment ----------------------------------------------------------------------
 
     @classmethod
@@ -168,7 +173,7 @@ class Association:
     async def accept(
         cls,
         connection: Connection,
-        decide: Callable[[AssociateRQ], AssociateAC | AssociateRJ],
+        decide: Callable[[AssociateRQ], Awaitable[AssociateAC | AssociateRJ]],
         *,
         timeouts: Timeouts,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
@@ -204,7 +209,7 @@ class Association:
             await association._close_stream()
             return None
         rq = association.request
-        answer = decide(rq)
+        answer = await decide(rq)
         if isinstance(answer, AssociateAC):
             try:
                 machine.accept(answer)

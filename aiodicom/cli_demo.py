@@ -10,12 +10,12 @@ must know our AE title (``--aet``) at ``--our-port`` as a C-MOVE destination.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import anyio
@@ -26,36 +26,11 @@ from aiodicom.server import InstanceIndex, QRServer
 from aiodicom.sinks import MemorySink
 from aiodicom.testing.synthetic import synthetic_instances
 
-__all__ = ["add_arguments", "run"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pacs = parser.add_argument_group("a real PACS instead of the embedded one")
-    pacs.add_argument("--host", help="the PACS's host (default: start the embedded Q/R SCP)")
-    pacs.add_argument("--port", type=int, default=104, help="the PACS's port (default 104)")
-    pacs.add_argument("--aec", default="ANY-SCP", help="the PACS's AE title")
-    parser.add_argument("--aet", default="AIODEMO", help="our AE title (default AIODEMO)")
-    parser.add_argument(
-        "--our-port", type=int, default=0,
-        help="where our acceptor listens for the C-MOVE (default: a free port; a real PACS "
-             "must have our AE title at this port as a move destination)",
-    )
-    parser.add_argument("--listen-host", default="127.0.0.1",
-                        help="our acceptor's address (default loopback only)")
-    parser.add_argument("--patient-id", default="AIO-0001")
-    parser.add_argument("--study-date", default="20240312")
-    parser.add_argument("--series-description", default="AX*",
-                        help="a wildcard, checked here too (not every PACS matches it)")
-    parser.add_argument("--no-move", action="store_true", help="skip the C-MOVE")
-    parser.add_argument("--no-get", action="store_true", help="skip the C-GET")
-
-
-def run(args: argparse.Namespace) -> int:
-    return anyio.run(_demo, args)
+__all__ = ["demo"]
 
 
 @asynccontextmanager
-async def _embedded(args: argparse.Namespace) -> AsyncIterator[QRServer | None]:
+async def _embedded(args: SimpleNamespace) -> AsyncIterator[QRServer | None]:
     if args.host:
         yield None
         return
@@ -70,7 +45,8 @@ async def _embedded(args: argparse.Namespace) -> AsyncIterator[QRServer | None]:
             yield server
 
 
-async def _demo(args: argparse.Namespace) -> int:
+async def demo(args: SimpleNamespace) -> int:
+    """The demo; ``args`` as the options of ``aiodicom demo`` (``aiodicom.cli.demo``) name them."""
     async with _embedded(args) as server:
         peer = (
             PeerAddress(*server.address) if server is not None
@@ -102,7 +78,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _retrieve(
-    client: Client, args: argparse.Namespace, kind: Literal["move", "get"], *, report: bool
+    client: Client, args: SimpleNamespace, kind: Literal["move", "get"], *, report: bool
 ) -> dict[str, Any] | None:
     """Find the series and retrieve it by ``kind`` (``client.retrieve_series``: keys the PACS
     ignores, such as SeriesDescription at dcmqrscp, are checked before bulk transfer); its

@@ -17,6 +17,7 @@ import attrs
 from pydicom import Dataset
 
 from aiodicom.acceptor import AcceptorPolicy, leave_serving, serve_connection
+from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
@@ -69,7 +70,8 @@ PeerLike = PeerAddress | tuple[str, int, str] | tuple[str, int]
 
 UnexpectedDeliveries = UnexpectedHandler | MemorySink | DirectorySink | None
 """What the acceptor does with an instance no retrieval expects: ``None`` refuses it (0x0124),
-a sink keeps it, an async callable taking the :class:`~aiodicom.Instance` returns the status."""
+a sink keeps it (a quarantine), an async callable taking the :class:`~aiodicom.Instance`
+returns the status."""
 
 
 def _address(peer: PeerLike) -> PeerAddress:
@@ -94,15 +96,21 @@ class Client:
     of C-MOVEs to us, and answers C-ECHO.
 
     ``unexpected_deliveries``: what the acceptor does with instances that no retrieval
-    expects. ``None`` (default) refuses them; a :class:`~aiodicom.MemorySink` or
-    :class:`~aiodicom.DirectorySink` keeps them all (a DirectorySink gets each data set
-    written as it arrives, at any size): a plain storage SCP; an async callable taking an
+    expects, including those naming a running C-MOVE that do not come from the PACS it was
+    sent to. ``None`` (default) refuses them (0x0124, not authorized); a
+    :class:`~aiodicom.MemorySink` or :class:`~aiodicom.DirectorySink` keeps them all, apart
+    from every retrieval's results (a DirectorySink gets each data set written as it
+    arrives, at any size): a quarantine, or a plain storage SCP; an async callable taking an
     :class:`~aiodicom.Instance` and returning the C-STORE status does anything else.
 
     ``limits``: what peers opening associations to the acceptor may cost
     (:class:`~aiodicom.Limits`: concurrent associations, memory, idle time, minimum transfer
     rate...); safe defaults. As ``unexpected_deliveries``, a DirectorySink without
     ``max_remembered`` remembers only ``limits.max_remembered_paths`` recent paths.
+
+    ``access``: who may associate with the acceptor (calling AE titles, source networks, User
+    Identity) and how strictly deliveries are matched to C-MOVEs: an
+    :class:`~aiodicom.AccessPolicy`; by default anyone may associate.
 
     ``pool``: how associations are reused (:class:`~aiodicom.PoolOptions`): by default at most
     4 per peer at once, idle ones released after 20 s, callers wait up to 60 s for one. All
@@ -128,6 +136,7 @@ class Client:
         server_ssl_context: ssl.SSLContext | None = None,
         require_called_ae_title: bool = False,
         limits: Limits | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -144,8 +153,9 @@ class Client:
         self.max_pdu_length = max_pdu_length
         self.ssl_context = ssl_context
         self._server_ssl_context = server_ssl_context
+        self.access = access if access is not None else AccessPolicy()
+        self._router = DeliveryRouter(self.access)
         self.limits = limits or Limits()
-        self._router = DeliveryRouter()
         if isinstance(unexpected_deliveries, DirectorySink) and (
             unexpected_deliveries.max_remembered is None
         ):
@@ -163,6 +173,7 @@ class Client:
             # knows to rename or remove those files.
             data_opener=self._router.opener,
             limits=self.limits,
+            access=self.access,
         )
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None

@@ -13,6 +13,7 @@ memory growing.
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -37,7 +38,10 @@ class Dispatcher:
         self.association = association
         self.request_handler = request_handler
         self._queues: dict[int, deque[DimseMessage]] = {}
-        self._last_message_id = 0
+        # Each association counts its Message IDs from a random start (1..65535, wrapping,
+        # never 0): a third AE must not be able to guess the ID a C-MOVE's deliveries carry.
+        # Peers only echo the IDs back, so no peer depends on them starting at 1.
+        self._last_message_id = secrets.randbelow(0xFFFF)
         # The asynchronous operations window (0 = unlimited); without one, PS3.7 allows a single
         # outstanding operation per association.
         # fast_acquire: an uncontended acquire must not cost a trip through the event loop; it

@@ -2,17 +2,27 @@
 
 A PACS performing a C-MOVE opens its own association to us, so nothing on that association says
 which of our moves it serves except, when the sender fills them in, Move Originator AE Title and
-Move Originator Message ID. Our C-MOVE Message IDs are unique across the whole client, so the
-Message ID alone identifies the move. Senders that leave them out are matched by the UIDs the
-move asked for, among the moves from the sending AE first, then among all: only a single move
-whose identifier the instance satisfies gets it. Anything else is refused (or handed to the
-client's handler for unexpected deliveries): a wrong guess would put an instance into a result
-that never asked for it.
+Move Originator Message ID. A delivery goes to a move only when
+
+* it comes from the PACS the move was sent to: its calling AE title is the AE title we called,
+  and its source address the one we connected to (any loopback address counting as one; not
+  checked when :attr:`AccessPolicy.check_delivery_address` is off);
+* it carries the move's Message ID as Move Originator Message ID, with our AE title as Move
+  Originator AE Title, or none, or the sender's own (pynetdicom 3.0.4 names itself there).
+
+Our C-MOVE Message IDs are unique across the whole client and drawn at random, so that another
+AE cannot guess them from 1. Deliveries without a Move Originator Message ID are matched by the
+UIDs the move asked for only when :attr:`AccessPolicy.deliveries_by_uids` says so, among the
+moves sent to that PACS: only a single move whose identifier the instance satisfies gets it.
+Anything else is refused (0x0124, not authorized) or handed to the client's handler for
+unexpected deliveries (a quarantine): a wrong guess would put an instance into a result that
+never asked for it.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -20,6 +30,7 @@ from typing import Protocol
 from pydicom import Dataset
 
 from aiodicom.acceptor import IncomingStore
+from aiodicom.access import AccessPolicy, same_host
 from aiodicom.dimse import DataSetOpener, DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.fileio import peek_elements
@@ -54,6 +65,9 @@ class ExpectedMove(Recipient, Protocol):
     def calling_ae_title(self) -> str | None:
         """Our own AE title on the move's association."""
     @property
+    def peer_address(self) -> str | None:
+        """The IP address of the PACS on the move's association (``None`` when unknown)."""
+    @property
     def identifier(self) -> Dataset: ...
 
     async def accept_instance(self, instance: Instance) -> int:
@@ -64,9 +78,9 @@ class DeliveryRouter:
     """Which active C-MOVE a delivery reaching our acceptor belongs to (see the module
     docstring); a :class:`~aiodicom.services.storage_scp.StoreRouting` for the acceptor."""
 
-    def __init__(self) -> None:
+    def __init__(self, access: AccessPolicy | None = None) -> None:
         self._moves: dict[int, ExpectedMove] = {}
-        self._next_id = 0
+        self.access = access if access is not None else AccessPolicy()
         self.unexpected: UnexpectedHandler | None = None
 
     @property
@@ -75,11 +89,13 @@ class DeliveryRouter:
         return len(self._moves)
 
     def allocate_message_id(self) -> int:
-        """A C-MOVE Message ID no active move of this client uses."""
-        for _ in range(0xFFFF):
-            self._next_id = self._next_id % 0xFFFF + 1
-            if self._next_id not in self._moves:
-                return self._next_id
+        """A C-MOVE Message ID no active move of this client uses, drawn at random (1-65535):
+        a delivery naming one must not be forgeable by counting from 1."""
+        start = secrets.randbelow(0xFFFF)
+        for offset in range(0xFFFF):
+            candidate = (start + offset) % 0xFFFF + 1
+            if candidate not in self._moves:
+                return candidate
         raise DicomError("65535 moves active: no Message ID left")
 
     @asynccontextmanager
@@ -100,53 +116,77 @@ class DeliveryRouter:
             if self._moves.get(message_id) is move:
                 del self._moves[message_id]
 
-    def route(self, command: Mapping[str, object], calling_ae_title: str,
-              instance: Instance) -> ExpectedMove | None:
+    def route(
+        self, command: Mapping[str, object], calling_ae_title: str, instance: Instance,
+        peer_address: str | None = None,
+    ) -> ExpectedMove | None:
         """The active move a delivery belongs to, or ``None``."""
-        move, decided = self._route_by_originator(command, calling_ae_title)
-        if decided:
+        move = self._route_by_command(command, calling_ae_title, peer_address)
+        if move is not None or not self.access.deliveries_by_uids:
             return move
-        moves = list(self._moves.values())
-        from_sender = [move for move in moves if move.peer_ae_title == calling_ae_title]
-        return self._by_uids(from_sender, instance) or self._by_uids(moves, instance)
+        if isinstance(command.get("MoveOriginatorMessageID"), int):
+            return None  # it names a move: the name decides, never the UIDs
+        return self._by_uids(self._sent_to(calling_ae_title, peer_address), instance)
 
-    def _route_by_originator(
-        self, command: Mapping[str, object], calling_ae_title: str
-    ) -> tuple[ExpectedMove | None, bool]:
-        """Route by the Move Originator fields alone: (move, True) when they decide it."""
+    def _sent_to(self, calling_ae_title: str, peer_address: str | None) -> list[ExpectedMove]:
+        """The active moves sent to the PACS a delivery comes from."""
+        check_address = self.access.check_delivery_address
+        return [
+            move for move in self._moves.values()
+            if move.peer_ae_title == calling_ae_title and (
+                not check_address or move.peer_address is None
+                or same_host(move.peer_address, peer_address)
+            )
+        ]
+
+    def _route_by_command(
+        self, command: Mapping[str, object], calling_ae_title: str, peer_address: str | None,
+        *, log_refusal: bool = True,
+    ) -> ExpectedMove | None:
+        """The move the Move Originator fields name, if the delivery comes from its PACS."""
         originator_id = command.get("MoveOriginatorMessageID")
+        if not isinstance(originator_id, int):
+            return None
         originator_ae = str(command.get("MoveOriginatorApplicationEntityTitle") or "").strip()
-        if isinstance(originator_id, int):
-            move = self._moves.get(originator_id)
-            if move is not None and (
-                originator_ae in ("", move.calling_ae_title)
-                # pynetdicom (3.0.4) names itself, not the C-MOVE SCU, as the originator.
-                or (originator_ae == calling_ae_title == move.peer_ae_title)
-            ):
-                return move, True
-            if originator_ae not in ("", calling_ae_title, *self._our_titles()):
-                return None, True  # a C-MOVE some other AE asked for, with us as destination
-        return None, False
+        named = self._moves.get(originator_id)
+        if named is None:
+            return None
+        if named not in self._sent_to(calling_ae_title, peer_address):
+            if log_refusal:
+                log.warning(
+                    "C-STORE from %s at %s names C-MOVE %d, which was sent to %s at %s: not "
+                    "given to it", calling_ae_title, peer_address, originator_id,
+                    named.peer_ae_title, named.peer_address,
+                )
+            return None
+        # The originator is us; pynetdicom (3.0.4) names itself, the sender, instead.
+        if originator_ae in ("", named.calling_ae_title, calling_ae_title):
+            return named
+        return None  # a C-MOVE some other AE asked for, with us as its destination
 
     def opener(
-        self, contexts: Mapping[int, PresentationContext], calling_ae_title: str
+        self, contexts: Mapping[int, PresentationContext], calling_ae_title: str,
+        peer_address: str | None = None,
     ) -> DataSetOpener:
         """For an incoming association: write deliveries straight to their move's directory,
         when the command alone tells which move they belong to."""
-        return data_opener(self, contexts, calling_ae_title)
+        return data_opener(_FromPeer(self, peer_address), contexts, calling_ae_title)
 
     async def handle(self, incoming: IncomingStore) -> DimseMessage:
         """The acceptor's store handler: receive one delivery, routed here."""
         return await receive_store(
-            incoming.message, incoming.context, incoming.calling_ae_title, self, incoming.limits
+            incoming.message, incoming.context, incoming.calling_ae_title,
+            _FromPeer(self, incoming.peer_address), incoming.limits,
         )
 
     def recipient_by_command(
-        self, command: Mapping[str, object], source_ae_title: str
+        self, command: Mapping[str, object], source_ae_title: str,
+        peer_address: str | None = None,
     ) -> Recipient | None:
         """The move the Move Originator fields name; with no move active, the handler of
         unexpected deliveries when it keeps them in a sink (nothing arriving can be a move's)."""
-        move, _ = self._route_by_originator(command, source_ae_title)
+        # Logged once, when the delivery is refused, not also here before its data set.
+        move = self._route_by_command(command, source_ae_title, peer_address, log_refusal=False)
         if move is not None:
             return move
         unexpected = self.unexpected
@@ -155,11 +195,12 @@ class DeliveryRouter:
         return None
 
     async def deliver(
-        self, command: Mapping[str, object], source_ae_title: str, instance: Instance
+        self, command: Mapping[str, object], source_ae_title: str, instance: Instance,
+        peer_address: str | None = None,
     ) -> int:
         """Hand a delivery to its move, else to the handler of unexpected deliveries; refused
         (not authorized) when there is neither."""
-        move = self.route(command, source_ae_title, instance)
+        move = self.route(command, source_ae_title, instance, peer_address)
         if move is not None:
             return await move.accept_instance(instance)
         if self.unexpected is not None:
@@ -169,9 +210,6 @@ class DeliveryRouter:
             instance.sop_instance_uid, source_ae_title,
         )
         return Status.NOT_AUTHORIZED
-
-    def _our_titles(self) -> set[str]:
-        return {move.calling_ae_title for move in self._moves.values() if move.calling_ae_title}
 
     @staticmethod
     def _by_uids(candidates: list[ExpectedMove], instance: Instance) -> ExpectedMove | None:
@@ -203,6 +241,25 @@ class DeliveryRouter:
             if ok:
                 matching.append(move)
         return matching[0] if len(matching) == 1 else None
+
+
+class _FromPeer:
+    """The router as the :class:`~aiodicom.services.storage_scp.StoreRouting` of one incoming
+    association: every delivery on it comes from one source address."""
+
+    def __init__(self, router: DeliveryRouter, peer_address: str | None) -> None:
+        self._router = router
+        self._peer_address = peer_address
+
+    def recipient_by_command(
+        self, command: Mapping[str, object], source_ae_title: str
+    ) -> Recipient | None:
+        return self._router.recipient_by_command(command, source_ae_title, self._peer_address)
+
+    async def deliver(
+        self, command: Mapping[str, object], source_ae_title: str, instance: Instance
+    ) -> int:
+        return await self._router.deliver(command, source_ae_title, instance, self._peer_address)
 
 
 __all__ = ["DeliveryRouter", "ExpectedMove", "UnexpectedHandler"]

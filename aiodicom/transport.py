@@ -94,6 +94,18 @@ class Connection:
     async def aclose(self) -> None:
         raise NotImplementedError
 
+    @property
+    def peer_address(self) -> str | None:
+        """The IP address of the other end, ``None`` when not a network socket."""
+        return None
+
+
+def _host_of(address: object) -> str | None:
+    """The host of a socket address (``(host, port[, flow, scope])``), as text."""
+    if isinstance(address, tuple) and address and isinstance(address[0], str):
+        return address[0]
+    return None
+
 
 class _BufferedProtocol(asyncio.BufferedProtocol):
     def __init__(self, buffer: ReceiveBuffer) -> None:
@@ -176,6 +188,10 @@ class SocketConnection(Connection):
         self.buffer = protocol.buffer
         self._reported = 0
 
+    @property
+    def peer_address(self) -> str | None:
+        return _host_of(self._transport.get_extra_info("peername"))
+
     @classmethod
     async def connect(cls, host: str, port: int) -> SocketConnection:
         loop = running_loop()
@@ -240,6 +256,10 @@ class StreamConnection(Connection):
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
         self.buffer = ReceiveBuffer()
+
+    @property
+    def peer_address(self) -> str | None:
+        return _host_of(self.stream.extra(SocketAttribute.remote_address, None))
 
     async def receive(self) -> bool:
         self.buffer.make_room()

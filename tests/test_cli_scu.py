@@ -9,13 +9,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from peers import free_port
-from peers.aiodicom_cli import CliServer, aiodicom, qrscp, storescp
+from peers.aiodicom_cli import CliServer, aiodicom, library_find, peer_args, qrscp, storescp
 from pydicom import Dataset, dcmread
 
-import aiodicom as lib
 from aiodicom.testing.synthetic import write_synthetic
 
 PATIENT = "AIO-0001"  # CT (1 series) and MR (3 series); 3 slices each here: 12 instances
@@ -54,19 +52,6 @@ def pacs(
 
 both = pytest.mark.parametrize("pacs", ["dcmqrscp", "embedded"], indirect=True)
 pytestmark = pytest.mark.interop
-
-
-def peer_args(server: Any) -> list[str]:
-    return [server.host, str(server.port), "-aec", server.ae_title]
-
-
-def library_find(server: Any, **keys: object) -> list[Dataset]:
-    async def run() -> list[Dataset]:
-        async with lib.Client("AIODICOM", peer=(server.host, server.port,
-                                                server.ae_title)) as client:
-            return await client.find(lib.Query.study(**keys)).all()
-
-    return anyio.run(run)
 
 
 @both
@@ -223,7 +208,7 @@ def test_progress_on_a_terminal_only(pacs: tuple[Any, int], tmp_path: Path) -> N
     import subprocess
     import sys
 
-    from peers.aiodicom_cli import ROOT, cli_env
+    from peers.aiodicom_cli import ROOT, cli_env, peer_args
 
     server, _ = pacs
     args = ["get", *peer_args(server), "-k", f"PatientID={PATIENT}", "-L", "PATIENT",

@@ -104,7 +104,7 @@ def test_storescp_receives_from_storescu_and_summarises(dcmtk: None, tmp_path: P
 def test_server_help_is_complete() -> None:
     for command, options in {
         "qrscp": ["PORT", "DIR", "--move-dest", "--synthetic", "-aet", "--listen-host",
-                  "--max-pdu", "exit codes"],
+                  "--tls-cert", "--tls-key", "--tls-ca", "mutual TLS", "--max-pdu", "exit codes"],
         "storescp": ["PORT", "--output", "-aet", "--listen-host", "--tls-cert", "exit codes"],
     }.items():
         done = aiodicom(command, "--help")

@@ -30,11 +30,14 @@ pytestmark = pytest.mark.interop
 AE = "AIOSCU"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 
 # What the handler does per request: the datasets to send, then optionally a final status and
 # the Failed SOP Instance UID List to send with it, or "abort" after the datasets.
 Plan = Callable[[Dataset], tuple[list[Dataset], int | str | None, list[str]]]
+# C-FIND, when served: the matches (pending identifiers) for a request's identifier.
+Finder = Callable[[Dataset], list[Dataset]]
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +60,10 @@ class QrScp:
         ae_title: str = "PYQR",
         destinations: dict[str, tuple[str, int]] | None = None,
         plan: Plan | None = None,
+        finder: Finder | None = None,
     ) -> None:
         self.instances = list(instances)
+        self.finder = finder
         self.ae_title = ae_title
         self.destinations = dict(destinations or {})
         self.plan = plan or self.matching
@@ -89,6 +94,8 @@ class QrScp:
         ae.require_called_aet = False
         ae.add_supported_context(STUDY_ROOT_MOVE, TRANSFER_SYNTAXES)
         ae.add_supported_context(STUDY_ROOT_GET, TRANSFER_SYNTAXES)
+        if self.finder is not None:
+            ae.add_supported_context(STUDY_ROOT_FIND, TRANSFER_SYNTAXES)
         for uid in {info.sop_class_uid for info in self.instances}:
             # C-GET: we send C-STOREs on the requestor's association (SCU role for storage);
             # C-MOVE: the same classes on the association we open to the destination.
@@ -97,6 +104,7 @@ class QrScp:
         handlers = [
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_C_GET, self._on_get),
+            (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_CONN_OPEN, _nodelay),
             (evt.EVT_DIMSE_RECV, self._on_dimse_recv),
         ]
@@ -121,6 +129,11 @@ class QrScp:
 
     def _on_get(self, event: Any) -> Iterator[Any]:
         yield from self._sub_operations(event)
+
+    def _on_find(self, event: Any) -> Iterator[Any]:
+        assert self.finder is not None
+        for match in self.finder(event.identifier):
+            yield 0xFF00, match
 
     def _sub_operations(self, event: Any) -> Iterator[Any]:
         datasets, final, failed = self.plan(event.identifier)
@@ -222,7 +235,9 @@ async def test_concurrent_moves_without_originator_are_routed_by_uids(
     first, second = corpus.series[1], corpus.series[2]  # two series of one study
     received: list[Instance] = []
 
-    async with aiodicom.Client(AE, listen_port=0) as client:
+    # Matching by UIDs is asked for: by default a delivery must name its move.
+    by_uids = aiodicom.AccessPolicy(deliveries_by_uids=True)
+    async with aiodicom.Client(AE, listen_port=0, access=by_uids) as client:
         assert client.listen_port is not None
         scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.listen_port)})
         peer = client.peer(LOOPBACK, scp.port, scp.ae_title)
@@ -264,7 +279,10 @@ async def test_delivery_the_move_did_not_ask_for_is_refused(
         unexpected.append(instance)
         return 0x0124
 
-    async with aiodicom.Client(AE, listen_port=0, unexpected_deliveries=handler) as client:
+    by_uids = aiodicom.AccessPolicy(deliveries_by_uids=True)
+    async with aiodicom.Client(
+        AE, listen_port=0, unexpected_deliveries=handler, access=by_uids
+    ) as client:
         assert client.listen_port is not None
         scp = qr_scp(corpus.instances, destinations={AE: (LOOPBACK, client.listen_port)}, plan=plan)
         result = await client.peer(LOOPBACK, scp.port, scp.ae_title).move(_series_query(wanted))
@@ -425,3 +443,97 @@ async def test_same_series_twice_at_once_routed_by_message_id(
         assert sorted(result.completed) == expected
         assert sorted(sink.memory.instances) == expected  # type: ignore[attr-defined]
     assert len(identifiers) == 2
+
+
+def _ignoring_series_description(corpus: Corpus) -> Finder:
+    """A C-FIND that, like dcmqrscp, neither matches nor returns SeriesDescription."""
+
+    def find(identifier: Dataset) -> list[Dataset]:
+        level = identifier.QueryRetrieveLevel
+        out: dict[str, Dataset] = {}
+        for study in corpus.studies:
+            for series in study.series:
+                for info in series.instances:
+                    values = {
+                        "PatientID": info.patient_id, "StudyDate": study.study_date,
+                        "StudyInstanceUID": info.study_instance_uid,
+                        "SeriesInstanceUID": info.series_instance_uid,
+                        "SOPInstanceUID": info.sop_instance_uid,
+                        "SOPClassUID": info.sop_class_uid, "Modality": series.modality,
+                    }
+                    if any(
+                        identifier.get(keyword) not in (None, "", value)
+                        for keyword, value in values.items()
+                    ):
+                        continue
+                    match = Dataset()
+                    match.QueryRetrieveLevel = level
+                    for elem in identifier:
+                        if elem.keyword in values:
+                            setattr(match, elem.keyword, values[elem.keyword])
+                    unique = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID"}.get(
+                        level, "SOPInstanceUID"
+                    )
+                    out.setdefault(values[unique], match)
+        return list(out.values())
+
+    return find
+
+
+async def test_retrieve_series_falls_back_to_the_whole_series_when_uid_lists_are_refused(
+    qr_scp: Callable[..., QrScp], corpus: Corpus, caplog: pytest.LogCaptureFixture
+) -> None:
+    # List matching on SOP Instance UID is optional (PS3.4 C.2.2.2.3): this peer refuses it.
+    series = next(s for study in corpus.studies for s in study.series if len(s.instances) >= 3)
+    requests: list[Dataset] = []
+
+    def plan(identifier: Dataset) -> tuple[list[Dataset], int | str | None, list[str]]:
+        requests.append(identifier)
+        asked = identifier.get("SOPInstanceUID")
+        if asked is not None and not isinstance(asked, str):
+            return [], 0xC000, list(asked)
+        return QrScp.matching(scp, identifier)
+
+    scp = qr_scp(series.instances, plan=plan, finder=_ignoring_series_description(corpus))
+    async with aiodicom.Client(AE) as client:
+        selection = await client.peer(LOOPBACK, scp.port, scp.ae_title).retrieve_series(
+            method="get", StudyInstanceUID=series.study_instance_uid,
+            SeriesInstanceUID=series.series_instance_uid,
+            SeriesDescription=series.series_description,
+        )
+
+    (retrieved,) = selection.series
+    assert sorted(i.sop_instance_uid for i in retrieved.instances) == sorted(
+        i.sop_instance_uid for i in series.instances
+    )
+    # The probe alone, the refused UID list, then the series whole (the probe crosses twice).
+    assert [str(r.QueryRetrieveLevel) for r in requests] == ["IMAGE", "IMAGE", "SERIES"]
+    assert len(requests[1].SOPInstanceUID) == len(series.instances) - 1
+    (candidate,) = selection.selected
+    assert candidate.retrieval is not None and candidate.retrieval.ok
+    # The ignored SeriesDescription was checked on a probe: no warning that it was ignored.
+    assert selection.ignored_keys == ("SeriesDescription",)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+async def test_retrieve_series_falls_back_when_a_uid_list_silently_matches_nothing(
+    qr_scp: Callable[..., QrScp], corpus: Corpus
+) -> None:
+    series = next(s for study in corpus.studies for s in study.series if len(s.instances) >= 3)
+    levels: list[str] = []
+
+    def plan(identifier: Dataset) -> tuple[list[Dataset], int | str | None, list[str]]:
+        levels.append(str(identifier.QueryRetrieveLevel))
+        if not isinstance(identifier.get("SOPInstanceUID", ""), str):
+            return [], None, []  # success, zero sub-operations
+        return QrScp.matching(scp, identifier)
+
+    scp = qr_scp(series.instances, plan=plan, finder=_ignoring_series_description(corpus))
+    async with aiodicom.Client(AE) as client:
+        selection = await client.peer(LOOPBACK, scp.port, scp.ae_title).retrieve_series(
+            method="get", StudyInstanceUID=series.study_instance_uid,
+            SeriesDescription=series.series_description,
+        )
+    (retrieved,) = selection.series
+    assert len(retrieved.instances) == len(series.instances)
+    assert levels == ["IMAGE", "IMAGE", "SERIES"]

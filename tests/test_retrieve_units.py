@@ -12,6 +12,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage, JPEGLosslessSV1, MRImageStorage, RLELossless
 
+from aiodicom.access import AccessPolicy
 from aiodicom.datasets import encode_dataset
 from aiodicom.fileio import FileMetaError, split_part10, write_part10_atomic
 from aiodicom.instance import Instance, read_part10
@@ -211,15 +212,16 @@ async def test_routing_by_originator_message_id() -> None:
         assert router.route(_command(7, "PACS"), "PACS", delivery) is a
         # Somebody else's C-MOVE with us as destination, even if its Message ID is one of ours.
         assert router.route(_command(7, "THIRD"), "PACS", delivery) is None
-        # Without originator, two moves of one study from different senders: by sender.
-        assert router.route(_command(), "PACS", delivery) is a
-        # ... and from neither: ambiguous, refused.
-        assert router.route(_command(), "ELSEWHERE", delivery) is None
+        # Another AE than the PACS the move was sent to, with the right Message ID: not its.
+        assert router.route(_command(7, "AIOSCU"), "OTHER", delivery) is None
+        assert router.route(_command(7, "AIOSCU"), "ELSEWHERE", delivery) is None
+        # Without originator: by default nobody's, even from the right PACS.
+        assert router.route(_command(), "PACS", delivery) is None
     assert router.active == 0
 
 
 async def test_routing_without_originator_by_uids() -> None:
-    router = DeliveryRouter()
+    router = DeliveryRouter(AccessPolicy(deliveries_by_uids=True))
     study = _move(_match("STUDY", StudyInstanceUID="1.1"), 1, "PACS")
     series = _move(_match("SERIES", StudyInstanceUID="1.2", SeriesInstanceUID="1.2.1"), 2, "PACS")
     image = _move(_match("IMAGE", StudyInstanceUID="1.2", SeriesInstanceUID="1.2.2",
@@ -229,12 +231,12 @@ async def test_routing_without_originator_by_uids() -> None:
         assert router.route(_command(), "PACS", _instance("1.2", "1.2.1", "1.2.1.1")) is series
         assert router.route(_command(), "PACS", _instance("1.2", "1.2.2", "1.2.2.6")) is image
         assert router.route(_command(), "PACS", _instance("1.2", "1.2.2", "1.2.2.7")) is None
-        # A stale Message ID of ours (that move ended) falls back to the UIDs.
+        # A Message ID naming no active move decides alone: never the UIDs.
         assert router.route(_command(99, "AIOSCU"), "PACS",
-                            _instance("1.1", "1.1.9", "1.1.9.2")) is study
-        # A sender calling with another AE title than we called it still gets matched.
+                            _instance("1.1", "1.1.9", "1.1.9.2")) is None
+        # Only from the PACS the moves were sent to.
         assert router.route(_command(), "PACS_STORE",
-                            _instance("1.2", "1.2.1", "1.2.1.3")) is series
+                            _instance("1.2", "1.2.1", "1.2.1.3")) is None
     assert router.route(_command(), "PACS", _instance("1.1", "1.1.9", "1.1.9.1")) is None
 
 

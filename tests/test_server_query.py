@@ -16,6 +16,7 @@ from aiodicom.server import (
     count_for_retrieve,
     find,
     instances_for_retrieve,
+    syntaxes_for_retrieve,
 )
 from aiodicom.testing import DEFAULT_PATIENTS, synthetic_instances
 
@@ -411,6 +412,9 @@ def selected(index: InstanceIndex, model: QueryModel, level: str, batch_size: in
     assert all(len(b) <= batch_size for b in batches)
     found = [s.sop_instance_uid for b in batches for s in b]
     assert count_for_retrieve(index, ds, model) == len(found)
+    # What a C-MOVE proposes: exactly the pairs of what it sends, in the order first met.
+    pairs = [(s.sop_class_uid, s.transfer_syntax_uid) for b in batches for s in b]
+    assert sorted(syntaxes_for_retrieve(index, ds, model)) == sorted(set(pairs))
     return found
 
 

@@ -4,7 +4,7 @@ PDU size and TLS."""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import logging
 import os
 import signal
@@ -12,12 +12,13 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import anyio
 import attrs
 
-from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
+from aiodicom.association import Timeouts
 from aiodicom.client import Client, PeerAddress
 from aiodicom.errors import (
     AssociationError,
@@ -31,11 +32,6 @@ from aiodicom.errors import (
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 has no tomllib; peers.toml then needs tomli
-    tomllib = None
-
 __all__ = [
     "EXIT_CODES_HELP",
     "EXIT_FAILURE",
@@ -45,12 +41,13 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_USAGE",
     "EXIT_WARNING",
+    "Args",
     "CliError",
     "PeerConfig",
-    "add_network_options",
     "client_for",
     "resolve_peer",
     "run_command",
+    "server_tls",
 ]
 
 EXIT_OK = 0
@@ -80,6 +77,12 @@ log = logging.getLogger("aiodicom.cli")
 T = TypeVar("T")
 
 
+class Args(SimpleNamespace):
+    """A command's parsed options and arguments, by name (``args.aet``, ``args.quiet``...), with
+    ``command`` (its name) and the settings of the command (``default_aet``,
+    ``stops_by_signal``)."""
+
+
 class CliError(Exception):
     """A problem to report as one line (what happened, what to change) with an exit code."""
 
@@ -91,28 +94,18 @@ class CliError(Exception):
 # -- logging and running ---------------------------------------------------------------------
 
 
-def add_output_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("output")
-    group.add_argument("-v", "--verbose", action="store_true",
-                       help="log associations and operations (INFO)")
-    group.add_argument("-d", "--debug", action="store_true",
-                       help="log everything (DEBUG) and show tracebacks")
-    group.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress bar, summary or warnings: the data (table, JSON) "
-                            "and errors only")
-
-
-def setup_logging(args: argparse.Namespace) -> None:
+def setup_logging(args: Args) -> None:
     level = (
         logging.DEBUG if args.debug else logging.INFO if args.verbose
-        else logging.ERROR if args.quiet else logging.WARNING
+        else logging.ERROR if getattr(args, "quiet", False) else logging.WARNING
     )
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def describe_error(exc: BaseException) -> tuple[int, str]:
-    """The exit code and the one line for an error: what happened, what to change."""
+def describe_error(exc: BaseException, *, tls: bool = False) -> tuple[int, str]:
+    """The exit code and the one line for an error: what happened, what to change (``tls``:
+    the command used TLS)."""
     if isinstance(exc, CliError):
         return exc.code, str(exc)
     if isinstance(exc, BrokenPipeError):  # our output was piped into 'head' or the like
@@ -129,8 +122,20 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, DicomTimeoutError):
         return EXIT_NETWORK, f"timed out: {exc}; raise --connect-timeout/--acse-timeout/" \
                              "--dimse-timeout, or check that the peer is up"
+    if isinstance(exc, AssociationError) and isinstance(exc.__cause__, ssl.SSLError):
+        return EXIT_NETWORK, (
+            f"TLS failed: {exc}; check --tls-ca (the CA of the peer's certificate) and "
+            "--tls-cert/--tls-key (ours, when the peer asks for one)"
+        )
     if isinstance(exc, AssociationError) and isinstance(exc.__cause__, OSError):
         return EXIT_NETWORK, f"{exc}; check the host and port, and that the peer is up"
+    if isinstance(exc, AssociationError) and tls:
+        # Under TLS 1.3 a server checks our certificate after our side of the handshake is
+        # done: its refusal reaches us as a closed connection.
+        return EXIT_NETWORK, (
+            f"association lost: {exc}; over TLS, a peer that wants our certificate, or does "
+            "not trust it, closes the connection: check --tls-cert/--tls-key"
+        )
     if isinstance(exc, AssociationError):
         return EXIT_NETWORK, f"association lost: {exc}"
     if isinstance(exc, ssl.SSLError):
@@ -147,7 +152,7 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
 
 
 def run_command(
-    args: argparse.Namespace, command: Callable[[argparse.Namespace], Awaitable[int]]
+    args: Args, command: Callable[[Args], Awaitable[int]]
 ) -> int:
     """Run ``command`` on the event loop until it ends or Ctrl-C/SIGTERM arrives (then it is
     cancelled, so its ``finally`` blocks print the summary); errors become one line and an
@@ -194,7 +199,8 @@ def run_command(
         error = _unwrap(exc)
         if isinstance(error, (SystemExit, KeyboardInterrupt)):
             raise
-        code, text = describe_error(error)
+        code, text = describe_error(
+            error, tls=bool(getattr(args, "tls_cert", None) or getattr(args, "tls_ca", None)))
         if not text:
             # stdout's reader is gone: flushing it at exit would fail again, noisily.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -228,17 +234,27 @@ class PeerConfig:
     our_port: int | None = None
 
 
+def _toml_reader(file: Path) -> Any:
+    """``tomllib`` (Python 3.11+), or on 3.10 its backport ``tomli``, which the extra ``cli``
+    installs there."""
+    name = "tomllib" if sys.version_info >= (3, 11) else "tomli"
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise CliError(f"reading {file} on Python {sys.version_info[0]}.{sys.version_info[1]} "
+                       "needs tomli: pip install 'aiodicom[cli]'") from None
+
+
 def load_peers(path: Path | None = None) -> dict[str, PeerConfig]:
     """The peers named in ``peers.toml`` (``$AIODICOM_PEERS`` or
     ``~/.config/aiodicom/peers.toml``); empty when there is no such file."""
     file = Path(path or os.environ.get("AIODICOM_PEERS") or PEERS_FILE).expanduser()
     if not file.exists():
         return {}
-    if tomllib is None:  # pragma: no cover
-        raise CliError(f"reading {file} needs Python 3.11 (tomllib)")
+    toml = _toml_reader(file)
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = toml.loads(file.read_text(encoding="utf-8"))
+    except (OSError, toml.TOMLDecodeError) as exc:
         raise CliError(f"cannot read {file}: {exc}; fix the file or set $AIODICOM_PEERS") from exc
     peers: dict[str, PeerConfig] = {}
     for name, table in data.items():
@@ -254,7 +270,7 @@ def load_peers(path: Path | None = None) -> dict[str, PeerConfig]:
     return peers
 
 
-def resolve_peer(args: argparse.Namespace) -> PeerConfig:
+def resolve_peer(args: Args) -> PeerConfig:
     """``HOST PORT``, or ``NAME`` from peers.toml (the port then omitted); ``-aec`` wins over
     the file's AE title."""
     host, port = args.peer, args.port
@@ -278,51 +294,15 @@ def resolve_peer(args: argparse.Namespace) -> PeerConfig:
     return config
 
 
-# -- options of the network commands ---------------------------------------------------------
+# -- what the options of the network commands make ------------------------------------------
 
 
-def add_network_options(
-    parser: argparse.ArgumentParser, *, peer: bool = True, tls: bool = True,
-    default_aet: str = "AIODICOM", positional: bool = True,
-) -> None:
-    if peer and positional:
-        parser.add_argument("peer", metavar="HOST|NAME",
-                            help="the peer's host, or a peer named in peers.toml")
-        parser.add_argument("port", metavar="PORT", nargs="?",
-                            help="the peer's port (omitted for a named peer)")
-    group = parser.add_argument_group("association")
-    group.add_argument("-aet", "--aetitle", dest="aet", default=None,
-                       help=f"our AE title (default {default_aet})")
-    parser.set_defaults(default_aet=default_aet)
-    if peer:
-        group.add_argument("-aec", "--call", dest="aec", default=None,
-                           help="the peer's AE title (default ANY-SCP, or peers.toml)")
-    group.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
-                       help="TCP connect timeout in seconds (default 30)")
-    group.add_argument("--acse-timeout", type=float, default=30.0, metavar="S",
-                       help="association set-up and release timeout (default 30)")
-    group.add_argument("--dimse-timeout", type=float, default=60.0, metavar="S",
-                       help="wait for each DIMSE response (default 60)")
-    group.add_argument("--max-pdu", type=int, default=None, metavar="BYTES",
-                       help=f"the largest PDU we receive (default {DEFAULT_MAX_PDU_LENGTH})")
-    if not tls:
-        parser.set_defaults(tls_cert=None, tls_key=None, tls_ca=None)
-        add_output_options(parser)
-        return
-    group = parser.add_argument_group("TLS")
-    group.add_argument("--tls-cert", metavar="PEM", help="our certificate (PEM)")
-    group.add_argument("--tls-key", metavar="PEM", help="its private key (PEM)")
-    group.add_argument("--tls-ca", metavar="PEM",
-                     help="the CA certificates to verify the peer with (turns TLS on)")
-    add_output_options(parser)
-
-
-def timeouts(args: argparse.Namespace) -> Timeouts:
+def timeouts(args: Args) -> Timeouts:
     return Timeouts(connect=args.connect_timeout, acse=args.acse_timeout,
                     dimse=args.dimse_timeout)
 
 
-def tls_contexts(args: argparse.Namespace) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+def tls_contexts(args: Args) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
     """The client and server SSL contexts asked for (both ``None`` without TLS options)."""
     if not (args.tls_cert or args.tls_ca):
         if args.tls_key:
@@ -349,12 +329,22 @@ def tls_contexts(args: argparse.Namespace) -> tuple[ssl.SSLContext | None, ssl.S
     return client, server
 
 
+def server_tls(args: Args) -> ssl.SSLContext | None:
+    """The SSL context of a server command (``None`` without TLS options): its certificate, and
+    with ``--tls-ca``, clients must present a certificate signed by those CAs (mutual TLS)."""
+    if args.tls_ca and not args.tls_cert:
+        raise CliError("a TLS server needs its certificate: give --tls-cert and --tls-key "
+                       "(--tls-ca then also asks clients for theirs)")
+    return tls_contexts(args)[1]
+
+
 def client_for(
-    args: argparse.Namespace, peer: PeerConfig | None, **kwargs: Any
+    args: Args, peer: PeerConfig | None, **kwargs: Any
 ) -> Client:
     """A :class:`Client` with the common options (``kwargs``: listen_port,
     unexpected_deliveries...)."""
-    client_tls, server_tls = tls_contexts(args)
+    listening = kwargs.get("listen_port") is not None
+    client_tls, _ = tls_contexts(args)
     extra: dict[str, Any] = {}
     if args.max_pdu is not None:
         extra["max_pdu_length"] = args.max_pdu
@@ -371,14 +361,14 @@ def client_for(
             ae_title,
             peer=PeerAddress(peer.host, peer.port, peer.ae_title) if peer else None,
             timeouts=timeouts(args), ssl_context=client_tls,
-            server_ssl_context=server_tls if kwargs.get("listen_port") is not None else None,
+            server_ssl_context=server_tls(args) if listening else None,
             **extra, **kwargs,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
 
-def is_terminal(args: argparse.Namespace) -> bool:
+def is_terminal(args: Args) -> bool:
     """Progress bars only on a terminal, and never with ``-q``."""
     return not args.quiet and sys.stderr.isatty()
 

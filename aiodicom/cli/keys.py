@@ -4,52 +4,62 @@ query file (DICOM or DICOM JSON), the level and the model, as a :class:`~aiodico
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import click
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
 
-from aiodicom.cli.common import CliError
+from aiodicom.cli.common import Args, CliError
+from aiodicom.cli.params import option, stack
 from aiodicom.errors import QueryError
 from aiodicom.model import QueryModel
 from aiodicom.query import Query
 
-__all__ = ["MODELS", "add_query_options", "build_query", "parse_key"]
+__all__ = ["MODELS", "build_query", "parse_key", "query_options"]
 
 MODELS = {"P": QueryModel.PATIENT_ROOT, "S": QueryModel.STUDY_ROOT,
           "O": QueryModel.PATIENT_STUDY_ONLY, "W": QueryModel.WORKLIST}
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _STEP = re.compile(r"^(?P<name>[A-Za-z0-9]+|\(?[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)?)"
                    r"(?:\[(?P<item>\d+)\])?$")
 
 
-def add_query_options(parser: argparse.ArgumentParser, *, worklist: bool = True) -> None:
-    group = parser.add_argument_group("query")
-    models = group.add_mutually_exclusive_group()
-    models.add_argument("-P", "--patient", dest="model", action="store_const", const="P",
-                        help="Patient Root information model")
-    models.add_argument("-S", "--study", dest="model", action="store_const", const="S",
-                        help="Study Root information model (default)")
-    models.add_argument("-O", "--psonly", dest="model", action="store_const", const="O",
-                        help="Patient/Study Only information model")
+def query_options(*, worklist: bool = True) -> Callable[[F], F]:
+    """``-P/-S/-O[/-W]``, ``-L``, ``-k`` and ``-f``, which :func:`build_query` reads."""
+    models: list[tuple[str, str, str, str]] = [
+        ("-P", "--patient", "P", "Patient Root information model"),
+        ("-S", "--study", "S", "Study Root information model (default)"),
+        ("-O", "--psonly", "O", "Patient/Study Only information model"),
+    ]
     if worklist:
-        models.add_argument("-W", "--worklist", dest="model", action="store_const", const="W",
-                            help="Modality Worklist (no level)")
-    group.add_argument("-L", "--level", type=str.upper,
-                       choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
-                       help="the Query/Retrieve level (default: the query file's, else STUDY)")
-    group.add_argument("-k", "--key", dest="keys", action="append", default=[],
-                       metavar="KEY[=VALUE]",
-                       help="a matching key (Keyword=value), or a return key (Keyword or "
-                            "Keyword=); a keyword, a tag gggg,eeee, or a path "
-                            "Seq[0].Keyword=value; repeatable, wins over the query file")
-    group.add_argument("-f", "--query-file", type=Path, metavar="FILE",
-                       help="the identifier as a DICOM file or DICOM JSON (PS3.18 F.2)")
+        models.append(("-W", "--worklist", "W", "Modality Worklist (no level)"))
+    decorators = [
+        option(short, long, "model", flag_value=value, section="query", help=text)
+        for short, long, value, text in models
+    ]
+    decorators += [
+        option("-L", "--level", type=click.Choice(LEVELS, case_sensitive=False), section="query",
+               help="the Query/Retrieve level (default: the query file's, else STUDY)"),
+        option("-k", "--key", "keys", multiple=True, metavar="KEY[=VALUE]", section="query",
+               help="a matching key (Keyword=value), or a return key (Keyword or Keyword=); a "
+                    "keyword, a tag gggg,eeee, or a path Seq[0].Keyword=value; repeatable, "
+                    "wins over the query file"),
+        option("-f", "--query-file", type=click.Path(path_type=Path), metavar="FILE",
+               section="query",
+               help="the identifier as a DICOM file or DICOM JSON (PS3.18 F.2)"),
+    ]
+    return stack(decorators)
 
 
 def _tag(name: str) -> int:
@@ -132,7 +142,7 @@ def read_query_file(path: Path) -> Dataset:
         raise CliError(f"{path}: not a DICOM file: {exc}") from exc
 
 
-def build_query(args: argparse.Namespace, *, default_model: str = "S") -> Query:
+def build_query(args: Args, *, default_model: str = "S") -> Query:
     """The query the options describe; required return keys are added (the UIDs a table, a
     move or a get needs)."""
     ds = read_query_file(args.query_file) if args.query_file else Dataset()

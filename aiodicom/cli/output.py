@@ -3,7 +3,6 @@ terminal: piped output stays the data alone."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Iterable
@@ -21,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from aiodicom.cli.common import human_bytes, is_terminal
+from aiodicom.cli.common import Args, human_bytes, is_terminal
 
 __all__ = ["Bar", "print_table"]
 
@@ -55,7 +54,7 @@ def print_table(matches: Iterable[Dataset], columns: list[str], title: str | Non
 class Bar:
     """A progress bar with sub-operation counts and MB/s on a terminal; nothing otherwise."""
 
-    def __init__(self, args: argparse.Namespace, description: str, total: int | None) -> None:
+    def __init__(self, args: Args, description: str, total: int | None) -> None:
         self.enabled = is_terminal(args)
         self.started = time.perf_counter()
         self.bytes = 0

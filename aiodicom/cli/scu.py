@@ -3,7 +3,6 @@ a few calls of the public :class:`~aiodicom.Client` API."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -11,21 +10,32 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from aiodicom.cli.common import (
-    EXIT_CODES_HELP,
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_WARNING,
+    Args,
     CliError,
-    add_network_options,
     client_for,
     resolve_peer,
 )
-from aiodicom.cli.keys import add_query_options, build_query
+from aiodicom.cli.keys import build_query, query_options
+from aiodicom.cli.params import (
+    PORT,
+    Command,
+    argument,
+    command,
+    network_options,
+    option,
+    peer_arguments,
+    preformatted,
+    stack,
+)
 from aiodicom.client import Client
 from aiodicom.errors import QueryError
 from aiodicom.model import Level, QueryModel
@@ -46,101 +56,20 @@ from aiodicom.services.retrieve import (
 from aiodicom.sinks import DirectorySink, MemorySink
 from aiodicom.status import StatusCategory, status_category
 
-__all__ = ["add_commands"]
+__all__ = ["COMMANDS", "echo", "find", "get", "move", "retrieve", "store"]
 
 _UNIQUE = {Level.PATIENT: "PatientID", Level.STUDY: "StudyInstanceUID",
            Level.SERIES: "SeriesInstanceUID", Level.IMAGE: "SOPInstanceUID"}
 
 
-def _parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-            summary: str, description: str) -> argparse.ArgumentParser:
-    return commands.add_parser(
-        name, help=summary, description=description, epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    echo = _parser(commands, "echo", "C-ECHO a peer (echoscu)",
-                   "Open an association, send a C-ECHO, release; prints the round trip.")
-    add_network_options(echo)
-    echo.set_defaults(run=_echo)
-
-    find = _parser(commands, "find", "C-FIND: matches as a table, DICOM JSON or files (findscu)",
-                   "Ask a peer what it holds. Keys as DCMTK's findscu: -k PatientID=123 matches,"
-                   " -k StudyDescription asks for a key.\n\nexamples:\n"
-                   "  aiodicom find 127.0.0.1 11112 -aec PACS -k PatientID=123 -k StudyDate\n"
-                   "  aiodicom find mypacs -L SERIES -k StudyInstanceUID=1.2.3 --json")
-    add_network_options(find)
-    add_query_options(find)
-    out = find.add_argument_group("find output (default: a table)")
-    shape = out.add_mutually_exclusive_group()
-    shape.add_argument("--json", action="store_true",
-                       help="print the matches as a DICOM JSON array (PS3.18 F.2)")
-    shape.add_argument("-o", "--output", type=Path, metavar="DIR",
-                       help="write each match as a DICOM file DIR/rsp0001.dcm, ...")
-    out.add_argument("--cancel-after", type=int, metavar="N",
-                     help="send C-CANCEL after N matches")
-    ext = find.add_argument_group("extended negotiation")
-    ext.add_argument("--relational", action="store_true", help="propose relational queries")
-    ext.add_argument("--fuzzy", action="store_true",
-                     help="propose fuzzy semantic matching of person names")
-    ext.add_argument("--datetime", action="store_true",
-                     help="propose combined date and time range matching")
-    ext.add_argument("--timezone", action="store_true", help="propose timezone adjustment")
-    find.set_defaults(run=_find)
-
-    for method, tool in (("move", "movescu"), ("get", "getscu"), ("retrieve", "")):
-        how = {
-            "move": "by C-MOVE to our own storage SCP (or to --dest)",
-            "get": "by C-GET on the same association",
-            "retrieve": "by the method peers.toml names for the peer (method = \"move\" or "
-                        "\"get\"; C-GET when it names none), or --method",
-        }[method]
-        retrieve = _parser(
-            commands, method,
-            f"C-{method.upper()} with progress ({tool})" if tool else
-            "C-MOVE or C-GET, as peers.toml says for the peer",
-            f"Retrieve what the keys select {how}. When the keys are not just the unique key "
-            "of the level, a C-FIND at that level comes first and each match is retrieved."
-            "\n\nexample:\n"
-            f"  aiodicom {method} mypacs -k PatientID=123 -k StudyDate=20240101- -o received/",
-        )
-        add_network_options(retrieve)
-        add_query_options(retrieve, worklist=False)
-        group = retrieve.add_argument_group(f"C-{method.upper()}")
-        group.add_argument("-o", "--output", type=Path, metavar="DIR", default=Path("."),
-                           help="where the instances are written (default: here)")
-        if method == "retrieve":
-            group.add_argument("--method", choices=("move", "get"),
-                               help="override the peer's method from peers.toml")
-        if method in ("move", "retrieve"):
-            group.add_argument("--dest", metavar="AET",
-                               help="move to this AE instead of to us (nothing is written here)")
-            group.add_argument("--our-port", dest="listen_port", type=int, default=None,
-                               metavar="PORT",
-                               help="our storage SCP's port (the peer must know our AE title "
-                                    "at this port; default: peers.toml's our_port, else 11113)")
-            group.add_argument("--listen-host", default="127.0.0.1",
-                               help="our storage SCP's address (default 127.0.0.1, as the "
-                                    "library's; 0.0.0.0 for a PACS on another machine)")
-        retrieve.set_defaults(run={"move": _move, "get": _get, "retrieve": _by_peer}[method])
-
-    store = _parser(commands, "store", "C-STORE files and directories (storescu)",
-                    "Send DICOM files (directories are walked) with a progress bar; files "
-                    "that are not DICOM are reported and skipped.")
-    # One positional list: argparse cannot tell an optional PORT from the first file.
-    store.add_argument("targets", metavar="HOST|NAME [PORT] FILE_OR_DIR", nargs="+",
-                       help="the peer (host and port, or a name from peers.toml), then the "
-                            "files and directories to send")
-    add_network_options(store, positional=False)
-    store.set_defaults(run=_store)
-
-
 # -- echo ------------------------------------------------------------------------------------
 
 
-async def _echo(args: argparse.Namespace) -> int:
+@command("echo", "C-ECHO a peer (echoscu)",
+         "Open an association, send a C-ECHO, release; prints the round trip.")
+@peer_arguments()
+@network_options()
+async def echo(args: Args) -> int:
     peer = resolve_peer(args)
     started = time.perf_counter()
     async with client_for(args, peer) as client:
@@ -158,13 +87,39 @@ def _columns(query_keys: list[str]) -> list[str]:
     return [k for k in query_keys if k not in ("QueryRetrieveLevel", "SpecificCharacterSet")]
 
 
-async def _find(args: argparse.Namespace) -> int:
+@command(
+    "find", "C-FIND: matches as a table, DICOM JSON or files (findscu)",
+    "Ask a peer what it holds. Keys as DCMTK's findscu: -k PatientID=123 matches, "
+    "-k StudyDescription asks for a key.\n\n" + preformatted(
+        "examples:\n"
+        "  aiodicom find 127.0.0.1 11112 -aec PACS -k PatientID=123 -k StudyDate\n"
+        "  aiodicom find mypacs -L SERIES -k StudyInstanceUID=1.2.3 --json"),
+)
+@peer_arguments()
+@query_options()
+@option("--json", "json_output", is_flag=True, section="find output (default: a table)",
+        help="print the matches as a DICOM JSON array (PS3.18 F.2)")
+@option("-o", "--output", type=click.Path(path_type=Path), metavar="DIR",
+        section="find output (default: a table)",
+        help="write each match as a DICOM file DIR/rsp0001.dcm, ... (not with --json)")
+@option("--cancel-after", type=click.IntRange(min=1), metavar="N",
+        section="find output (default: a table)", help="send C-CANCEL after N matches")
+@option("--relational", is_flag=True, section="extended negotiation",
+        help="propose relational queries")
+@option("--fuzzy", is_flag=True, section="extended negotiation",
+        help="propose fuzzy semantic matching of person names")
+@option("--datetime", is_flag=True, section="extended negotiation",
+        help="propose combined date and time range matching")
+@option("--timezone", is_flag=True, section="extended negotiation",
+        help="propose timezone adjustment")
+@network_options()
+async def find(args: Args) -> int:
     peer = resolve_peer(args)
     query = build_query(args)
     options = FindOptions(relational=args.relational, datetime_matching=args.datetime,
                           fuzzy_names=args.fuzzy, timezone_adjustment=args.timezone)
-    if args.cancel_after is not None and args.cancel_after < 1:
-        raise CliError("--cancel-after takes a number of matches, 1 or more")
+    if args.json_output and args.output is not None:
+        raise CliError("give --json or -o/--output, not both")
     matches: list[Dataset] = []
     async with client_for(args, peer) as client:
         find = _match_stream(client, query, options)
@@ -178,7 +133,7 @@ async def _find(args: argparse.Namespace) -> int:
         result = find.result
     assert result is not None
     category, status_text = _outcome(result)
-    if args.json:
+    if args.json_output:
         json.dump([m.to_json_dict() for m in matches], sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
     elif args.output is None:  # the table is the data: printed with -q too
@@ -189,7 +144,7 @@ async def _find(args: argparse.Namespace) -> int:
                           f"({len(matches)} matches)")
     for warning in result.warnings if not args.quiet else ():
         print(f"warning: {warning}", file=sys.stderr)
-    if not args.quiet and not args.json:
+    if not args.quiet and not args.json_output:
         print(f"{len(matches)} matches; {status_text}"
               + (" (cancelled)" if result.cancelled else ""), file=sys.stderr)
     if category is StatusCategory.FAILURE:
@@ -252,20 +207,58 @@ def _retrieve_direct(query_keys: dict[str, object], level: Level | None) -> bool
     return _UNIQUE[level] in matching and matching <= unique
 
 
-async def _move(args: argparse.Namespace) -> int:
-    return await _retrieve(args, "move")
+_HOW = {
+    "move": "by C-MOVE to our own storage SCP (or to --dest)",
+    "get": "by C-GET on the same association",
+    "retrieve": 'by the method peers.toml names for the peer (method = "move" or "get"; C-GET '
+                "when it names none), or --method",
+}
 
 
-async def _get(args: argparse.Namespace) -> int:
-    return await _retrieve(args, "get")
+def _retrieve_command(method: str) -> Command:
+    """``move``, ``get`` or ``retrieve`` (either, as peers.toml or --method says)."""
+    tool = {"move": "movescu", "get": "getscu"}.get(method)
+
+    async def run(args: Args) -> int:
+        if method != "retrieve":
+            return await _retrieve(args, method)
+        return await _retrieve(args, args.method or resolve_peer(args).method or "get")
+
+    section = f"C-{method.upper()}"
+    options = [
+        peer_arguments(), query_options(worklist=False),
+        option("-o", "--output", type=click.Path(path_type=Path), default=Path("."),
+               metavar="DIR", section=section,
+               help="where the instances are written (default: here)"),
+    ]
+    if method == "retrieve":
+        options.append(option("--method", type=click.Choice(["move", "get"]), section=section,
+                              help="override the peer's method from peers.toml"))
+    if method in ("move", "retrieve"):
+        options += [
+            option("--dest", metavar="AET", section=section,
+                   help="move to this AE instead of to us (nothing is written here)"),
+            option("--our-port", "listen_port", type=PORT, metavar="PORT", section=section,
+                   help="our storage SCP's port (the peer must know our AE title at this port;"
+                        " default: peers.toml's our_port, else 11113)"),
+            option("--listen-host", default="127.0.0.1", metavar="ADDRESS", section=section,
+                   help="our storage SCP's address (default 127.0.0.1, as the library's; "
+                        "0.0.0.0 for a PACS on another machine)"),
+        ]
+    stack([*options, network_options()])(run)
+    return command(
+        method,
+        f"C-{method.upper()} with progress ({tool})" if tool else
+        "C-MOVE or C-GET, as peers.toml says for the peer",
+        f"Retrieve what the keys select {_HOW[method]}. When the keys are not just the unique "
+        "key of the level, a C-FIND at that level comes first and each match is retrieved."
+        "\n\n" + preformatted(
+            "example:\n"
+            f"  aiodicom {method} mypacs -k PatientID=123 -k StudyDate=20240101- -o received/"),
+    )(run)
 
 
-async def _by_peer(args: argparse.Namespace) -> int:
-    method = args.method or resolve_peer(args).method or "get"
-    return await _retrieve(args, method)
-
-
-async def _retrieve(args: argparse.Namespace, method: str) -> int:
+async def _retrieve(args: Args, method: str) -> int:
     from aiodicom.cli.output import Bar
 
     peer = resolve_peer(args)
@@ -324,7 +317,7 @@ def _progress(bar: Any, event: Progress, base: int) -> None:
 
 
 def _retrieve_summary(
-    args: argparse.Namespace, method: str, results: list[RetrieveResult], failures: list[str],
+    args: Args, method: str, results: list[RetrieveResult], failures: list[str],
     bar: Any, destination: str | None,
 ) -> int:
     completed = sum(r.sub_operations.completed or len(r.completed) for r in results)
@@ -361,7 +354,15 @@ def _files(paths: list[Path]) -> list[Path]:
     return files
 
 
-async def _store(args: argparse.Namespace) -> int:
+@command("store", "C-STORE files and directories (storescu)",
+         "Send DICOM files (directories are walked) with a progress bar; files that are not "
+         "DICOM are reported and skipped.")
+# One argument list: an optional PORT cannot be told from the first file by position alone.
+@argument("targets", metavar="HOST|NAME [PORT] FILE_OR_DIR...", nargs=-1, required=True,
+          help="the peer (host and port, or a name from peers.toml), then the files and "
+               "directories to send")
+@network_options()
+async def store(args: Args) -> int:
     from aiodicom.cli.output import Bar
 
     targets = list(args.targets)
@@ -400,3 +401,10 @@ async def _store(args: argparse.Namespace) -> int:
     if failed:
         return EXIT_FAILURE
     return EXIT_WARNING if warned else EXIT_OK
+
+
+move = _retrieve_command("move")
+get = _retrieve_command("get")
+retrieve = _retrieve_command("retrieve")
+
+COMMANDS = (echo, find, move, get, retrieve, store)

@@ -4,26 +4,31 @@ print what they received and served."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
+import click
 
 from aiodicom.cli.common import (
-    EXIT_CODES_HELP,
     EXIT_OK,
+    Args,
     CliError,
-    add_network_options,
     client_for,
     human_bytes,
+    server_tls,
     timeouts,
 )
+from aiodicom.cli.params import PORT, argument, command, network_options, option, stack
 from aiodicom.server import InstanceIndex, QRServer, run_scan
 from aiodicom.sinks import DirectorySink
 
-__all__ = ["add_qrscp", "add_storescp"]
+__all__ = ["COMMANDS", "listen_port", "qrscp", "server_options", "storescp"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 QRSCP_HELP = """\
 Serve the DICOM files under DIR as a Query/Retrieve SCP (C-ECHO, C-FIND, C-MOVE, C-GET, and
@@ -31,6 +36,7 @@ C-STORE into DIR), like DCMTK's dcmqrscp without its configuration file. DIR is 
 start (an index is kept in DIR/.aiodicom-index.sqlite3). Ctrl-C or SIGTERM stops it and prints
 what was received.
 
+\b
 example:
   aiodicom qrscp 11112 archive/ --synthetic --move-dest VIEWER=127.0.0.1:11113
 """
@@ -42,73 +48,57 @@ SIGTERM stops it and prints what was received.
 """
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is not in 0-65535")
-    return port
+def _move_destinations(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> list[tuple[str, str, int]]:
+    """``--move-dest AET=HOST:PORT`` options as (AE title, host, port)."""
+    destinations = []
+    for text in values:
+        ae_title, sep, address = text.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not sep or not colon or not ae_title or not host or not port.isdigit() \
+                or int(port) > 65535:
+            raise click.BadParameter(
+                f"{text!r}: give a move destination as AET=HOST:PORT, e.g. "
+                "VIEWER=127.0.0.1:11113", ctx, param)
+        destinations.append((ae_title, host, int(port)))
+    return destinations
 
 
-def _destination(text: str) -> tuple[str, str, int]:
-    ae_title, sep, address = text.partition("=")
-    host, colon, port = address.rpartition(":")
-    if not sep or not colon or not ae_title or not host:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give a move destination as AET=HOST:PORT, e.g. VIEWER=127.0.0.1:11113")
-    return ae_title, host, _port(port)
+def server_options(*, default_aet: str) -> Callable[[F], F]:
+    """``--listen-host`` and the network options of a server (after its own options)."""
+    return stack([
+        option("--listen-host", default="127.0.0.1", metavar="ADDRESS", section="listening",
+               help="the address to listen on (default 127.0.0.1, loopback only; 0.0.0.0 for "
+                    "every interface)"),
+        network_options(peer=False, default_aet=default_aet),
+    ])
 
 
-def _server_options(parser: argparse.ArgumentParser, default_aet: str, *, tls: bool) -> None:
-    parser.add_argument("listen_port", metavar="PORT", type=_port,
-                        help="the port to listen on (0: a free one, printed)")
-    parser.add_argument("--listen-host", default="127.0.0.1",
-                        help="the address to listen on (default 127.0.0.1, loopback only; "
-                             "0.0.0.0 for every interface)")
-    # The Q/R SCP has no TLS listener yet: no TLS options rather than options ignored.
-    add_network_options(parser, peer=False, tls=tls, default_aet=default_aet)
-    parser.set_defaults(stops_by_signal=True)
+def listen_port() -> Callable[[F], F]:
+    return argument("listen_port", metavar="PORT", type=PORT,
+                    help="the port to listen on (0: a free one, printed)")
 
 
-def add_qrscp(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "qrscp", help="serve a directory of DICOM files as a Q/R SCP",
-        description=QRSCP_HELP, epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _server_options(parser, "AIOQR", tls=False)
-    parser.add_argument("directory", metavar="DIR", type=Path,
-                        help="the files served; received instances are written there")
-    parser.add_argument("--move-dest", metavar="AET=HOST:PORT", type=_destination,
-                        action="append", default=[],
-                        help="a C-MOVE destination (repeatable); others are refused (A801)")
-    parser.add_argument("--synthetic", action="store_true",
-                        help="when DIR holds no DICOM file, fill it with the synthetic studies "
-                             "(aiodicom.testing.synthetic) first")
-    parser.set_defaults(run=_qrscp)
-
-
-def add_storescp(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "storescp", help="receive C-STOREs into a directory",
-        description=STORESCP_HELP, epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _server_options(parser, "STORESCP", tls=True)
-    parser.add_argument("-o", "--output", metavar="DIR", type=Path, required=True,
-                        help="where the received files go")
-    parser.set_defaults(run=_storescp)
-
-
-def _announce(args: argparse.Namespace, text: str) -> None:
+def _announce(args: Args, text: str) -> None:
     if not args.quiet:
         # flush: a parent process (a test, a script) waits for this line to know we listen.
         print(text, flush=True)
 
 
-async def _qrscp(args: argparse.Namespace) -> int:
+@command("qrscp", "serve a directory of DICOM files as a Q/R SCP (dcmqrscp)",
+         QRSCP_HELP, needs_rich=False, stops_by_signal=True, default_aet="AIOQR")
+@listen_port()
+@argument("directory", metavar="DIR", type=click.Path(path_type=Path),
+          help="the files served; received instances are written there")
+@option("--move-dest", metavar="AET=HOST:PORT", multiple=True, callback=_move_destinations,
+        section="Q/R SCP",
+        help="a C-MOVE destination (repeatable); others are refused (A801)")
+@option("--synthetic", is_flag=True, section="Q/R SCP",
+        help="when DIR holds no DICOM file, fill it with the synthetic studies "
+             "(aiodicom.testing.synthetic) first")
+@server_options(default_aet="AIOQR")
+async def qrscp(args: Args) -> int:
     directory: Path = args.directory
     if directory.exists() and not directory.is_dir():
         raise CliError(f"{directory} is not a directory; give the directory to serve")
@@ -129,7 +119,8 @@ async def _qrscp(args: argparse.Namespace) -> int:
             args.aet or args.default_aet, index, listen_host=args.listen_host,
             listen_port=args.listen_port,
             move_destinations={ae: (host, port) for ae, host, port in args.move_dest},
-            timeouts=timeouts(args), **({"max_pdu_length": args.max_pdu} if args.max_pdu else {}),
+            timeouts=timeouts(args), server_ssl_context=server_tls(args),
+            **({"max_pdu_length": args.max_pdu} if args.max_pdu else {}),
         )
         try:
             async with anyio.create_task_group() as tasks:
@@ -148,7 +139,13 @@ async def _qrscp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _storescp(args: argparse.Namespace) -> int:
+@command("storescp", "receive C-STOREs into a directory (storescp)", STORESCP_HELP,
+         needs_rich=False, stops_by_signal=True, default_aet="STORESCP")
+@listen_port()
+@option("-o", "--output", metavar="DIR", type=click.Path(path_type=Path), required=True,
+        section="storage", help="where the received files go")
+@server_options(default_aet="STORESCP")
+async def storescp(args: Args) -> int:
     sink = DirectorySink(args.output)
     client = client_for(args, None, listen_port=args.listen_port,
                         listen_host=args.listen_host, unexpected_deliveries=sink)
@@ -167,3 +164,6 @@ async def _storescp(args: argparse.Namespace) -> int:
                   f"({human_bytes(size)}) in {time.perf_counter() - started:.1f} s into "
                   f"{args.output}", file=sys.stderr, flush=True)
     return EXIT_OK
+
+
+COMMANDS = (storescp, qrscp)

@@ -23,6 +23,7 @@ The index and the engine touch no network. The handlers on the acceptor
 
     # C-MOVE / C-GET
     total = count_for_retrieve(index, identifier, model)   # QueryRefused as above
+    pairs = syntaxes_for_retrieve(index, identifier, model)  # C-MOVE: contexts to propose
     async for batch in stepwise(instances_for_retrieve(index, identifier, model)):
         for stored in batch:
             data = index.read_data(stored)    # the data set bytes as stored, in
@@ -41,6 +42,7 @@ from aiodicom.server.query import (
     count_for_retrieve,
     find,
     instances_for_retrieve,
+    syntaxes_for_retrieve,
 )
 from aiodicom.server.scp import IndexSink, QRServer
 from aiodicom.server.steps import run_scan, stepwise
@@ -60,4 +62,5 @@ __all__ = [
     "instances_for_retrieve",
     "run_scan",
     "stepwise",
+    "syntaxes_for_retrieve",
 ]

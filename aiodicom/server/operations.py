@@ -30,7 +30,13 @@ from aiodicom.model import QueryModel
 from aiodicom.negotiation import MAX_CONTEXTS, ContextProposal, build_request_contexts
 from aiodicom.pdu import AssociateRQ, UserInformation
 from aiodicom.server.index import IndexedFileChanged, InstanceIndex, StoredInstance
-from aiodicom.server.query import QueryRefused, count_for_retrieve, find, instances_for_retrieve
+from aiodicom.server.query import (
+    QueryRefused,
+    count_for_retrieve,
+    find,
+    instances_for_retrieve,
+    syntaxes_for_retrieve,
+)
 from aiodicom.server.steps import stepwise
 from aiodicom.services.store import store
 from aiodicom.session import open_session
@@ -269,17 +275,6 @@ async def _sub_operations(
     return True
 
 
-async def _stored_syntaxes(
-    qr: QRContext, identifier: Dataset, model: QueryModel
-) -> list[tuple[str, str]]:
-    """The distinct (SOP class, transfer syntax) pairs a retrieval sends, in the order met."""
-    pairs: dict[tuple[str, str], None] = {}
-    async for batch in stepwise(instances_for_retrieve(qr.index, identifier, model)):
-        for stored in batch:
-            pairs[(stored.sop_class_uid, stored.transfer_syntax_uid)] = None
-    return list(pairs)
-
-
 def _association_request(qr: QRContext, called: str, pairs: list[tuple[str, str]]) -> AssociateRQ:
     # Only the stored syntaxes: the data go as they are, or the sub-operation fails.
     proposals = [ContextProposal(sop_class, (ts,)) for sop_class, ts in pairs[:MAX_CONTEXTS]]
@@ -325,7 +320,7 @@ async def serve_move(op: IncomingOperation, qr: QRContext) -> None:
     if started is None:
         return
     identifier, model, counts = started
-    pairs = await _stored_syntaxes(qr, identifier, model)
+    pairs = syntaxes_for_retrieve(qr.index, identifier, model)
     rq = _association_request(qr, destination, pairs)
     originator = (op.calling_ae_title, op.message.message_id or 0)
     finished = True

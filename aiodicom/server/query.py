@@ -50,6 +50,7 @@ __all__ = [
     "count_for_retrieve",
     "find",
     "instances_for_retrieve",
+    "syntaxes_for_retrieve",
 ]
 
 _COLUMNS = frozenset(COLUMN_KEYWORDS)
@@ -598,3 +599,23 @@ def count_for_retrieve(index: InstanceIndex, identifier: Dataset, model: QueryMo
         total += int(count)
     return total
 
+
+def syntaxes_for_retrieve(
+    index: InstanceIndex, identifier: Dataset, model: QueryModel
+) -> list[tuple[str, str]]:
+    """The distinct (SOP Class UID, Transfer Syntax UID) pairs :func:`instances_for_retrieve`
+    yields, in the order first met: what a C-MOVE proposes to its destination.
+
+    One indexed SELECT DISTINCT per UID of the identifier (the instances are not walked).
+    """
+    level, own, parents = _retrieve_plan(identifier, model)
+    parent_sql, parent_args = _parent_sql(parents)
+    pairs: dict[tuple[str, str], None] = {}
+    for value in own:
+        rows = index.connection.execute(
+            f'SELECT DISTINCT SOPClassUID, TransferSyntaxUID FROM instances WHERE '
+            f'"{level.unique_key}" = ? AND {_join(parent_sql)}',
+            [value, *parent_args],
+        ).fetchall()
+        pairs.update(dict.fromkeys((str(row[0]), str(row[1])) for row in rows))
+    return list(pairs)

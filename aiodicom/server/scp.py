@@ -11,6 +11,7 @@ C-FIND, C-MOVE and C-GET by :mod:`aiodicom.server.operations`.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -24,6 +25,7 @@ from aiodicom.acceptor import (
     leave_serving,
     serve_connection,
 )
+from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
@@ -78,6 +80,11 @@ class QRServer:
     0xA801. Add more at any time with :meth:`add_move_destination`.
     ``limits``: what peers may cost us (:class:`~aiodicom.Limits`; safe defaults).
     ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
+    ``server_ssl_context``: serve over TLS, as the client's acceptor does (a context made for
+    ``ssl.Purpose.CLIENT_AUTH``; with ``verify_mode = ssl.CERT_REQUIRED``, mutual TLS). The
+    associations a C-MOVE opens to its destinations are not TLS.
+    ``access``: who may associate (calling AE titles, source networks, User Identity): an
+    :class:`~aiodicom.AccessPolicy`; by default anyone.
     """
 
     def __init__(
@@ -92,6 +99,8 @@ class QRServer:
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         require_called_ae_title: bool = False,
         limits: Limits | None = None,
+        server_ssl_context: ssl.SSLContext | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
             raise ValueError(f"AE title {ae_title!r} must be 1-16 ASCII characters")
@@ -100,6 +109,7 @@ class QRServer:
         self.listen_host = listen_host
         self._requested_port = listen_port
         self.timeouts = timeouts or Timeouts()
+        self._server_ssl_context = server_ssl_context
         self._qr = QRContext(
             self.index, ae_title, dict(move_destinations or {}), self.timeouts, max_pdu_length
         )
@@ -114,6 +124,7 @@ class QRServer:
         self.policy = AcceptorPolicy(
             ae_title, timeouts=self.timeouts, max_pdu_length=max_pdu_length,
             require_called_ae_title=require_called_ae_title, store_handler=store_handler,
+            access=access if access is not None else AccessPolicy(),
             operations=ServedOperations(
                 handlers=handlers(self._qr),
                 sop_classes=dict.fromkeys(QR_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES),
@@ -150,8 +161,8 @@ class QRServer:
     async def _bind(self) -> Listener:
         if self._listener is None:
             self._listener = await Listener.bind(
-                self.listen_host, self._requested_port, handshake_timeout=self.timeouts.artim,
-                gate=self.policy.gate,
+                self.listen_host, self._requested_port, self._server_ssl_context,
+                handshake_timeout=self.timeouts.artim, gate=self.policy.gate,
             )
         return self._listener
 

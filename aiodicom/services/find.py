@@ -576,6 +576,15 @@ class HierarchicalFind(_MatchStream):
     def result(self) -> HierarchyResult | None:
         return self._run.result
 
+    @property
+    def log_warnings(self) -> bool:
+        """Log the result's warnings (ignored keys...) when done; callers that act on them
+        (retrieve_series checks ignored keys itself) turn this off."""
+        return self._run.log_warnings
+
+    @log_warnings.setter
+    def log_warnings(self, value: bool) -> None:
+        self._run.log_warnings = value
 
 
 class _HierarchyRun:
@@ -590,6 +599,7 @@ class _HierarchyRun:
         self.results: list[FindResult] = []
         self.matches_yielded = 0
         self.result: HierarchyResult | None = None
+        self.log_warnings = True
 
     async def matches(
         self, session: ServiceChannel | None, open_session: SessionOpener | None
@@ -605,8 +615,9 @@ class _HierarchyRun:
                         yield match
         finally:
             self.result = HierarchyResult(tuple(self.results), self.matches_yielded)
-        for warning in self.result.warnings:
-            log.warning("C-FIND (hierarchy): %s", warning)
+        if self.log_warnings:
+            for warning in self.result.warnings:
+                log.warning("C-FIND (hierarchy): %s", warning)
 
     async def _walk(
         self,

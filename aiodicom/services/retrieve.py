@@ -269,6 +269,8 @@ class Retrieval:
         """The AE title we called (the PACS's)."""
         self.calling_ae_title: str | None = None
         """Our own AE title on the association."""
+        self.peer_address: str | None = None
+        """The IP address of the PACS on the association (``None`` when unknown)."""
         self.result: RetrieveResult | None = None
         self._completed: list[str] = []
         self._local_failures: list[str] = []
@@ -440,6 +442,7 @@ class Retrieval:
             request = association.request
             self.peer_ae_title = request.called_ae_title if request else None
             self.calling_ae_title = request.calling_ae_title if request else None
+            self.peer_address = association.peer_address
             context = association.context(self.sop_class_uid)
             transfer_syntax = context.transfer_syntax
             assert transfer_syntax is not None

@@ -16,7 +16,9 @@ any bulk transfer:
    first instance is retrieved alone, and its data set is matched like a response;
 4. only the series whose every key matched are retrieved whole. A probed series that matched
    keeps its probe instance (handed to the caller's sink) and the rest is retrieved at IMAGE
-   level as a UID list, so no instance crosses the network twice.
+   level as a UID list, so no instance crosses the network twice. A peer that refuses the
+   UID list (list matching on SOP Instance UID is optional, PS3.4 C.2.2.2.3) before sending
+   anything gets the series asked for whole instead: the probe instance crosses twice.
 
 The :class:`SeriesSelection` returned holds one :class:`~aiodicom.series.Series` per selected
 series and says, per candidate and per key, how it was checked and with which value.
@@ -39,7 +41,12 @@ from aiodicom.model import Level, QueryModel
 from aiodicom.query import Query
 from aiodicom.series import Series
 from aiodicom.services.find import Find, HierarchicalFind
-from aiodicom.services.retrieve import Retrieval, RetrieveResult
+from aiodicom.services.retrieve import (
+    MoveDestinationUnknown,
+    Retrieval,
+    RetrieveError,
+    RetrieveResult,
+)
 from aiodicom.sinks import DirectorySink, MemorySink, as_sink
 
 log = logging.getLogger("aiodicom.series_selection")
@@ -224,9 +231,9 @@ async def retrieve_series(
         )
     # Read both levels whole before retrieving anything (dcmqrscp's index lock, see above).
     level_keys: dict[str, Any] = dict(keys)
-    matches = await ops.find_series(
-        model=model, character_set=character_set, **level_keys
-    ).all()
+    finder = ops.find_series(model=model, character_set=character_set, **level_keys)
+    finder.log_warnings = False  # ignored keys are this function's business: checked below
+    matches = await finder.all()
     returned = _returned_checks(per_key, matches)
     ignored = sorted({
         check.keyword for checks in returned for check in checks.values()
@@ -269,12 +276,12 @@ async def retrieve_series(
         if remaining is None:
             result = await _retrieve(ops, candidate.match, method, sink)
         elif remaining:
-            result = await _retrieve(
-                ops, _image_query(candidate.match, remaining, model), method, sink,
-                _sop_classes(kept),
-            )
+            result = await _retrieve_rest(ops, candidate, remaining, kept, method, sink, model)
         candidates.append(attrs.evolve(candidate, retrieval=result))
-        uids = [i.sop_instance_uid for i in kept] + list(result.completed if result else ())
+        # dict.fromkeys: the probe arrives again when the rest had to be retrieved whole.
+        uids = list(dict.fromkeys(
+            [i.sop_instance_uid for i in kept] + list(result.completed if result else ())
+        ))
         series.append(Series(_instances_of(sink, uids)))
     return SeriesSelection(tuple(candidates), tuple(series), method, tuple(ignored))
 
@@ -405,6 +412,39 @@ async def _retrieve(
     if method == "move":
         return await ops.move(what, sink=sink)
     return await ops.get(what, sink=sink, sop_classes=sop_classes)
+
+
+async def _retrieve_rest(
+    ops: SelectionOperations,
+    candidate: CandidateSeries,
+    remaining: list[str],
+    kept: list[Instance],
+    method: Method,
+    sink: KeepingSink,
+    model: QueryModel,
+) -> RetrieveResult:
+    """The rest of a probed series as a UID list; the whole series if the peer refuses it
+    (a failure before any instance arrived) or silently matches nothing with it."""
+    try:
+        result = await _retrieve(
+            ops, _image_query(candidate.match, remaining, model), method, sink,
+            _sop_classes(kept),
+        )
+    except MoveDestinationUnknown:
+        raise
+    except RetrieveError as exc:
+        if exc.result.completed or exc.result.cancelled:
+            raise
+        result = exc.result
+    else:
+        if result.completed or result.failed or result.cancelled:
+            return result
+    log.info(
+        "series %s: the peer refused the rest of the series as a list of %d SOP Instance UIDs "
+        "(0x%04X, %s, nothing arrived); retrieving the series whole (the probe instance again)",
+        candidate.series_instance_uid, len(remaining), result.status, result.status_text,
+    )
+    return await _retrieve(ops, candidate.match, method, sink)
 
 
 def _pins(match: Dataset, model: QueryModel) -> dict[str, object]:

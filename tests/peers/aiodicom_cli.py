@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
 
 from peers import LOOPBACK, PeerProcess, free_port, peer_env, wait_for_port
 
@@ -85,3 +89,24 @@ def storescp(directory: Path, log_dir: Path, *, ae_title: str = "STORESCP",
              extra: Sequence[str] = ()) -> CliServer:
     return CliServer("storescp", ["-o", str(directory), "-aet", ae_title, *extra], log_dir,
                      ae_title)
+
+
+def peer_args(server: Any) -> list[str]:
+    """HOST PORT -aec AE of a peer (anything with .host, .port and .ae_title)."""
+    return [server.host, str(server.port), "-aec", server.ae_title]
+
+
+def library_find(
+    server: Any, *, ssl_context: ssl.SSLContext | None = None, **keys: object
+) -> list[Dataset]:
+    """The library's own study-level C-FIND of ``server``: what the command line should show."""
+    import anyio
+
+    import aiodicom
+
+    async def run() -> list[Dataset]:
+        async with aiodicom.Client("AIODICOM", peer=(server.host, server.port, server.ae_title),
+                                   ssl_context=ssl_context) as client:
+            return await client.find(aiodicom.Query.study(**keys)).all()
+
+    return anyio.run(run)
