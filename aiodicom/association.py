@@ -66,6 +66,12 @@ class Timeouts:
     for each response of an operation. ``network``: silence on an established association.
     ``artim``: how long an acceptor waits for A-ASSOCIATE-RQ and for the peer to close after a
     reject, release or abort.
+
+    A peer that stops answering in the middle of an operation surfaces after ``dimse`` seconds
+    plus the wait for its answer to our C-CANCEL (the operation's ``cancel_timeout``, 10 s):
+    70 s with the defaults, chosen for PACS that take long over a first C-FIND response. For
+    interactive use lower both, e.g. ``Timeouts(dimse=15)`` and ``cancel_timeout=3``. What
+    bounds peers that open associations to *us* is :class:`~aiodicom.Limits`.
     """
 
     connect: float | None = 30.0
