@@ -25,6 +25,17 @@ from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pool import AssociationPool, PoolOptions, PoolTimeout
 from aiodicom.query import Query
 from aiodicom.series import Series
+from aiodicom.services.commitment import StoredAndCommitted
+from aiodicom.services.commitment_registry import (
+    CommitmentJournal,
+    CommitmentRegistry,
+    CommitmentResult,
+    CommitmentTimeout,
+    FailedInstance,
+    FailureReason,
+    PendingCommitment,
+    ReferencedInstance,
+)
 from aiodicom.services.find import (
     Find,
     FindError,
@@ -62,12 +73,18 @@ __all__ = [
     "CandidateSeries",
     "CheckedBy",
     "Client",
+    "CommitmentJournal",
+    "CommitmentRegistry",
+    "CommitmentResult",
+    "CommitmentTimeout",
     "ConnectionClosed",
     "ContextProposal",
     "DicomError",
     "DicomTimeoutError",
     "DimseError",
     "DirectorySink",
+    "FailedInstance",
+    "FailureReason",
     "Find",
     "FindError",
     "FindOptions",
@@ -87,6 +104,7 @@ __all__ = [
     "PDUDecodeError",
     "Peer",
     "PeerAddress",
+    "PendingCommitment",
     "PoolOptions",
     "PoolTimeout",
     "PresentationContext",
@@ -94,6 +112,7 @@ __all__ = [
     "Query",
     "QueryError",
     "QueryModel",
+    "ReferencedInstance",
     "Retrieval",
     "RetrieveError",
     "RetrieveResult",
@@ -104,6 +123,7 @@ __all__ = [
     "StatusError",
     "StoreOutcome",
     "StoreResult",
+    "StoredAndCommitted",
     "Timeouts",
     "UnsupportedBackend",
     "UserIdentity",

@@ -134,6 +134,16 @@ class AcceptorPolicy:
     #: C-FIND/C-MOVE/C-GET and the like, served on tasks of their own (see
     #: :class:`IncomingOperation`); ``None``: only C-ECHO and C-STORE.
     operations: ServedOperations | None = None
+    #: Other short requests answered while the association is read, as C-STOREs are: command
+    #: field (N_EVENT_REPORT_RQ, ...) -> handler returning the response.
+    answered_inline: Mapping[int, StoreHandler] = attrs.Factory(dict)
+    #: Further abstract syntaxes accepted (those of ``answered_inline``), with their transfer
+    #: syntaxes.
+    sop_classes: Mapping[str, tuple[str, ...]] = attrs.Factory(dict)
+    #: SOP classes whose requestor gets the SCP role it asks for: a Storage Commitment SCP
+    #: opening an association to report to us proposes to be the SCP (PS3.4 J.3.3), and we the
+    #: SCU receiving its N-EVENT-REPORT.
+    scp_role_classes: frozenset[str] = frozenset()
     #: Who may associate (AE titles, source networks, User Identity): see
     #: :class:`~aiodicom.access.AccessPolicy`; by default anyone.
     access: AccessPolicy = attrs.Factory(AccessPolicy)
@@ -149,6 +159,8 @@ class AcceptorPolicy:
             return UNCOMPRESSED_TRANSFER_SYNTAXES
         if self.operations is not None and abstract_syntax in self.operations.sop_classes:
             return self.operations.sop_classes[abstract_syntax]
+        if abstract_syntax in self.sop_classes:
+            return self.sop_classes[abstract_syntax]
         if self.store_handler is not None and abstract_syntax in _storage_classes():
             return _storage_transfer_syntaxes()
         return None
@@ -207,6 +219,8 @@ class AcceptorPolicy:
         return self.operations.sending_preference if self.operations is not None else ()
 
     def _grant_scp_role(self, abstract_syntax: str) -> bool:
+        if abstract_syntax in self.scp_role_classes:
+            return True
         return (
             self.operations is not None and self.operations.storage_scp_role
             and abstract_syntax in _storage_classes()
@@ -331,6 +345,17 @@ async def _serve_accepted(
                     message, context, request.calling_ae_title, request.called_ae_title,
                     association, dispatcher, cancelled,
                 ), message_id)
+            return
+        inline = policy.answered_inline.get(command_field)
+        if inline is not None:
+            context = association.contexts.get(message.context_id)
+            if context is None or not context.accepted:
+                await association.send_message(_refusal(message, Status.SOP_CLASS_NOT_SUPPORTED))
+            else:
+                await association.send_message(await inline(IncomingStore(
+                    message, context, request.calling_ae_title, request.called_ae_title,
+                    peer_address, policy.limits,
+                )))
             return
         # Read when each request comes: the store handler may be replaced meanwhile.
         store = receive if policy.store_handler is not None else None

@@ -16,9 +16,10 @@ import anyio.abc
 import attrs
 from pydicom import Dataset
 
-from aiodicom.acceptor import AcceptorPolicy, leave_serving, serve_connection
+from aiodicom.acceptor import AcceptorPolicy, IncomingStore, leave_serving, serve_connection
 from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
+from aiodicom.dimse import N_EVENT_REPORT_RQ, DimseMessage
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
 from aiodicom.limits import Limits
@@ -34,6 +35,7 @@ from aiodicom.pdu import (
 from aiodicom.pool import AssociationPool, PeerKey, PoolOptions
 from aiodicom.query import Query
 from aiodicom.routing import DeliveryRouter, UnexpectedHandler
+from aiodicom.services import commitment, commitment_registry
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
@@ -46,6 +48,7 @@ from aiodicom.transport import Connection, Listener
 from aiodicom.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    STORAGE_COMMITMENT_PUSH_MODEL,
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION,
 )
@@ -116,6 +119,11 @@ class Client:
     4 per peer at once, idle ones released after 20 s, callers wait up to 60 s for one. All
     are released when the block ends.
 
+    ``commitments``: where storage commitment transactions wait for their reports (a
+    :class:`~aiodicom.services.commitment_registry.CommitmentRegistry`, e.g. with a journal); by
+    default one in memory. The acceptor takes the reports SCPs send on associations of their
+    own (Storage Commitment, with the SCP role granted to them).
+
     Errors raised in the block reach the caller as they are (never wrapped in an
     ``ExceptionGroup`` by the client's own task group). Only if several of the client's
     internal tasks failed at once, which they are written never to do, would a group be raised.
@@ -136,6 +144,7 @@ class Client:
         server_ssl_context: ssl.SSLContext | None = None,
         require_called_ae_title: bool = False,
         limits: Limits | None = None,
+        commitments: commitment_registry.CommitmentRegistry | None = None,
         access: AccessPolicy | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
@@ -173,8 +182,13 @@ class Client:
             # knows to rename or remove those files.
             data_opener=self._router.opener,
             limits=self.limits,
+            answered_inline={N_EVENT_REPORT_RQ: self._receive_report},
+            sop_classes={STORAGE_COMMITMENT_PUSH_MODEL: UNCOMPRESSED_TRANSFER_SYNTAXES},
+            scp_role_classes=frozenset({STORAGE_COMMITMENT_PUSH_MODEL}),
             access=self.access,
         )
+        self.commitments = commitments if commitments is not None \
+            else commitment_registry.CommitmentRegistry()
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._pool: AssociationPool | None = None
@@ -239,12 +253,23 @@ class Client:
     async def _serve_connection(self, connection: Connection) -> None:
         await serve_connection(connection, self._acceptor_policy)
 
+    async def _receive_report(self, incoming: IncomingStore) -> DimseMessage:
+        return commitment.answer_event_report(
+            incoming.message, incoming.context, incoming.calling_ae_title, self.commitments,
+            same_association=False,
+        )
+
     async def _open(self, key: PeerKey, rq: AssociateRQ) -> Session:
-        host, port, _ = key
-        return await Session.open(
+        host, port, ae_title = key
+        session = await Session.open(
             host, port, rq, timeouts=self.timeouts, max_pdu_length=self.max_pdu_length,
             ssl_context=self.ssl_context, client=self,
         )
+        # A storage commitment report may come late, on an association back in the pool.
+        session.dispatcher.request_handler = commitment.commitment_handler(
+            session, self.commitments, ae_title
+        )
+        return session
 
     # --- peers ------------------------------------------------------------------------------
 
@@ -344,6 +369,33 @@ class Client:
         return await self._default.store(
             items, priority=priority, move_originator=move_originator
         )
+
+    async def commit(
+        self, instances: commitment.CommitItems, *, timeout: float = 60.0,
+        same_association_wait: float | None = None, transaction_uid: str | None = None,
+    ) -> commitment_registry.CommitmentResult:
+        """Storage commitment by the default peer: see :meth:`aiodicom.Peer.commit`."""
+        return await self._default.commit(
+            instances, timeout=timeout, same_association_wait=same_association_wait,
+            transaction_uid=transaction_uid,
+        )
+
+    async def store_and_commit(
+        self, items: store_service.StoreItems, *, timeout: float = 60.0,
+        same_association_wait: float | None = None, priority: int = 0,
+    ) -> commitment.StoredAndCommitted:
+        """C-STORE to the default peer, then storage commitment of what it stored."""
+        return await self._default.store_and_commit(
+            items, timeout=timeout, same_association_wait=same_association_wait,
+            priority=priority,
+        )
+
+    async def commitment_result(
+        self, transaction_uid: str, *, timeout: float | None = 60.0
+    ) -> commitment_registry.CommitmentResult:
+        """Wait again for the report of a storage commitment transaction that timed out
+        (whichever peer it was asked of)."""
+        return await self.commitments.wait(transaction_uid, timeout)
 
 
 @attrs.frozen

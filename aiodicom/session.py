@@ -22,8 +22,8 @@ from aiodicom.model import Level, QueryModel
 from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pdu import AssociateRQ, SOPClassExtendedNegotiation
 from aiodicom.query import Query
+from aiodicom.services import commitment, commitment_registry, series_selection
 from aiodicom.services import echo as echo_service
-from aiodicom.services import series_selection
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
 from aiodicom.services.find import Find, FindOptions, HierarchicalFind
@@ -35,7 +35,11 @@ from aiodicom.services.retrieve import (
     retrieve_sop_class,
 )
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
-from aiodicom.uids import UNCOMPRESSED_TRANSFER_SYNTAXES, VERIFICATION
+from aiodicom.uids import (
+    STORAGE_COMMITMENT_PUSH_MODEL,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    VERIFICATION,
+)
 
 
 class OwningClient(Protocol):
@@ -54,6 +58,9 @@ class OwningClient(Protocol):
 
     @property
     def _router(self) -> MoveRouter: ...
+
+    @property
+    def commitments(self) -> commitment_registry.CommitmentRegistry: ...
 
 AnySink = Sink | MemorySink | DirectorySink
 Clean = Callable[[], bool]
@@ -83,6 +90,13 @@ class Operations:
     @property
     def _client(self) -> OwningClient | None:
         raise NotImplementedError
+
+    @property
+    def _commitments(self) -> commitment_registry.CommitmentRegistry:
+        client = self._client
+        if client is None:
+            raise NotImplementedError
+        return client.commitments
 
     # --- C-FIND ---------------------------------------------------------------------------
 
@@ -335,6 +349,78 @@ class Operations:
             move_originator=move_originator,
         )
 
+    async def store_and_commit(
+        self,
+        items: store_service.StoreItems,
+        *,
+        timeout: float = 60.0,
+        same_association_wait: float | None = None,
+        priority: int = 0,
+    ) -> commitment.StoredAndCommitted:
+        """C-STORE each item, then ask for storage commitment of those stored (see
+        :meth:`store` and :meth:`commit`): the peer's answer says which it now keeps safe."""
+        stored = await self.store(items, priority=priority)
+        ok = [outcome for outcome in stored.outcomes if outcome.ok]
+        committed = await self.commit(
+            ok, timeout=timeout, same_association_wait=same_association_wait
+        ) if ok else None
+        return commitment.StoredAndCommitted(stored, committed)
+
+    # --- Storage Commitment -----------------------------------------------------------------
+
+    async def commit(
+        self,
+        instances: commitment.CommitItems,
+        *,
+        timeout: float = 60.0,
+        same_association_wait: float | None = None,
+        transaction_uid: str | None = None,
+    ) -> commitment_registry.CommitmentResult:
+        """Storage Commitment (PS3.4 Annex J): ask the peer to take responsibility for
+        ``instances`` and wait up to ``timeout`` seconds for its answer, a
+        :class:`~aiodicom.CommitmentResult` listing the instances committed and those failed
+        (with failure reasons).
+
+        The peer answers with an N-EVENT-REPORT, on the request's association or later on one
+        it opens to our acceptor (the client must then listen, and the peer know our AE
+        title, host and port). The request's association is kept and read for
+        ``same_association_wait`` seconds (default: the whole timeout), then given back while
+        the wait goes on. On timeout :class:`~aiodicom.CommitmentTimeout` is raised and the
+        transaction stays pending: ``await client.commitment_result(exc.transaction_uid)``
+        waits again. A refused request raises :class:`~aiodicom.StatusError`.
+        """
+        requested = commitment.references(instances)
+        registry = self._commitments
+        started = anyio.current_time()
+        hold = timeout if same_association_wait is None else min(same_association_wait, timeout)
+        async with self._using([_plain(STORAGE_COMMITMENT_PUSH_MODEL)]) as session:
+            rq = session.association.request
+            peer_ae_title = rq.called_ae_title if rq is not None else ""
+            dispatcher = session.dispatcher
+            previous = dispatcher.request_handler
+            dispatcher.request_handler = commitment.commitment_handler(
+                session, registry, peer_ae_title, previous
+            )
+            try:
+                pending = await commitment.request_commitment(
+                    session, requested, registry, peer_ae_title=peer_ae_title,
+                    transaction_uid=transaction_uid,
+                )
+                await commitment.hold_for_report(
+                    session, registry, pending.transaction_uid, hold
+                )
+            finally:
+                dispatcher.request_handler = previous
+        remaining = max(0.0, timeout - (anyio.current_time() - started))
+        return await registry.wait(pending.transaction_uid, remaining)
+
+    async def commitment_result(
+        self, transaction_uid: str, *, timeout: float | None = 60.0
+    ) -> commitment_registry.CommitmentResult:
+        """Wait again for the report of a storage commitment transaction whose
+        :meth:`commit` timed out (it arrives at our acceptor, or on an association of ours)."""
+        return await self._commitments.wait(transaction_uid, timeout)
+
 
 def _plain(abstract_syntax: str) -> ContextProposal:
     return ContextProposal(abstract_syntax, UNCOMPRESSED_TRANSFER_SYNTAXES)
@@ -355,6 +441,10 @@ class Session(Operations):
         self.association = association
         self.dispatcher = dispatcher
         self.client = client
+        # Without a client, the reports can only come on this association: its own registry.
+        self._own_commitments = (
+            commitment_registry.CommitmentRegistry() if client is None else None
+        )
 
     @classmethod
     async def open(
@@ -390,6 +480,12 @@ class Session(Operations):
     @property
     def _client(self) -> OwningClient | None:
         return self.client
+
+    @property
+    def _commitments(self) -> commitment_registry.CommitmentRegistry:
+        if self._own_commitments is not None:
+            return self._own_commitments
+        return super()._commitments
 
     @asynccontextmanager
     async def _using(

@@ -78,6 +78,10 @@ COMPOSITE_INSTANCE_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.4.2"
 COMPOSITE_INSTANCE_ROOT_GET = "1.2.840.10008.5.1.4.1.2.4.3"
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
+STORAGE_COMMITMENT_PUSH_MODEL = "1.2.840.10008.1.20.1"
+STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
+"""The well-known SOP instance every Storage Commitment N-ACTION and N-EVENT-REPORT names."""
+
 
 def compressed_transfer_syntaxes() -> tuple[str, ...]:
     """Every encapsulated transfer syntax pydicom knows: storage contexts accept them as-is."""

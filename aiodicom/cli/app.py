@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from aiodicom.cli import demo, scu, servers
+from aiodicom.cli import demo, pull, scu, servers
 from aiodicom.cli.common import EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, Args
 from aiodicom.cli.params import CONTEXT_SETTINGS, preformatted
 
@@ -27,7 +27,7 @@ A peer is HOST PORT, or a name from ~/.config/aiodicom/peers.toml ($AIODICOM_PEE
 
 'aiodicom COMMAND --help' tells each command's arguments and options.""")
 
-COMMAND_MODULES = (scu, servers, demo)
+COMMAND_MODULES = (scu, pull, servers, demo)
 """The modules whose ``COMMANDS`` are the subcommands, in the order ``--help`` lists them. A new
 subcommand is a module with a ``COMMANDS`` tuple (see :mod:`aiodicom.cli.params`) added here."""
 

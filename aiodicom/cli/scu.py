@@ -40,6 +40,7 @@ from aiodicom.client import Client
 from aiodicom.errors import QueryError
 from aiodicom.model import Level, QueryModel
 from aiodicom.query import Query
+from aiodicom.services.commitment_registry import CommitmentTimeout
 from aiodicom.services.find import (
     Find,
     FindOptions,
@@ -53,6 +54,7 @@ from aiodicom.services.retrieve import (
     RetrieveError,
     RetrieveResult,
 )
+from aiodicom.services.store import StoreOutcome
 from aiodicom.sinks import DirectorySink, MemorySink
 from aiodicom.status import StatusCategory, status_category
 
@@ -215,6 +217,18 @@ _HOW = {
 }
 
 
+def _listener_options(section: str, what: str, default: str) -> list[Any]:
+    """``--our-port`` and ``--listen-host``: where our acceptor listens for the peer."""
+    return [
+        option("--our-port", "listen_port", type=PORT, metavar="PORT", section=section,
+               help=f"the port of our {what} (the peer must know our AE title at this port; "
+                    f"default: peers.toml's our_port, {default})"),
+        option("--listen-host", default="127.0.0.1", metavar="ADDRESS", section=section,
+               help=f"the address of our {what} (default 127.0.0.1, as the library's; "
+                    "0.0.0.0 for a PACS on another machine)"),
+    ]
+
+
 def _retrieve_command(method: str) -> Command:
     """``move``, ``get`` or ``retrieve`` (either, as peers.toml or --method says)."""
     tool = {"move": "movescu", "get": "getscu"}.get(method)
@@ -238,12 +252,7 @@ def _retrieve_command(method: str) -> Command:
         options += [
             option("--dest", metavar="AET", section=section,
                    help="move to this AE instead of to us (nothing is written here)"),
-            option("--our-port", "listen_port", type=PORT, metavar="PORT", section=section,
-                   help="our storage SCP's port (the peer must know our AE title at this port;"
-                        " default: peers.toml's our_port, else 11113)"),
-            option("--listen-host", default="127.0.0.1", metavar="ADDRESS", section=section,
-                   help="our storage SCP's address (default 127.0.0.1, as the library's; "
-                        "0.0.0.0 for a PACS on another machine)"),
+            *_listener_options(section, "storage SCP", "else 11113"),
         ]
     stack([*options, network_options()])(run)
     return command(
@@ -356,11 +365,22 @@ def _files(paths: list[Path]) -> list[Path]:
 
 @command("store", "C-STORE files and directories (storescu)",
          "Send DICOM files (directories are walked) with a progress bar; files that are not "
-         "DICOM are reported and skipped.")
+         "DICOM are reported and skipped. With --commit, the peer is then asked for storage "
+         "commitment of the files it stored, and its answer is shown: which it keeps safe, "
+         "which not and why.")
 # One argument list: an optional PORT cannot be told from the first file by position alone.
 @argument("targets", metavar="HOST|NAME [PORT] FILE_OR_DIR...", nargs=-1, required=True,
           help="the peer (host and port, or a name from peers.toml), then the files and "
                "directories to send")
+@option("--commit", is_flag=True, section="storage commitment",
+        help="ask the peer to commit what it stored (N-ACTION) and wait for its answer; exit "
+             "code 3 unless every file was committed")
+@option("--commit-timeout", type=click.FloatRange(min=0), default=60.0, metavar="SECONDS",
+        section="storage commitment",
+        help="how long to wait for the answer (default 60)")
+@stack(_listener_options(
+    "storage commitment", "acceptor, for the answer",
+    "else none: then the answer must come on the request's association"))
 @network_options()
 async def store(args: Args) -> int:
     from aiodicom.cli.output import Bar
@@ -374,9 +394,14 @@ async def store(args: Args) -> int:
     files = _files([Path(t) for t in targets])
     if not files:
         raise CliError("no files to send in " + ", ".join(targets))
-    ok = warned = 0
+    kwargs: dict[str, Any] = {}
+    listen_port = args.listen_port if args.listen_port is not None else peer.our_port
+    if args.commit and listen_port is not None:
+        kwargs = {"listen_port": listen_port, "listen_host": args.listen_host}
+    stored: list[StoreOutcome] = []
+    warned = 0
     failed: list[str] = []
-    async with client_for(args, peer) as client:
+    async with client_for(args, peer, **kwargs) as client:
         with Bar(args, "C-STORE", len(files)) as bar:
             for file in files:
                 # One file per call so that the bar moves; the pool keeps the association for
@@ -385,22 +410,58 @@ async def store(args: Args) -> int:
                 for outcome in result.outcomes:
                     category = status_category(outcome.status)
                     if category is StatusCategory.SUCCESS:
-                        ok += 1
+                        stored.append(outcome)
                     elif category is StatusCategory.WARNING:
+                        stored.append(outcome)
                         warned += 1
                     else:
                         comment = f" ({outcome.error_comment})" if outcome.error_comment else ""
                         failed.append(f"{outcome.source}: {outcome.status_text}{comment}")
                     bar.update(advance=1, add_bytes=outcome.bytes_sent, failed=len(failed),
                                warning=warned)
-    if not args.quiet:
-        print(f"C-STORE to {peer.ae_title}: {ok} stored, {len(failed)} failed, {warned} warning;"
-              f" {bar.summary_bytes()}", file=sys.stderr)
-        for text in failed:
-            print(f"failed: {text}", file=sys.stderr)
-    if failed:
+        if not args.quiet:
+            print(f"C-STORE to {peer.ae_title}: {len(stored) - warned} stored, {len(failed)} "
+                  f"failed, {warned} warning; {bar.summary_bytes()}", file=sys.stderr)
+            for text in failed:
+                print(f"failed: {text}", file=sys.stderr)
+        committed = await _commit(args, client, peer.ae_title, stored) if args.commit \
+            else True
+    if failed or not committed:
         return EXIT_FAILURE
     return EXIT_WARNING if warned else EXIT_OK
+
+
+async def _commit(args: Args, client: Client, peer_ae_title: str,
+                  stored: list[StoreOutcome]) -> bool:
+    """Storage commitment of what was stored; whether every file was committed."""
+    if not stored:
+        if not args.quiet:
+            print("storage commitment: nothing was stored, nothing to commit", file=sys.stderr)
+        return True
+    try:
+        result = await client.commit(stored, timeout=args.commit_timeout)
+    except CommitmentTimeout as exc:
+        print(f"aiodicom store: no storage commitment answer from {peer_ae_title} within "
+              f"{args.commit_timeout} s (transaction {exc.transaction_uid}); raise "
+              "--commit-timeout, or give --our-port and check that the peer knows our AE title"
+              " at that port (it may answer on an association of its own)", file=sys.stderr)
+        return False
+    sources = {outcome.sop_instance_uid: outcome.source for outcome in stored}
+    if not args.quiet:
+        how = "on the request's association" if result.same_association \
+            else "on an association of its own"
+        print(f"storage commitment by {result.reporter_ae_title}: {len(result.committed)} "
+              f"committed, {len(result.failed)} not committed (transaction "
+              f"{result.transaction_uid}, answered {how})", file=sys.stderr)
+        for failure in result.failed:
+            code = f" (0x{failure.failure_reason:04X})" if failure.failure_reason is not None \
+                else ""
+            name = sources.get(failure.sop_instance_uid, failure.sop_instance_uid)
+            print(f"not committed: {name}: {failure.reason}{code}", file=sys.stderr)
+        for missing in result.unreported:
+            name = sources.get(missing.sop_instance_uid, missing.sop_instance_uid)
+            print(f"not committed: {name}: the answer does not mention it", file=sys.stderr)
+    return result.ok
 
 
 move = _retrieve_command("move")

@@ -34,6 +34,7 @@ The index and the engine touch no network. The handlers on the acceptor
 Every call is synchronous and bounded: one instance stored, one scan step, one batch.
 """
 
+from aiodicom.server.commitment import CommitmentOptions
 from aiodicom.server.index import IndexedFileChanged, InstanceIndex, ScanProgress, StoredInstance
 from aiodicom.server.query import (
     HierarchyError,
@@ -48,6 +49,7 @@ from aiodicom.server.scp import IndexSink, QRServer
 from aiodicom.server.steps import run_scan, stepwise
 
 __all__ = [
+    "CommitmentOptions",
     "HierarchyError",
     "IdentifierError",
     "IndexSink",

@@ -45,7 +45,14 @@ from aiodicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 log = logging.getLogger("aiodicom.qrscp")
 
-__all__ = ["QR_SOP_CLASSES", "QRContext", "serve_find", "serve_get", "serve_move"]
+__all__ = [
+    "QR_SOP_CLASSES",
+    "QRContext",
+    "association_request",
+    "serve_find",
+    "serve_get",
+    "serve_move",
+]
 
 MAX_FAILED_UIDS = 1000
 """Failed SOP Instance UIDs listed in one final response: a UI element of an Explicit VR
@@ -277,7 +284,16 @@ async def _sub_operations(
 
 def _association_request(qr: QRContext, called: str, pairs: list[tuple[str, str]]) -> AssociateRQ:
     # Only the stored syntaxes: the data go as they are, or the sub-operation fails.
-    proposals = [ContextProposal(sop_class, (ts,)) for sop_class, ts in pairs[:MAX_CONTEXTS]]
+    return association_request(
+        qr, called, [ContextProposal(sop_class, (ts,)) for sop_class, ts in pairs[:MAX_CONTEXTS]]
+    )
+
+
+def association_request(
+    qr: QRContext, called: str, proposals: list[ContextProposal]
+) -> AssociateRQ:
+    """An A-ASSOCIATE-RQ from the server to ``called`` (a C-MOVE destination, a storage
+    commitment report)."""
     contexts, roles = build_request_contexts(proposals)
     return AssociateRQ(
         called_ae_title=called,

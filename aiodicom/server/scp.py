@@ -20,6 +20,7 @@ import anyio.abc
 
 from aiodicom.acceptor import (
     AcceptorPolicy,
+    IncomingOperation,
     IncomingStore,
     ServedOperations,
     leave_serving,
@@ -27,15 +28,20 @@ from aiodicom.acceptor import (
 )
 from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
-from aiodicom.dimse import DimseMessage
+from aiodicom.dimse import N_ACTION_RQ, DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.instance import Instance
 from aiodicom.limits import Limits
+from aiodicom.server.commitment import CommitmentOptions, ReportTasks, serve_commitment
 from aiodicom.server.index import InstanceIndex
 from aiodicom.server.operations import QR_SOP_CLASSES, QRContext, handlers
 from aiodicom.services.storage_scp import Recipient, receive_store, store_into
 from aiodicom.transport import Connection, Listener
-from aiodicom.uids import EXPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES
+from aiodicom.uids import (
+    EXPLICIT_VR_LE,
+    STORAGE_COMMITMENT_PUSH_MODEL,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+)
 
 log = logging.getLogger("aiodicom.qrscp")
 
@@ -85,6 +91,16 @@ class QRServer:
     associations a C-MOVE opens to its destinations are not TLS.
     ``access``: who may associate (calling AE titles, source networks, User Identity): an
     :class:`~aiodicom.AccessPolicy`; by default anyone.
+
+    It is also a Storage Commitment SCP (Push Model): ``commitment``
+    (:class:`~aiodicom.server.commitment.CommitmentOptions`, changeable as
+    :attr:`commitment`) says whether reports go on the request's association or on a new one
+    to the requestor (at its move destination address), and may fail chosen instances.
+
+    :attr:`open_associations` and :attr:`peak_associations` count the connections being
+    served (one association each), as a PACS would see its callers, and
+    :attr:`served_associations` all of them so far: what a test or a benchmark reads to check
+    a client's per-peer limits; :meth:`reset_peak` starts a new observation of the peak.
     """
 
     def __init__(
@@ -100,6 +116,7 @@ class QRServer:
         require_called_ae_title: bool = False,
         limits: Limits | None = None,
         server_ssl_context: ssl.SSLContext | None = None,
+        commitment: CommitmentOptions | None = None,
         access: AccessPolicy | None = None,
     ) -> None:
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii():
@@ -114,6 +131,14 @@ class QRServer:
             self.index, ae_title, dict(move_destinations or {}), self.timeouts, max_pdu_length
         )
         storage = _IndexStorage(self.index)
+        self.commitment = commitment if commitment is not None else CommitmentOptions()
+        self._reports = ReportTasks()
+        served = handlers(self._qr)
+
+        async def on_commitment(op: IncomingOperation) -> None:
+            await serve_commitment(op, self._qr, self.commitment, self._reports)
+
+        served[N_ACTION_RQ] = on_commitment
 
         async def store_handler(incoming: IncomingStore) -> DimseMessage:
             return await receive_store(
@@ -126,8 +151,11 @@ class QRServer:
             require_called_ae_title=require_called_ae_title, store_handler=store_handler,
             access=access if access is not None else AccessPolicy(),
             operations=ServedOperations(
-                handlers=handlers(self._qr),
-                sop_classes=dict.fromkeys(QR_SOP_CLASSES, UNCOMPRESSED_TRANSFER_SYNTAXES),
+                handlers=served,
+                sop_classes=dict.fromkeys(
+                    (*QR_SOP_CLASSES, STORAGE_COMMITMENT_PUSH_MODEL),
+                    UNCOMPRESSED_TRANSFER_SYNTAXES,
+                ),
                 storage_scp_role=True,
                 # What most archives and our own synthetic data store: a C-GET requestor
                 # listing Implicit VR first (pynetdicom's default) still gets them unchanged.
@@ -137,6 +165,9 @@ class QRServer:
         )
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
+        self.open_associations = 0
+        self.peak_associations = 0
+        self.served_associations = 0
 
     @property
     def move_destinations(self) -> dict[str, tuple[str, int]]:
@@ -175,8 +206,11 @@ class QRServer:
         listener = await self._bind()
         task_status.started(listener.port)
         try:
-            await listener.serve(self._serve_connection)
+            async with anyio.create_task_group() as reports:
+                self._reports.tasks = reports
+                await listener.serve(self._serve_connection)
         finally:
+            self._reports.tasks = None
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
                 self._listener = None
@@ -187,6 +221,7 @@ class QRServer:
         await tasks.__aenter__()
         tasks.start_soon(listener.serve, self._serve_connection)
         self._tasks = tasks
+        self._reports.tasks = tasks
         return self
 
     async def __aexit__(
@@ -197,6 +232,7 @@ class QRServer:
     ) -> bool | None:
         tasks, self._tasks = self._tasks, None
         listener, self._listener = self._listener, None
+        self._reports.tasks = None
         if tasks is None:
             if listener is not None:
                 with anyio.CancelScope(shield=True):
@@ -204,6 +240,16 @@ class QRServer:
             return None
         return await leave_serving(tasks, listener, exc_type, exc, tb)
 
+    def reset_peak(self) -> None:
+        """Start a new observation: :attr:`peak_associations` becomes the number open now."""
+        self.peak_associations = self.open_associations
+
     async def _serve_connection(self, connection: Connection) -> None:
-        await serve_connection(connection, self.policy)
+        self.open_associations += 1
+        self.served_associations += 1
+        self.peak_associations = max(self.peak_associations, self.open_associations)
+        try:
+            await serve_connection(connection, self.policy)
+        finally:
+            self.open_associations -= 1
 

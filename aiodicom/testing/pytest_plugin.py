@@ -24,6 +24,7 @@ import attrs
 import pytest
 
 from aiodicom.server import InstanceIndex, QRServer
+from aiodicom.server.commitment import CommitmentOptions
 from aiodicom.testing.synthetic import synthetic_instances, write_synthetic
 
 try:  # pytest-asyncio's decorator works in its strict mode too; anyio's plugin takes plain ones
@@ -89,8 +90,15 @@ class QRScp:
         return self.server.address
 
     def add_move_destination(self, ae_title: str, host: str, port: int) -> None:
-        """Let C-MOVEs send to ``ae_title`` at ``host:port`` (unknown ones get 0xA801)."""
+        """Let C-MOVEs send to ``ae_title`` at ``host:port`` (unknown ones get 0xA801); also
+        where storage commitment reports to ``ae_title`` go on a new association."""
         self.server.add_move_destination(ae_title, host, port)
+
+    @property
+    def commitment(self) -> CommitmentOptions:
+        """How it answers storage commitment requests (change ``report_on``,
+        ``failure_reason``)."""
+        return self.server.commitment
 
 
 @_async_fixture
