@@ -19,6 +19,7 @@ from aiodicom.errors import (
     UnsupportedBackend,
 )
 from aiodicom.instance import Instance
+from aiodicom.limits import Limits
 from aiodicom.model import Level, QueryModel
 from aiodicom.negotiation import ContextProposal, PresentationContext
 from aiodicom.pool import AssociationPool, PoolOptions, PoolTimeout
@@ -95,6 +96,7 @@ __all__ = [
     "InstanceArrived",
     "KeyCheck",
     "Level",
+    "Limits",
     "LocalProtocolError",
     "MemorySink",
     "MoveDestinationUnknown",

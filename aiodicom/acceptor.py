@@ -10,6 +10,7 @@ to its own sub-operations through the same dispatcher.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -22,9 +23,10 @@ import attrs
 
 from aiodicom.access import AccessPolicy
 from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Association, Timeouts
-from aiodicom.dimse import C_CANCEL_RQ, NO_DATASET, DataSetOpener, DimseMessage
+from aiodicom.dimse import C_CANCEL_RQ, NO_DATASET, DataSetWriter, DimseMessage
 from aiodicom.dispatcher import Dispatcher
 from aiodicom.errors import DicomError
+from aiodicom.limits import LOCAL_LIMIT_EXCEEDED, AssociationGate, Limits
 from aiodicom.negotiation import PresentationContext, acceptor_contexts
 from aiodicom.pdu import (
     APPLICATION_CONTEXT_NAME,
@@ -33,7 +35,9 @@ from aiodicom.pdu import (
     AssociateRQ,
     UserInformation,
 )
-from aiodicom.services.storage_scp import answer_request
+from aiodicom.reassembly import DataSetOpener
+from aiodicom.services.storage_scp import answer_request, release_spool
+from aiodicom.spool import temporary_spool
 from aiodicom.status import Status
 from aiodicom.transport import Connection, Listener
 from aiodicom.uids import (
@@ -56,6 +60,8 @@ class IncomingStore:
     called_ae_title: str
     #: The IP address the association comes from (``None`` when unknown).
     peer_address: str | None = None
+    #: The acceptor's limits (what a deflated data set may be inflated to, to check it).
+    limits: Limits | None = None
 
 
 StoreHandler = Callable[[IncomingStore], Awaitable[DimseMessage]]
@@ -124,7 +130,8 @@ class AcceptorPolicy:
     require_called_ae_title: bool = False
     store_handler: StoreHandler | None = None
     #: Given an association's contexts, the calling AE title and the source address, chooses
-    #: where incoming data sets go (see :class:`~aiodicom.dimse.DataSetOpener`); default: memory.
+    #: where incoming data sets go (see :class:`~aiodicom.reassembly.DataSetOpener`); default:
+    #: memory.
     data_opener: DataOpenerFactory | None = None
     #: C-FIND/C-MOVE/C-GET and the like, served on tasks of their own (see
     #: :class:`IncomingOperation`); ``None``: only C-ECHO and C-STORE.
@@ -142,6 +149,12 @@ class AcceptorPolicy:
     #: Who may associate (AE titles, source networks, User Identity): see
     #: :class:`~aiodicom.access.AccessPolicy`; by default anyone.
     access: AccessPolicy = attrs.Factory(AccessPolicy)
+    #: What peers may cost us (see :class:`~aiodicom.limits.Limits`).
+    limits: Limits = attrs.Factory(Limits)
+    #: Counts the associations served under this policy against ``limits``.
+    gate: AssociationGate = attrs.Factory(
+        lambda policy: AssociationGate(policy.limits), takes_self=True
+    )
 
     def transfer_syntaxes_for(self, abstract_syntax: str) -> Iterable[str] | None:
         if abstract_syntax == VERIFICATION:
@@ -234,27 +247,63 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
         log.info("refused a connection from %s: not in the allowed networks", peer_address)
         await connection.aclose()
         return
+    counted: list[str] = []  # the calling AE title, once its association is counted
 
     async def decide(rq: AssociateRQ) -> AssociateAC | AssociateRJ:
-        return await policy.answer(rq, peer_address)
+        answer = await policy.answer(rq, peer_address)
+        if isinstance(answer, AssociateAC):
+            if not policy.gate.enter_ae(rq.calling_ae_title):
+                log.info("rejected %s: %d associations of it at once already",
+                         rq.calling_ae_title, policy.limits.max_associations_per_ae)
+                return LOCAL_LIMIT_EXCEEDED
+            counted.append(rq.calling_ae_title)
+        return answer
 
+    try:
+        await _serve_accepted(connection, policy, decide, peer_address)
+    finally:
+        for ae_title in counted:
+            policy.gate.leave_ae(ae_title)
+
+
+def _spooling(opener: DataSetOpener | None, limits: Limits) -> DataSetOpener:
+    """``opener``, and where it has no writer of its own the data set waits in a temporary
+    file past ``limits.max_data_set_memory``: no path holds a large data set in memory."""
+
+    def open_data(context_id: int, command: dict[str, object]) -> DataSetWriter | None:
+        chosen = opener(context_id, command) if opener is not None else None
+        if chosen is not None:
+            return chosen
+        return temporary_spool(limits.spool_directory, limits.max_data_set_memory)
+
+    return open_data
+
+
+async def _serve_accepted(
+    connection: Connection, policy: AcceptorPolicy,
+    decide: Callable[[AssociateRQ], Awaitable[AssociateAC | AssociateRJ]],
+    peer_address: str | None,
+) -> None:
     association = await Association.accept(
         connection, decide, timeouts=policy.timeouts, max_pdu_length=policy.max_pdu_length,
-        contexts_for=policy.contexts_for,
+        contexts_for=policy.contexts_for, limits=policy.limits,
     )
     if association is None:
         return
+    connection.established = True
     assert association.request is not None
     request = association.request
-    if policy.data_opener is not None:
-        association.open_data = policy.data_opener(
-            association.contexts, request.calling_ae_title, peer_address
-        )
+    association.open_data = _spooling(
+        policy.data_opener(association.contexts, request.calling_ae_title, peer_address)
+        if policy.data_opener is not None else None,
+        policy.limits,
+    )
 
     async def receive(message: DimseMessage, context: PresentationContext) -> DimseMessage:
         assert policy.store_handler is not None
         return await policy.store_handler(IncomingStore(
-            message, context, request.calling_ae_title, request.called_ae_title, peer_address
+            message, context, request.calling_ae_title, request.called_ae_title, peer_address,
+            policy.limits,
         ))
 
     operations = policy.operations
@@ -263,7 +312,8 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
     async def operate(incoming: IncomingOperation, message_id: int) -> None:
         try:
             assert operations is not None
-            await operations.handlers[incoming.message.command_field](incoming)
+            async with association.working():
+                await operations.handlers[incoming.message.command_field](incoming)
         except DicomError as exc:
             log.info("%s from %s ended the association: %s", incoming.message.name,
                      incoming.calling_ae_title, exc)
@@ -274,6 +324,7 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
             await association.abort()
         finally:
             running.pop(message_id, None)
+            release_spool(incoming.message)
 
     async def handle(message: DimseMessage) -> None:
         command_field = message.command_field
@@ -304,14 +355,17 @@ async def serve_association(connection: Connection, policy: AcceptorPolicy) -> N
                 await association.send_message(_refusal(message, Status.SOP_CLASS_NOT_SUPPORTED))
             else:
                 await association.send_message(await inline(IncomingStore(
-                    message, context, request.calling_ae_title, request.called_ae_title
+                    message, context, request.calling_ae_title, request.called_ae_title,
+                    peer_address, policy.limits,
                 )))
             return
         # Read when each request comes: the store handler may be replaced meanwhile.
         store = receive if policy.store_handler is not None else None
-        await association.send_message(
-            await answer_request(message, association.contexts, store)
-        )
+        try:
+            answer = await answer_request(message, association.contexts, store)
+        finally:
+            release_spool(message)
+        await association.send_message(answer)
 
     dispatcher = Dispatcher(association, request_handler=handle)
     failure: BaseException | None = None
@@ -355,6 +409,10 @@ async def serve_connection(connection: Connection, policy: AcceptorPolicy) -> No
         log.info("incoming association ended: %s", exc)
     except Exception:
         log.exception("incoming association failed")
+    finally:
+        # Whatever way it ended, the socket must not outlive it (closing twice is harmless).
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await connection.aclose()
 
 
 async def leave_serving(

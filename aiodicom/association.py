@@ -6,17 +6,20 @@ Message IDs; :mod:`aiodicom.dispatcher` reads from it and routes.
 
 from __future__ import annotations
 
+import logging
+import math
 import ssl
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from itertools import chain
 
 import anyio
 import anyio.abc
 import attrs
 
-from aiodicom.dimse import DataSetOpener, DimseMessage, MessageAssembler, encode_message
+from aiodicom.dimse import DimseMessage, encode_message
 from aiodicom.errors import (
     AssociationAborted,
     AssociationError,
@@ -26,9 +29,11 @@ from aiodicom.errors import (
     DimseError,
     NoAcceptedContext,
 )
+from aiodicom.limits import Limits
 from aiodicom.negotiation import PresentationContext, requestor_contexts
 from aiodicom.pacing import pace
 from aiodicom.pdu import PDU_HEADER_LENGTH, AssociateAC, AssociateRJ, AssociateRQ, describe_abort
+from aiodicom.reassembly import DataSetOpener, MessageAssembler
 from aiodicom.statemachine import (
     Aborted,
     AssociateAccepted,
@@ -44,6 +49,8 @@ from aiodicom.statemachine import (
 )
 from aiodicom.transport import Connection, connect
 from aiodicom.uids import uid_name
+
+log = logging.getLogger("aiodicom.association")
 
 DEFAULT_MAX_PDU_LENGTH = 256 * 1024
 """What we tell peers we can receive: large PDUs mean fewer reads and less Python per byte."""
@@ -62,6 +69,12 @@ class Timeouts:
     for each response of an operation. ``network``: silence on an established association.
     ``artim``: how long an acceptor waits for A-ASSOCIATE-RQ and for the peer to close after a
     reject, release or abort.
+
+    A peer that stops answering in the middle of an operation surfaces after ``dimse`` seconds
+    plus the wait for its answer to our C-CANCEL (the operation's ``cancel_timeout``, 10 s):
+    70 s with the defaults, chosen for PACS that take long over a first C-FIND response. For
+    interactive use lower both, e.g. ``Timeouts(dimse=15)`` and ``cancel_timeout=3``. What
+    bounds peers that open associations to *us* is :class:`~aiodicom.Limits`.
     """
 
     connect: float | None = 30.0
@@ -99,6 +112,16 @@ class Association:
         # Whole PDUs may be left in the receive buffer: decode them before reading again.
         self._undecoded = False
         self.closed = anyio.Event()
+        #: Seconds without a byte received before the association is aborted (``None``: no
+        #: limit); not counted while :meth:`working` (we owe the peer a response, it waits).
+        self.idle_timeout = timeouts.network
+        self._limits: Limits | None = None
+        self._working = 0
+        self._read_scope: anyio.CancelScope | None = None
+        # The PDU arriving at the front of the buffer (its offset in the stream) and the
+        # seconds spent waiting for it: what the minimum receive rate is checked on.
+        self._pdu_offset = -1
+        self._pdu_waited = 0.0
 
     @property
     def peer_address(self) -> str | None:
@@ -149,7 +172,7 @@ class Association:
         if isinstance(event, AssociateAccepted):
             assert self.request is not None
             self.response = event.response
-            self.contexts = requestor_contexts(self.request, event.response)
+            self._set_contexts(requestor_contexts(self.request, event.response))
             self.peer_max_pdu_length = event.response.user_information.max_pdu_length or 0
         elif isinstance(event, AssociateRejected):
             rj = event.response
@@ -167,13 +190,22 @@ class Association:
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         contexts_for: Callable[[AssociateRQ, AssociateAC], dict[int, PresentationContext]]
         | None = None,
+        limits: Limits | None = None,
     ) -> Association | None:
-        """Run the acceptor side up to an established association (``None`` if rejected)."""
+        """Run the acceptor side up to an established association (``None`` if rejected).
+
+        With ``limits`` the peer is held to them: idle timeout, minimum receive rate, largest
+        command set."""
         machine = AssociationStateMachine(
             requestor=False, max_receive_pdu_size=_receive_limit(max_pdu_length)
         )
         machine.connection_made()
         association = cls(connection, machine, timeouts=timeouts)
+        if limits is not None:
+            association._limits = limits
+            association._assembler.max_command_bytes = limits.max_command_bytes
+            if timeouts.network is None or limits.idle_timeout < timeouts.network:
+                association.idle_timeout = limits.idle_timeout
         try:
             with anyio.fail_after(timeouts.artim):
                 while association.request is None:
@@ -182,23 +214,40 @@ class Association:
                             association.request = event.request
                         else:
                             association._raise_for_end(event)
+                    if association.request is None and association.closed.is_set():
+                        raise ConnectionClosed("the connection closed before A-ASSOCIATE-RQ")
         except (TimeoutError, AssociationError):
             await association._close_stream()
             return None
         rq = association.request
         answer = await decide(rq)
+        if isinstance(answer, AssociateAC):
+            try:
+                machine.accept(answer)
+            except ValueError as exc:
+                # An answer that cannot be encoded (echoing a peer's oversized role selection
+                # UID, say) is the request's fault: reject it, close within ARTIM.
+                log.warning("rejected an A-ASSOCIATE-RQ from %s: cannot answer it: %s",
+                            rq.calling_ae_title, exc)
+                answer = AssociateRJ(result=1, source=1, reason=1)
         if isinstance(answer, AssociateRJ):
             machine.reject(answer)
             await association._flush()
             await association._await_close()
             return None
-        machine.accept(answer)
         association.response = answer
         association.peer_max_pdu_length = rq.user_information.max_pdu_length or 0
         if contexts_for is not None:
-            association.contexts = contexts_for(rq, answer)
+            association._set_contexts(contexts_for(rq, answer))
         await association._flush()
         return association
+
+    def _set_contexts(self, contexts: dict[int, PresentationContext]) -> None:
+        self.contexts = contexts
+        # A PDV on any other context is refused at once, never buffered.
+        self._assembler.accepted_contexts = frozenset(
+            context_id for context_id, context in contexts.items() if context.accepted
+        )
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -333,16 +382,13 @@ class Association:
             raise self._value_error
         if not self._undecoded:
             try:
-                if self.timeouts.network is None:  # the usual case: spare a cancel scope per read
+                if self.idle_timeout is None and self._limits is None:
+                    # The usual case of a requestor: spare a cancel scope per read.
                     more = await self._connection.receive()
                 else:
-                    with anyio.fail_after(self.timeouts.network):
-                        more = await self._connection.receive()
-            except TimeoutError as exc:
-                await self.abort()
-                raise DicomTimeoutError(
-                    f"the network was idle for {self.timeouts.network} s; association aborted"
-                ) from exc
+                    more = await self._receive_in_time()
+            except DicomTimeoutError:
+                raise  # a TimeoutError, hence an OSError: not a broken connection
             except (
                 anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
             ):
@@ -374,6 +420,59 @@ class Association:
         if self._value_error is not None:
             raise self._value_error
         return pdu_events
+
+    @asynccontextmanager
+    async def working(self) -> AsyncIterator[None]:
+        """While an operation of ours runs for the peer, its silence is no idle time: the
+        idle timeout counts again from when the last one ends."""
+        self._working += 1
+        try:
+            yield
+        finally:
+            self._working -= 1
+            scope = self._read_scope
+            if not self._working and scope is not None and self.idle_timeout is not None:
+                scope.deadline = min(scope.deadline, anyio.current_time() + self.idle_timeout)
+
+    async def _receive_in_time(self) -> bool:
+        """Read, aborting an idle peer and a peer sending a PDU slower than the minimum rate."""
+        buffer = self._connection.buffer
+        idle = None if self._working else self.idle_timeout
+        budget: float | None = None
+        if self._limits is not None and len(buffer):
+            # What is left in the buffer is the start of the next PDU (whole ones are decoded).
+            offset = buffer.received - len(buffer)
+            if offset != self._pdu_offset:
+                self._pdu_offset, self._pdu_waited = offset, 0.0
+            # Each byte that arrived buys 1/rate s more: a peer sending at the minimum rate
+            # is never cut off, one trickling a byte at a time is once the grace is spent.
+            budget = (
+                self._limits.pdu_grace + len(buffer) / self._limits.min_receive_rate
+                - self._pdu_waited
+            )
+        wait = budget if idle is None or (budget is not None and budget < idle) else idle
+        started = anyio.current_time()
+        more = False
+        scope = anyio.CancelScope(deadline=started + wait if wait is not None else math.inf)
+        with scope:
+            self._read_scope = scope
+            try:
+                more = await self._connection.receive()
+            finally:
+                self._read_scope = None
+                self._pdu_waited += anyio.current_time() - started
+        if not scope.cancelled_caught:
+            return more
+        await self.abort()
+        if budget is not None and wait == budget:
+            assert self._limits is not None
+            raise DicomTimeoutError(
+                f"a PDU arrived slower than {self._limits.min_receive_rate:g} bytes/s "
+                f"(after {self._limits.pdu_grace:g} s of grace); association aborted"
+            )
+        raise DicomTimeoutError(
+            f"the peer sent nothing for {self.idle_timeout} s; association aborted"
+        )
 
     # --- ending -----------------------------------------------------------------------------
 

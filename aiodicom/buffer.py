@@ -86,10 +86,15 @@ class ReceiveBuffer:
         pending = self.end - self.start
         if pending == 0:
             self.start = self.end = 0
-        size = self.pending_size
+        # Grown with what arrived, never from what a header announces: a peer announcing a
+        # large PDU and sending 8 bytes must not cost a large buffer (a thousand such
+        # connections would cost a thousand of them). Room for at most as much again as is
+        # already here, so completing a large PDU still takes only a few growths.
+        allowed = max(INITIAL_SIZE, 2 * pending + MIN_FREE)
+        size = min(self.pending_size, allowed)
         if size > pending:
             wanted = max(wanted, size - pending)
-        preferred = min(PREFERRED_PDUS * size, MAX_PREFERRED_SIZE)
+        preferred = min(PREFERRED_PDUS * size, MAX_PREFERRED_SIZE, allowed)
         if len(self._buffer) < preferred:
             self._move(pending, max(preferred, pending + wanted))
         elif self.free < wanted:

@@ -22,6 +22,7 @@ from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import N_EVENT_REPORT_RQ, DimseMessage
 from aiodicom.dispatcher import RequestHandler
 from aiodicom.errors import DicomError
+from aiodicom.limits import Limits
 from aiodicom.model import QueryModel
 from aiodicom.negotiation import ContextProposal, build_request_contexts
 from aiodicom.pdu import (
@@ -105,6 +106,11 @@ class Client:
     arrives, at any size): a quarantine, or a plain storage SCP; an async callable taking an
     :class:`~aiodicom.Instance` and returning the C-STORE status does anything else.
 
+    ``limits``: what peers opening associations to the acceptor may cost
+    (:class:`~aiodicom.Limits`: concurrent associations, memory, idle time, minimum transfer
+    rate...); safe defaults. As ``unexpected_deliveries``, a DirectorySink without
+    ``max_remembered`` remembers only ``limits.max_remembered_paths`` recent paths.
+
     ``access``: who may associate with the acceptor (calling AE titles, source networks, User
     Identity) and how strictly deliveries are matched to C-MOVEs: an
     :class:`~aiodicom.AccessPolicy`; by default anyone may associate.
@@ -137,6 +143,7 @@ class Client:
         ssl_context: ssl.SSLContext | None = None,
         server_ssl_context: ssl.SSLContext | None = None,
         require_called_ae_title: bool = False,
+        limits: Limits | None = None,
         commitments: commitment_registry.CommitmentRegistry | None = None,
         access: AccessPolicy | None = None,
     ) -> None:
@@ -157,6 +164,12 @@ class Client:
         self._server_ssl_context = server_ssl_context
         self.access = access if access is not None else AccessPolicy()
         self._router = DeliveryRouter(self.access)
+        self.limits = limits or Limits()
+        if isinstance(unexpected_deliveries, DirectorySink) and (
+            unexpected_deliveries.max_remembered is None
+        ):
+            # A storage SCP runs for months: its sink must not remember every instance.
+            unexpected_deliveries.max_remembered = self.limits.max_remembered_paths
         if isinstance(unexpected_deliveries, (MemorySink, DirectorySink)):
             self._router.unexpected = SinkHandler(unexpected_deliveries)
         else:
@@ -168,6 +181,7 @@ class Client:
             # Deliveries go straight to a move's directory only through the router, which
             # knows to rename or remove those files.
             data_opener=self._router.opener,
+            limits=self.limits,
             answered_inline={N_EVENT_REPORT_RQ: self._receive_report},
             sop_classes={STORAGE_COMMITMENT_PUSH_MODEL: UNCOMPRESSED_TRANSFER_SYNTAXES},
             scp_role_classes=frozenset({STORAGE_COMMITMENT_PUSH_MODEL}),
@@ -205,7 +219,7 @@ class Client:
             if self._requested_port is not None:
                 self._listener = await Listener.bind(
                     self.listen_host, self._requested_port, self._server_ssl_context,
-                    handshake_timeout=self.timeouts.artim,
+                    handshake_timeout=self.timeouts.artim, gate=self._acceptor_policy.gate,
                 )
                 tasks.start_soon(self._listener.serve, self._serve_connection)
         except BaseException as exc:

@@ -34,6 +34,7 @@ from aiodicom.uids import (
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "MAX_INFLATED_PEEK",
     "OPEN_FLAGS",
     "PREAMBLE",
     "Encoding",
@@ -43,6 +44,7 @@ __all__ = [
     "encode_file_meta",
     "encoding_of",
     "fsync_directory",
+    "inflate",
     "open_temporary",
     "part10_header",
     "peek_elements",
@@ -350,39 +352,98 @@ _BE_LENGTH = struct.Struct(">I")
 # Deliberately nested data sets deeper than this are treated as hostile rather than recursed.
 _MAX_DEPTH = 64
 _INFLATE_CHUNK = 16384
+MAX_INFLATED_PEEK = 1 << 20
+"""The most a deflated data set is inflated to peek at its elements (see :func:`peek_elements`);
+Study and Series Instance UIDs come within the first kilobytes of any real data set. Small, as
+the inflating runs on the event loop: 1 MiB is about a millisecond."""
 
 
 class _Source:
-    """Random access to data set bytes, inflating a deflated stream only as far as needed."""
+    """Random access to data set bytes, inflating a deflated stream only as far as needed.
 
-    def __init__(self, data: bytes | memoryview, deflated: bool) -> None:
+    Reads go forward only (a scan): inflated bytes before the latest read are dropped, so that
+    skipping a large element costs time, never memory; and no more than ``max_inflated`` bytes
+    are ever inflated (a deflate stream can inflate a thousandfold).
+    """
+
+    def __init__(
+        self, data: bytes | memoryview, deflated: bool, max_inflated: int = MAX_INFLATED_PEEK
+    ) -> None:
         view = memoryview(data).cast("B")
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
         self._compressed = view
         self._fed = 0
+        self._max_inflated = max_inflated
+        self._produced = 0
+        # The stream offset of self._buffer[0] (dropped bytes before it, when inflating).
+        self._base = 0
         self._inflated = bytearray()
         self._buffer: memoryview | bytearray = self._inflated if deflated else view
 
-    def _available(self, end: int) -> bool:
-        while len(self._buffer) < end and self._inflater is not None:
-            if self._fed >= self._compressed.nbytes or self._inflater.eof:
+    def _available(self, start: int, end: int) -> bool:
+        inflater = self._inflater
+        if inflater is None:
+            return len(self._buffer) >= end
+        inflated = self._inflated
+        self._drop_before(start)
+        while self._base + len(inflated) < end:
+            if inflater.eof:
                 return False
-            chunk = self._compressed[self._fed : self._fed + _INFLATE_CHUNK]
-            self._fed += chunk.nbytes
+            pending: bytes | memoryview = inflater.unconsumed_tail
+            if not pending:
+                if self._fed >= self._compressed.nbytes:
+                    return False
+                pending = self._compressed[self._fed : self._fed + _INFLATE_CHUNK]
+                self._fed += len(pending)
+            room = self._max_inflated - self._produced
+            if room <= 0:
+                raise MalformedDataSetError(
+                    f"the deflated data set inflates to more than {self._max_inflated} bytes "
+                    "before the elements sought"
+                )
             try:
-                inflated = self._inflater.decompress(chunk)
+                out = inflater.decompress(pending, min(room, _INFLATE_CHUNK * 4))
             except zlib.error as exc:
                 raise MalformedDataSetError(f"corrupt deflated data set: {exc}") from None
-            self._inflated += inflated
-        return len(self._buffer) >= end
+            self._produced += len(out)
+            inflated += out
+            self._drop_before(start)  # a skipped value is never kept
+        return True
+
+    def _drop_before(self, start: int) -> None:
+        if start > self._base:
+            drop = min(start - self._base, len(self._inflated))
+            del self._inflated[:drop]
+            self._base += drop
 
     def at_end(self, position: int) -> bool:
-        return not self._available(position + 1)
+        return not self._available(position, position + 1)
 
     def read(self, position: int, length: int) -> bytes:
-        if not self._available(position + length):
+        if not self._available(position, position + length):
             raise MalformedDataSetError(f"data set ends inside an element at offset {position}")
-        return bytes(self._buffer[position : position + length])
+        start = position - self._base
+        return bytes(self._buffer[start : start + length])
+
+
+def inflate(data: bytes | memoryview, max_inflated: int) -> bytes:
+    """A whole deflated data set (PS3.5 A.5) inflated, in bounded steps; past ``max_inflated``
+    bytes :class:`MalformedDataSetError` (a deflate stream can inflate a thousandfold)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    pending: bytes | memoryview = memoryview(data).cast("B")
+    try:
+        while pending and not inflater.eof:
+            room = max_inflated - len(out)
+            if room <= 0:
+                raise MalformedDataSetError(
+                    f"the deflated data set inflates to more than {max_inflated} bytes"
+                )
+            out += inflater.decompress(pending, min(room, 1 << 20))
+            pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise MalformedDataSetError(f"corrupt deflated data set: {exc}") from None
+    return bytes(out)
 
 
 class _Scanner:
@@ -438,14 +499,16 @@ def _dictionary_vr(tag: int) -> str | None:
 
 
 def peek_elements(
-    data: bytes | memoryview, transfer_syntax_uid: str, tags: Iterable[int]
+    data: bytes | memoryview, transfer_syntax_uid: str, tags: Iterable[int],
+    max_inflated: int = MAX_INFLATED_PEEK,
 ) -> dict[int, str]:
     """Read the values of a few top-level elements without decoding the data set.
 
     Scans element headers from the start and stops past the highest requested tag (data sets
     are sorted by tag), so asking for (0020,000D) and (0020,000E) never touches pixel data.
     Handles implicit VR LE, explicit VR LE and BE, and deflated data sets (inflated only as
-    far as the scan goes). Values are returned as text with trailing NUL/space padding
+    far as the scan goes, and never more than ``max_inflated`` bytes: past them
+    :class:`MalformedDataSetError`). Values are returned as text with trailing NUL/space padding
     removed, decoded as ISO 8859-1 so no byte is lost: meant for UIDs, codes and other
     default-repertoire values; read :attr:`Instance.dataset` where Specific Character Set
     matters. Tags absent from the data set, and sequences, are left out.
@@ -458,7 +521,7 @@ def peek_elements(
     encoding = encoding_of(transfer_syntax_uid)
     last, values = _peek_plan(wanted, encoding.implicit_vr)
     if encoding.deflated:
-        return _peek_inflating(data, encoding, len(wanted), last, values)
+        return _peek_inflating(data, encoding, len(wanted), last, values, max_inflated)
     # unpack_from and slicing work on bytes as they are; anything else is viewed as bytes.
     view = data if type(data) is bytes else memoryview(data).cast("B")
     end = len(view)
@@ -594,10 +657,11 @@ def _skip_undefined(
 
 
 def _peek_inflating(
-    data: bytes | memoryview, encoding: Encoding, count: int, last: int, values: frozenset[int]
+    data: bytes | memoryview, encoding: Encoding, count: int, last: int, values: frozenset[int],
+    max_inflated: int,
 ) -> dict[int, str]:
     """:func:`peek_elements` for a deflated data set, inflating only as far as the scan goes."""
-    source = _Source(data, deflated=True)
+    source = _Source(data, deflated=True, max_inflated=max_inflated)
     scanner = _Scanner(source, encoding.little_endian)
     found: dict[int, str] = {}
     position = 0

@@ -15,6 +15,7 @@ from pydicom.filereader import read_dataset
 from aiodicom.fileio import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    MAX_INFLATED_PEEK,
     encode_file_meta,
     part10_header,
     peek_elements,
@@ -49,6 +50,12 @@ class Instance:
     #: Set when the receiver wrote the data set to a temporary file as it arrived (for a
     #: DirectorySink, which renames that file into place); ``data`` is then mapped from it.
     spool: SpooledFile | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+    #: The most a deflated data set is inflated to peek at a few of its elements
+    #: (:meth:`peek_uids`); the acceptor sets it from :attr:`Limits.max_inflated_bytes
+    #: <aiodicom.Limits>`.
+    max_inflated: int = attrs.field(
+        default=MAX_INFLATED_PEEK, eq=False, repr=False, kw_only=True
+    )
 
     @functools.cached_property
     def dataset(self) -> Dataset:
@@ -98,7 +105,8 @@ class Instance:
         ``None`` stands for an element the data set does not have.
         """
         found = peek_elements(
-            self.data, self.transfer_syntax_uid, (_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID)
+            self.data, self.transfer_syntax_uid, (_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID),
+            self.max_inflated,
         )
         return found.get(_STUDY_INSTANCE_UID), found.get(_SERIES_INSTANCE_UID)
 

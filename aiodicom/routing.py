@@ -31,11 +31,12 @@ from pydicom import Dataset
 
 from aiodicom.acceptor import IncomingStore
 from aiodicom.access import AccessPolicy, same_host
-from aiodicom.dimse import DataSetOpener, DimseMessage
+from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
 from aiodicom.negotiation import PresentationContext
+from aiodicom.reassembly import DataSetOpener
 from aiodicom.services.storage_scp import (
     Recipient,
     SinkHandler,
@@ -176,7 +177,7 @@ class DeliveryRouter:
         """The acceptor's store handler: receive one delivery, routed here."""
         return await receive_store(
             incoming.message, incoming.context, incoming.calling_ae_title,
-            _FromPeer(self, incoming.peer_address),
+            _FromPeer(self, incoming.peer_address), incoming.limits,
         )
 
     def recipient_by_command(

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 from aiodicom.errors import DicomError
 from aiodicom.fileio import PREAMBLE, encode_file_meta, write_atomic, write_part10_atomic
@@ -17,6 +17,9 @@ from aiodicom.instance import Instance, read_part10
 from aiodicom.spool import MEMORY_LIMIT, SpooledFile
 
 log = logging.getLogger(__name__)
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 __all__ = [
     "DirectorySink",
@@ -106,6 +109,11 @@ class DirectorySink:
     When it receives from a retrieval (or as the client's storage SCP), a data set larger than
     ``memory_limit`` bytes is written to its file while it arrives instead of being held in
     memory whole: memory stays bounded whatever the size of an object.
+
+    ``max_remembered``: ``paths`` keeps only this many most recent instances (``None``: all of
+    them, what a retrieval's results read). A long-running storage SCP must bound it: the
+    client's acceptor sets it to :attr:`Limits.max_remembered_paths <aiodicom.Limits>` when
+    unset. :attr:`written` counts every instance written all the same.
     """
 
     def __init__(
@@ -114,14 +122,18 @@ class DirectorySink:
         layout: Callable[[Instance], str | os.PathLike[str]] | None = None,
         fsync: bool = False,
         memory_limit: int = MEMORY_LIMIT,
+        max_remembered: int | None = None,
     ) -> None:
         self.directory = Path(path)
         self.layout = layout if layout is not None else default_layout
         self.fsync = fsync
         self.memory_limit = memory_limit
+        self.max_remembered = max_remembered
         self.paths: dict[str, Path] = {}
+        self.written = 0
         self._root = self.directory.resolve()
         self._root_created = False
+        # Caches of checked directories: bounded, as a long-running SCP meets ever new series.
         self._directories: dict[Path, Path] = {}
         self._series_directories: dict[tuple[str | None, str | None], Path] = {}
 
@@ -141,7 +153,7 @@ class DirectorySink:
                 _path_uid("Study Instance UID", study), _path_uid("Series Instance UID", series)
             )
             directory = self._checked_target(relative / name).parent
-            self._series_directories[(study, series)] = directory
+            _remember(self._series_directories, (study, series), directory, _CACHED_DIRECTORIES)
         return directory / name
 
     def _checked_target(self, relative: Path) -> Path:
@@ -159,7 +171,7 @@ class DirectorySink:
                 )
             # Blocking on purpose (no threads in this library): it is quick and done once.
             directory.mkdir(parents=True, exist_ok=True)
-            self._directories[relative.parent] = directory
+            _remember(self._directories, relative.parent, directory, _CACHED_DIRECTORIES)
         # The file is renamed into place, which replaces a symbolic link there rather than
         # writing through it: the final component needs no resolving.
         return directory / name
@@ -186,7 +198,13 @@ class DirectorySink:
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
             write_part10_atomic(target, instance, fsync=self.fsync)
-        self.paths[instance.sop_instance_uid] = target
+        self.written += 1
+        paths = self.paths
+        if self.max_remembered is None:
+            paths[instance.sop_instance_uid] = target
+        else:
+            paths.pop(instance.sop_instance_uid, None)  # most recent last
+            _remember(paths, instance.sop_instance_uid, target, self.max_remembered)
 
     def open_spool(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
@@ -220,6 +238,17 @@ class DirectorySink:
 
     def __iter__(self) -> Iterator[Instance]:
         return (read_part10(path) for path in list(self.paths.values()))
+
+
+_CACHED_DIRECTORIES = 4096
+"""Checked directories a DirectorySink keeps at most (each saves a resolve and a mkdir)."""
+
+
+def _remember(table: dict[_K, _V], key: _K, value: _V, limit: int) -> None:
+    """Add to an insertion-ordered table, dropping the oldest entries past ``limit``."""
+    table[key] = value
+    while len(table) > limit:
+        del table[next(iter(table))]
 
 
 def as_sink(obj: object) -> Sink:

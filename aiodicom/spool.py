@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import mmap
 import os
+import tempfile
 from pathlib import Path
 
 from aiodicom.fileio import OPEN_FLAGS, fsync_directory, open_temporary, write_all
 
-__all__ = ["MEMORY_LIMIT", "SpooledFile"]
+__all__ = ["MEMORY_LIMIT", "SpooledFile", "temporary_spool"]
 
 # Read as well as write: the finished file is mapped to give the data set without a copy.
 _OPEN_FLAGS = (OPEN_FLAGS & ~os.O_WRONLY) | os.O_RDWR
@@ -42,9 +43,12 @@ class SpooledFile:
 
     def __init__(
         self, directory: Path, header: bytes, fsync: bool = False,
-        memory_limit: int = MEMORY_LIMIT,
+        memory_limit: int = MEMORY_LIMIT, anonymous: bool = False,
     ) -> None:
         self.directory = directory
+        # Anonymous: the file is only where the data set waits (never committed), removed
+        # from the directory as soon as it is made, so that nothing can be left behind.
+        self._anonymous = anonymous
         self.path: Path | None = None  # the temporary file, once there is one
         self.error: OSError | None = None
         self.committed = False
@@ -85,7 +89,10 @@ class SpooledFile:
         self._buffer = None
         try:
             name, self._fd = open_temporary(os.fspath(self.directory), "spool", _OPEN_FLAGS)
-            self.path = Path(name)
+            if self._anonymous:
+                os.unlink(name)
+            else:
+                self.path = Path(name)
             write_all(self._fd, [memoryview(self._header), memoryview(buffer), fragment])
         except OSError as exc:
             self._fail(exc)
@@ -131,3 +138,13 @@ class SpooledFile:
         self.committed = True
         if self._fsync:
             fsync_directory(target.parent)
+
+
+def temporary_spool(directory: str | None, memory_limit: int) -> SpooledFile:
+    """A writer for a data set with no file of its own to go to: in memory up to
+    ``memory_limit`` bytes, then in an anonymous temporary file of ``directory`` (default: the
+    system's temporary directory), mapped when the data set is whole."""
+    return SpooledFile(
+        Path(directory if directory is not None else tempfile.gettempdir()), b"",
+        memory_limit=memory_limit, anonymous=True,
+    )

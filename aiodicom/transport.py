@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import socket
 import ssl
@@ -27,6 +29,10 @@ from anyio.streams.tls import TLSStream
 
 from aiodicom.buffer import MIN_FREE, ReceiveBuffer
 from aiodicom.errors import AssociationError, DicomTimeoutError, UnsupportedBackend
+from aiodicom.limits import LOCAL_LIMIT_EXCEEDED, AssociationGate
+from aiodicom.pdu import encode_pdu
+
+log = logging.getLogger("aiodicom.transport")
 
 # What one read of a TLS stream may hand back; large reads keep the per-call cost of Python low.
 RECEIVE_SIZE = 1 << 18
@@ -71,6 +77,9 @@ class Connection:
     #: :meth:`send` hands all of ``data`` to the transport before it first suspends: what one
     #: call sends cannot interleave with what another task sends meanwhile.
     whole_writes = False
+    #: Set by the acceptor once an association is established on it: a listener short of
+    #: room sheds connections still negotiating, never these.
+    established = False
 
     async def receive(self) -> bool:
         """Wait until bytes arrived that the previous call did not report; ``False`` once the
@@ -313,19 +322,28 @@ class Listener:
 
     def __init__(
         self, sockets: list[socket.socket], ssl_context: ssl.SSLContext | None,
-        handshake_timeout: float | None = 30.0,
+        handshake_timeout: float | None = 30.0, gate: AssociationGate | None = None,
     ) -> None:
         self._sockets = sockets
         self.port = int(sockets[0].getsockname()[1])
         self._ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
+        #: Counts connections by source address; past its limits one is refused unread.
+        self.gate = gate
+        #: Accepts that failed (out of descriptors and the like), for whoever watches.
+        self.accept_failures = 0
+        # Set (and replaced) each time a connection served here ends: the accept loop waits
+        # on it when out of descriptors, rather than retrying at once.
+        self._connection_ended = anyio.Event()
+        # The connections served, oldest first: the ones still negotiating may be shed.
+        self._served: dict[_Served, None] = {}
         # The accept loops of a running serve(), for aclose() to end.
         self._accepting: anyio.CancelScope | None = None
 
     @classmethod
     async def bind(
         cls, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
-        handshake_timeout: float | None = 30.0,
+        handshake_timeout: float | None = 30.0, gate: AssociationGate | None = None,
     ) -> Listener:
         loop = running_loop()
         sockets: list[socket.socket] = []
@@ -347,7 +365,7 @@ class Listener:
             raise AssociationError(f"cannot listen on {host}:{port}: {exc}") from exc
         if not sockets:
             raise AssociationError(f"cannot listen on {host}:{port}: no address")
-        return cls(sockets, ssl_context, handshake_timeout)
+        return cls(sockets, ssl_context, handshake_timeout, gate)
 
     async def serve(self, handler: ConnectionHandler) -> None:
         """Accept connections until cancelled or until :meth:`aclose`; then return once the
@@ -368,17 +386,86 @@ class Listener:
         loop = running_loop()
         while listening.fileno() >= 0:
             try:
-                sock, _ = await loop.sock_accept(listening)
-            except OSError:
-                # Out of file descriptors and the like: refuse this one, keep listening (unless
-                # aclose() closed the socket meanwhile). The failed accept did not yield:
-                # without this checkpoint the loop would spin here, and no other task could
-                # ever free a descriptor.
-                await anyio.lowlevel.checkpoint()
+                sock, address = await loop.sock_accept(listening)
+            except OSError as exc:
+                self.accept_failures += 1
+                if exc.errno in _OUT_OF_RESOURCES:
+                    await self._wait_for_resources(exc)
+                else:
+                    # Refuse this one, keep listening (unless aclose() closed the socket
+                    # meanwhile). The failed accept did not yield: without this checkpoint
+                    # the loop would spin here.
+                    await anyio.lowlevel.checkpoint()
                 continue
-            tasks.start_soon(self._serve_one, handler, sock)
+            host = str(address[0]) if isinstance(address, tuple) else ""
+            if self.gate is not None and not self._admit(self.gate, host):
+                self._refuse(sock, host)
+                continue
+            tasks.start_soon(self._serve_one, handler, sock, _Served(host))
 
-    async def _serve_one(self, handler: ConnectionHandler, sock: socket.socket) -> None:
+    def _admit(self, gate: AssociationGate, host: str) -> bool:
+        """Count a connection from ``host``. At the total limit, the oldest connection still
+        negotiating after :data:`NEGOTIATION_GRACE` seconds makes room: silent connections
+        from many addresses must not lock every legitimate peer out until ARTIM."""
+        if gate.enter_address(host):
+            return True
+        if not gate.full_in_total(host):
+            return False  # this address's own limit: shedding another's would not help
+        oldest = anyio.current_time() - NEGOTIATION_GRACE
+        for served in self._served:
+            if served.since > oldest:
+                break
+            if served.connection is None or not served.connection.established:
+                self._shed(gate, served)
+                return gate.enter_address(host)
+        return False
+
+    def _shed(self, gate: AssociationGate, served: _Served) -> None:
+        log.info("shed a connection from %s still negotiating: no room for a new one",
+                 served.host or "?")
+        del self._served[served]
+        gate.leave_address(served.host)
+        served.counted = False
+        served.scope.cancel()
+
+    async def _wait_for_resources(self, exc: OSError) -> None:
+        """Out of descriptors (or memory): new connections wait in the kernel's backlog until
+        one of ours ends, while the established ones are served. Retrying at once would spin
+        the loop (the accept fails without yielding) and starve them all."""
+        log.warning("cannot accept connections (%s): waiting until one closes", exc)
+        # Bounded: the descriptors may be held by something else than our connections, whose
+        # release no event of ours reports.
+        with anyio.move_on_after(_RESOURCE_WAIT):
+            await self._connection_ended.wait()
+
+    def _refuse(self, sock: socket.socket, host: str) -> None:
+        """Past the gate's limits: answer A-ASSOCIATE-RJ at once, unread, and close."""
+        # Not a warning: a flood would write one line per connection.
+        log.info("refused a connection from %s: too many at once", host or "?")
+        if self._ssl_context is None:
+            with contextlib.suppress(OSError):
+                sock.send(_LOCAL_LIMIT_EXCEEDED)
+        sock.close()
+
+    async def _serve_one(
+        self, handler: ConnectionHandler, sock: socket.socket, served: _Served
+    ) -> None:
+        self._served[served] = None
+        try:
+            with served.scope:
+                await self._serve_socket(handler, sock, served)
+        finally:
+            self._served.pop(served, None)
+            if self.gate is not None and served.counted:
+                self.gate.leave_address(served.host)
+            if served.connection is None:
+                sock.close()  # shed before its connection was made
+            ended, self._connection_ended = self._connection_ended, anyio.Event()
+            ended.set()
+
+    async def _serve_socket(
+        self, handler: ConnectionHandler, sock: socket.socket, served: _Served
+    ) -> None:
         connection: Connection
         try:
             if self._ssl_context is None:
@@ -402,6 +489,7 @@ class Listener:
         except OSError:
             sock.close()
             return
+        served.connection = connection
         await handler(connection)
 
     async def aclose(self) -> None:
@@ -415,6 +503,29 @@ class Listener:
                 # then never be polled. Unregistered first, its cancellation skips this.
                 loop.remove_reader(sock.fileno())
                 sock.close()
+
+
+class _Served:
+    """A connection a listener serves, as its admission control sees it."""
+
+    __slots__ = ("connection", "counted", "host", "scope", "since")
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.since = anyio.current_time()
+        self.scope = anyio.CancelScope()
+        self.connection: Connection | None = None
+        self.counted = True  # in the gate's counts, until shed or ended
+
+
+NEGOTIATION_GRACE = 1.0
+"""Seconds a connection may negotiate (TLS handshake, A-ASSOCIATE-RQ) before it may be shed to
+make room: a legitimate requestor sends its request right after connecting."""
+
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_RESOURCE_WAIT = 1.0
+"""Seconds an accept loop out of descriptors waits at most for one of its connections to end."""
+_LOCAL_LIMIT_EXCEEDED = encode_pdu(LOCAL_LIMIT_EXCEEDED)
 
 
 def _listening_socket(

@@ -103,16 +103,18 @@ class BufferMachine(RuleBasedStateMachine):
         before_capacity = buffer.capacity
         buffer.make_room(wanted)
         assert buffer.free >= wanted
-        # Room for the whole pending PDU: one read can complete it.
-        assert buffer.capacity - len(buffer) >= pending_size - length
+        # Room for the pending PDU as far as what arrived allows (never sized by the header
+        # alone): as much again as is here, or the initial size.
+        allowed = max(INITIAL_SIZE, 2 * length + MIN_FREE)
+        assert buffer.capacity - len(buffer) >= min(pending_size, allowed) - length
         assert len(buffer) == length
-        needed = length + max(wanted, pending_size - length)
+        needed = length + max(wanted, min(pending_size, allowed) - length)
         if buffer.capacity == before_capacity:
             self.views.clear()  # compacted in place: earlier views may now show other bytes
         else:
             # Grown no more than the preferred size, twice the old one, or what is needed.
             assert buffer.capacity <= max(
-                min(PREFERRED_PDUS * pending_size, MAX_PREFERRED_SIZE),
+                min(PREFERRED_PDUS * pending_size, MAX_PREFERRED_SIZE, allowed),
                 2 * before_capacity,
                 needed,
             )
@@ -181,13 +183,18 @@ def test_views_survive_growth() -> None:
     assert bytes(view) == b"A" * 28
 
 
-def test_pending_pdu_gets_room_in_one_go() -> None:
+def test_pending_pdu_room_grows_with_what_arrived() -> None:
+    # A header announcing a large PDU gets no room for it until its bytes arrive: each growth
+    # makes room for as much again as is already here.
     buffer = ReceiveBuffer()
     header = b"\x04\x00" + (100_000 - 6).to_bytes(4, "big")
     buffer.append(header)
     buffer.pending_size = 100_000
     buffer.make_room()
-    assert buffer.free >= 100_000 - len(header)
+    assert buffer.capacity == INITIAL_SIZE
+    buffer.append(bytes(INITIAL_SIZE - len(header) - MIN_FREE))
+    buffer.make_room()
+    assert buffer.free >= 100_000 - len(buffer)
 
 
 def test_preferred_size_is_several_pdus_up_to_the_cap() -> None:
@@ -197,22 +204,25 @@ def test_preferred_size_is_several_pdus_up_to_the_cap() -> None:
     buffer.pending_size = 4096 + 6
     buffer.make_room()
     assert buffer.capacity == INITIAL_SIZE
-    # Larger ones: room for several, but never more than the cap for a PDU that fits in it.
+    # Larger ones, once most of one arrived: room for several, never more than the cap.
     for pdu_size in (INITIAL_SIZE, MAX_PREFERRED_SIZE // 3, MAX_PREFERRED_SIZE // 2 + 1):
-        buffer = ReceiveBuffer()
-        buffer.append(bytes(6))
+        buffer = ReceiveBuffer(pdu_size)
+        buffer.append(bytes(pdu_size - 6))
         buffer.pending_size = pdu_size
         buffer.make_room()
-        preferred = min(PREFERRED_PDUS * pdu_size, MAX_PREFERRED_SIZE)
-        assert buffer.capacity == max(preferred, pdu_size + MIN_FREE)
+        arrived = pdu_size - 6
+        preferred = min(PREFERRED_PDUS * pdu_size, MAX_PREFERRED_SIZE, 2 * arrived + MIN_FREE)
+        assert buffer.capacity == max(preferred, arrived + MIN_FREE)
         assert buffer.capacity <= MAX_PREFERRED_SIZE
-    # A PDU larger than the cap gets what it needs, and no more.
+    # A PDU larger than the cap gets what it needs as it arrives, and no more.
+    huge = 3 * MAX_PREFERRED_SIZE + 5
     buffer = ReceiveBuffer()
     buffer.append(bytes(6))
-    huge = 3 * MAX_PREFERRED_SIZE + 5
     buffer.pending_size = huge
-    buffer.make_room()
-    assert buffer.capacity == huge
+    while buffer.capacity - buffer.start < huge:
+        buffer.append(bytes(buffer.free))
+        buffer.make_room()
+    assert buffer.capacity < 2 * huge
 
 
 def test_growth_for_one_huge_pdu_is_amortized() -> None:

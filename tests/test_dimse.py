@@ -45,7 +45,6 @@ from aiodicom.dimse import (
     NO_DATASET,
     CommandDecodeError,
     DimseMessage,
-    MessageAssembler,
     command_name,
     decode_command,
     encode_command,
@@ -54,6 +53,7 @@ from aiodicom.dimse import (
 )
 from aiodicom.errors import DicomError, DimseError
 from aiodicom.pdu import PDataTF, PresentationDataValue
+from aiodicom.reassembly import MessageAssembler
 
 VERIFICATION = "1.2.840.10008.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"

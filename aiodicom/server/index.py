@@ -30,7 +30,6 @@ import io
 import json
 import os
 import sqlite3
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from aiodicom.fileio import (
     FileMetaError,
     MalformedDataSetError,
     encoding_of,
+    inflate,
     split_part10,
     write_part10_atomic,
 )
@@ -194,12 +194,16 @@ def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
     return tag >= _FIRST_PIXEL_TAG
 
 
+MAX_INFLATED_ATTRIBUTES = 64 << 20
+"""The most a deflated data set is inflated to index it: a bomb sent by C-STORE is refused."""
+
+
 def decode_attributes(data: bytes | memoryview, transfer_syntax_uid: str) -> Dataset:
     """The data set up to the pixel data, decoded by pydicom (values read in its charset)."""
     encoding = encoding_of(transfer_syntax_uid)
     raw: bytes | memoryview = data
     if encoding.deflated:
-        raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+        raw = inflate(raw, MAX_INFLATED_ATTRIBUTES)
     return read_dataset(
         io.BytesIO(raw),
         is_implicit_VR=encoding.implicit_vr,

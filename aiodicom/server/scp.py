@@ -31,6 +31,7 @@ from aiodicom.association import DEFAULT_MAX_PDU_LENGTH, Timeouts
 from aiodicom.dimse import N_ACTION_RQ, DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.instance import Instance
+from aiodicom.limits import Limits
 from aiodicom.server.commitment import CommitmentOptions, ReportTasks, serve_commitment
 from aiodicom.server.index import InstanceIndex
 from aiodicom.server.operations import QR_SOP_CLASSES, QRContext, handlers
@@ -83,6 +84,7 @@ class QRServer:
 
     ``move_destinations``: AE title -> ``(host, port)`` where C-MOVEs may send; others get
     0xA801. Add more at any time with :meth:`add_move_destination`.
+    ``limits``: what peers may cost us (:class:`~aiodicom.Limits`; safe defaults).
     ``listen_host`` defaults to loopback only; ``listen_port=0`` picks a free port.
     ``server_ssl_context``: serve over TLS, as the client's acceptor does (a context made for
     ``ssl.Purpose.CLIENT_AUTH``; with ``verify_mode = ssl.CERT_REQUIRED``, mutual TLS). The
@@ -112,6 +114,7 @@ class QRServer:
         timeouts: Timeouts | None = None,
         max_pdu_length: int = DEFAULT_MAX_PDU_LENGTH,
         require_called_ae_title: bool = False,
+        limits: Limits | None = None,
         server_ssl_context: ssl.SSLContext | None = None,
         commitment: CommitmentOptions | None = None,
         access: AccessPolicy | None = None,
@@ -139,7 +142,8 @@ class QRServer:
 
         async def store_handler(incoming: IncomingStore) -> DimseMessage:
             return await receive_store(
-                incoming.message, incoming.context, incoming.calling_ae_title, storage
+                incoming.message, incoming.context, incoming.calling_ae_title, storage,
+                incoming.limits,
             )
 
         self.policy = AcceptorPolicy(
@@ -157,6 +161,7 @@ class QRServer:
                 # listing Implicit VR first (pynetdicom's default) still gets them unchanged.
                 sending_preference=(EXPLICIT_VR_LE,),
             ),
+            limits=limits or Limits(),
         )
         self._listener: Listener | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -188,7 +193,7 @@ class QRServer:
         if self._listener is None:
             self._listener = await Listener.bind(
                 self.listen_host, self._requested_port, self._server_ssl_context,
-                handshake_timeout=self.timeouts.artim,
+                handshake_timeout=self.timeouts.artim, gate=self.policy.gate,
             )
         return self._listener
 

@@ -7,6 +7,10 @@ anything else sent to us); both receive them here, and differ only in their
 * choosing its writer before the data set arrives: a :class:`~aiodicom.sinks.DirectorySink`
   known from the command alone gets the data set written to its directory as it arrives;
 * building the :class:`~aiodicom.instance.Instance` from the data set exactly as it came;
+* checking that command, context and data set agree: the command's Affected SOP Class UID
+  must be the context's abstract syntax, and the data set's SOP Class and SOP Instance UIDs
+  (when it has them) the command's; otherwise "data set does not match SOP class" (0xA900),
+  or "cannot understand" (0xC000) for a data set that cannot be read that far;
 * handing it over and mapping what goes wrong to a status: a data set that could not be
   written or a sink failing with an OS error is "out of resources" (0xA700), any other sink
   error "cannot understand" (0xC000), an instance nobody wants "not authorized" (0x0124);
@@ -27,14 +31,16 @@ from aiodicom.dimse import (
     C_STORE_RQ,
     C_STORE_RSP,
     NO_DATASET,
-    DataSetOpener,
     DataSetWriter,
     DimseMessage,
     encode_store_response,
 )
-from aiodicom.errors import DimseError
+from aiodicom.errors import DicomError, DimseError
+from aiodicom.fileio import MAX_INFLATED_PEEK, peek_elements
 from aiodicom.instance import Instance
+from aiodicom.limits import Limits
 from aiodicom.negotiation import PresentationContext
+from aiodicom.reassembly import DataSetOpener
 from aiodicom.services.echo import echo_response
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
 from aiodicom.spool import SpooledFile
@@ -51,6 +57,7 @@ __all__ = [
     "answer_request",
     "data_opener",
     "instance_from_request",
+    "mismatch",
     "receive_store",
     "release_spool",
     "spool_for",
@@ -189,7 +196,8 @@ def data_opener(
 
 
 def instance_from_request(
-    request: DimseMessage, transfer_syntax_uid: str, source_ae_title: str | None
+    request: DimseMessage, transfer_syntax_uid: str, source_ae_title: str | None,
+    max_inflated: int = MAX_INFLATED_PEEK,
 ) -> Instance:
     """The instance a C-STORE-RQ carries, its data set untouched; :class:`SpoolError` when the
     data set could not be written to disk as it arrived, :class:`DimseError` without one."""
@@ -205,6 +213,7 @@ def instance_from_request(
         data=request.data,
         source_ae_title=source_ae_title,
         spool=spool,
+        max_inflated=max_inflated,
     )
 
 
@@ -216,26 +225,60 @@ def release_spool(request: DimseMessage) -> None:
 
 async def receive_store(
     request: DimseMessage, context: PresentationContext, source_ae_title: str,
-    routing: StoreRouting,
+    routing: StoreRouting, limits: Limits | None = None,
 ) -> DimseMessage:
     """Receive one C-STORE-RQ: the C-STORE-RSP to send. The instance is with its recipient
     before the response says it was stored."""
     try:
-        status = await _store(request, context, source_ae_title, routing)
+        status = await _store(request, context, source_ae_title, routing, limits)
     finally:
         release_spool(request)
     return store_response(request, status)
 
 
+_SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00080016, 0x00080018
+
+
+def mismatch(instance: Instance, context: PresentationContext) -> tuple[int, str] | None:
+    """Why ``instance`` must not be stored as its command describes it (status, reason), or
+    ``None``: the command's SOP class is the context's, and the data set's SOP Class and SOP
+    Instance UIDs, when present, are the command's (a file is named and described by them)."""
+    if instance.sop_class_uid != context.abstract_syntax:
+        return Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, (
+            f"Affected SOP Class UID {instance.sop_class_uid!r} on a presentation context for "
+            f"{context.abstract_syntax}"
+        )
+    try:
+        found = peek_elements(
+            instance.data, instance.transfer_syntax_uid, (_SOP_CLASS_UID, _SOP_INSTANCE_UID),
+            instance.max_inflated,
+        )
+    except DicomError as exc:
+        return Status.UNABLE_TO_PROCESS, f"data set unreadable: {exc}"
+    for tag, name, expected in (
+        (_SOP_CLASS_UID, "SOP Class UID", instance.sop_class_uid),
+        (_SOP_INSTANCE_UID, "SOP Instance UID", instance.sop_instance_uid),
+    ):
+        value = found.get(tag)
+        if value is not None and value != expected:
+            return Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, (
+                f"the data set's {name} {value!r} is not the command's {expected!r}"
+            )
+    return None
+
+
 async def _store(
     request: DimseMessage, context: PresentationContext, source_ae_title: str,
-    routing: StoreRouting,
+    routing: StoreRouting, limits: Limits | None,
 ) -> int:
     command = request.command
     if context.transfer_syntax is None:  # a context the negotiation did not accept
         return Status.SOP_CLASS_NOT_SUPPORTED
     try:
-        instance = instance_from_request(request, context.transfer_syntax, source_ae_title)
+        instance = instance_from_request(
+            request, context.transfer_syntax, source_ae_title,
+            limits.max_inflated_bytes if limits is not None else MAX_INFLATED_PEEK,
+        )
     except SpoolError as exc:
         log.error("refused a C-STORE from %s: %s", source_ae_title, exc)
         recipient = routing.recipient_by_command(command, source_ae_title)
@@ -245,6 +288,14 @@ async def _store(
     except DimseError as exc:
         log.warning("malformed C-STORE from %s: %s", source_ae_title, exc)
         return Status.UNABLE_TO_PROCESS
+    refused = mismatch(instance, context)
+    if refused is not None:
+        status, reason = refused
+        log.warning("refused a C-STORE from %s: %s", source_ae_title, reason)
+        recipient = routing.recipient_by_command(command, source_ae_title)
+        if recipient is not None:
+            recipient.record_local_failure(instance.sop_instance_uid)
+        return status
     return await routing.deliver(command, source_ae_title, instance)
 
 

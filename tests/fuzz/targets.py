@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiodicom.datasets import decode_dataset
-from aiodicom.dimse import MessageAssembler, decode_command
+from aiodicom.dimse import decode_command
 from aiodicom.errors import DicomError, LocalProtocolError
 from aiodicom.fileio import peek_elements, split_part10
 from aiodicom.pdu import (
@@ -39,6 +39,7 @@ from aiodicom.pdu import (
     decode_pdu,
     encode_pdu,
 )
+from aiodicom.reassembly import MessageAssembler
 from aiodicom.statemachine import (
     AssociateRequestReceived,
     AssociationStateMachine,
