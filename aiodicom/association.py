@@ -49,6 +49,16 @@ from aiodicom.statemachine import (
 )
 from aiodicom.transport import Connection, connect
 from aiodicom.uids import uid_name
+from aiodicom.wiredump import (
+    DIMSE_LOG,
+    PDU_LOG,
+    dump_abort,
+    dump_associate_ac,
+    dump_associate_rj,
+    dump_associate_rq,
+    dump_message,
+    dump_release,
+)
 
 log = logging.getLogger("aiodicom.association")
 
@@ -122,6 +132,10 @@ class Association:
         # seconds spent waiting for it: what the minimum receive rate is checked on.
         self._pdu_offset = -1
         self._pdu_waited = 0.0
+        # Decided once per association: with DEBUG off for these loggers, the send and receive
+        # paths pay one attribute test per whole message and never format anything.
+        self._dump_pdus = PDU_LOG.isEnabledFor(logging.DEBUG)
+        self._dump_messages = DIMSE_LOG.isEnabledFor(logging.DEBUG)
 
     @property
     def peer_address(self) -> str | None:
@@ -152,6 +166,8 @@ class Association:
         machine.connection_made()
         association = cls(connection, machine, timeouts=timeouts)
         association.request = rq
+        if association._dump_pdus:
+            PDU_LOG.debug("%s", dump_associate_rq(rq, sent=True))
         try:
             await association._flush()
             with anyio.fail_after(timeouts.acse):
@@ -169,6 +185,8 @@ class Association:
         return association
 
     def _handle_establishment(self, event: object) -> None:
+        if self._dump_pdus:
+            self._dump_event(event)
         if isinstance(event, AssociateAccepted):
             assert self.request is not None
             self.response = event.response
@@ -212,7 +230,11 @@ class Association:
                     for event in await association._receive_events():
                         if isinstance(event, AssociateRequestReceived):
                             association.request = event.request
+                            if association._dump_pdus:
+                                PDU_LOG.debug("%s", dump_associate_rq(event.request, sent=False))
                         else:
+                            if association._dump_pdus:
+                                association._dump_event(event)
                             association._raise_for_end(event)
                     if association.request is None and association.closed.is_set():
                         raise ConnectionClosed("the connection closed before A-ASSOCIATE-RQ")
@@ -231,11 +253,15 @@ class Association:
                             rq.calling_ae_title, exc)
                 answer = AssociateRJ(result=1, source=1, reason=1)
         if isinstance(answer, AssociateRJ):
+            if association._dump_pdus:
+                PDU_LOG.debug("%s", dump_associate_rj(answer, sent=True))
             machine.reject(answer)
             await association._flush()
             await association._await_close()
             return None
         association.response = answer
+        if association._dump_pdus:
+            PDU_LOG.debug("%s", dump_associate_ac(answer, rq, sent=True))
         association.peer_max_pdu_length = rq.user_information.max_pdu_length or 0
         if contexts_for is not None:
             association._set_contexts(contexts_for(rq, answer))
@@ -253,6 +279,8 @@ class Association:
 
     async def send_message(self, message: DimseMessage) -> None:
         """Send one whole DIMSE message; messages never interleave on the wire."""
+        if self._dump_messages:
+            DIMSE_LOG.debug("%s", dump_message(message, sent=True))
         writes = encode_message(message, self.peer_max_pdu_length)
         first = next(writes)
         second = next(writes, None)
@@ -328,7 +356,10 @@ class Association:
                 else:
                     self._handle_event(event)
             await self._flush_queued()  # a release response queued by _handle_event
-        return inbox.popleft()
+        message = inbox.popleft()
+        if self._dump_messages:
+            DIMSE_LOG.debug("%s", dump_message(message, sent=False))
+        return message
 
     def _data_value(self, context_id: int, control: int, value: memoryview) -> None:
         # Each P-DATA value as the state machine decodes it: the assembler copies what it keeps
@@ -345,6 +376,8 @@ class Association:
             self._inbox.append(message)
 
     def _handle_event(self, event: object) -> None:
+        if self._dump_pdus:
+            self._dump_event(event)
         if isinstance(event, DataReceived):
             self._inbox.extend(self._assembler.feed(event.pdu))
         elif isinstance(event, ReleaseRequested):
@@ -357,6 +390,27 @@ class Association:
             self._ended = True
         else:
             self._raise_for_end(event)
+
+    def _dump_event(self, event: object) -> None:
+        """Log the PDU behind an event of the state machine (P-DATA: its messages are logged
+        whole by :meth:`receive_message`), and the answer we send at once to a release."""
+        if isinstance(event, AssociateAccepted):
+            PDU_LOG.debug("%s", dump_associate_ac(event.response, self.request, sent=False))
+        elif isinstance(event, AssociateRejected):
+            PDU_LOG.debug("%s", dump_associate_rj(event.response, sent=False))
+        elif isinstance(event, ReleaseRequested):
+            PDU_LOG.debug("%s", dump_release("RQ", sent=False))
+            if not event.collision:
+                PDU_LOG.debug("%s", dump_release("RP", sent=True))
+        elif isinstance(event, ReleaseConfirmed):
+            PDU_LOG.debug("%s", dump_release("RP", sent=False))
+        elif isinstance(event, Aborted):
+            if event.connection_lost:
+                PDU_LOG.debug("the connection closed before the association ended")
+            else:
+                # Not by the peer: our state machine aborted on a protocol error it met.
+                PDU_LOG.debug("%s", dump_abort(event.source, event.reason,
+                                               sent=not event.by_peer, detail=event.detail))
 
     def _raise_for_end(self, event: object) -> None:
         if isinstance(event, Aborted):
@@ -484,6 +538,8 @@ class Association:
             return
         self._releasing = True
         async with self._send_lock:
+            if self._dump_pdus:
+                PDU_LOG.debug("%s", dump_release("RQ", sent=True))
             self._machine.release()
             await self._flush()
 
@@ -491,6 +547,8 @@ class Association:
         """A-ABORT: send it (when still possible) and drop the connection."""
         if not self._ended and not self.closed.is_set():
             try:
+                if self._dump_pdus:
+                    PDU_LOG.debug("%s", dump_abort(source, reason, sent=True))
                 self._machine.abort(source, reason)
                 with anyio.CancelScope(shield=True):
                     await self._flush()
