@@ -35,14 +35,18 @@ def _block(records: list[str], title: str) -> str:
     return found[0]
 
 
+async def _echo_and_find(server: QRScp) -> None:
+    async with Client(AE, peer=server.peer) as client:
+        await client.echo()
+        studies = await client.find(Query.study(PatientID="AIO-0001", StudyInstanceUID="")).all()
+    assert len(studies) == 2
+
+
 async def test_association_echo_find_and_release_are_dumped(
     aiodicom_qrscp: QRScp, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiodicom")
-    async with Client(AE, peer=aiodicom_qrscp.peer) as client:
-        await client.echo()
-        studies = await client.find(Query.study(PatientID="AIO-0001", StudyInstanceUID="")).all()
-    assert len(studies) == 2
+    await _echo_and_find(aiodicom_qrscp)
 
     pdus = _records(caplog, "aiodicom.pdu")
     rq = _block([r for r in pdus if "A-ASSOCIATE-RQ" in r and "C-FIND" not in r and
@@ -90,8 +94,7 @@ async def test_nothing_is_dumped_at_info(
     aiodicom_qrscp: QRScp, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="aiodicom")
-    async with Client(AE, peer=aiodicom_qrscp.peer) as client:
-        await client.echo()
+    await _echo_and_find(aiodicom_qrscp)
     assert not _records(caplog, "aiodicom.pdu") and not _records(caplog, "aiodicom.dimse")
 
 
@@ -106,15 +109,28 @@ async def test_user_identity_passcode_never_dumped(caplog: pytest.LogCaptureFixt
         assert server.listen_port
         async with Client(AE) as client:
             peer = client.peer(LOOPBACK, server.listen_port, "DUMPSCP")
+            with pytest.raises(lib.AssociationRejected):
+                async with peer.associate(
+                    user_identity=UserIdentityRQ(2, True, b"alice", b"wrong-pa55")
+                ):
+                    pass
             async with peer.associate(
                 user_identity=UserIdentityRQ(2, True, b"alice", b"pa55-w0rd")
             ) as session:
                 await session.echo()
-    rqs = [r for r in _records(caplog, "aiodicom.pdu") if "A-ASSOCIATE-RQ" in r]
-    assert len(rqs) == 2  # sent and received
+                await session.association.abort()
+    pdus = _records(caplog, "aiodicom.pdu")
+    rqs = [r for r in pdus if "A-ASSOCIATE-RQ" in r]
+    assert len(rqs) == 4  # each association: sent and received
     for rq in rqs:
         assert _has(rq, "User identity", "username and passcode, user 'alice'")
-    assert "pa55-w0rd" not in caplog.text
+    rejected = _block(pdus, "INCOMING A-ASSOCIATE-RJ")
+    assert "service provider (ACSE)" in rejected and _block(pdus, "OUTGOING A-ASSOCIATE-RJ")
+    accepted = _block(pdus, "INCOMING A-ASSOCIATE-AC")
+    assert _has(accepted, "User identity response", "0 bytes (not shown)")
+    aborted = _block(pdus, "OUTGOING A-ABORT")
+    assert "association aborted by the service user" in aborted
+    assert "pa55-w0rd" not in caplog.text and "wrong-pa55" not in caplog.text
 
 
 @pytest.mark.interop

@@ -119,7 +119,8 @@ def output_options(*, quiet: bool = True) -> Callable[[F], F]:
         option("-v", "--verbose", is_flag=True, section="output",
                help="log associations and operations (INFO)"),
         option("-d", "--debug", is_flag=True, section="output",
-               help="log everything (DEBUG) and show tracebacks"),
+               help="log everything (DEBUG): each association PDU and DIMSE message, "
+                    "readable, on stderr; show tracebacks"),
     ]
     if quiet:
         decorators.append(option(
