@@ -18,6 +18,7 @@ logger is enabled; when neither is, nothing here runs. Pure formatting: no I/O o
 from __future__ import annotations
 
 import logging
+import re
 
 from aiodicom.dimse import (
     C_ECHO_RQ,
@@ -53,6 +54,7 @@ __all__ = [
 PDU_LOG = logging.getLogger("aiodicom.pdu")
 DIMSE_LOG = logging.getLogger("aiodicom.dimse")
 
+_WELL_FORMED_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _PRIORITY = {0: "medium", 1: "high", 2: "low"}
 _SERVICE = {C_ECHO_RQ: "echo", C_STORE_RQ: "store", C_FIND_RQ: "find", C_MOVE_RQ: "move",
             C_GET_RQ: "get"}
@@ -81,7 +83,19 @@ def _direction(sent: bool) -> str:
     return "OUTGOING" if sent else "INCOMING"
 
 
+def _well_formed(uid: str) -> bool:
+    # A peer's malformed UID is shown as it came (quoted), never looked up: pydicom warns about
+    # every malformed UID it is handed, and a dump must add no noise of its own.
+    return len(uid) <= 64 and _WELL_FORMED_UID.fullmatch(uid) is not None
+
+
+def _name(uid: str) -> str:
+    return uid_name(uid) if _well_formed(uid) else repr(uid)
+
+
 def _syntax(uid: str) -> str:
+    if not _well_formed(uid):
+        return repr(uid)
     name = uid_name(uid)
     return uid if name == uid else f"{name} ({uid})"
 
@@ -104,16 +118,16 @@ def _user_information(info: UserInformation) -> list[str]:
                             f"invoked {window.max_operations_invoked}, performed "
                             f"{window.max_operations_performed} (0: unlimited)"))
     lines.append(_field("SCP/SCU role selections", "" if info.role_selections else "none"))
-    lines.extend(f"  {uid_name(role.sop_class_uid)}: SCU {_flag(role.scu_role)}, "
+    lines.extend(f"  {_name(role.sop_class_uid)}: SCU {_flag(role.scu_role)}, "
                  f"SCP {_flag(role.scp_role)}" for role in info.role_selections)
     lines.append(_field("Extended negotiation", "" if info.sop_class_extended else "none"))
-    lines.extend(f"  {uid_name(item.sop_class_uid)}: {item.application_information.hex(' ')}"
+    lines.extend(f"  {_name(item.sop_class_uid)}: {item.application_information.hex(' ')}"
                  for item in info.sop_class_extended)
     for common in info.sop_class_common_extended:
-        related = ", ".join(uid_name(uid) for uid in common.related_general_sop_class_uids)
+        related = ", ".join(_name(uid) for uid in common.related_general_sop_class_uids)
         lines.append(_field("Common extended negotiation",
-                            f"{uid_name(common.sop_class_uid)} in "
-                            f"{uid_name(common.service_class_uid)}"
+                            f"{_name(common.sop_class_uid)} in "
+                            f"{_name(common.service_class_uid)}"
                             + (f", related: {related}" if related else "")))
     identity = info.user_identity_rq
     if identity is not None:
