@@ -220,6 +220,7 @@ class Client:
                 self._listener = await Listener.bind(
                     self.listen_host, self._requested_port, self._server_ssl_context,
                     handshake_timeout=self.timeouts.artim, gate=self._acceptor_policy.gate,
+                    admit_address=self.access.address_allowed,
                 )
                 tasks.start_soon(self._listener.serve, self._serve_connection)
         except BaseException as exc:

@@ -28,7 +28,12 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from aiodicom.buffer import MIN_FREE, ReceiveBuffer
-from aiodicom.errors import AssociationError, DicomTimeoutError, UnsupportedBackend
+from aiodicom.errors import (
+    AssociationError,
+    ConnectionClosed,
+    DicomTimeoutError,
+    UnsupportedBackend,
+)
 from aiodicom.limits import LOCAL_LIMIT_EXCEEDED, AssociationGate
 from aiodicom.pdu import encode_pdu
 
@@ -296,10 +301,20 @@ async def connect(
                 return await SocketConnection.connect(host, port)
             stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
             _tune(stream)
-            # DICOM TLS peers often close without close_notify; don't treat that as an error.
-            stream = await TLSStream.wrap(
-                stream, ssl_context=ssl_context, hostname=host, standard_compatible=False
-            )
+            try:
+                # DICOM TLS peers often close without close_notify; not an error.
+                stream = await TLSStream.wrap(
+                    stream, ssl_context=ssl_context, hostname=host, standard_compatible=False
+                )
+            except (anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+                await stream.aclose()
+                # A server that refuses us (our address, or our certificate under TLS 1.3)
+                # closes during the handshake; ssl.SSLError (an OSError) is handled below.
+                raise ConnectionClosed(
+                    f"{host}:{port} closed the connection during the TLS handshake: it may not "
+                    "accept our address or certificate (check ssl_context's certificate), "
+                    "or does not speak TLS on this port"
+                ) from exc
             return StreamConnection(stream)
     except TimeoutError as exc:
         raise DicomTimeoutError(f"connecting to {host}:{port} timed out after {timeout} s") from exc
@@ -323,6 +338,7 @@ class Listener:
     def __init__(
         self, sockets: list[socket.socket], ssl_context: ssl.SSLContext | None,
         handshake_timeout: float | None = 30.0, gate: AssociationGate | None = None,
+        admit_address: Callable[[str], bool] | None = None,
     ) -> None:
         self._sockets = sockets
         self.port = int(sockets[0].getsockname()[1])
@@ -330,6 +346,9 @@ class Listener:
         self.handshake_timeout = handshake_timeout
         #: Counts connections by source address; past its limits one is refused unread.
         self.gate = gate
+        #: Whether a source address may connect at all (the acceptor's allowed networks): one
+        #: that may not is closed at once, before a TLS handshake or any byte is read.
+        self.admit_address = admit_address
         #: Accepts that failed (out of descriptors and the like), for whoever watches.
         self.accept_failures = 0
         # Set (and replaced) each time a connection served here ends: the accept loop waits
@@ -344,6 +363,7 @@ class Listener:
     async def bind(
         cls, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float | None = 30.0, gate: AssociationGate | None = None,
+        admit_address: Callable[[str], bool] | None = None,
     ) -> Listener:
         loop = running_loop()
         sockets: list[socket.socket] = []
@@ -365,7 +385,7 @@ class Listener:
             raise AssociationError(f"cannot listen on {host}:{port}: {exc}") from exc
         if not sockets:
             raise AssociationError(f"cannot listen on {host}:{port}: no address")
-        return cls(sockets, ssl_context, handshake_timeout, gate)
+        return cls(sockets, ssl_context, handshake_timeout, gate, admit_address)
 
     async def serve(self, handler: ConnectionHandler) -> None:
         """Accept connections until cancelled or until :meth:`aclose`; then return once the
@@ -398,6 +418,10 @@ class Listener:
                     await anyio.lowlevel.checkpoint()
                 continue
             host = str(address[0]) if isinstance(address, tuple) else ""
+            if self.admit_address is not None and not self.admit_address(host):
+                log.info("refused a connection from %s: not in the allowed networks", host or "?")
+                sock.close()
+                continue
             if self.gate is not None and not self._admit(self.gate, host):
                 self._refuse(sock, host)
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 from peers import LOOPBACK, in_thread, require_executable, require_module
 from peers.dcmtk import ECHOSCU, STORESCU, echoscu, storescu
@@ -315,3 +316,25 @@ async def test_access_checks_over_tls(tmp_path: Path) -> None:
                         await peer.echo()
                     assert not isinstance(closed.value, aiodicom.AssociationRejected)
     assert [i.peer_address for i in verify.asked] == [LOOPBACK, LOOPBACK]
+
+
+async def test_a_host_outside_the_networks_gets_no_tls_handshake(tmp_path: Path) -> None:
+    """Closed as soon as it is accepted: a host outside the allowed networks cannot make the
+    server spend a TLS handshake (or wait out the handshake timeout) on it."""
+    require_module("cryptography")
+    from test_interop_association import _self_signed, _server_ssl
+
+    cert, key = _self_signed(tmp_path)
+    async with aiodicom.Client(
+        "AIOSCP", listen_port=0, server_ssl_context=_server_ssl(cert, key),
+        access=AccessPolicy(networks=["10.0.0.0/8"]),
+    ) as server:
+        assert server.listen_port
+        async with await anyio.connect_tcp(LOOPBACK, server.listen_port) as stream:
+            # Silent, as a port scanner: the server must not wait for our ClientHello.
+            with anyio.fail_after(5):
+                try:
+                    data = await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                    data = b""
+            assert data == b""

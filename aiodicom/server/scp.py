@@ -194,6 +194,7 @@ class QRServer:
             self._listener = await Listener.bind(
                 self.listen_host, self._requested_port, self._server_ssl_context,
                 handshake_timeout=self.timeouts.artim, gate=self.policy.gate,
+                admit_address=self.policy.access.address_allowed,
             )
         return self._listener
 
