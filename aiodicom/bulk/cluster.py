@@ -71,6 +71,7 @@ from aiodicom.bulk.events import (
     PacsProgress,
     ProgressUpdate,
 )
+from aiodicom.bulk.journal import JOURNAL_NAME, Journal
 from aiodicom.bulk.limiter import LocalLimiter
 from aiodicom.bulk.manifest import Manifest, ManifestFile, ManifestItem, aiter_items, shard
 from aiodicom.bulk.report import BulkReport
@@ -487,6 +488,11 @@ async def retrieve_many_on_cluster(
         )
     run_id = uuid.uuid4().hex[:12]
     output_text = str(Path(output).resolve())
+    if client is None:
+        # Our own LocalCluster shares this file system: the journal is made here, once,
+        # before any share opens it (shares creating a new journal at the same moment could
+        # fail on "database is locked" while one of them switches it to WAL).
+        Journal(Path(output_text) / JOURNAL_NAME).close()
     async with _dask_client(client, n_workers, processes, threads_per_worker) as dask:
         identity = await dask.scheduler.identity(n_workers=-1)
         workers: dict[str, Mapping[str, Any]] = dict(identity.get("workers", {}))

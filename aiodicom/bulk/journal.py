@@ -116,7 +116,11 @@ class Journal:
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL is kept in the file: only its first opener switches (which takes an exclusive
+        # lock that several processes opening a new journal at once would fight over).
+        (mode,) = self._db.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
         # In WAL mode NORMAL loses at most the last transactions on power loss, never
         # consistency; a rerun then fetches those instances again.
         self._db.execute("PRAGMA synchronous=NORMAL")
