@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, nullcontext
 from types import TracebackType
 from typing import TypeVar
 
@@ -325,10 +325,12 @@ class _FindRun:
         # One generator for the whole operation: the C-CANCEL in its inner ``finally`` runs
         # before the association is released. (Two nested generators would also be finalized
         # one by one, and race, should a reference cycle leave them to the garbage collector.)
-        async with AsyncExitStack() as stack:
-            if session is None:
-                assert open_session is not None
-                session = await stack.enter_async_context(open_session())
+        if session is None:
+            assert open_session is not None
+            using: AbstractAsyncContextManager[ServiceChannel] = open_session()
+        else:
+            using = nullcontext(session)  # cheaper than an AsyncExitStack, run for every find
+        async with using as session:
             dispatcher = session.dispatcher
             sop_class = self.query.sop_class_uid("find")
             context = session.association.context(sop_class)
