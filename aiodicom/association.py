@@ -127,7 +127,6 @@ class Association:
         self.idle_timeout = timeouts.network
         self._limits: Limits | None = None
         self._working = 0
-        self._read_scope: anyio.CancelScope | None = None
         # The PDU arriving at the front of the buffer (its offset in the stream) and the
         # seconds spent waiting for it: what the minimum receive rate is checked on.
         self._pdu_offset = -1
@@ -484,9 +483,8 @@ class Association:
             yield
         finally:
             self._working -= 1
-            scope = self._read_scope
-            if not self._working and scope is not None and self.idle_timeout is not None:
-                scope.deadline = min(scope.deadline, anyio.current_time() + self.idle_timeout)
+            if not self._working and self.idle_timeout is not None:
+                self._connection.advance_deadline(anyio.current_time() + self.idle_timeout)
 
     async def _receive_in_time(self) -> bool:
         """Read, aborting an idle peer and a peer sending a PDU slower than the minimum rate."""
@@ -506,16 +504,13 @@ class Association:
             )
         wait = budget if idle is None or (budget is not None and budget < idle) else idle
         started = anyio.current_time()
-        more = False
-        scope = anyio.CancelScope(deadline=started + wait if wait is not None else math.inf)
-        with scope:
-            self._read_scope = scope
-            try:
-                more = await self._connection.receive()
-            finally:
-                self._read_scope = None
-                self._pdu_waited += anyio.current_time() - started
-        if not scope.cancelled_caught:
+        try:
+            more = await self._connection.receive_before(
+                started + wait if wait is not None else math.inf
+            )
+        finally:
+            self._pdu_waited += anyio.current_time() - started
+        if more is not None:
             return more
         await self.abort()
         if budget is not None and wait == budget:

@@ -32,6 +32,7 @@ from aiodicom.uids import (
 )
 
 __all__ = [
+    "IDENTIFYING_TAGS",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "MAX_INFLATED_PEEK",
@@ -48,6 +49,7 @@ __all__ = [
     "open_temporary",
     "part10_header",
     "peek_elements",
+    "peek_prefix",
     "split_part10",
     "temporary_name",
     "write_all",
@@ -586,6 +588,29 @@ def peek_elements(
                 break
         position += length
     return found
+
+
+#: What a receiver reads from every data set it stores, in one scan: whether the data set is
+#: what its command says (SOP Class and SOP Instance UID) and where a DirectorySink files it
+#: (Study and Series Instance UID).
+IDENTIFYING_TAGS = (0x00080016, 0x00080018, 0x0020000D, 0x0020000E)
+
+
+def peek_prefix(
+    prefix: bytes | memoryview, transfer_syntax_uid: str, tags: Iterable[int]
+) -> dict[int, str] | None:
+    """:func:`peek_elements` over the first bytes of a data set still arriving: the values when
+    every one of ``tags`` is within them, else ``None`` (the rest of the data set may hold
+    them, or a tag is absent: only the whole data set can tell). Deflated data sets give
+    ``None``: they are inflated only under the receiver's own limit, once whole."""
+    wanted = frozenset(tags)
+    if encoding_of(transfer_syntax_uid).deflated:
+        return None
+    try:
+        found = peek_elements(prefix, transfer_syntax_uid, wanted)
+    except MalformedDataSetError:
+        return None
+    return found if len(found) == len(wanted) else None
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,7 +12,9 @@ import attrs
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 
+from aiodicom.errors import DicomError
 from aiodicom.fileio import (
+    IDENTIFYING_TAGS,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     MAX_INFLATED_PEEK,
@@ -26,8 +28,7 @@ from aiodicom.uids import encoding_of
 
 __all__ = ["Instance", "read_part10"]
 
-_STUDY_INSTANCE_UID = 0x0020000D
-_SERIES_INSTANCE_UID = 0x0020000E
+_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID = IDENTIFYING_TAGS
 
 
 # slots=False so that functools.cached_property has an instance __dict__ to cache into; it
@@ -104,11 +105,38 @@ class Instance:
 
         ``None`` stands for an element the data set does not have.
         """
-        found = peek_elements(
-            self.data, self.transfer_syntax_uid, (_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID),
-            self.max_inflated,
-        )
+        found = self._peek((_STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID))
         return found.get(_STUDY_INSTANCE_UID), found.get(_SERIES_INSTANCE_UID)
+
+    def peek_sop_uids(self) -> tuple[str | None, str | None]:
+        """Return the data set's own (SOPClassUID, SOPInstanceUID) without decoding it (the
+        attributes :attr:`sop_class_uid` and :attr:`sop_instance_uid` are the command's).
+
+        ``None`` stands for an element the data set does not have.
+        """
+        found = self._peek((_SOP_CLASS_UID, _SOP_INSTANCE_UID))
+        return found.get(_SOP_CLASS_UID), found.get(_SOP_INSTANCE_UID)
+
+    def _peek(self, tags: tuple[int, ...]) -> dict[int, str]:
+        # A receiver reads all of IDENTIFYING_TAGS (checks, then a file name): one scan, kept;
+        # or none at all when the spool read them while the data set was arriving.
+        cached: dict[int, str] | None = self.__dict__.get("_identifying")
+        if cached is None:
+            spool = self.spool
+            cached = spool.identifying if spool is not None else None
+            if cached is None:
+                try:
+                    cached = peek_elements(
+                        self.data, self.transfer_syntax_uid, IDENTIFYING_TAGS, self.max_inflated
+                    )
+                except DicomError:
+                    # Unreadable before all four: scan only as far as the asked tags need.
+                    return peek_elements(
+                        self.data, self.transfer_syntax_uid, tags, self.max_inflated
+                    )
+            # Frozen fields, but the instance __dict__ is free (as for cached_property).
+            self.__dict__["_identifying"] = cached
+        return cached
 
 
 def read_part10(path: str | os.PathLike[str]) -> Instance:

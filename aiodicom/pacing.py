@@ -8,8 +8,11 @@ loop's current turn has lasted :data:`BUDGET`, and costs a clock read otherwise.
 
 The budget is the loop's, not each task's: every task that finds it spent yields at its next
 step, so one turn of the loop lasts about :data:`BUDGET` however many associations are busy.
-A turn is measured from the first :func:`pace` in it: that call schedules a marker callback,
-which runs early in the next turn and starts the clock again.
+The clock starts at the first :func:`pace` after the last yield; the first task that yields
+schedules a marker callback, which runs early in the next turn and lets the next :func:`pace`
+start the clock again. A turn therefore never holds more than the budget, and quiet turns
+share one clock: a marker per turn (an extra trip through the loop after every read) cost more
+than the reading it paced.
 """
 
 from __future__ import annotations
@@ -34,16 +37,17 @@ per busy task.
 
 
 class _Turn:
-    __slots__ = ("armed", "loop", "started")
+    __slots__ = ("loop", "marked", "running", "started")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weak: the turn is the value of a weak-keyed map whose key is this very loop.
         self.loop = weakref.ref(loop)
         self.started = 0.0
-        self.armed = False  # a marker is scheduled: the clock runs for the current turn
+        self.running = False  # the clock runs (started at the first pace since the last yield)
+        self.marked = False  # a marker is scheduled: the budget is spent until the next turn
 
     def mark(self) -> None:
-        self.armed = False
+        self.running = self.marked = False
 
 
 # One clock per event loop (an application may run loops in several threads); the last one
@@ -70,11 +74,13 @@ async def pace() -> None:
     if turn is None or turn.loop() is not loop:
         turn = _turn(loop)
     now = perf_counter()
-    if not turn.armed:
-        # The first step of this turn that asks: the clock starts here, and the marker
-        # (run in the next turn) lets the next turn's first step start it again.
-        turn.armed = True
+    if not turn.running:
+        turn.running = True
         turn.started = now
-        loop.call_soon(turn.mark)
     elif now - turn.started >= BUDGET:
+        if not turn.marked:
+            # Scheduled before this task's own wake-up: the next turn starts a fresh clock,
+            # while the tasks still to run in this one find the budget spent and yield too.
+            turn.marked = True
+            loop.call_soon(turn.mark)
         await anyio.lowlevel.checkpoint()

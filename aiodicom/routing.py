@@ -33,7 +33,6 @@ from aiodicom.acceptor import IncomingStore
 from aiodicom.access import AccessPolicy, same_host
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
-from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
 from aiodicom.negotiation import PresentationContext
 from aiodicom.reassembly import DataSetOpener
@@ -47,7 +46,6 @@ from aiodicom.status import Status
 
 log = logging.getLogger("aiodicom.routing")
 
-STUDY_UID, SERIES_UID = 0x0020000D, 0x0020000E
 
 UnexpectedHandler = Callable[[Instance], Awaitable[int]]
 """Takes a delivery no move expects; returns the C-STORE status to answer with."""
@@ -217,15 +215,13 @@ class DeliveryRouter:
         if not candidates:
             return None
         try:
-            uids = peek_elements(
-                instance.data, instance.transfer_syntax_uid, (STUDY_UID, SERIES_UID)
-            )
+            study_uid, series_uid = instance.peek_uids()
         except DicomError:
             return None
         have = {
             "SOPInstanceUID": instance.sop_instance_uid,
-            "SeriesInstanceUID": uids.get(SERIES_UID),
-            "StudyInstanceUID": uids.get(STUDY_UID),
+            "SeriesInstanceUID": series_uid,
+            "StudyInstanceUID": study_uid,
         }
         matching = []
         for move in candidates:

@@ -223,7 +223,8 @@ class DirectorySink:
                 self._root.mkdir(parents=True, exist_ok=True)
                 self._root_created = True
             return SpooledFile(
-                self._root, header, fsync=self.fsync, memory_limit=self.memory_limit
+                self._root, header, fsync=self.fsync, memory_limit=self.memory_limit,
+                transfer_syntax_uid=transfer_syntax_uid,
             )
         except (OSError, DicomError) as exc:
             log.debug("receiving %s in memory: no spool file: %s", sop_instance_uid, exc)

@@ -14,7 +14,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from aiodicom.fileio import OPEN_FLAGS, fsync_directory, open_temporary, write_all
+from aiodicom.fileio import (
+    IDENTIFYING_TAGS,
+    OPEN_FLAGS,
+    fsync_directory,
+    open_temporary,
+    peek_prefix,
+    write_all,
+)
 
 __all__ = ["MEMORY_LIMIT", "SpooledFile", "temporary_spool"]
 
@@ -44,6 +51,7 @@ class SpooledFile:
     def __init__(
         self, directory: Path, header: bytes, fsync: bool = False,
         memory_limit: int = MEMORY_LIMIT, anonymous: bool = False,
+        transfer_syntax_uid: str | None = None,
     ) -> None:
         self.directory = directory
         # Anonymous: the file is only where the data set waits (never committed), removed
@@ -57,6 +65,12 @@ class SpooledFile:
         self._memory_limit = memory_limit
         self._buffer: bytearray | None = bytearray()
         self._fd: int | None = None
+        self._transfer_syntax_uid = transfer_syntax_uid
+        #: The values of :data:`~aiodicom.fileio.IDENTIFYING_TAGS`, read from the first bytes
+        #: while the rest was still arriving (``None``: not known yet). A received data set is
+        #: checked and filed by them; read here, that work is off the path between its last
+        #: fragment and the C-STORE-RSP the peer waits for.
+        self.identifying: dict[int, str] | None = None
 
     @property
     def header(self) -> bytes:
@@ -87,6 +101,11 @@ class SpooledFile:
 
     def _spill(self, buffer: bytearray, fragment: memoryview) -> None:
         self._buffer = None
+        if self._transfer_syntax_uid is not None:
+            self.identifying = peek_prefix(
+                memoryview(buffer) if buffer else fragment, self._transfer_syntax_uid,
+                IDENTIFYING_TAGS,
+            )
         try:
             name, self._fd = open_temporary(os.fspath(self.directory), "spool", _OPEN_FLAGS)
             if self._anonymous:

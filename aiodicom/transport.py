@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import socket
 import ssl
@@ -93,6 +94,26 @@ class Connection:
         Makes room in the buffer first, which invalidates earlier views of it.
         """
         raise NotImplementedError
+
+    async def receive_before(self, deadline: float) -> bool | None:
+        """:meth:`receive`, giving up at ``deadline`` (the clock of ``anyio.current_time()``;
+        ``math.inf``: none yet, see :meth:`advance_deadline`): ``None`` then."""
+        with anyio.CancelScope(deadline=deadline) as scope:
+            self._deadline_scope = scope
+            try:
+                return await self.receive()
+            finally:
+                self._deadline_scope = None
+        return None
+
+    def advance_deadline(self, deadline: float) -> None:
+        """Bring the deadline of a :meth:`receive_before` in progress forward to ``deadline``
+        (never back); nothing when none is in progress."""
+        scope = self._deadline_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    _deadline_scope: anyio.CancelScope | None = None
 
     async def send(self, data: bytes) -> None:
         """Return once the kernel took all of ``data``; raise ``anyio.BrokenResourceError`` if
@@ -197,6 +218,10 @@ class SocketConnection(Connection):
         self._protocol = protocol
         self.buffer = protocol.buffer
         self._reported = 0
+        # Of a receive_before() in progress: its deadline, its timer, whether it went off.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
 
     @property
     def peer_address(self) -> str | None:
@@ -235,6 +260,49 @@ class SocketConnection(Connection):
             return False
         self._reported = buffer.received
         return True
+
+    async def receive_before(self, deadline: float) -> bool | None:
+        # A loop timer that wakes the read, armed only when the read has to wait: an anyio
+        # cancel scope per read cost more than the rest of the read (every read of an
+        # acceptor's association is timed, for its idle timeout and minimum receive rate).
+        protocol = self._protocol
+        buffer = self.buffer
+        if buffer.received == self._reported and not protocol.at_eof:
+            self._timed_out = False
+            self._deadline = deadline
+            if deadline != math.inf:
+                self._timer = running_loop().call_at(deadline, self._time_up)
+            try:
+                buffer.make_room()
+                if protocol.reading_paused and not protocol.at_eof:
+                    protocol.reading_paused = False
+                    self._transport.resume_reading()
+                while (
+                    buffer.received == self._reported and not protocol.at_eof
+                    and not self._timed_out
+                ):
+                    await protocol.wait("read_waiter")
+            finally:
+                self._deadline = None
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            if self._timed_out and buffer.received == self._reported:
+                return None
+        return await self.receive()
+
+    def advance_deadline(self, deadline: float) -> None:
+        if self._deadline is None or deadline >= self._deadline:
+            return
+        self._deadline = deadline
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = running_loop().call_at(deadline, self._time_up)
+
+    def _time_up(self) -> None:
+        self._timer = None
+        self._timed_out = True
+        _wake(self._protocol.read_waiter)
 
     async def send(self, data: bytes) -> None:
         protocol = self._protocol

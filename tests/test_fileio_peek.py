@@ -34,6 +34,7 @@ from pydicom.uid import (
 )
 
 from aiodicom.fileio import (
+    IDENTIFYING_TAGS,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     PREAMBLE,
@@ -42,6 +43,7 @@ from aiodicom.fileio import (
     encode_file_meta,
     part10_header,
     peek_elements,
+    peek_prefix,
 )
 from aiodicom.instance import Instance
 
@@ -655,3 +657,53 @@ def test_encode_file_meta_matches_reference_and_its_errors(**case: Any) -> None:
         assert str(caught.value) == str(exc)
         return
     assert encode_file_meta(**case) == expected
+
+
+def identified_dataset() -> Dataset:
+    ds = fixed_dataset()
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.2.1125.3"
+    return ds
+
+
+@pytest.mark.parametrize(("syntax", "implicit", "little"), PLAIN)
+def test_peek_prefix_answers_only_when_every_tag_is_within(
+    syntax: str, implicit: bool, little: bool
+) -> None:
+    raw = encode(identified_dataset(), implicit, little)
+    series_at = offset_of_tag(raw, SERIES, little)
+    whole = peek_elements(raw, syntax, IDENTIFYING_TAGS)
+    assert len(whole) == 4
+    # Every prefix that holds the four values gives exactly them.
+    for cut in (len(raw), series_at + 40, len(raw) - 10):
+        assert peek_prefix(raw[:cut], syntax, IDENTIFYING_TAGS) == whole
+    # Cut before (or inside) Series Instance UID: unknown, never "absent" and never a part.
+    for cut in (series_at, series_at + 6, series_at + 12, 3):
+        assert peek_prefix(raw[:cut], syntax, IDENTIFYING_TAGS) is None
+    # A tag the data set lacks cannot be told from one further on: unknown as well.
+    del_sop = identified_dataset()
+    del del_sop.SOPInstanceUID
+    assert peek_prefix(encode(del_sop, implicit, little), syntax, IDENTIFYING_TAGS) is None
+
+
+def test_peek_prefix_leaves_deflated_data_sets_to_the_whole() -> None:
+    raw = deflate(encode(identified_dataset(), False, True))
+    assert len(peek_elements(raw, DeflatedExplicitVRLittleEndian, IDENTIFYING_TAGS)) == 4
+    assert peek_prefix(raw, DeflatedExplicitVRLittleEndian, IDENTIFYING_TAGS) is None
+
+
+@pytest.mark.parametrize(("syntax", "implicit", "little"), PLAIN)
+def test_instance_sop_uids_are_read_even_when_the_data_set_breaks_later(
+    syntax: str, implicit: bool, little: bool
+) -> None:
+    raw = encode(identified_dataset(), implicit, little)
+    patient_at = offset_of_tag(raw, 0x00100020, little)
+    instance = Instance(CTImageStorage, "1.2.3", syntax, raw)
+    assert instance.peek_sop_uids() == (CTImageStorage, "1.2.826.0.1.3680043.2.1125.3")
+    assert instance.peek_uids() == (
+        "1.2.826.0.1.3680043.2.1125.1", "1.2.826.0.1.3680043.2.1125.2"
+    )
+    # Broken after the SOP UIDs: they are still read; the study and series ones are not.
+    broken = Instance(CTImageStorage, "1.2.3", syntax, raw[: patient_at + 5])
+    assert broken.peek_sop_uids() == (CTImageStorage, "1.2.826.0.1.3680043.2.1125.3")
+    with pytest.raises(MalformedDataSetError):
+        broken.peek_uids()

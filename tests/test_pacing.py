@@ -68,6 +68,34 @@ async def test_the_budget_starts_again_in_the_next_turn(clock: FakeClock) -> Non
     assert not await _others_ran_during(clock, pacing.BUDGET / 2)
 
 
+async def test_pacing_within_the_budget_costs_the_loop_nothing(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No callback per turn: only a yield schedules the marker that restarts the clock (a
+    marker every turn made every read cost one more trip through the loop)."""
+    loop = asyncio.get_running_loop()
+    scheduled: list[object] = []
+    call_soon = loop.call_soon
+
+    def spy(callback: object, *args: object, **kwargs: object) -> asyncio.Handle:
+        scheduled.append(callback)
+        return call_soon(callback, *args, **kwargs)  # type: ignore[arg-type]
+
+    await anyio.lowlevel.checkpoint()
+    await pacing.pace()
+    monkeypatch.setattr(loop, "call_soon", spy)
+    for _ in range(5):  # turns with a little work each, well within one budget in all
+        clock.now += pacing.BUDGET / 10
+        await pacing.pace()
+        await asyncio.sleep(0.001)
+    markers = [c for c in scheduled if getattr(c, "__name__", "") == "mark"]
+    assert markers == []
+    clock.now += pacing.BUDGET
+    await pacing.pace()  # spent: one marker, then a fresh clock in the next turn
+    assert [c for c in scheduled if getattr(c, "__name__", "") == "mark"] != []
+    assert not await _others_ran_during(clock, pacing.BUDGET / 2)
+
+
 async def test_tasks_share_the_turn(clock: FakeClock) -> None:
     """What one task spent counts for the next: the turn is the loop's, not each task's."""
     order: list[str] = []

@@ -176,3 +176,44 @@ def test_the_limit_is_where_the_data_set_goes_to_disk(tmp_path: Path) -> None:
     assert bytes(spool.close()) == bytes(101)
     assert split_part10(spool.path.read_bytes())[1] == bytes(101)
     spool.discard()
+
+
+
+def identified_data_set() -> bytes:
+    def ui(group: int, element: int, value: str) -> bytes:
+        raw = value.encode() + (b"\0" if len(value) % 2 else b"")
+        return (group.to_bytes(2, "little") + element.to_bytes(2, "little") + b"UI"
+                + len(raw).to_bytes(2, "little") + raw)
+
+    return (ui(0x0008, 0x0016, CT) + ui(0x0008, 0x0018, SOP) + ui(0x0020, 0x000D, STUDY)
+            + ui(0x0020, 0x000E, SERIES) + bytes(range(256)) * 64)
+
+
+def test_the_identifying_uids_are_read_before_the_data_set_ends(tmp_path: Path) -> None:
+    # Read from what goes to disk first, so that checking and filing the instance needs no
+    # scan of the mapped file between its last fragment and the C-STORE-RSP.
+    sink = DirectorySink(tmp_path / "out")
+    sink.memory_limit = 1024
+    data = identified_data_set()
+    spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert spool is not None
+    spool.write(memoryview(data)[:2048])  # past the limit: on disk, the rest still to come
+    assert spool.on_disk
+    assert spool.identifying == {
+        0x00080016: CT, 0x00080018: SOP, 0x0020000D: STUDY, 0x0020000E: SERIES
+    }
+    spool.write(memoryview(data)[2048:])
+    instance = Instance(CT, SOP, EXPLICIT_LE, spool.close(), spool=spool)
+    assert instance.peek_uids() == (STUDY, SERIES)
+    assert instance.peek_sop_uids() == (CT, SOP)
+    # A data set without all four (here no SOP UIDs) is read whole, once it is whole.
+    other = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert other is not None
+    other.write(memoryview(data_set())[:2048])
+    assert other.on_disk and other.identifying is None
+    other.write(memoryview(data_set())[2048:])
+    assert Instance(CT, SOP, EXPLICIT_LE, other.close(), spool=other).peek_uids() == (
+        STUDY, SERIES
+    )
+    other.discard()
+    spool.discard()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import socket
 import sys
@@ -461,3 +462,34 @@ def test_a_full_buffer_grows_rather_than_compacting_under_the_consumer() -> None
     protocol.buffer_updated(len(space))
     assert bytes(view) == bytes(range(10, 64))
     assert bytes(buffer.data()) == bytes(range(10, 64)) + b"\xff" * len(space)
+
+
+@pytest.mark.parametrize("stream_client", [False, True], ids=["socket", "stream"])
+async def test_receive_before_gives_up_at_its_deadline_and_not_before(stream_client: bool) -> None:
+    """What an acceptor's idle timeout and minimum receive rate stand on: a timed read returns
+    None at its deadline, True for bytes before it, and a deadline brought forward counts."""
+    async with connected(stream_client=stream_client) as (client, server):
+        now = anyio.current_time
+        started = now()
+        assert await server.receive_before(started + 0.2) is None
+        assert now() - started >= 0.19
+        await client.send(b"abc")
+        assert await server.receive_before(now() + 30) is True
+        server.buffer.consume(len(server.buffer))
+
+        # No deadline yet (an operation of ours was running), then one set from outside.
+        async def advance() -> None:
+            await anyio.sleep(0.1)
+            server.advance_deadline(now() + 0.1)
+            server.advance_deadline(now() + 60)  # later: ignored
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(advance)
+            started = now()
+            with anyio.fail_after(10):
+                assert await server.receive_before(math.inf) is None
+        assert now() - started >= 0.19
+        # And the connection still works after its timed reads gave up.
+        await client.send(b"e")
+        assert await server.receive_before(now() + 30) is True
+        assert bytes(server.buffer.data()) == b"e"

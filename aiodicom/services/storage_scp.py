@@ -36,7 +36,7 @@ from aiodicom.dimse import (
     encode_store_response,
 )
 from aiodicom.errors import DicomError, DimseError
-from aiodicom.fileio import MAX_INFLATED_PEEK, peek_elements
+from aiodicom.fileio import MAX_INFLATED_PEEK
 from aiodicom.instance import Instance
 from aiodicom.limits import Limits
 from aiodicom.negotiation import PresentationContext
@@ -236,7 +236,6 @@ async def receive_store(
     return store_response(request, status)
 
 
-_SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00080016, 0x00080018
 
 
 def mismatch(instance: Instance, context: PresentationContext) -> tuple[int, str] | None:
@@ -249,17 +248,13 @@ def mismatch(instance: Instance, context: PresentationContext) -> tuple[int, str
             f"{context.abstract_syntax}"
         )
     try:
-        found = peek_elements(
-            instance.data, instance.transfer_syntax_uid, (_SOP_CLASS_UID, _SOP_INSTANCE_UID),
-            instance.max_inflated,
-        )
+        sop_uids = instance.peek_sop_uids()
     except DicomError as exc:
         return Status.UNABLE_TO_PROCESS, f"data set unreadable: {exc}"
-    for tag, name, expected in (
-        (_SOP_CLASS_UID, "SOP Class UID", instance.sop_class_uid),
-        (_SOP_INSTANCE_UID, "SOP Instance UID", instance.sop_instance_uid),
+    for value, name, expected in (
+        (sop_uids[0], "SOP Class UID", instance.sop_class_uid),
+        (sop_uids[1], "SOP Instance UID", instance.sop_instance_uid),
     ):
-        value = found.get(tag)
         if value is not None and value != expected:
             return Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, (
                 f"the data set's {name} {value!r} is not the command's {expected!r}"
