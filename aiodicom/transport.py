@@ -267,29 +267,30 @@ class SocketConnection(Connection):
         # acceptor's association is timed, for its idle timeout and minimum receive rate).
         protocol = self._protocol
         buffer = self.buffer
-        if buffer.received == self._reported and not protocol.at_eof:
-            self._timed_out = False
-            self._deadline = deadline
-            if deadline != math.inf:
-                self._timer = running_loop().call_at(deadline, self._time_up)
-            try:
-                buffer.make_room()
-                if protocol.reading_paused and not protocol.at_eof:
-                    protocol.reading_paused = False
-                    self._transport.resume_reading()
-                while (
-                    buffer.received == self._reported and not protocol.at_eof
-                    and not self._timed_out
-                ):
-                    await protocol.wait("read_waiter")
-            finally:
-                self._deadline = None
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-            if self._timed_out and buffer.received == self._reported:
-                return None
-        return await self.receive()
+        if buffer.received != self._reported or protocol.at_eof:
+            return await self.receive()  # nothing to wait for
+        buffer.make_room()
+        if protocol.reading_paused:
+            protocol.reading_paused = False
+            self._transport.resume_reading()
+        self._timed_out = False
+        self._deadline = deadline
+        if deadline != math.inf:
+            self._timer = running_loop().call_at(deadline, self._time_up)
+        try:
+            while (
+                buffer.received == self._reported and not protocol.at_eof and not self._timed_out
+            ):
+                await protocol.wait("read_waiter")
+        finally:
+            self._deadline = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if buffer.received == self._reported:
+            return False if protocol.at_eof else None
+        self._reported = buffer.received
+        return True
 
     def advance_deadline(self, deadline: float) -> None:
         if self._deadline is None or deadline >= self._deadline:
