@@ -22,7 +22,9 @@ While idle, an association is watched by a task of the client's task group: it w
 whatever the peer might send (an idle association should hear nothing) under a deadline of
 ``idle_timeout``. Either the deadline passes (the association is released), or the peer speaks
 (A-RELEASE-RQ, A-ABORT, a closed connection: it is dropped), or an operation takes it (the wait
-is cancelled). Nothing polls.
+is cancelled). Nothing polls. The watcher starts from the loop turn after the give-back: an
+association taken back before then (a caller running operations one after the other) costs no
+task at all.
 
 Per peer at most ``max_associations`` exist at once (in use, idle or being opened or closed).
 Callers beyond that wait in order, each for at most ``acquire_timeout`` seconds, then get
@@ -32,6 +34,7 @@ waiting caller's proposals are left, the least recently used one is released to 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -45,6 +48,7 @@ import attrs
 from aiodicom.errors import DicomError, DicomTimeoutError, StatusError
 from aiodicom.pdu import AssociateRQ
 from aiodicom.session import Session
+from aiodicom.transport import running_loop
 
 log = logging.getLogger("aiodicom.pool")
 
@@ -131,9 +135,17 @@ def _contexts_by_class(rq: AssociateRQ) -> dict[str, list[tuple[str, ...]]]:
 class _Idle:
     session: Session
     rq: AssociateRQ
-    scope: anyio.CancelScope
+    deadline: float
+    """When it is released if nobody takes it (the event loop's clock)."""
     state: str = "idle"  # idle -> taken (an operation has it) | closing (watcher ends it)
     watching: bool = False  # the watcher is waiting for the peer
+    scope: anyio.CancelScope | None = None
+    """The watcher's wait; made when the watcher starts (most associations given back are
+    taken again before it does)."""
+
+    def stop_watching(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 @attrs.define(eq=False)
@@ -174,6 +186,11 @@ class AssociationPool:
         self._opener = opener
         self._buckets: dict[PeerKey, _Bucket] = {}
         self._closed = False
+        # Associations given back in an earlier loop turn and still idle, for the starter task
+        # to give each a watcher (an anyio task is started from a task, not a loop callback).
+        self._unwatched: list[tuple[PeerKey, _Bucket, _Idle]] = []
+        self._starter_running = False
+        self._starter_wake: asyncio.Future[None] | None = None
 
     # --- what operations use --------------------------------------------------------------
 
@@ -207,6 +224,9 @@ class AssociationPool:
         """Refuse new leases and release every idle association (concurrently, bounded by
         the ACSE timeout each); associations still in use are ended when given back."""
         self._closed = True
+        # Let the give-backs of this loop turn reach _needs_watcher first (below, an
+        # association that made room before its watcher started is ended here).
+        await anyio.lowlevel.checkpoint()
         async with anyio.create_task_group() as tasks:
             for bucket in self._buckets.values():
                 for waiter in bucket.waiters:
@@ -217,8 +237,13 @@ class AssociationPool:
                 for idle in list(bucket.idle):
                     bucket.idle.remove(idle)
                     idle.state = "taken"
-                    idle.scope.cancel()
+                    idle.stop_watching()
                     tasks.start_soon(self._end, bucket, idle.session)
+            for _, bucket, idle in self._unwatched:
+                if idle.state == "closing":  # else idle (ended above) or taken
+                    idle.state = "taken"
+                    tasks.start_soon(self._end, bucket, idle.session)
+            self._unwatched.clear()
 
     # --- acquiring --------------------------------------------------------------------------
 
@@ -274,7 +299,7 @@ class AssociationPool:
                 # association. (Taken back before its watcher ever ran, as in a loop of
                 # operations, it has had no time to hear anything: no turn to spend.)
                 await anyio.lowlevel.checkpoint()
-                idle.scope.cancel()
+                idle.stop_watching()
             if idle.session.reusable:
                 return idle.session
             with anyio.CancelScope(shield=True):
@@ -308,7 +333,7 @@ class AssociationPool:
                     # least recently used; its slot goes to the first caller waiting then.
                     victim = bucket.idle.pop(0)
                     victim.state = "closing"
-                    victim.scope.cancel()
+                    victim.stop_watching()
                     waiter.evicted = True
                     closing += 1
                 continue
@@ -332,17 +357,45 @@ class AssociationPool:
         self, key: PeerKey, bucket: _Bucket, session: Session, rq: AssociateRQ, keep: bool
     ) -> None:
         if keep and not self._closed and self.options.idle_timeout > 0:
-            idle = _Idle(
-                session, rq,
-                anyio.CancelScope(deadline=anyio.current_time() + self.options.idle_timeout),
-            )
+            # The loop's own clock (anyio's current_time on asyncio, without looking the
+            # backend up): this runs for every operation.
+            loop = running_loop()
+            idle = _Idle(session, rq, loop.time() + self.options.idle_timeout)
             bucket.idle.append(idle)
             if bucket.waiters:
                 self._assign(bucket)  # straight to the next caller: no watcher needed then
             if idle.state != "taken":  # idle, or chosen to make room (its watcher ends it)
-                self._tasks.start_soon(self._watch, bucket, idle, name=f"idle association {key}")
+                # From the next loop turn on: a caller running operations one after the other
+                # takes the association back before that, and no watcher task is made at all.
+                loop.call_soon(self._needs_watcher, key, bucket, idle)
+                if not self._starter_running:
+                    self._starter_running = True
+                    self._tasks.start_soon(self._start_watchers, name="idle association watchers")
             return
         await self._end(bucket, session)
+
+    def _needs_watcher(self, key: PeerKey, bucket: _Bucket, idle: _Idle) -> None:
+        if idle.state == "taken":
+            return  # an operation has it already
+        self._unwatched.append((key, bucket, idle))
+        wake = self._starter_wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _start_watchers(self) -> None:
+        """Give each association still idle a loop turn after its give-back its watcher (one
+        task for the client's life, ended with the client's task group)."""
+        loop = running_loop()
+        while True:
+            unwatched, self._unwatched = self._unwatched, []
+            for key, bucket, idle in unwatched:
+                if idle.state != "taken":  # idle, or chosen to make room (its watcher ends it)
+                    self._tasks.start_soon(
+                        self._watch, bucket, idle, name=f"idle association {key}"
+                    )
+            if not self._unwatched:
+                self._starter_wake = loop.create_future()
+                await self._starter_wake
 
     async def _end(self, bucket: _Bucket, session: Session) -> None:
         # The slot is freed only once the association is gone: the peer never sees more than
@@ -359,6 +412,7 @@ class AssociationPool:
         try:
             if idle.state == "idle":
                 dispatcher = idle.session.dispatcher
+                idle.scope = anyio.CancelScope(deadline=idle.deadline)
                 with idle.scope:
                     try:
                         idle.watching = True

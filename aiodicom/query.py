@@ -280,14 +280,16 @@ class Query:
 
     def sop_class_uid(self, service: str) -> str:
         """The SOP Class UID of ``service`` ("find", "move" or "get") for the query's model."""
-        uids = {
-            "find": self.model.find_sop_class,
-            "move": self.model.move_sop_class,
-            "get": self.model.get_sop_class,
-        }
-        if service not in uids:
+        # Branches, not a table: this runs twice for every C-FIND.
+        model = self.model
+        if service == "find":
+            uid = model.find_sop_class
+        elif service == "move":
+            uid = model.move_sop_class
+        elif service == "get":
+            uid = model.get_sop_class
+        else:
             raise QueryError(f"service must be 'find', 'move' or 'get', not {service!r}")
-        uid = uids[service]
         if uid is None:
             raise QueryError(
                 f"the {self.model.value} model defines no C-{service.upper()} SOP class"

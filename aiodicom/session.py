@@ -27,7 +27,7 @@ from aiodicom.services import commitment, commitment_registry, series_selection
 from aiodicom.services import echo as echo_service
 from aiodicom.services import store as store_service
 from aiodicom.services.cancel import CANCEL_TIMEOUT
-from aiodicom.services.find import Find, FindOptions, HierarchicalFind
+from aiodicom.services.find import NO_OPTIONS, Find, FindOptions, HierarchicalFind
 from aiodicom.services.get_contexts import get_proposals, sop_classes_from
 from aiodicom.services.retrieve import (
     MoveRouter,
@@ -122,7 +122,7 @@ class Operations:
         :class:`Session` they must have been proposed when associating
         (``options.negotiation_item(uid)``).
         """
-        options = options or FindOptions()
+        options = options or NO_OPTIONS
         uid = query.sop_class_uid("find")
         extended = [options.negotiation_item(uid)] if options.any else []
         return Find(

@@ -1,4 +1,5 @@
-"""The real peers of a benchmark run: dcmqrscp (two archives) and Orthanc, with cached storage.
+"""The real peers of a benchmark run: dcmqrscp (two archives, and a small third one for the
+pool cases) and Orthanc, with cached storage.
 
 Both are started with ``TCP_NODELAY=1`` (``tests/peers`` does it for every peer) and a maximum
 PDU of 131072 bytes, the largest DCMTK accepts. Their storage (dcmqrscp's index, Orthanc's
@@ -63,10 +64,12 @@ def _prepared(workdir: Path, key: str) -> bool:
 
 def start_dcmqrscp(
     profile: str, name: str, series: list[SeriesRef], destinations: Destinations,
-    max_associations: int = 600, log: object = print,
+    max_associations: int = 600, log: object = print, first: int | None = None,
 ) -> DcmQrScp:
+    """dcmqrscp serving ``series`` (only the ``first`` instances of each, if given) from the
+    cached storage ``peers/<name>``."""
     workdir = _paths.WORK / profile / "peers" / name
-    key = _cache_key(series)
+    key = _cache_key(series) + ("" if first is None else f":first={first}")
     loaded = _prepared(workdir, key)
     server = DcmQrScp(
         workdir, ae_title="QRSCP", move_destinations=destinations.table(), max_pdu=MAX_PDU,
@@ -74,9 +77,10 @@ def start_dcmqrscp(
     )
     if not loaded:
         for s in series:
+            files = s.files[:first]
             if callable(log):
-                log(f"  indexing {s.n} instances ({s.key}) into dcmqrscp {name} ...")
-            server.load(s.files)
+                log(f"  indexing {len(files)} instances ({s.key}) into dcmqrscp {name} ...")
+            server.load(files)
         (workdir / "loaded.key").write_text(key)
     return server.start()
 

@@ -11,15 +11,23 @@ time:
   run; for 50 at a time, 50 threads with an association each (pynetdicom associations are not
   safe to share between threads), each reusing it.
 
+A one-match C-FIND measures what a client spends per request, so the target cases
+(``pool-find-seq``, ``pool-find-50``) ask a dcmqrscp whose archive holds only the first
+:data:`SMALL_ARCHIVE` instances of the big series (the same study and series, so the same
+query). dcmqrscp reads its whole index file on every C-FIND: against the runner's archive of
+the 500-instance series it spends about 0.5 ms of its own per find, as much as the pooled
+client's whole round trip. ``pool-find-seq-big`` runs the sequential case against that archive
+too, as a reference (not a target); the 50-at-a-time case is not repeated there (pynetdicom's
+50 threads can take 12 s a run).
+
 Every client does one untimed C-FIND first (imports, first association). The ratios
 pooled/unpooled and pooled/pynetdicom are logged after each case and kept in its note.
 
-Runs as part of ``python -m benchmarks`` (case keys ``pool-find-seq``, ``pool-find-50``;
-``--only pool``); this module is also the worker process of those clients
-(``python -m benchmarks.pool SPEC``). ``AIODICOM_BENCH_POOL_N`` overrides the number of
-C-FINDs (full: 1000, quick: 100; the quick run leaves pynetdicom out of the 50-at-a-time
-case unless the number is given: its threads lose responses and wait out its DIMSE
-timeout).
+Runs as part of ``python -m benchmarks`` (``--only pool``); this module is also the worker
+process of those clients (``python -m benchmarks.pool SPEC``). ``AIODICOM_BENCH_POOL_N``
+overrides the number of C-FINDs (full: 1000, quick: 100; the quick run leaves pynetdicom out of
+the 50-at-a-time case unless the number is given: its threads lose responses and wait out its
+DIMSE timeout).
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ if TYPE_CHECKING:
 
 WORKER_TIMEOUT = 600.0
 AT_ONCE = 50
+SMALL_ARCHIVE = 5
+"""Instances in the dcmqrscp archive of the target cases: a one-match C-FIND there costs the
+peer little, so the cases measure what each client spends per request."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,8 +74,10 @@ def _run(library: str, params: dict[str, Any]) -> Sample:
 
 
 def case_pool(bench: Bench) -> None:
-    """Register and run the two pool cases on ``bench`` (the runner's dcmqrscp and corpus)."""
-    from benchmarks.runner import HOST, Case, Client, Comparison
+    """Register and run the pool cases on ``bench`` (its corpus; the small dcmqrscp archive
+    is started here, the 500-instance one is the runner's)."""
+    from benchmarks.peers import start_dcmqrscp
+    from benchmarks.runner import HOST
 
     if not bench.wanted("pool"):
         return
@@ -72,36 +85,57 @@ def case_pool(bench: Bench) -> None:
     series = bench.corpus.big
     quick = bench.profile.name == "quick"
     n = int(os.environ.get("AIODICOM_BENCH_POOL_N", 100 if quick else 1000))
-    base = {"host": HOST, "port": bench.qr.port, "called": "QRSCP",
-            "study_uid": series.study_uid, "series_uid": series.series_uid, "n": n}
-    for at_once in (1, AT_ONCE):
-        p = {**base, "at_once": at_once}
-        pooled = "aiodicom pooled (default options)"
-        unpooled = "aiodicom unpooled (idle_timeout=0)"
-        pyn = "pynetdicom, association reused" + (" (one per thread)" if at_once > 1 else "")
-        clients = [
-            Client(pooled, "aiodicom", lambda p=p: _run("aiodicom", {**p, "mode": "pooled"})),
-            Client(unpooled, "aiodicom",
-                   lambda p=p: _run("aiodicom", {**p, "mode": "unpooled"})),
-        ]
-        if at_once == 1 or not quick or "AIODICOM_BENCH_POOL_N" in os.environ:
-            # 50 pynetdicom threads lose responses and then wait out its DIMSE timeout: too
-            # slow for the smoke run.
-            clients.append(Client(pyn, "pynetdicom", lambda p=p: _run("pynetdicom", p)))
-        if at_once > 1:
-            clients.insert(1, Client(
-                f"aiodicom pooled, max_associations={at_once}", "aiodicom",
-                lambda p=p: _run("aiodicom", {**p, "mode": "pooled", "max": p["at_once"]}),
-            ))
-        how = "one after the other" if at_once == 1 else f"{at_once} at a time"
-        case = Case(
-            "pool-find-seq" if at_once == 1 else f"pool-find-{at_once}",
-            f"{n} C-FINDs of 1 match each, {how} (dcmqrscp)", "matches/s", None, n, clients,
-            [Comparison(pooled, pyn, None)],
-        )
-        bench.run_case(case)
-        case.note = _ratios(case, pooled, unpooled, pyn)
-        bench.log(f"    {case.note}")
+    base = {"called": "QRSCP", "study_uid": series.study_uid,
+            "series_uid": series.series_uid, "n": n}
+    small_keys = ("pool-find-seq", f"pool-find-{AT_ONCE}")
+    if any(bench.wanted(key) for key in small_keys):
+        bench.log(f"starting dcmqrscp (the first {SMALL_ARCHIVE} instances of the big series) "
+                  "...")
+        small = start_dcmqrscp(bench.profile.name, "dcmqrscp-small", [series], bench.dest,
+                               log=bench.log, first=SMALL_ARCHIVE)
+        bench.stoppers.append(small.stop)
+        archive = f"dcmqrscp, {min(SMALL_ARCHIVE, series.n)}-instance archive"
+        for key, at_once in zip(small_keys, (1, AT_ONCE), strict=True):
+            _case(bench, key, {**base, "host": HOST, "port": small.port, "at_once": at_once},
+                  archive, quick)
+    # The same sequential finds against the archive of the whole series, for reference: there
+    # dcmqrscp's own time per C-FIND (it reads its index file through on every query) is about
+    # half the pooled client's wall time, which bounds every ratio.
+    _case(bench, "pool-find-seq-big", {**base, "host": HOST, "port": bench.qr.port,
+                                       "at_once": 1},
+          f"dcmqrscp, {series.n}-instance archive; reference, not a target", quick)
+
+
+def _case(bench: Bench, key: str, p: dict[str, Any], archive: str, quick: bool) -> None:
+    from benchmarks.runner import Case, Client, Comparison
+
+    if not bench.wanted(key):
+        return
+    n, at_once = p["n"], p["at_once"]
+    pooled = "aiodicom pooled (default options)"
+    unpooled = "aiodicom unpooled (idle_timeout=0)"
+    pyn = "pynetdicom, association reused" + (" (one per thread)" if at_once > 1 else "")
+    clients = [
+        Client(pooled, "aiodicom", lambda: _run("aiodicom", {**p, "mode": "pooled"})),
+        Client(unpooled, "aiodicom", lambda: _run("aiodicom", {**p, "mode": "unpooled"})),
+    ]
+    if at_once == 1 or not quick or "AIODICOM_BENCH_POOL_N" in os.environ:
+        # 50 pynetdicom threads lose responses and then wait out its DIMSE timeout: too
+        # slow for the smoke run.
+        clients.append(Client(pyn, "pynetdicom", lambda: _run("pynetdicom", p)))
+    if at_once > 1:
+        clients.insert(1, Client(
+            f"aiodicom pooled, max_associations={at_once}", "aiodicom",
+            lambda: _run("aiodicom", {**p, "mode": "pooled", "max": at_once}),
+        ))
+    how = "one after the other" if at_once == 1 else f"{at_once} at a time"
+    case = Case(
+        key, f"{n} C-FINDs of 1 match each, {how} ({archive})", "matches/s", None, n, clients,
+        [Comparison(pooled, pyn, None)],
+    )
+    bench.run_case(case)
+    case.note = _ratios(case, pooled, unpooled, pyn)
+    bench.log(f"    {case.note}")
 
 
 def _ratios(case: Any, pooled: str, unpooled: str, pyn: str) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, nullcontext
 from types import TracebackType
 from typing import TypeVar
 
@@ -108,21 +108,27 @@ class FindOptions:
         )
 
 
+NO_OPTIONS = FindOptions()
+"""No extended negotiation option (one shared value: frozen)."""
+
+
 def negotiated_options(association: Association, sop_class_uid: str) -> FindOptions:
     """The options both sides agreed on for ``sop_class_uid``: proposed in our A-ASSOCIATE-RQ
     and accepted in the peer's A-ASSOCIATE-AC (no item in the AC: none accepted)."""
-    def item_for(items: tuple[SOPClassExtendedNegotiation, ...]) -> FindOptions:
+    def item_for(items: tuple[SOPClassExtendedNegotiation, ...]) -> FindOptions | None:
         for item in items:
             if item.sop_class_uid == sop_class_uid:
                 return FindOptions.from_application_information(item.application_information)
-        return FindOptions()
+        return None
 
     if association.request is None or association.response is None:
-        return FindOptions()
+        return NO_OPTIONS
     proposed = item_for(association.request.user_information.sop_class_extended)
+    if proposed is None:  # the usual case: nothing proposed, so nothing to look for in the AC
+        return NO_OPTIONS
     accepted = item_for(association.response.user_information.sop_class_extended)
     # An acceptor may only confirm what was proposed; anything else it says is ignored.
-    return proposed & accepted
+    return proposed & accepted if accepted is not None else NO_OPTIONS
 
 
 @attrs.frozen
@@ -162,6 +168,8 @@ class FindResult:
             notes.append("the peer does not support some optional keys (status FF01)")
         if self.contradicting:
             notes.append(f"{self.contradicting} response(s) contradict the query")
+        if not self.requested.any:
+            return tuple(notes)
         # Relational is not listed: a query that needed it was refused before sending.
         unaccepted = FindOptions(
             False,
@@ -254,15 +262,19 @@ class Find(_MatchStream):
             raise TypeError("give exactly one of session and open_session")
         # Relational or not, keys below the query level are always wrong: refuse them now. The
         # rules relational queries lift are checked once the peer has answered the proposal.
-        query.validate(relational=relational)
+        prepared = _prepare(query)
+        prepared.validate(query, relational)
         self.query = query
         self._session = session
         self._open_session = open_session
+        options = (
+            FindOptions(relational, datetime_matching, fuzzy_names, timezone_adjustment)
+            if relational or datetime_matching or fuzzy_names or timezone_adjustment
+            else NO_OPTIONS
+        )
         self._run = _FindRun(
-            query,
-            FindOptions(relational, datetime_matching, fuzzy_names, timezone_adjustment),
-            strict=strict, priority=priority, cancel_timeout=cancel_timeout,
-            log_warnings=log_warnings,
+            query, prepared, options, strict=strict, priority=priority,
+            cancel_timeout=cancel_timeout, log_warnings=log_warnings,
         )
         self._generator: AsyncGenerator[Dataset, None] | None = None
 
@@ -294,10 +306,11 @@ class _FindRun:
     refer to the ``Find``: see the module docstring)."""
 
     def __init__(
-        self, query: Query, options: FindOptions, *, strict: bool, priority: int,
-        cancel_timeout: float, log_warnings: bool,
+        self, query: Query, prepared: _Prepared, options: FindOptions, *, strict: bool,
+        priority: int, cancel_timeout: float, log_warnings: bool,
     ) -> None:
         self.query = query
+        self.prepared = prepared
         self.options = options
         self.strict = strict
         self.priority = priority
@@ -312,17 +325,19 @@ class _FindRun:
         # One generator for the whole operation: the C-CANCEL in its inner ``finally`` runs
         # before the association is released. (Two nested generators would also be finalized
         # one by one, and race, should a reference cycle leave them to the garbage collector.)
-        async with AsyncExitStack() as stack:
-            if session is None:
-                assert open_session is not None
-                session = await stack.enter_async_context(open_session())
+        if session is None:
+            assert open_session is not None
+            using: AbstractAsyncContextManager[ServiceChannel] = open_session()
+        else:
+            using = nullcontext(session)  # cheaper than an AsyncExitStack, run for every find
+        async with using as session:
             dispatcher = session.dispatcher
             sop_class = self.query.sop_class_uid("find")
             context = session.association.context(sop_class)
             negotiated = self._check_negotiation(session, sop_class)
             transfer_syntax = context.transfer_syntax
             assert transfer_syntax is not None
-            prepared = _prepare(self.query)
+            prepared = self.prepared
             state = _Progress(prepared.matching_keys(negotiated))
             async with dispatcher.operation() as message_id:
                 await dispatcher.send(DimseMessage(
@@ -395,12 +410,28 @@ and encoding the identifier with pydicom was a third of a small C-FIND's own wor
 
 
 class _Prepared:
-    """What one query's C-FINDs send and check responses with; read-only once built."""
+    """What one query's C-FINDs send and check responses with, each part built when first
+    needed; read-only once built."""
 
     def __init__(self, query: Query) -> None:
-        self.identifier = query.to_dataset()
+        self._query = query
+        self._identifier: Dataset | None = None
         self._encoded: dict[str, bytes] = {}
         self._matching_keys: dict[FindOptions, MatchingKeys] = {}
+        self._valid: set[bool] = set()  # the values of ``relational`` it passed validate with
+
+    @property
+    def identifier(self) -> Dataset:
+        if self._identifier is None:
+            self._identifier = self._query.to_dataset()
+        return self._identifier
+
+    def validate(self, query: Query, relational: bool) -> None:
+        """``query.validate(relational=...)``, run once per query value (``query`` equals the
+        one this was built for); a query that fails is checked again each time."""
+        if relational not in self._valid:
+            query.validate(relational=relational)
+            self._valid.add(relational)
 
     def encoded(self, transfer_syntax: str) -> bytes:
         encoded = self._encoded.get(transfer_syntax)
