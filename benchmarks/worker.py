@@ -235,7 +235,13 @@ async def aio_serve_echo(p: dict[str, Any]) -> dict[str, Any]:
 
     import aiodicom
 
-    async with aiodicom.Client(p["ae_title"], listen_port=p["listen_port"]):
+    # The concurrency cases open up to 500 associations at once from one address and one AE
+    # title: far past the default Limits, which a server facing the world keeps.
+    many = 1000
+    limits = aiodicom.Limits(
+        max_associations=many, max_associations_per_address=many, max_associations_per_ae=many
+    )
+    async with aiodicom.Client(p["ae_title"], listen_port=p["listen_port"], limits=limits):
         m = Meter()
         print("READY", flush=True)
         await anyio.to_thread.run_sync(wait_for_stdin_line)
