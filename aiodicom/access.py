@@ -23,6 +23,7 @@ Move Originator Message ID; see :mod:`aiodicom.routing`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import ipaddress
 import logging
@@ -120,8 +121,12 @@ def _title_set(titles: Collection[str]) -> frozenset[str]:
     return frozenset([titles.strip()] if isinstance(titles, str) else (t.strip() for t in titles))
 
 
+@functools.lru_cache(maxsize=256)
 def normalized_address(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An IP address as text, IPv4-mapped IPv6 addresses as IPv4; ``None`` if not one."""
+    """An IP address as text, IPv4-mapped IPv6 addresses as IPv4; ``None`` if not one.
+
+    Kept for the last 256 addresses: every delivery to a C-MOVE compares its sender's with the
+    PACS's, and parsing one cost more than the rest of that check."""
     if address is None:
         return None
     try:

@@ -254,3 +254,32 @@ async def test_compressed_instances_go_as_stored_by_get_and_move() -> None:
                 for instance in result.instances():
                     assert instance.transfer_syntax_uid == RLELossless
                     assert bytes(instance.data) == _stored_bytes(index, instance.sop_instance_uid)
+
+
+async def test_a_move_keeps_large_data_sets_as_its_sink_does_unexpected_ones_wait_in_a_file(
+    aiodicom_qrscp: QRScp,
+) -> None:
+    """A data set past Limits.max_data_set_memory that one of our C-MOVEs asked for goes to
+    its MemorySink in memory, as a C-GET's does; one nobody asked for waits in a temporary
+    file (mapped back in), so that a stranger cannot make the storage SCP hold it in memory."""
+    import mmap
+
+    limits = aiodicom.Limits(max_data_set_memory=1024)
+    unexpected = MemorySink()
+    async with Client(AE, peer=aiodicom_qrscp.peer, listen_port=0, limits=limits,
+                      unexpected_deliveries=unexpected) as client:
+        assert client.listen_port is not None
+        aiodicom_qrscp.add_move_destination(AE, "127.0.0.1", client.listen_port)
+        study = (await client.find(Query.study(PatientID="AIO-0001")).all())[0]
+        result = await client.move(
+            Query.study(StudyInstanceUID=study.StudyInstanceUID), sink=MemorySink()
+        )
+        moved = result.instances()
+        assert moved and all(memoryview(i.data).nbytes > 1024 for i in moved)
+        assert not any(isinstance(memoryview(i.data).obj, mmap.mmap) for i in moved)
+        # The same instance sent to us unasked: past the limit, from a temporary file.
+        stored = await client.peer("127.0.0.1", client.listen_port, AE).store([moved[0]])
+        assert stored.ok
+        (kept,) = unexpected.instances.values()
+        assert isinstance(memoryview(kept.data).obj, mmap.mmap)
+        assert bytes(kept.data) == bytes(moved[0].data)

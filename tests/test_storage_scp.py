@@ -67,6 +67,7 @@ class Recorder:
     def __init__(self, sink: object = None, fails: BaseException | None = None) -> None:
         self.sink = sink
         self.closed = False
+        self.requested = True
         self.fails = fails
         self.received: list[Instance] = []
         self.local_failures: list[str] = []

@@ -293,6 +293,9 @@ class Retrieval:
         self._loose_generator: weakref.ref[AsyncGenerator[RetrieveEvent, None]] | None = None
         self._entered = False
 
+    #: Its instances were asked for: received the way its sink keeps them (see Recipient).
+    requested = True
+
     @property
     def closed(self) -> bool:
         """The result is being written: instances arriving now are refused."""

@@ -40,7 +40,7 @@ from aiodicom.fileio import MAX_INFLATED_PEEK
 from aiodicom.instance import Instance
 from aiodicom.limits import Limits
 from aiodicom.negotiation import PresentationContext
-from aiodicom.reassembly import DataSetOpener
+from aiodicom.reassembly import DataSetOpener, MemoryWriter
 from aiodicom.services.echo import echo_response
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
 from aiodicom.spool import SpooledFile
@@ -86,6 +86,13 @@ class Recipient(Protocol):
 
     def record_local_failure(self, sop_instance_uid: str) -> None:
         """An instance for it arrived but could not be kept."""
+
+    @property
+    def requested(self) -> bool:
+        """Its instances were asked for (a retrieval of ours): each data set is received the
+        way its sink keeps it, as a C-GET's is (in memory for a MemorySink or a callable).
+        ``False`` for the handler of unexpected deliveries: there a data set past
+        :attr:`Limits.max_data_set_memory <aiodicom.Limits>` waits in a temporary file."""
 
 
 class StoreRouting(Protocol):
@@ -143,6 +150,8 @@ class SinkHandler:
     def __init__(self, sink: MemorySink | DirectorySink) -> None:
         self.sink = sink
 
+    requested = False  # nobody asked for these: large data sets wait in a temporary file
+
     @property
     def closed(self) -> bool:
         return False  # takes deliveries for as long as it is the client's handler
@@ -187,7 +196,12 @@ def data_opener(
         recipient = routing.recipient_by_command(command, source_ae_title)
         if recipient is None or recipient.closed:
             return None
-        return spool_for(recipient.sink, contexts.get(context_id), command, source_ae_title)
+        writer = spool_for(recipient.sink, contexts.get(context_id), command, source_ae_title)
+        if writer is None and recipient.requested:
+            # Chosen here, so that the acceptor does not put it in a temporary file: the
+            # C-MOVE that asked for it keeps it in memory, as the same C-GET would.
+            return MemoryWriter()
+        return writer
 
     return open_data
 
