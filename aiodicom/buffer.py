@@ -29,7 +29,7 @@ PREFERRED_PDUS = 4
 class ReceiveBuffer:
     """``[start:end]`` holds received, unconsumed bytes; ``[end:]`` is free for the next read."""
 
-    __slots__ = ("_buffer", "end", "pending_size", "received", "start")
+    __slots__ = ("_buffer", "end", "largest_step", "pending_size", "received", "start")
 
     def __init__(self, size: int = INITIAL_SIZE) -> None:
         self._buffer = bytearray(size)
@@ -39,6 +39,9 @@ class ReceiveBuffer:
         self.pending_size = 0
         # Bytes ever received: lets a reader tell "new bytes arrived" across compactions.
         self.received = 0
+        # The most bytes of whole PDUs consumed at once: what this peer really sends in one
+        # go (it arrived), which the buffer is sized for, never what a header announces.
+        self.largest_step = 0
 
     @property
     def capacity(self) -> int:
@@ -72,6 +75,8 @@ class ReceiveBuffer:
         self.filled(size)
 
     def consume(self, count: int) -> None:
+        if count > self.largest_step and count >= MIN_FREE:  # small PDUs fit the initial size
+            self.largest_step = count
         # No rewinding to the front here even when everything was consumed: the socket may
         # read into the free tail at any await, and the consumer may still be looking at what
         # it just consumed. make_room() rewinds (without a copy) when nothing is pending.
@@ -94,7 +99,13 @@ class ReceiveBuffer:
         size = min(self.pending_size, allowed)
         if size > pending:
             wanted = max(wanted, size - pending)
-        preferred = min(PREFERRED_PDUS * size, MAX_PREFERRED_SIZE, allowed)
+        # Room for several PDUs of the size arriving, or of the most that arrived whole at
+        # once: reads then rarely fill the buffer, which would pause reading (two system
+        # calls) until the consumer makes room, and the incomplete PDU at the end rarely moves.
+        preferred = min(
+            max(min(PREFERRED_PDUS * size, allowed), PREFERRED_PDUS * self.largest_step),
+            MAX_PREFERRED_SIZE,
+        )
         if len(self._buffer) < preferred:
             self._move(pending, max(preferred, pending + wanted))
         elif self.free < wanted:

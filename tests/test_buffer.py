@@ -237,3 +237,22 @@ def test_growth_for_one_huge_pdu_is_amortized() -> None:
         capacities.append(buffer.capacity)
     assert buffer.received == len(buffer)
     assert all(b >= 2 * a for a, b in itertools.pairwise(capacities))
+
+
+def test_room_for_several_pdus_of_the_size_that_arrived_whole() -> None:
+    """After large PDUs arrived and were consumed, the buffer keeps room for several of them,
+    so that a read rarely fills it (a full buffer pauses reading: two system calls per read);
+    a PDU that was only announced never sizes it."""
+    announced = ReceiveBuffer()
+    announced.append(b"\x04\x00" + (1 << 20).to_bytes(4, "big") + b"ab")
+    announced.pending_size = (1 << 20) + 6  # the header says 1 MiB; 8 bytes arrived
+    announced.make_room()
+    assert announced.capacity == INITIAL_SIZE
+    arrived = ReceiveBuffer()
+    pdu = 128 * 1024
+    arrived.make_room(pdu)
+    arrived.append(bytes(pdu))
+    arrived.consume(pdu)  # one whole PDU decoded
+    arrived.make_room()
+    assert arrived.capacity >= 4 * pdu
+    assert arrived.capacity <= MAX_PREFERRED_SIZE
