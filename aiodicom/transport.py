@@ -86,6 +86,8 @@ class Connection:
     #: Set by the acceptor once an association is established on it: a listener short of
     #: room sheds connections still negotiating, never these.
     established = False
+    #: The cancel scope of a receive_before() in progress (the generic way to time a read).
+    _deadline_scope: anyio.CancelScope | None = None
 
     async def receive(self) -> bool:
         """Wait until bytes arrived that the previous call did not report; ``False`` once the
@@ -112,8 +114,6 @@ class Connection:
         scope = self._deadline_scope
         if scope is not None and deadline < scope.deadline:
             scope.deadline = deadline
-
-    _deadline_scope: anyio.CancelScope | None = None
 
     async def send(self, data: bytes) -> None:
         """Return once the kernel took all of ``data``; raise ``anyio.BrokenResourceError`` if
@@ -248,47 +248,39 @@ class SocketConnection(Connection):
         return cls(transport, protocol)
 
     async def receive(self) -> bool:
+        return await self._read(None) is True  # untimed: only new bytes or the end stop it
+
+    async def receive_before(self, deadline: float) -> bool | None:
+        return await self._read(deadline)
+
+    async def _read(self, deadline: float | None) -> bool | None:
+        # A timed read waits with a loop timer, armed only when it has to wait: an anyio cancel
+        # scope per read cost more than the rest of the read (every read of an acceptor's
+        # association is timed, for its idle timeout and minimum receive rate).
         protocol = self._protocol
         buffer = self.buffer
         buffer.make_room()
         if protocol.reading_paused and not protocol.at_eof:
             protocol.reading_paused = False
             self._transport.resume_reading()
-        while buffer.received == self._reported and not protocol.at_eof:
-            await protocol.wait("read_waiter")
+        if buffer.received == self._reported and not protocol.at_eof:
+            self._timed_out = False
+            self._deadline = deadline  # None: advance_deadline() leaves this read alone
+            if deadline is not None and deadline != math.inf:
+                self._timer = running_loop().call_at(deadline, self._time_up)
+            try:
+                while (
+                    buffer.received == self._reported and not protocol.at_eof
+                    and not self._timed_out
+                ):
+                    await protocol.wait("read_waiter")
+            finally:
+                self._deadline = None
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
         if buffer.received == self._reported:
-            return False
-        self._reported = buffer.received
-        return True
-
-    async def receive_before(self, deadline: float) -> bool | None:
-        # A loop timer that wakes the read, armed only when the read has to wait: an anyio
-        # cancel scope per read cost more than the rest of the read (every read of an
-        # acceptor's association is timed, for its idle timeout and minimum receive rate).
-        protocol = self._protocol
-        buffer = self.buffer
-        if buffer.received != self._reported or protocol.at_eof:
-            return await self.receive()  # nothing to wait for
-        buffer.make_room()
-        if protocol.reading_paused:
-            protocol.reading_paused = False
-            self._transport.resume_reading()
-        self._timed_out = False
-        self._deadline = deadline
-        if deadline != math.inf:
-            self._timer = running_loop().call_at(deadline, self._time_up)
-        try:
-            while (
-                buffer.received == self._reported and not protocol.at_eof and not self._timed_out
-            ):
-                await protocol.wait("read_waiter")
-        finally:
-            self._deadline = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        if buffer.received == self._reported:
-            return False if protocol.at_eof else None
+            return False if protocol.at_eof else None  # nothing new: the end, or timed out
         self._reported = buffer.received
         return True
 

@@ -263,7 +263,7 @@ class Find(_MatchStream):
         # Relational or not, keys below the query level are always wrong: refuse them now. The
         # rules relational queries lift are checked once the peer has answered the proposal.
         prepared = _prepare(query)
-        prepared.validate(query, relational)
+        prepared.validate(relational)
         self.query = query
         self._session = session
         self._open_session = open_session
@@ -389,7 +389,7 @@ class _FindRun:
         self.negotiated = negotiated
         if self.options.relational and not negotiated.relational:
             try:
-                self.query.validate(relational=False)
+                self.prepared.validate(False)
             except QueryError as exc:
                 raise QueryError(
                     f"the peer did not accept relational queries (SOP Class Extended "
@@ -426,11 +426,11 @@ class _Prepared:
             self._identifier = self._query.to_dataset()
         return self._identifier
 
-    def validate(self, query: Query, relational: bool) -> None:
-        """``query.validate(relational=...)``, run once per query value (``query`` equals the
-        one this was built for); a query that fails is checked again each time."""
+    def validate(self, relational: bool) -> None:
+        """``Query.validate(relational=...)``, run once per query value and ``relational``; a
+        query that fails is checked again each time."""
         if relational not in self._valid:
-            query.validate(relational=relational)
+            self._query.validate(relational=relational)
             self._valid.add(relational)
 
     def encoded(self, transfer_syntax: str) -> bytes:

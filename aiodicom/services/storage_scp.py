@@ -250,8 +250,6 @@ async def receive_store(
     return store_response(request, status)
 
 
-
-
 def mismatch(instance: Instance, context: PresentationContext) -> tuple[int, str] | None:
     """Why ``instance`` must not be stored as its command describes it (status, reason), or
     ``None``: the command's SOP class is the context's, and the data set's SOP Class and SOP
