@@ -10,9 +10,10 @@ The budget is the loop's, not each task's: every task that finds it spent yields
 step, so one turn of the loop lasts about :data:`BUDGET` however many associations are busy.
 The clock starts at the first :func:`pace` after the last yield; the first task that yields
 schedules a marker callback, which runs early in the next turn and lets the next :func:`pace`
-start the clock again. A turn therefore never holds more than the budget, and quiet turns
-share one clock: a marker per turn (an extra trip through the loop after every read) cost more
-than the reading it paced.
+start the clock again. Bytes arriving restart it too (:func:`loop_came_round`, called by the
+transport's read callback, which runs at the end of a turn). A turn therefore never holds more
+than the budget, and quiet turns share one clock: a marker per turn (an extra trip through the
+loop after every read) cost more than the reading it paced.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from time import perf_counter
 
 import anyio.lowlevel
 
-__all__ = ["BUDGET", "pace"]
+__all__ = ["BUDGET", "loop_came_round", "pace"]
 
 BUDGET = 0.001
 """Seconds of work in one turn of the loop before aiodicom lets the other tasks run.
@@ -65,6 +66,21 @@ def _turn(loop: asyncio.AbstractEventLoop) -> _Turn:
         turn = _turns[loop] = _Turn(loop)
     _last = turn
     return turn
+
+
+def loop_came_round(loop: asyncio.AbstractEventLoop) -> None:
+    """Called by an I/O callback of ``loop`` (bytes arrived): the next :func:`pace` starts
+    a fresh clock.
+
+    asyncio runs a turn's I/O callbacks after the task steps queued before it, and the steps
+    they wake in the next turn, so this is the end of a turn as surely as the marker is the
+    start of one. Without it the clock counted the time the loop spent waiting for the socket
+    as work: a task that read a PDU at a time yielded every millisecond of wall time (about
+    one extra trip through the loop per large data set received).
+    """
+    turn = _last
+    if turn is not None and turn.loop() is loop:
+        turn.running = False
 
 
 async def pace() -> None:

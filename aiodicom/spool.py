@@ -31,10 +31,12 @@ _OPEN_FLAGS = (OPEN_FLAGS & ~os.O_WRONLY) | os.O_RDWR
 
 #: Data sets up to this size stay in memory: for them, a file of their own while they arrive
 #: costs more system calls (create, map, unmap) than one write at the end. Larger ones go to
-#: disk as they arrive, so memory stays bounded. Measured (benchmarks/RESULTS.md): 40 kB objects
-#: cost less in memory, 525 kB CT slices about the same either way (less in some runs straight
-#: to disk), 50 MB objects five times less straight to disk.
-MEMORY_LIMIT = 1 << 18
+#: disk as they arrive, so memory stays bounded. 64 KiB, under the C library's threshold for
+#: giving large blocks their own fresh pages (128 KiB): a 256 KiB stage cost each 525 kB CT
+#: slice a fresh mapping, faulted in and copied, about 70 us of user time, more than the two
+#: extra writes it saved (benchmarks/RESULTS.md). 40 kB objects still arrive in memory and are
+#: written at once.
+MEMORY_LIMIT = 1 << 16
 
 
 class SpooledFile:

@@ -36,6 +36,7 @@ from aiodicom.errors import (
     UnsupportedBackend,
 )
 from aiodicom.limits import LOCAL_LIMIT_EXCEEDED, AssociationGate
+from aiodicom.pacing import loop_came_round
 from aiodicom.pdu import encode_pdu
 
 log = logging.getLogger("aiodicom.transport")
@@ -167,13 +168,22 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
         return buffer.free_space()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.buffer.filled(nbytes)
-        if self.buffer.free < MIN_FREE and self.transport is not None:
+        buffer = self.buffer
+        buffer.filled(nbytes)
+        if buffer.free < MIN_FREE and self.transport is not None:
             # Back-pressure: the consumer makes room when it wants more; until then TCP flow
             # control slows the peer instead of this buffer growing.
             self.transport.pause_reading()
             self.reading_paused = True
-        _wake(self.read_waiter)
+        elif len(buffer) < buffer.pending_size:
+            # The PDU the consumer waits for is still incomplete: it could do nothing with
+            # these bytes, so it is not woken for them (a 128 KiB PDU arrives in several
+            # reads). A timed read still sees them when its deadline comes.
+            return
+        waiter = self.read_waiter
+        if waiter is not None and not waiter.done():
+            loop_came_round(waiter.get_loop())
+            waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         self.at_eof = True
@@ -263,16 +273,13 @@ class SocketConnection(Connection):
         if protocol.reading_paused and not protocol.at_eof:
             protocol.reading_paused = False
             self._transport.resume_reading()
-        if buffer.received == self._reported and not protocol.at_eof:
+        if not (protocol.at_eof or self._has_news()):
             self._timed_out = False
             self._deadline = deadline  # None: advance_deadline() leaves this read alone
             if deadline is not None and deadline != math.inf:
                 self._timer = running_loop().call_at(deadline, self._time_up)
             try:
-                while (
-                    buffer.received == self._reported and not protocol.at_eof
-                    and not self._timed_out
-                ):
+                while not (protocol.at_eof or self._timed_out or self._has_news()):
                     await protocol.wait("read_waiter")
             finally:
                 self._deadline = None
@@ -283,6 +290,14 @@ class SocketConnection(Connection):
             return False if protocol.at_eof else None  # nothing new: the end, or timed out
         self._reported = buffer.received
         return True
+
+    def _has_news(self) -> bool:
+        # New bytes that complete the PDU the consumer waits for, or a full buffer it must
+        # make room in (reading then paused, and only the consumer resumes it).
+        buffer = self.buffer
+        return buffer.received != self._reported and (
+            self._protocol.reading_paused or len(buffer) >= buffer.pending_size
+        )
 
     def advance_deadline(self, deadline: float) -> None:
         if self._deadline is None or deadline >= self._deadline:

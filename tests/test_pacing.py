@@ -238,3 +238,32 @@ async def test_a_broken_message_stream_is_reported_and_stays_broken() -> None:
                 await association.receive_message()
     assert len(connection.buffer) == 0
     assert connection.reads == 1
+
+
+async def test_bytes_arriving_start_a_fresh_turn(clock: FakeClock) -> None:
+    """A read callback runs at the end of a turn, after the task steps queued before it: what
+    the loop spent waiting for those bytes is no work of this turn's tasks, which would
+    otherwise yield after every read once a millisecond of wall time had passed."""
+    await pacing.pace()
+    clock.now += 2 * pacing.BUDGET  # waiting for the socket, say
+    pacing.loop_came_round(asyncio.get_running_loop())
+    assert not await _others_ran_during(clock, pacing.BUDGET / 2)
+    assert await _others_ran_during(clock, pacing.BUDGET)
+
+
+async def test_a_socket_read_restarts_the_clock(clock: FakeClock) -> None:
+    """The transport's read callback is what tells pacing that the loop came round."""
+    from test_transport import connected
+
+    async with connected() as (client, server):
+        await pacing.pace()
+        clock.now += 2 * pacing.BUDGET
+
+        async def send_later() -> None:
+            await anyio.sleep(0.01)
+            await client.send(b"x")
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(send_later)
+            assert await server.receive() is True
+        assert not await _others_ran_during(clock, pacing.BUDGET / 2)

@@ -217,3 +217,24 @@ def test_the_identifying_uids_are_read_before_the_data_set_ends(tmp_path: Path) 
     )
     other.discard()
     spool.discard()
+
+
+def test_by_default_a_ct_slice_goes_to_disk_from_its_first_large_fragment(
+    tmp_path: Path,
+) -> None:
+    """A DirectorySink's default keeps only small data sets in memory: a fragment of 128 KiB
+    (a CT slice from a peer using large PDUs) starts the file at once, with no large buffer
+    first; a 40 kB object in one fragment stays in memory and is written whole."""
+    sink = DirectorySink(tmp_path)
+    slice_spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert slice_spool is not None
+    first = data_set() + bytes(128 * 1024 - len(data_set()))
+    slice_spool.write(memoryview(first))
+    assert slice_spool.on_disk
+    slice_spool.discard()
+
+    small = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert small is not None
+    small.write(memoryview(data_set() + bytes(40_000 - len(data_set()))))
+    assert not small.on_disk
+    small.discard()

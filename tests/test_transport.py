@@ -493,3 +493,36 @@ async def test_receive_before_gives_up_at_its_deadline_and_not_before(stream_cli
         await client.send(b"e")
         assert await server.receive_before(now() + 30) is True
         assert bytes(server.buffer.data()) == b"e"
+
+
+async def test_a_reader_waiting_for_a_large_pdu_wakes_once_it_is_whole() -> None:
+    """Bytes of an incomplete PDU wake nobody: a receive returns once as many bytes as the
+    consumer said the pending PDU has are here, and a timed read that reaches its deadline
+    reports the bytes that came meanwhile, not a timeout."""
+    async with connected() as (client, server):
+        pdu_size = 40_000  # fits the initial buffer with room to spare: reading never pauses
+        assert INITIAL_SIZE - pdu_size >= MIN_FREE
+        server.buffer.pending_size = pdu_size  # what the association sets from the PDU header
+        returned = anyio.Event()
+
+        async def wait_for_the_pdu() -> None:
+            assert await server.receive() is True
+            returned.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait_for_the_pdu)
+            await client.send(bytes(10_000))
+            await anyio.sleep(0.1)  # time for those bytes to arrive, which must not wake it
+            assert not returned.is_set()
+            assert len(server.buffer) == 10_000
+            await client.send(bytes(pdu_size - 10_000))
+            with anyio.fail_after(STUCK):
+                await returned.wait()
+        assert len(server.buffer) == pdu_size
+
+        server.buffer.consume(pdu_size)
+        server.buffer.pending_size = 1_000
+        await client.send(bytes(10))
+        started = anyio.current_time()
+        assert await server.receive_before(started + 0.2) is True
+        assert anyio.current_time() - started >= 0.19
