@@ -296,6 +296,7 @@ def _read_flat(data: bytes, implicit_vr: bool) -> _Elements | None:
     vrs = _EXPLICIT_VRS
     header = _EXPLICIT_HEADER
     position = 0
+    read = 0
     while position < end:
         if end - position < 8:
             return None  # truncated: the general path says how
@@ -325,7 +326,10 @@ def _read_flat(data: bytes, implicit_vr: bool) -> _Elements | None:
             tag, vr, length, data[value_at:position] if length else empty, value_at, False,
             True, True, False,
         ))
-    return elements
+        read += 1
+    # A tag twice: pydicom keeps the first one's place in the data set (and its own checks
+    # look at the element it placed last), so such a data set is its to decide.
+    return elements if len(elements) == read else None
 
 
 def _read_flat_implicit(data: bytes, end: int) -> _Elements | None:
@@ -334,6 +338,7 @@ def _read_flat_implicit(data: bytes, end: int) -> _Elements | None:
     header = _IMPLICIT_HEADER
     empty = _IMPLICIT_EMPTY
     position = 0
+    read = 0
     while position < end:
         if end - position < 8:
             return None
@@ -353,7 +358,8 @@ def _read_flat_implicit(data: bytes, end: int) -> _Elements | None:
             tag, None, length, data[value_at:position] if length else empty, value_at, True,
             True, True, False,
         ))
-    return elements
+        read += 1
+    return elements if len(elements) == read else None  # a tag twice: see _read_flat
 
 
 def _character_encoding(elements: _Elements) -> str | MutableSequence[str] | None:

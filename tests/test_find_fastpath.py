@@ -513,3 +513,15 @@ def test_a_query_is_prepared_once_per_value_and_the_cache_is_bounded() -> None:
     for n in range(find_module.PREPARED_QUERIES + 10):
         find_module._prepare(Query.study(PatientID=f"P{n}"))
     assert len(find_module._prepared) == find_module.PREPARED_QUERIES
+
+
+@pytest.mark.parametrize("transfer_syntax", LITTLE_ENDIAN)
+def test_a_tag_twice_is_decided_as_before(transfer_syntax: str) -> None:
+    """Found by the property test above: with a tag twice, pydicom keeps the first one's place,
+    and the truncation check looked at the wrong element; the fast path must not answer
+    differently from the general one."""
+    data = bytearray(encode_dataset(identifier(), transfer_syntax))
+    data[:4] = b"\x00\x00\x00\x00"  # the first element becomes (0000,0000)
+    data += b"\x00\x00\x00\x00" + (b"UL\x04\x00" if transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN
+                                   else b"\x04\x00\x00\x00") + b"\x01\x00\x00\x00"
+    assert_same_outcome(bytes(data), transfer_syntax)
