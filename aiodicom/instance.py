@@ -33,7 +33,8 @@ _SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID = I
 
 # slots=False so that functools.cached_property has an instance __dict__ to cache into; it
 # writes there directly, so the class stays frozen for its fields.
-@attrs.frozen(slots=False)
+# eq and repr written below: ``data`` may still be on disk, and is compared and sized as such.
+@attrs.frozen(slots=False, eq=False, repr=False)
 class Instance:
     """One composite instance received over C-STORE.
 
@@ -45,18 +46,62 @@ class Instance:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
-    # A repr of megabytes of pixel data helps nobody.
-    data: bytes | memoryview = attrs.field(repr=lambda data: f"<{memoryview(data).nbytes} bytes>")
+    _data: bytes | memoryview = attrs.field(alias="data")
     source_ae_title: str | None = None
     #: Set when the receiver wrote the data set to a temporary file as it arrived (for a
-    #: DirectorySink, which renames that file into place); ``data`` is then mapped from it.
-    spool: SpooledFile | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+    #: DirectorySink, which renames that file into place); ``data`` is then mapped from that
+    #: file, the first time it is read.
+    spool: SpooledFile | None = attrs.field(default=None, repr=False, kw_only=True)
     #: The most a deflated data set is inflated to peek at a few of its elements
     #: (:meth:`peek_uids`); the acceptor sets it from :attr:`Limits.max_inflated_bytes
     #: <aiodicom.Limits>`.
     max_inflated: int = attrs.field(
         default=MAX_INFLATED_PEEK, eq=False, repr=False, kw_only=True
     )
+
+    @property
+    def data(self) -> bytes | memoryview:
+        """The data set bytes. For an instance a DirectorySink wrote to its file while it
+        arrived, mapped from that file on first access (renaming the file is all the sink
+        does; most retrievals to a directory never read the data back)."""
+        spool = self.spool
+        if spool is not None and spool.deferred:
+            return spool.mapped()
+        return self._data
+
+    @property
+    def size(self) -> int:
+        """Bytes of the data set, known without reading one that is on disk."""
+        spool = self.spool
+        if spool is not None and spool.deferred:
+            return spool.size
+        return memoryview(self._data).nbytes
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Instance)
+        return (
+            self.sop_class_uid == other.sop_class_uid
+            and self.sop_instance_uid == other.sop_instance_uid
+            and self.transfer_syntax_uid == other.transfer_syntax_uid
+            and self.source_ae_title == other.source_ae_title
+            and self.size == other.size
+            and self.data == other.data
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax_uid,
+                     self.source_ae_title, self.size))
+
+    def __repr__(self) -> str:
+        # A repr of megabytes of pixel data helps nobody.
+        return (
+            f"Instance(sop_class_uid={self.sop_class_uid!r}, "
+            f"sop_instance_uid={self.sop_instance_uid!r}, "
+            f"transfer_syntax_uid={self.transfer_syntax_uid!r}, data=<{self.size} bytes>, "
+            f"source_ae_title={self.source_ae_title!r})"
+        )
 
     @functools.cached_property
     def dataset(self) -> Dataset:

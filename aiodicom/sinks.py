@@ -63,7 +63,7 @@ class MemorySink:
 
     async def __call__(self, instance: Instance) -> None:
         self.instances[instance.sop_instance_uid] = instance
-        self.bytes_received += memoryview(instance.data).nbytes
+        self.bytes_received += instance.size
 
     def __len__(self) -> int:
         return len(self.instances)

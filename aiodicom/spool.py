@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from aiodicom.errors import DicomError
 from aiodicom.fileio import (
     IDENTIFYING_TAGS,
     OPEN_FLAGS,
@@ -68,6 +69,12 @@ class SpooledFile:
         self._buffer: bytearray | None = bytearray()
         self._fd: int | None = None
         self._transfer_syntax_uid = transfer_syntax_uid
+        #: Bytes of the data set written so far (its File Meta header not counted).
+        self.size = 0
+        #: Closed without mapping its file (a named one): :meth:`mapped` gives the data set.
+        self.deferred = False
+        self._view: memoryview | None = None
+        self._target: Path | None = None
         #: The values of :data:`~aiodicom.fileio.IDENTIFYING_TAGS`, read from the first bytes
         #: while the rest was still arriving (``None``: not known yet). A received data set is
         #: checked and filed by them; read here, that work is off the path between its last
@@ -85,6 +92,7 @@ class SpooledFile:
         return self.path is not None
 
     def write(self, fragment: memoryview) -> None:
+        self.size += fragment.nbytes
         buffer = self._buffer
         if buffer is not None:
             if len(buffer) + fragment.nbytes <= self._memory_limit:
@@ -123,8 +131,10 @@ class SpooledFile:
         self.discard()
 
     def close(self) -> bytes | memoryview:
-        """The data set: from memory, or mapped from the file (no copy); ``b""`` after a
-        failure."""
+        """The data set: from memory, or mapped from an anonymous file (no copy); ``b""``
+        after a failure, and for a named file, which is :attr:`deferred`: its data set is
+        mapped only when :meth:`mapped` is asked (a DirectorySink just renames the file, and
+        mapping it cost five system calls per instance received, unmapping one more)."""
         buffer = self._buffer
         if buffer is not None:
             self._buffer = None
@@ -136,13 +146,36 @@ class SpooledFile:
         try:
             if self._fsync:
                 os.fsync(fd)
-            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            if self._anonymous:  # no name to map it by later
+                return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
         except OSError as exc:
             self._fail(exc)
             return b""
         finally:
             os.close(fd)
-        return memoryview(mapped)[len(self._header) :]
+        self.deferred = True
+        return b""
+
+    def mapped(self) -> memoryview:
+        """The data set of a :attr:`deferred` file, mapped (once) from where it is: its
+        temporary name, or the target it was committed to."""
+        view = self._view
+        if view is None:
+            path = self._target if self.committed else self.path
+            assert path is not None, "only a data set on disk is mapped"
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                try:
+                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                finally:
+                    os.close(fd)
+            except (OSError, ValueError) as exc:
+                raise DicomError(
+                    f"the data set was written to {path} as it arrived and cannot be read back "
+                    f"from there ({exc}); read the file the sink wrote, if it is still there"
+                ) from exc
+            view = self._view = memoryview(mapped)[len(self._header) :]
+        return view
 
     def discard(self) -> None:
         self._buffer = None
@@ -156,6 +189,7 @@ class SpooledFile:
         """Move the finished file to ``target`` (replacing what is there), atomically."""
         assert self.path is not None, "only a data set on disk can be committed"
         os.replace(self.path, target)
+        self._target = target
         self.committed = True
         if self._fsync:
             fsync_directory(target.parent)

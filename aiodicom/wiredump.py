@@ -249,5 +249,8 @@ def dump_message(message: DimseMessage, *, sent: bool) -> str:
     elif message.data is None:
         add("Data set", "present")
     else:
-        add("Data set", f"present, {memoryview(message.data).nbytes} bytes")
+        # A data set written to a file as it arrived is left there (SpooledFile.deferred).
+        size = getattr(message.writer, "size", None) if not message.data else None
+        size = memoryview(message.data).nbytes if size is None else size
+        add("Data set", f"present, {size} bytes")
     return _block(_direction(sent), f"{message.name} (DIMSE)", lines)

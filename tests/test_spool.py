@@ -9,6 +9,7 @@ import pytest
 
 import aiodicom.spool
 from aiodicom.dimse import DimseMessage
+from aiodicom.errors import DicomError
 from aiodicom.fileio import PREAMBLE, split_part10
 from aiodicom.instance import Instance, read_part10
 from aiodicom.services.storage_scp import SpoolError, instance_from_request, release_spool
@@ -51,8 +52,9 @@ def test_spooled_file_holds_a_part10_file_until_committed(tmp_path: Path) -> Non
     spool = spooled(sink, data)
     assert spool.on_disk and spool.path is not None
     assert spool.path.parent == (tmp_path / "out").resolve()
-    view = spool.close()
-    assert bytes(view) == data  # the data set, mapped from the file
+    assert spool.close() == b"" and spool.deferred  # the data set stays in the file
+    assert bytes(spool.mapped()) == data  # mapped from it when asked
+    assert spool.size == len(data)
     on_disk = spool.path.read_bytes()
     assert on_disk.startswith(PREAMBLE)
     meta, body = split_part10(on_disk)
@@ -150,7 +152,7 @@ def test_open_spool_falls_back_to_memory_when_it_cannot(tmp_path: Path) -> None:
 async def test_small_data_sets_stay_in_memory_until_the_sink_writes_them(tmp_path: Path) -> None:
     """Below the limit no temporary file is made (it would cost more than it saves); the
     sink writes the file whole, as for any instance."""
-    sink = DirectorySink(tmp_path)  # default limit: 256 KiB
+    sink = DirectorySink(tmp_path)  # default limit: 64 KiB
     spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
     assert spool is not None
     data = data_set()
@@ -173,7 +175,8 @@ def test_the_limit_is_where_the_data_set_goes_to_disk(tmp_path: Path) -> None:
     assert not spool.on_disk  # exactly the limit is still memory
     spool.write(memoryview(bytes(1)))
     assert spool.on_disk and spool.path is not None
-    assert bytes(spool.close()) == bytes(101)
+    spool.close()
+    assert bytes(spool.mapped()) == bytes(101)
     assert split_part10(spool.path.read_bytes())[1] == bytes(101)
     spool.discard()
 
@@ -238,3 +241,30 @@ def test_by_default_a_ct_slice_goes_to_disk_from_its_first_large_fragment(
     small.write(memoryview(data_set() + bytes(40_000 - len(data_set()))))
     assert not small.on_disk
     small.discard()
+
+
+async def test_an_instance_written_as_it_arrived_reads_its_data_from_the_file(
+    tmp_path: Path,
+) -> None:
+    """Receiving to a DirectorySink maps nothing: the file is renamed into place, and the
+    instance's data are mapped from it only if someone reads them (five system calls per
+    instance saved, most retrievals to a directory never read the data back)."""
+    sink = DirectorySink(tmp_path)
+    data = data_set()
+    spool = spooled(sink, data)
+    instance = Instance(CT, SOP, EXPLICIT_LE, spool.close(), "PACS", spool=spool)
+    assert instance.size == len(data)
+    assert f"data=<{len(data)} bytes>" in repr(instance)
+    await sink(instance)
+    target = sink.paths[SOP]
+    assert bytes(instance.data) == data  # mapped from where the sink put it
+    assert instance == Instance(CT, SOP, EXPLICIT_LE, data, "PACS")
+    assert hash(instance) == hash(Instance(CT, SOP, EXPLICIT_LE, data, "PACS"))
+    assert instance != Instance(CT, SOP, EXPLICIT_LE, data[:-1] + b"x", "PACS")
+
+    gone = spooled(DirectorySink(tmp_path / "other"), data)
+    lost = Instance(CT, SOP, EXPLICIT_LE, gone.close(), "PACS", spool=gone)
+    gone.discard()  # refused, say: the temporary file is removed
+    with pytest.raises(DicomError, match="cannot be read back"):
+        lost.data  # noqa: B018 - the access is the test
+    assert target.exists()

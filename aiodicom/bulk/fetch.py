@@ -360,4 +360,4 @@ def _stored(instance: Instance, sink: object) -> Stored:
     if isinstance(sink, DirectorySink):
         written = sink.paths.pop(uid, None)  # the journal keeps it; the sink need not
         path = str(written) if written is not None else None
-    return Stored(uid, series, study, path, memoryview(instance.data).nbytes)
+    return Stored(uid, series, study, path, instance.size)

@@ -302,7 +302,7 @@ async def _retrieve(args: Args, method: str) -> int:
                     async with retrieval:
                         async for event in retrieval:
                             if isinstance(event, InstanceArrived):
-                                bar.update(add_bytes=memoryview(event.instance.data).nbytes)
+                                bar.update(add_bytes=event.instance.size)
                             elif isinstance(event, Progress):
                                 _progress(bar, event, base)
                     result = retrieval.result

@@ -315,7 +315,7 @@ class InstanceIndex:
         row["SOPInstanceUID"] = instance.sop_instance_uid
         row["SOPClassUID"] = instance.sop_class_uid
         row["TransferSyntaxUID"] = instance.transfer_syntax_uid
-        length = memoryview(instance.data).nbytes
+        length = instance.size
         if self.directory is None:
             row.update(path=None, data_offset=0, data_length=length)
             # A copy when the bytes are a view: a receiver's spool file (mapped memory) goes

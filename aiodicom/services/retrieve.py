@@ -407,7 +407,7 @@ class Retrieval:
             self._local_failures.append(uid)
             return status
         self._completed.append(uid)
-        self._bytes += memoryview(instance.data).nbytes
+        self._bytes += instance.size
         await self._emit(InstanceArrived(instance))
         return status
 
