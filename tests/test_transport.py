@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import random
@@ -526,3 +527,28 @@ async def test_a_reader_waiting_for_a_large_pdu_wakes_once_it_is_whole() -> None
         started = anyio.current_time()
         assert await server.receive_before(started + 0.2) is True
         assert anyio.current_time() - started >= 0.19
+
+
+async def test_bytes_already_in_the_kernel_are_read_without_a_loop_turn() -> None:
+    """A receive takes what the socket already holds itself: the loop would take a turn, a
+    select and a callback to report it (the peer often sends the next PDU while we work on
+    one). Nothing there, it waits as before."""
+    async with connected() as (client, server):
+        await client.send(b"abc")  # over loopback, in the server's socket once this returns
+        ran = False
+
+        def other() -> None:
+            nonlocal ran
+            ran = True
+
+        asyncio.get_running_loop().call_soon(other)
+        assert await server.receive() is True
+        assert not ran  # no turn of the loop was needed
+        assert bytes(server.buffer.data()) == b"abc"
+        server.buffer.consume(3)
+        started = anyio.current_time()
+        assert await server.receive_before(started + 0.1) is None  # nothing: waited it out
+        await client.send(b"d")
+        with anyio.fail_after(STUCK):
+            assert await server.receive() is True
+        assert bytes(server.buffer.data()) == b"d"
