@@ -253,6 +253,7 @@ class Bench:
         self.work = _paths.WORK / profile.name
         self.out = self.work / "out"
         self._spent = 0  # output directories moved aside by _clear()
+        self._run_id = time.strftime("%Y%m%d-%H%M%S")
         self.logs = self.work / "logs"
         self.cases: list[Case] = []
         self.corpus: Corpus | None = None
@@ -364,8 +365,11 @@ class Bench:
         spent = self.out / ".spent"
         spent.mkdir(parents=True, exist_ok=True)
         self._spent += 1
+        # Named for this run: .spent outlives runs, and a rename onto an earlier run's
+        # directory fails (then the files would be deleted after all).
+        name = f"{self._run_id}-{self._spent}"
         try:
-            path.rename(spent / str(self._spent))
+            path.rename(spent / name)
         except OSError:
             shutil.rmtree(path, ignore_errors=True)
 
