@@ -147,7 +147,8 @@ class SpooledFile:
             if self._fsync:
                 os.fsync(fd)
             if self._anonymous:  # no name to map it by later
-                return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+                mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                return memoryview(mapped)[len(self._header) :]
         except OSError as exc:
             self._fail(exc)
             return b""

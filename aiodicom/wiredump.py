@@ -249,8 +249,11 @@ def dump_message(message: DimseMessage, *, sent: bool) -> str:
     elif message.data is None:
         add("Data set", "present")
     else:
-        # A data set written to a file as it arrived is left there (SpooledFile.deferred).
-        size = getattr(message.writer, "size", None) if not message.data else None
-        size = memoryview(message.data).nbytes if size is None else size
+        # A data set written to a file as it arrived is left there: its writer knows the size.
+        writer = message.writer
+        if getattr(writer, "deferred", False):
+            size = getattr(writer, "size", 0)
+        else:
+            size = memoryview(message.data).nbytes
         add("Data set", f"present, {size} bytes")
     return _block(_direction(sent), f"{message.name} (DIMSE)", lines)
