@@ -484,7 +484,7 @@ class Association:
         finally:
             self._working -= 1
             if not self._working and self.idle_timeout is not None:
-                self._connection.advance_deadline(anyio.current_time() + self.idle_timeout)
+                self._connection.advance_deadline(self._connection.now() + self.idle_timeout)
 
     async def _receive_in_time(self) -> bool:
         """Read, aborting an idle peer and a peer sending a PDU slower than the minimum rate."""
@@ -503,13 +503,14 @@ class Association:
                 - self._pdu_waited
             )
         wait = budget if idle is None or (budget is not None and budget < idle) else idle
-        started = anyio.current_time()
+        connection = self._connection
+        started = connection.now()
         try:
-            more = await self._connection.receive_before(
+            more = await connection.receive_before(
                 started + wait if wait is not None else math.inf
             )
         finally:
-            self._pdu_waited += anyio.current_time() - started
+            self._pdu_waited += connection.now() - started
         if more is not None:
             return more
         await self.abort()

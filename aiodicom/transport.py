@@ -61,6 +61,12 @@ def running_loop() -> asyncio.AbstractEventLoop:
         ) from None
 
 
+def loop_time() -> float:
+    """``anyio.current_time()`` without looking the backend up first (a context variable and
+    a task lookup, which cost more than the rest of a small step): the running loop's clock."""
+    return running_loop().time()
+
+
 def _tune_socket(raw: socket.socket) -> None:
     # Nagle plus delayed ACK stalls every small C-STORE/C-FIND response by ~40 ms (see peers.md).
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -109,6 +115,10 @@ class Connection:
                 self._deadline_scope = None
         return None
 
+    def now(self) -> float:
+        """The clock of deadlines (the event loop's, as ``anyio.current_time()``)."""
+        return loop_time()
+
     def advance_deadline(self, deadline: float) -> None:
         """Bring the deadline of a :meth:`receive_before` in progress forward to ``deadline``
         (never back); nothing when none is in progress."""
@@ -140,6 +150,7 @@ def _host_of(address: object) -> str | None:
 class _BufferedProtocol(asyncio.BufferedProtocol):
     def __init__(self, buffer: ReceiveBuffer) -> None:
         self.buffer = buffer
+        self.loop: asyncio.AbstractEventLoop | None = None  # known once connected
         self.transport: asyncio.Transport | None = None
         self.reading_paused = False
         self.writing_paused = False
@@ -152,6 +163,7 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
         # A cast, not an isinstance check: uvloop's TCPTransport has the whole interface but
         # does not derive from asyncio.Transport.
         self.transport = tcp = cast(asyncio.Transport, transport)
+        self.loop = running_loop()  # the loop calls this
         # Writes then count as done only once the kernel has them, as with anyio's streams.
         tcp.set_write_buffer_limits(0)
         raw = transport.get_extra_info("socket")
@@ -205,7 +217,8 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
 
     async def wait(self, slot: Literal["read_waiter", "write_waiter"]) -> None:
         """Until the protocol wakes ``slot``: a plain future, as cheap as a wait can be."""
-        waiter: asyncio.Future[None] = running_loop().create_future()
+        loop = self.loop if self.loop is not None else running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         setattr(self, slot, waiter)
         try:
             await waiter
@@ -237,6 +250,7 @@ class SocketConnection(Connection):
         self._transport = transport
         self._protocol = protocol
         self.buffer = protocol.buffer
+        self._loop = protocol.loop if protocol.loop is not None else running_loop()
         self._reported = 0
         # Of a receive_before() in progress: its deadline, its timer, whether it went off.
         self._deadline: float | None = None
@@ -248,6 +262,11 @@ class SocketConnection(Connection):
         if sock is None:
             sock = getattr(transport.get_extra_info("socket"), "_sock", None)
         self._sock = sock if isinstance(sock, socket.socket) else None
+
+    def now(self) -> float:
+        # The loop's clock itself: anyio.current_time() first finds the backend (a context
+        # variable and a task lookup), twice per timed read.
+        return self._loop.time()
 
     @property
     def peer_address(self) -> str | None:
@@ -295,7 +314,7 @@ class SocketConnection(Connection):
             self._timed_out = False
             self._deadline = deadline  # None: advance_deadline() leaves this read alone
             if deadline is not None and deadline != math.inf:
-                self._timer = running_loop().call_at(deadline, self._time_up)
+                self._timer = self._loop.call_at(deadline, self._time_up)
             try:
                 while not (protocol.at_eof or self._timed_out or self._has_news()):
                     await protocol.wait("read_waiter")
@@ -344,7 +363,7 @@ class SocketConnection(Connection):
         self._deadline = deadline
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = running_loop().call_at(deadline, self._time_up)
+        self._timer = self._loop.call_at(deadline, self._time_up)
 
     def _time_up(self) -> None:
         self._timer = None
@@ -695,4 +714,5 @@ __all__ = [
     "SocketConnection",
     "StreamConnection",
     "connect",
+    "loop_time",
 ]

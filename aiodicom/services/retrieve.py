@@ -64,6 +64,7 @@ from aiodicom.services.storage_scp import (
 )
 from aiodicom.sinks import DirectorySink, MemorySink, Sink, as_sink
 from aiodicom.status import Status, StatusCategory, status_category, status_meaning
+from aiodicom.transport import loop_time
 
 log = logging.getLogger("aiodicom.retrieve")
 
@@ -400,7 +401,7 @@ class Retrieval:
         self._local_failures.append(sop_instance_uid)
 
     async def _store(self, instance: Instance) -> int:
-        self._last_activity = anyio.current_time()
+        self._last_activity = loop_time()
         uid = instance.sop_instance_uid
         status = await store_into(self._deliver, instance)
         if status != Status.SUCCESS:
@@ -542,7 +543,7 @@ class Retrieval:
         response until every sub-operation is done."""
         dispatcher = session.dispatcher
         timeout = session.association.timeouts.dimse
-        self._last_activity = anyio.current_time()
+        self._last_activity = loop_time()
         while not self._events:
             # One timer for as many responses as come before an event is due, not one per
             # response: each pushes the deadline on only once half of it is used up (moving
@@ -557,7 +558,7 @@ class Retrieval:
                         counts = _counts(response, counts)
                         if status_category(response.status_code) is not StatusCategory.PENDING:
                             return counts, response
-                        now = self._last_activity = anyio.current_time()
+                        now = self._last_activity = loop_time()
                         if self._events is not None:
                             self._wake = None  # no need to interrupt ourselves for this one
                             self._queue(counts)
@@ -569,7 +570,7 @@ class Retrieval:
             if self._events:
                 break  # woken to hand out an event (a C-MOVE's delivery)
             assert timeout is not None  # nothing else ends the scope
-            if anyio.current_time() - self._last_activity >= timeout:
+            if loop_time() - self._last_activity >= timeout:
                 raise DicomTimeoutError(
                     f"no response and no instance for {timeout} s during C-{self.kind.upper()}"
                 )
