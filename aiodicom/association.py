@@ -11,7 +11,7 @@ import math
 import ssl
 import struct
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from itertools import chain
 
@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from aiodicom.dimse import DimseMessage, encode_message
+from aiodicom.dimse import DimseMessage, encode_message, encode_short_message
 from aiodicom.errors import (
     AssociationAborted,
     AssociationError,
@@ -280,9 +280,14 @@ class Association:
         """Send one whole DIMSE message; messages never interleave on the wire."""
         if self._dump_messages:
             DIMSE_LOG.debug("%s", dump_message(message, sent=True))
-        writes = encode_message(message, self.peer_max_pdu_length)
-        first = next(writes)
-        second = next(writes, None)
+        first = encode_short_message(message, self.peer_max_pdu_length)
+        if first is not None:
+            writes: Iterator[bytes] = iter(())
+            second = None
+        else:
+            writes = encode_message(message, self.peer_max_pdu_length)
+            first = next(writes)
+            second = next(writes, None)
         if second is None and self._connection.whole_writes and not self._send_lock.locked():
             # The usual case, a small message: it goes to the transport in one write, before
             # anything else can run, so it needs no lock to stay whole (only a large message

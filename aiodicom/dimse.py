@@ -64,6 +64,7 @@ __all__ = [
     "decode_command",
     "encode_command",
     "encode_message",
+    "encode_short_message",
     "encode_store_response",
     "fragment_message",
 ]
@@ -508,6 +509,22 @@ def fragment_message(msg: DimseMessage, max_pdu_length: int) -> Iterator[PDataTF
     yield from _fragments(context_id, encoded, fragment_size, True)
     if msg.data is not None:
         yield from _fragments(context_id, msg.data, fragment_size, False)
+
+
+def encode_short_message(msg: DimseMessage, max_pdu_length: int) -> bytes | None:
+    """A message without a data set whose command set, already encoded, fits one PDU: that
+    PDU, as :func:`encode_message` makes it; ``None`` for any other message.
+
+    Every response a storage SCP sends is one: this spares it the generator per response.
+    """
+    encoded = msg.encoded_command
+    if msg.data is not None or encoded is None:
+        return None
+    size = len(encoded)
+    limit = DEFAULT_MAX_FRAGMENT if max_pdu_length == 0 else max_pdu_length - PDV_OVERHEAD
+    if size > limit:
+        return None
+    return pdata_header(msg.context_id, True, True, size) + encoded
 
 
 def encode_message(

@@ -996,6 +996,27 @@ def test_an_encoded_command_is_sent_as_it_is() -> None:
     assert bytes(pdu.pdvs[0].data) == encoded
 
 
+@pytest.mark.parametrize("max_pdu_length", [0, 16_384, 131_072, 160, 8])
+@pytest.mark.parametrize("with_data", [False, True])
+def test_a_short_message_is_the_one_write_encode_message_makes(
+    max_pdu_length: int, with_data: bool
+) -> None:
+    """The storage SCP's shortcut for its responses sends what the general encoder sends, and
+    declines what does not fit one PDU or carries a data set."""
+    encoded = encode_store_response(3, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 0)
+    message = DimseMessage(
+        1, {"CommandField": C_STORE_RSP}, b"\0\0" if with_data else None, encoded_command=encoded
+    )
+    short = dimse.encode_short_message(message, max_pdu_length)
+    fits = max_pdu_length == 0 or len(encoded) + dimse.PDV_OVERHEAD <= max_pdu_length
+    if with_data or not fits:
+        assert short is None
+    else:
+        assert short == b"".join(dimse.encode_message(message, max_pdu_length))
+    unencoded = DimseMessage(1, {"CommandField": C_STORE_RSP}, None)
+    assert dimse.encode_short_message(unencoded, 0) is None
+
+
 @pytest.mark.parametrize("data_size", [None, 0, 10, 40_000, 300_000])
 @pytest.mark.parametrize("max_pdu_length", [0, 16_384, 131_072, 8])
 @pytest.mark.parametrize("write_size", [1, 100, dimse.WRITE_SIZE])
