@@ -29,12 +29,10 @@ a ``[retry]`` table the retry policy::
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
 import random
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +40,7 @@ from typing import Any, Literal
 import attrs
 
 from aiodicom.association import Timeouts
+from aiodicom.tomlfile import TOML_MODULE, toml_module
 
 __all__ = ["BulkConfig", "ConfigError", "PacsConfig", "RetryPolicy"]
 
@@ -271,14 +270,11 @@ class BulkConfig:
 
 
 def _toml_reader(file: Path) -> Any:
-    """``tomllib`` (Python 3.11+) or its backport ``tomli`` on 3.10, imported when a TOML file
-    is read: JSON needs neither."""
-    name = "tomllib" if sys.version_info >= (3, 11) else "tomli"
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise ConfigError(f"reading {file} needs {name} (pip install tomli), or write the "
-                          "configuration as JSON") from None
+    toml = toml_module()
+    if toml is None:
+        raise ConfigError(f"reading {file} needs {TOML_MODULE} (pip install tomli), or write "
+                          "the configuration as JSON")
+    return toml
 
 
 def _pacs(name: str, table: Mapping[str, Any], source: str) -> PacsConfig:

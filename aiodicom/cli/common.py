@@ -4,7 +4,6 @@ PDU size and TLS."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ from aiodicom.errors import (
     QueryError,
     StatusError,
 )
+from aiodicom.tomlfile import toml_module
 
 if sys.version_info < (3, 11):  # anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -235,14 +235,11 @@ class PeerConfig:
 
 
 def _toml_reader(file: Path) -> Any:
-    """``tomllib`` (Python 3.11+), or on 3.10 its backport ``tomli``, which the extra ``cli``
-    installs there."""
-    name = "tomllib" if sys.version_info >= (3, 11) else "tomli"
-    try:
-        return importlib.import_module(name)
-    except ImportError:
+    toml = toml_module()
+    if toml is None:
         raise CliError(f"reading {file} on Python {sys.version_info[0]}.{sys.version_info[1]} "
-                       "needs tomli: pip install 'aiodicom[cli]'") from None
+                       "needs tomli: pip install 'aiodicom[cli]'")
+    return toml
 
 
 def load_peers(path: Path | None = None) -> dict[str, PeerConfig]:
