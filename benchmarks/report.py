@@ -35,9 +35,19 @@ def _ratio(value: float | None, ref: str | None) -> str:
     return f"**{value:.2f}x** vs {ref}"
 
 
+def _wall(row: Row) -> str:
+    """The median wall time, and its spread over the runs when there were several."""
+    text = _num(row.wall, 3)
+    low, high = row.wall_min, row.wall_max
+    if row.wall is not None and low is not None and high is not None and high > low:
+        text += f" ({_num(low, 3)}-{_num(high, 3)})"
+    return text
+
+
 def table(rows: Iterable[Row]) -> str:
     lines = [
-        f"| Case | Client | Median wall (s) | Throughput | Client CPU (s) | Peak RSS (MiB) "
+        "| Case | Client | Median wall (s) (fastest-slowest) | Throughput | Client CPU (s) "
+        "| Peak RSS (MiB) "
         f"| {RATIO_PYN} | {RATIO_DCMTK} |",
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
@@ -47,7 +57,7 @@ def table(rows: Iterable[Row]) -> str:
         last_case = row.case
         runs = f" ({row.failures}/{row.runs} runs FAILED)" if row.failures else ""
         lines.append(
-            f"| {case} | {row.client}{runs} | {_num(row.wall, 3)} | {_throughput(row)} "
+            f"| {case} | {row.client}{runs} | {_wall(row)} | {_throughput(row)} "
             f"| {_num(row.cpu, 2)} | {_num(row.peak_rss_mib, 0)} "
             f"| {_ratio(row.vs_pyn, row.vs_pyn_ref)} | {_ratio(row.vs_dcmtk, row.vs_dcmtk_ref)} |"
         )

@@ -150,6 +150,10 @@ class Row:
     vs_dcmtk_ref: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The fastest and slowest wall time of the successful runs: on a VM whose speed swings
+    #: between runs, a ratio inside this spread decides little.
+    wall_min: float | None = None
+    wall_max: float | None = None
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -198,6 +202,8 @@ def summarize(case: Case) -> list[Row]:
             extra=_extra_medians(good),
             work_count=case.work_count,
             busy_before=case.busy_before,
+            wall_min=min((s.wall for s in good), default=None),
+            wall_max=max((s.wall for s in good), default=None),
         )
     for comp in case.comparisons:
         row = rows.get(comp.aio)

@@ -56,3 +56,22 @@ def test_quick_benchmark_prints_the_table_with_ratios() -> None:
     assert "### Loop lateness" in out
     for case in ("lateness-find", "lateness-get", "lateness-move"):
         assert sum(row.startswith(f"| {case} |") for row in rows) == 2, case
+
+
+def test_the_table_shows_how_far_the_runs_spread() -> None:
+    """A median alone hides that this VM's runs swing by a third: each row shows its fastest
+    and slowest run next to it (one run, or runs all alike: the median alone)."""
+    from benchmarks.report import table
+    from benchmarks.runner import Row
+
+    def row(client: str, walls: list[float]) -> Row:
+        return Row(
+            case="get-dcmqrscp", title="", client=client, family="aiodicom", runs=len(walls),
+            failures=0, wall=sorted(walls)[len(walls) // 2], throughput=1.0, unit="MB/s",
+            cpu=0.3, peak_rss_mib=50.0, rss_before_mib=None,
+            wall_min=min(walls), wall_max=max(walls),
+        )
+
+    lines = table([row("spread", [0.309, 0.382, 0.492]), row("alike", [0.3, 0.3])]).splitlines()
+    assert "| 0.382 (0.309-0.492) |" in lines[2]
+    assert "| 0.300 |" in lines[3]
