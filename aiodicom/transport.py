@@ -150,7 +150,6 @@ def _host_of(address: object) -> str | None:
 class _BufferedProtocol(asyncio.BufferedProtocol):
     def __init__(self, buffer: ReceiveBuffer) -> None:
         self.buffer = buffer
-        self.loop: asyncio.AbstractEventLoop | None = None  # known once connected
         self.transport: asyncio.Transport | None = None
         self.reading_paused = False
         self.writing_paused = False
@@ -163,7 +162,6 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
         # A cast, not an isinstance check: uvloop's TCPTransport has the whole interface but
         # does not derive from asyncio.Transport.
         self.transport = tcp = cast(asyncio.Transport, transport)
-        self.loop = running_loop()  # the loop calls this
         # Writes then count as done only once the kernel has them, as with anyio's streams.
         tcp.set_write_buffer_limits(0)
         raw = transport.get_extra_info("socket")
@@ -217,8 +215,7 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
 
     async def wait(self, slot: Literal["read_waiter", "write_waiter"]) -> None:
         """Until the protocol wakes ``slot``: a plain future, as cheap as a wait can be."""
-        loop = self.loop if self.loop is not None else running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[None] = running_loop().create_future()
         setattr(self, slot, waiter)
         try:
             await waiter
@@ -250,7 +247,7 @@ class SocketConnection(Connection):
         self._transport = transport
         self._protocol = protocol
         self.buffer = protocol.buffer
-        self._loop = protocol.loop if protocol.loop is not None else running_loop()
+        self._loop = running_loop()  # made by connect() or from_accepted(), in the loop
         self._reported = 0
         # Of a receive_before() in progress: its deadline, its timer, whether it went off.
         self._deadline: float | None = None
