@@ -589,13 +589,17 @@ class Bench:
             return run_tool([STORESCU, "-aec", called, "-R", HOST, port, *files],
                             log=self.logs / f"{key}-storescu.log")
 
-        def python_scp(library: str, sink: str | None = None) -> Callable[[], Sample]:
-            out = self._out_dir(f"{key}-{library}{'-' + sink if sink else ''}")
+        def python_scp(
+            library: str, sink: str | None = None, uvloop: bool = False
+        ) -> Callable[[], Sample]:
+            out = self._out_dir(
+                f"{key}-{library}{'-' + sink if sink else ''}{'-uvloop' if uvloop else ''}"
+            )
 
             def run() -> Sample:
                 port = free_port()
                 params = {"ae_title": "STORESCP", "listen_port": port, "out_dir": str(out),
-                          "max_pdu": MAX_PDU, "sink": sink}
+                          "max_pdu": MAX_PDU, "sink": sink, "uvloop": uvloop}
                 try:
                     server = WorkerServer(library, "serve_store", params)
                     try:
@@ -663,6 +667,10 @@ class Bench:
         if self.experiments:
             case.clients.insert(1, Client("aiodicom, experiment: whole, then written",
                                           "aiodicom", python_scp("aiodicom", "whole")))
+        if self.uvloop:
+            # The servers are not twinned by run_case (they are not plain workers): here.
+            case.clients.insert(1, Client("aiodicom acceptor + DirectorySink, uvloop",
+                                          "aiodicom", python_scp("aiodicom", uvloop=True)))
         self.run_case(case)
 
     def case_store(self) -> None:
