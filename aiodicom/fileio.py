@@ -30,6 +30,7 @@ from aiodicom.uids import (
     Encoding,
     encoding_of,
 )
+from aiodicom.unnamed import ProcUnavailable, link_unnamed, open_unnamed
 
 __all__ = [
     "IDENTIFYING_TAGS",
@@ -311,10 +312,27 @@ def write_atomic(
     path: str | os.PathLike[str], chunks: list[memoryview], fsync: bool = False
 ) -> None:
     """Write ``chunks`` as the file at ``path``, all or nothing (see
-    :func:`write_part10_atomic`): one temporary file, one ``writev``, one rename."""
+    :func:`write_part10_atomic`): one temporary file, one ``writev``, one rename (on Linux an
+    unnamed file and one link, see :mod:`aiodicom.unnamed`)."""
     # Strings, not Path objects: pathlib's parsing cost more than writing a small file.
     final = os.fspath(path)
     directory, name = os.path.split(final)
+    unnamed = open_unnamed(directory)
+    if unnamed is not None:
+        try:
+            try:
+                write_all(unnamed, chunks)
+                if fsync:
+                    os.fsync(unnamed)
+                _link_over(unnamed, final, directory, name)
+            finally:
+                os.close(unnamed)
+        except ProcUnavailable:
+            pass  # written again below, as a named temporary file
+        else:
+            if fsync:
+                fsync_directory(Path(directory or os.curdir))
+            return
     temporary, fd = open_temporary(directory, name)
     try:
         try:
@@ -331,6 +349,22 @@ def write_atomic(
         raise
     if fsync:
         fsync_directory(Path(directory or os.curdir))
+
+
+def _link_over(fd: int, final: str, directory: str, name: str) -> None:
+    """Name the unnamed file on ``fd`` ``final``, replacing a file (or link) there."""
+    try:
+        link_unnamed(fd, final)
+    except FileExistsError:
+        # An instance received again: linked under a temporary name, renamed over the old.
+        temporary = temporary_name(directory, name)
+        link_unnamed(fd, temporary)
+        try:
+            os.replace(temporary, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
 
 
 # --------------------------------------------------------------------------------------------

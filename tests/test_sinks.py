@@ -29,6 +29,7 @@ from pydicom.uid import (
 )
 
 import aiodicom.instance
+import aiodicom.unnamed
 from aiodicom.errors import DicomError
 from aiodicom.fileio import (
     IMPLEMENTATION_CLASS_UID,
@@ -48,6 +49,7 @@ from aiodicom.sinks import (
     as_sink,
     default_layout,
 )
+from aiodicom.unnamed import open_unnamed
 
 STUDY = 0x0020000D
 SERIES = 0x0020000E
@@ -424,16 +426,77 @@ def test_write_part10_atomic_failed_write_leaves_nothing(
     assert target.read_bytes() == b"previous"
 
 
-def test_write_part10_atomic_failed_replace_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def unnamed_files_here(directory: Path) -> bool:
+    fd = open_unnamed(str(directory))
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-file", "named-temporary"])
+def test_write_part10_atomic_failed_last_step_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
 ) -> None:
-    def refuse(*args: Any) -> None:
+    # The last step is linking the unnamed file (O_TMPFILE) into place, or renaming the named
+    # temporary file where there is no O_TMPFILE: either failing leaves no file at all.
+    def refuse(*args: Any, **kwargs: Any) -> None:
         raise PermissionError("denied")
 
+    if not unnamed:
+        monkeypatch.setattr(aiodicom.unnamed, "_usable", False)
+    elif not unnamed_files_here(tmp_path):
+        pytest.skip("no O_TMPFILE on this system or file system")
+    monkeypatch.setattr(os, "link", refuse)
     monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(PermissionError):
         write_part10_atomic(tmp_path / "x.dcm", make_instance())
     assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-file", "named-temporary"])
+def test_write_part10_atomic_replaces_an_existing_file_and_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    if not unnamed:
+        monkeypatch.setattr(aiodicom.unnamed, "_usable", False)
+    instance = make_instance()
+    (tmp_path / "elsewhere.dcm").write_bytes(b"not to be written through")
+    (tmp_path / "link.dcm").symlink_to(tmp_path / "elsewhere.dcm")
+    (tmp_path / "x.dcm").write_bytes(b"previous")
+    write_part10_atomic(tmp_path / "x.dcm", instance)
+    write_part10_atomic(tmp_path / "link.dcm", instance)
+    assert (tmp_path / "x.dcm").read_bytes() == instance.to_part10_bytes()
+    # The link is replaced by the file, not written through.
+    assert not (tmp_path / "link.dcm").is_symlink()
+    assert (tmp_path / "link.dcm").read_bytes() == instance.to_part10_bytes()
+    assert (tmp_path / "elsewhere.dcm").read_bytes() == b"not to be written through"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.dcm", "link.dcm", "x.dcm"]
+
+
+def test_write_part10_atomic_without_proc_writes_a_named_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc names the unnamed file for linking; without it, the file is written again the
+    # named way, and unnamed files are not tried again.
+    if not unnamed_files_here(tmp_path):
+        pytest.skip("no O_TMPFILE on this system or file system")
+    real_exists = os.path.exists
+
+    def no_proc(path: Any) -> bool:
+        return False if str(path).startswith("/proc/") else real_exists(path)
+
+    def proc_missing(*args: Any, **kwargs: Any) -> None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    monkeypatch.setattr(aiodicom.unnamed, "_usable", True)
+    monkeypatch.setattr(os.path, "exists", no_proc)
+    monkeypatch.setattr(os, "link", proc_missing)
+    instance = make_instance()
+    write_part10_atomic(tmp_path / "x.dcm", instance)
+    assert (tmp_path / "x.dcm").read_bytes() == instance.to_part10_bytes()
+    assert files_under(tmp_path) == [tmp_path / "x.dcm"]
+    assert not unnamed_files_here(tmp_path)
 
 
 def test_write_part10_atomic_bad_data_leaves_nothing(tmp_path: Path) -> None:
