@@ -47,6 +47,7 @@ __all__ = [
     "encoding_of",
     "fsync_directory",
     "inflate",
+    "link_over",
     "open_temporary",
     "part10_header",
     "peek_elements",
@@ -324,7 +325,7 @@ def write_atomic(
                 write_all(unnamed, chunks)
                 if fsync:
                     os.fsync(unnamed)
-                _link_over(unnamed, final, directory, name)
+                link_over(unnamed, final)
             finally:
                 os.close(unnamed)
         except ProcUnavailable:
@@ -351,12 +352,15 @@ def write_atomic(
         fsync_directory(Path(directory or os.curdir))
 
 
-def _link_over(fd: int, final: str, directory: str, name: str) -> None:
-    """Name the unnamed file on ``fd`` ``final``, replacing a file (or link) there."""
+def link_over(fd: int, final: str) -> None:
+    """Name the unnamed file on ``fd`` (:func:`~aiodicom.unnamed.open_unnamed`) ``final``,
+    replacing a file (or symbolic link) there, atomically; raises
+    :class:`~aiodicom.unnamed.ProcUnavailable` where it cannot be linked at all."""
     try:
         link_unnamed(fd, final)
     except FileExistsError:
         # An instance received again: linked under a temporary name, renamed over the old.
+        directory, name = os.path.split(final)
         temporary = temporary_name(directory, name)
         link_unnamed(fd, temporary)
         try:

@@ -9,6 +9,7 @@ Memory then stays flat whatever the size of a single object, and no fresh memory
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import tempfile
@@ -19,10 +20,13 @@ from aiodicom.fileio import (
     IDENTIFYING_TAGS,
     OPEN_FLAGS,
     fsync_directory,
+    link_over,
     open_temporary,
     peek_prefix,
     write_all,
+    write_atomic,
 )
+from aiodicom.unnamed import ProcUnavailable, open_unnamed
 
 __all__ = ["MEMORY_LIMIT", "SpooledFile", "temporary_spool"]
 
@@ -44,9 +48,10 @@ class SpooledFile:
     """A :class:`~aiodicom.dimse.DataSetWriter` for a data set bound for a Part 10 file.
 
     Up to ``memory_limit`` bytes the data set is kept in memory; past it, what arrived so far
-    and everything after is written to a file under a temporary name in ``directory`` (with its
-    File Meta Information in front). Nothing is ever visible under a final name before
-    :meth:`commit`; :meth:`discard` (or a failed write) removes the temporary file. A write
+    and everything after is written to a file in ``directory`` (with its File Meta Information
+    in front): on Linux a file without a name (:mod:`aiodicom.unnamed`), elsewhere one under a
+    temporary name (:attr:`path`). Nothing is ever visible under a final name before
+    :meth:`commit`; :meth:`discard` (or a failed write) removes the file. A write
     error is kept in :attr:`error` rather than raised, so that the association goes on and the
     C-STORE is answered with a failure.
     """
@@ -60,7 +65,13 @@ class SpooledFile:
         # Anonymous: the file is only where the data set waits (never committed), removed
         # from the directory as soon as it is made, so that nothing can be left behind.
         self._anonymous = anonymous
-        self.path: Path | None = None  # the temporary file, once there is one
+        #: The temporary file, once there is one and it has a name (``None`` for a file
+        #: without a name, which only :meth:`commit` gives one).
+        self.path: Path | None = None
+        # A file without a name stays open from close() to commit() or discard(): until then
+        # its descriptor is the only way to it.
+        self._unnamed = False
+        self._kept_fd: int | None = None
         self.error: OSError | None = None
         self.committed = False
         self._fsync = fsync
@@ -88,8 +99,8 @@ class SpooledFile:
 
     @property
     def on_disk(self) -> bool:
-        """The data set is in :attr:`path` (else it is held in memory and given by close())."""
-        return self.path is not None
+        """The data set is in a file (else it is held in memory and given by close())."""
+        return self.path is not None or self._unnamed
 
     def write(self, fragment: memoryview) -> None:
         self.size += fragment.nbytes
@@ -117,14 +128,23 @@ class SpooledFile:
                 IDENTIFYING_TAGS,
             )
         try:
-            name, self._fd = open_temporary(os.fspath(self.directory), "spool", _OPEN_FLAGS)
-            if self._anonymous:
-                os.unlink(name)
-            else:
-                self.path = Path(name)
-            write_all(self._fd, [memoryview(self._header), memoryview(buffer), fragment])
+            fd = self._fd = self._open()
+            write_all(fd, [memoryview(self._header), memoryview(buffer), fragment])
         except OSError as exc:
             self._fail(exc)
+
+    def _open(self) -> int:
+        directory = os.fspath(self.directory)
+        fd = open_unnamed(directory)
+        if fd is not None:
+            self._unnamed = True
+            return fd
+        name, fd = open_temporary(directory, "spool", _OPEN_FLAGS)
+        if self._anonymous:
+            os.unlink(name)
+        else:
+            self.path = Path(name)
+        return fd
 
     def _fail(self, exc: OSError) -> None:
         self.error = exc
@@ -143,6 +163,7 @@ class SpooledFile:
         if fd is None:
             return b""
         self._fd = None
+        keep = self._unnamed and not self._anonymous  # nothing else leads to it
         try:
             if self._fsync:
                 os.fsync(fd)
@@ -150,29 +171,38 @@ class SpooledFile:
                 mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
                 return memoryview(mapped)[len(self._header) :]
         except OSError as exc:
+            keep = False
             self._fail(exc)
             return b""
         finally:
-            os.close(fd)
+            if keep:
+                self._kept_fd = fd
+            else:
+                os.close(fd)
         self.deferred = True
         return b""
 
     def mapped(self) -> memoryview:
-        """The data set of a :attr:`deferred` file, mapped (once) from where it is: its
-        temporary name, or the target it was committed to."""
+        """The data set of a :attr:`deferred` file, mapped (once) from where it is: the file
+        still open without a name, its temporary name, or the target it was committed to."""
         view = self._view
         if view is None:
             path = self._target if self.committed else self.path
-            assert path is not None, "only a data set on disk is mapped"
             try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-                try:
-                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-                finally:
-                    os.close(fd)
+                if self._kept_fd is not None:
+                    mapped = mmap.mmap(self._kept_fd, 0, access=mmap.ACCESS_READ)
+                else:
+                    if path is None:  # a file without a name, discarded
+                        raise FileNotFoundError(errno.ENOENT, "discarded")
+                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                    try:
+                        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    finally:
+                        os.close(fd)
             except (OSError, ValueError) as exc:
+                where = path if path is not None else "a temporary file"
                 raise DicomError(
-                    f"the data set was written to {path} as it arrived and cannot be read back "
+                    f"the data set was written to {where} as it arrived and cannot be read back "
                     f"from there ({exc}); read the file the sink wrote, if it is still there"
                 ) from exc
             view = self._view = memoryview(mapped)[len(self._header) :]
@@ -183,13 +213,30 @@ class SpooledFile:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+        if self._kept_fd is not None:
+            fd, self._kept_fd = self._kept_fd, None
+            os.close(fd)  # a file without a name is gone with its last descriptor
         if self.path is not None and not self.committed:
             self.path.unlink(missing_ok=True)
 
     def commit(self, target: Path) -> None:
-        """Move the finished file to ``target`` (replacing what is there), atomically."""
-        assert self.path is not None, "only a data set on disk can be committed"
-        os.replace(self.path, target)
+        """Move the finished file to ``target`` (replacing what is there), atomically.
+
+        A failure leaves the spool as it was: its data set can still be read (:meth:`mapped`)
+        and written elsewhere, or discarded."""
+        fd = self._kept_fd
+        if fd is not None:
+            try:
+                link_over(fd, os.fspath(target))
+            except ProcUnavailable:
+                # No /proc to link it by (known only now, once per process): copied instead.
+                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as whole:
+                    write_atomic(target, [memoryview(whole)])
+            self._kept_fd = None
+            os.close(fd)
+        else:
+            assert self.path is not None, "only a data set on disk can be committed"
+            os.replace(self.path, target)
         self._target = target
         self.committed = True
         if self._fsync:

@@ -20,7 +20,8 @@ import os
 __all__ = ["ProcUnavailable", "link_unnamed", "open_unnamed"]
 
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # Linux only
-_FLAGS = os.O_WRONLY | _O_TMPFILE | getattr(os, "O_CLOEXEC", 0)
+# Readable too: a spool file is mapped to read the data set back.
+_FLAGS = os.O_RDWR | _O_TMPFILE | getattr(os, "O_CLOEXEC", 0)
 
 # Errors of a file system (or a kernel before 3.11) without O_TMPFILE: then a named file.
 _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import errno
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
+import aiodicom.fileio
 import aiodicom.spool
+import aiodicom.unnamed
 from aiodicom.dimse import DimseMessage
 from aiodicom.errors import DicomError
 from aiodicom.fileio import PREAMBLE, split_part10
@@ -46,7 +50,23 @@ def leftovers(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file() and p.name.startswith(".")]
 
 
-def test_spooled_file_holds_a_part10_file_until_committed(tmp_path: Path) -> None:
+@pytest.fixture
+def named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spool files under a temporary name, as where there is no O_TMPFILE (not Linux, a file
+    system without it, no /proc): the tests using it look at that name."""
+    monkeypatch.setattr(aiodicom.unnamed, "_usable", False)
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+unnamed_files = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="O_TMPFILE is Linux's"
+)
+
+
+def test_spooled_file_holds_a_part10_file_until_committed(tmp_path: Path, named: None) -> None:
     sink = DirectorySink(tmp_path / "out")
     data = data_set()
     spool = spooled(sink, data)
@@ -65,7 +85,7 @@ def test_spooled_file_holds_a_part10_file_until_committed(tmp_path: Path) -> Non
     }
 
 
-async def test_directory_sink_renames_its_spool_into_place(tmp_path: Path) -> None:
+async def test_directory_sink_renames_its_spool_into_place(tmp_path: Path, named: None) -> None:
     sink = DirectorySink(tmp_path)
     data = data_set()
     spool = spooled(sink, data)
@@ -80,7 +100,7 @@ async def test_directory_sink_renames_its_spool_into_place(tmp_path: Path) -> No
     assert back.sop_instance_uid == SOP and back.transfer_syntax_uid == EXPLICIT_LE
 
 
-async def test_another_sinks_spool_is_written_not_stolen(tmp_path: Path) -> None:
+async def test_another_sinks_spool_is_written_not_stolen(tmp_path: Path, named: None) -> None:
     """A spool belongs to the directory it was made in; another sink writes its own copy."""
     first, second = DirectorySink(tmp_path / "a"), DirectorySink(tmp_path / "b")
     spool = spooled(first, data_set())
@@ -107,7 +127,7 @@ async def test_refused_instance_leaves_no_temporary_file(tmp_path: Path) -> None
     assert leftovers(tmp_path) == [] and list(tmp_path.rglob("*")) == []
 
 
-def test_discard_before_the_end_removes_the_file(tmp_path: Path) -> None:
+def test_discard_before_the_end_removes_the_file(tmp_path: Path, named: None) -> None:
     """An association that ends mid-data set: the assembler discards its writer."""
     sink = DirectorySink(tmp_path)
     spool = spooled(sink, data_set()[:2000], pieces=1)
@@ -117,7 +137,9 @@ def test_discard_before_the_end_removes_the_file(tmp_path: Path) -> None:
     assert not spool.path.exists() and leftovers(tmp_path) == []
 
 
-def test_write_error_is_kept_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_error_is_kept_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: None
+) -> None:
     sink = DirectorySink(tmp_path, memory_limit=16)
     spool = sink.open_spool(CT, SOP, EXPLICIT_LE, None)
     assert spool is not None
@@ -167,7 +189,7 @@ async def test_small_data_sets_stay_in_memory_until_the_sink_writes_them(tmp_pat
     release_spool(DimseMessage(1, {}, view, writer=spool))  # nothing on disk to remove: fine
 
 
-def test_the_limit_is_where_the_data_set_goes_to_disk(tmp_path: Path) -> None:
+def test_the_limit_is_where_the_data_set_goes_to_disk(tmp_path: Path, named: None) -> None:
     sink = DirectorySink(tmp_path, memory_limit=100)
     spool = sink.open_spool(CT, SOP, EXPLICIT_LE, None)
     assert spool is not None
@@ -268,3 +290,91 @@ async def test_an_instance_written_as_it_arrived_reads_its_data_from_the_file(
     with pytest.raises(DicomError, match="cannot be read back"):
         lost.data  # noqa: B018 - the access is the test
     assert target.exists()
+
+
+# --- files without a name (Linux's O_TMPFILE) ------------------------------------------------
+
+
+@unnamed_files
+async def test_an_unnamed_spool_file_is_seen_only_once_committed(tmp_path: Path) -> None:
+    sink = DirectorySink(tmp_path)
+    data = data_set()
+    before = open_descriptors()
+    spool = spooled(sink, data)
+    assert spool.on_disk and spool.path is None
+    assert list(tmp_path.rglob("*")) == []  # nothing in the directory while it arrives
+    instance = Instance(CT, SOP, EXPLICIT_LE, spool.close(), "PACS", spool=spool)
+    assert spool.deferred and bytes(spool.mapped()) == data  # read back from the open file
+    assert list(tmp_path.rglob("*")) == []
+    await sink(instance)
+    target = tmp_path / STUDY / SERIES / f"{SOP}.dcm"
+    assert sink.paths[SOP] == target and spool.committed
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [target]
+    meta, body = split_part10(target.read_bytes())
+    assert bytes(body) == data and meta["source_ae_title"] == "PACS"
+    del instance
+    # CPython's mmap keeps a duplicate of the descriptor it maps: dropped with the mapping.
+    spool._view = None
+    assert open_descriptors() == before  # closed once it has its name
+
+
+@unnamed_files
+async def test_an_unnamed_spool_file_replaces_an_instance_received_before(tmp_path: Path) -> None:
+    sink = DirectorySink(tmp_path)
+    target = tmp_path / STUDY / SERIES / f"{SOP}.dcm"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"the first one")
+    spool = spooled(sink, data_set())
+    await sink(Instance(CT, SOP, EXPLICIT_LE, spool.close(), "PACS", spool=spool))
+    assert bytes(split_part10(target.read_bytes())[1]) == data_set()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [target]
+
+
+@unnamed_files
+@pytest.mark.parametrize("closed", [False, True], ids=["while-arriving", "once-whole"])
+def test_a_discarded_unnamed_spool_file_leaves_nothing(tmp_path: Path, closed: bool) -> None:
+    """Refused, or the association ended mid-data set: the file goes with its descriptor."""
+    before = open_descriptors()
+    spool = spooled(DirectorySink(tmp_path), data_set())
+    assert open_descriptors() == before + 1
+    if closed:
+        spool.close()
+    spool.discard()
+    spool.discard()  # idempotent
+    assert open_descriptors() == before and list(tmp_path.rglob("*")) == []
+    with pytest.raises(DicomError, match="cannot be read back"):
+        spool.mapped()
+
+
+@unnamed_files
+async def test_another_sink_copies_an_unnamed_spool_file(tmp_path: Path) -> None:
+    first, second = DirectorySink(tmp_path / "a"), DirectorySink(tmp_path / "b")
+    before = open_descriptors()
+    spool = spooled(first, data_set())
+    instance = Instance(CT, SOP, EXPLICIT_LE, spool.close(), "PACS", spool=spool)
+    await second(instance)
+    assert bytes(read_part10(tmp_path / "b" / STUDY / SERIES / f"{SOP}.dcm").data) == data_set()
+    assert not spool.committed
+    release_spool(DimseMessage(1, {}, b"", writer=spool))
+    del instance
+    spool._view = None  # the mapping's own duplicate descriptor, as above
+    assert open_descriptors() == before and list((tmp_path / "a").rglob("*")) == []
+
+
+@unnamed_files
+async def test_without_proc_an_unnamed_spool_file_is_copied_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = DirectorySink(tmp_path)
+    spool = spooled(sink, data_set())
+    instance = Instance(CT, SOP, EXPLICIT_LE, spool.close(), "PACS", spool=spool)
+
+    def no_proc(fd: int, target: str) -> None:
+        monkeypatch.setattr(aiodicom.unnamed, "_usable", False)
+        raise aiodicom.unnamed.ProcUnavailable(errno.ENOENT, "no /proc")
+
+    monkeypatch.setattr(aiodicom.fileio, "link_unnamed", no_proc)
+    await sink(instance)
+    target = tmp_path / STUDY / SERIES / f"{SOP}.dcm"
+    assert bytes(read_part10(target).data) == data_set()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [target]
