@@ -249,6 +249,9 @@ class Client:
                     await pool.aclose()
         finally:
             result = await leave_serving(tasks, self._listener, exc_type, exc, tb)
+            unexpected = self._router.unexpected
+            if isinstance(unexpected, SinkHandler) and isinstance(unexpected.sink, DirectorySink):
+                unexpected.sink.release_spare()  # nothing arrives once the acceptor is closed
         return result
 
     async def _serve_connection(self, connection: Connection) -> None:

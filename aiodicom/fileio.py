@@ -7,6 +7,7 @@ Meta Information header (PS3.10 section 7.1) in front of those bytes and nothing
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import itertools
 import os
@@ -310,15 +311,20 @@ def open_temporary(directory: str, prefix: str, flags: int = OPEN_FLAGS) -> tupl
 
 
 def write_atomic(
-    path: str | os.PathLike[str], chunks: list[memoryview], fsync: bool = False
+    path: str | os.PathLike[str], chunks: list[memoryview], fsync: bool = False,
+    unnamed: int | None = None,
 ) -> None:
     """Write ``chunks`` as the file at ``path``, all or nothing (see
     :func:`write_part10_atomic`): one temporary file, one ``writev``, one rename (on Linux an
-    unnamed file and one link, see :mod:`aiodicom.unnamed`)."""
+    unnamed file and one link, see :mod:`aiodicom.unnamed`).
+
+    ``unnamed``: an empty file from :func:`~aiodicom.unnamed.open_unnamed` made ahead for this
+    write (by a :class:`~aiodicom.unnamed.SpareFile`); it is written and linked, or closed."""
     # Strings, not Path objects: pathlib's parsing cost more than writing a small file.
     final = os.fspath(path)
     directory, name = os.path.split(final)
-    unnamed = open_unnamed(directory)
+    if unnamed is None:
+        unnamed = open_unnamed(directory)
     if unnamed is not None:
         try:
             try:
@@ -330,6 +336,10 @@ def write_atomic(
                 os.close(unnamed)
         except ProcUnavailable:
             pass  # written again below, as a named temporary file
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # A file made ahead on another file system than the target's: written below.
         else:
             if fsync:
                 fsync_directory(Path(directory or os.curdir))

@@ -15,6 +15,7 @@ from aiodicom.errors import DicomError
 from aiodicom.fileio import PREAMBLE, encode_file_meta, write_atomic, write_part10_atomic
 from aiodicom.instance import Instance, read_part10
 from aiodicom.spool import MEMORY_LIMIT, SpooledFile
+from aiodicom.unnamed import SpareFile
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ class DirectorySink:
         self.written = 0
         self._root = self.directory.resolve()
         self._root_created = False
+        # The next file, made after a response went out rather than before the next one.
+        self._spare = SpareFile(str(self._root))
         # Caches of checked directories: bounded, as a long-running SCP meets ever new series.
         self._directories: dict[Path, Path] = {}
         self._series_directories: dict[tuple[str | None, str | None], Path] = {}
@@ -194,17 +197,28 @@ class DirectorySink:
             else:
                 # Held in memory (a small data set): its File Meta header is already encoded.
                 data = memoryview(instance.data).cast("B")
-                write_atomic(target, [memoryview(spool.header), data], fsync=self.fsync)
+                write_atomic(
+                    target, [memoryview(spool.header), data], fsync=self.fsync,
+                    unnamed=self._spare.take(),
+                )
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
             write_part10_atomic(target, instance, fsync=self.fsync)
         self.written += 1
+        if spool is not None and spool.directory is self._root:
+            self._spare.prepare()  # received here: more will likely follow
         paths = self.paths
         if self.max_remembered is None:
             paths[instance.sop_instance_uid] = target
         else:
             paths.pop(instance.sop_instance_uid, None)  # most recent last
             _remember(paths, instance.sop_instance_uid, target, self.max_remembered)
+
+    def release_spare(self) -> None:
+        """Close the file made ahead for the next instance received (on Linux, an unnamed file:
+        nothing on disk). A retrieval calls it when it ends, so that no descriptor outlives it;
+        the next instance received has one made again."""
+        self._spare.release()
 
     def open_spool(
         self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
@@ -224,7 +238,7 @@ class DirectorySink:
                 self._root_created = True
             return SpooledFile(
                 self._root, header, fsync=self.fsync, memory_limit=self.memory_limit,
-                transfer_syntax_uid=transfer_syntax_uid,
+                transfer_syntax_uid=transfer_syntax_uid, spare=self._spare,
             )
         except (OSError, DicomError) as exc:
             log.debug("receiving %s in memory: no spool file: %s", sop_instance_uid, exc)

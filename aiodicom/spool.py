@@ -26,7 +26,7 @@ from aiodicom.fileio import (
     write_all,
     write_atomic,
 )
-from aiodicom.unnamed import ProcUnavailable, open_unnamed
+from aiodicom.unnamed import ProcUnavailable, SpareFile, open_unnamed
 
 __all__ = ["MEMORY_LIMIT", "SpooledFile", "temporary_spool"]
 
@@ -59,9 +59,12 @@ class SpooledFile:
     def __init__(
         self, directory: Path, header: bytes, fsync: bool = False,
         memory_limit: int = MEMORY_LIMIT, anonymous: bool = False,
-        transfer_syntax_uid: str | None = None,
+        transfer_syntax_uid: str | None = None, spare: SpareFile | None = None,
     ) -> None:
         self.directory = directory
+        # Where a file made ahead for it may wait (the sink's); used only for a named-to-be
+        # file of this very directory.
+        self._spare = spare if spare is not None and spare.directory == str(directory) else None
         # Anonymous: the file is only where the data set waits (never committed), removed
         # from the directory as soon as it is made, so that nothing can be left behind.
         self._anonymous = anonymous
@@ -135,7 +138,9 @@ class SpooledFile:
 
     def _open(self) -> int:
         directory = os.fspath(self.directory)
-        fd = open_unnamed(directory)
+        fd = self._spare.take() if self._spare is not None and not self._anonymous else None
+        if fd is None:
+            fd = open_unnamed(directory)
         if fd is not None:
             self._unnamed = True
             return fd

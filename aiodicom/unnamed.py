@@ -10,14 +10,20 @@ an unnamed file with its last descriptor.
 
 Where the system, the file system or a missing ``/proc`` does not allow it, :func:`open_unnamed`
 returns ``None`` and the caller writes a named temporary file instead.
+
+A :class:`SpareFile` makes the next such file ahead of need: after a storage SCP has answered
+one C-STORE, while the peer prepares the next, so that creating the file is not on the path
+between the next data set's last byte and its response (on ext4, 17 us of that path).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import os
 
-__all__ = ["ProcUnavailable", "link_unnamed", "open_unnamed"]
+__all__ = ["ProcUnavailable", "SpareFile", "link_unnamed", "open_unnamed"]
 
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # Linux only
 # Readable too: a spool file is mapped to read the data set back.
@@ -64,3 +70,56 @@ def link_unnamed(fd: int, target: str) -> None:
             raise
         _usable = False
         raise ProcUnavailable(errno.ENOENT, "no /proc to link an unnamed file by") from None
+
+
+class SpareFile:
+    """At most one unnamed file of ``directory``, made ahead of the write that will use it.
+
+    :meth:`prepare` has it made once the running task yields to the event loop (a receiver
+    calls it while answering a C-STORE: the file is made after the response went out). Only
+    under asyncio, whose loop can run a callback then; elsewhere, and before the first
+    :meth:`prepare`, :meth:`take` has nothing and the writer makes its own. An unused spare
+    costs one descriptor and nothing on disk: it has no name, and :meth:`release` (or losing
+    the last reference) closes it.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._fd: int | None = None
+        self._making: asyncio.Handle | None = None
+
+    def take(self) -> int | None:
+        """The file made ahead (the caller links or closes it), or ``None``."""
+        fd, self._fd = self._fd, None
+        return fd
+
+    def prepare(self) -> None:
+        """Have the next file made once the running task yields to the event loop."""
+        if self._fd is not None or self._making is not None or not _usable:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not asyncio's loop (trio): the writer makes its own file when it writes
+        self._making = loop.call_soon(self._make)
+
+    def _make(self) -> None:
+        self._making = None
+        if self._fd is None:
+            # On failure the writer makes its own, and meets the error where it is reported.
+            with contextlib.suppress(OSError):
+                self._fd = open_unnamed(self.directory)
+
+    def release(self) -> None:
+        """Close the spare, and make no other until the next :meth:`prepare`."""
+        if self._making is not None:
+            self._making.cancel()
+            self._making = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        fd = self._fd
+        if fd is not None:
+            os.close(fd)

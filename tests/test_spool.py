@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import sys
 from pathlib import Path
 
+import anyio.lowlevel
 import pytest
 
 import aiodicom.fileio
@@ -378,3 +380,88 @@ async def test_without_proc_an_unnamed_spool_file_is_copied_into_place(
     target = tmp_path / STUDY / SERIES / f"{SOP}.dcm"
     assert bytes(read_part10(target).data) == data_set()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [target]
+
+
+# --- the next file made ahead (SpareFile) ----------------------------------------------------
+
+
+def small_instance(sink: DirectorySink, sop_instance_uid: str) -> Instance:
+    spool = sink.open_spool(CT, sop_instance_uid, EXPLICIT_LE, "PACS")
+    assert spool is not None
+    spool.write(memoryview(data_set()))
+    return Instance(CT, sop_instance_uid, EXPLICIT_LE, spool.close(), "PACS", spool=spool)
+
+
+@unnamed_files
+async def test_the_next_file_is_made_after_the_receiver_yields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sink that received an instance has the next file made once the task yields (after
+    the response went out), so the next instance's write does not create one."""
+    made_while_writing: list[str] = []
+    real_open = aiodicom.fileio.open_unnamed
+
+    def counting(directory: str) -> int | None:
+        made_while_writing.append(directory)
+        return real_open(directory)
+
+    monkeypatch.setattr(aiodicom.fileio, "open_unnamed", counting)
+    sink = DirectorySink(tmp_path)
+    before = open_descriptors()
+    await sink(small_instance(sink, SOP))
+    assert len(made_while_writing) == 1  # nothing made ahead for the first
+    await anyio.lowlevel.checkpoint()  # the receiver waits for the next request
+    assert open_descriptors() == before + 1  # the spare: a descriptor, nothing on disk
+    await sink(small_instance(sink, SOP + ".1"))
+    assert len(made_while_writing) == 1  # the second used the file made ahead
+    for uid in (SOP, SOP + ".1"):
+        assert bytes(read_part10(sink.paths[uid]).data) == data_set()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        f"{SOP}.1.dcm", f"{SOP}.dcm"
+    ]
+    await anyio.lowlevel.checkpoint()
+    sink.release_spare()
+    assert open_descriptors() == before
+
+
+@unnamed_files
+async def test_a_large_data_set_is_written_into_the_file_made_ahead(tmp_path: Path) -> None:
+    sink = DirectorySink(tmp_path)
+    await sink(small_instance(sink, SOP))
+    await anyio.lowlevel.checkpoint()
+    before = open_descriptors()
+    spool = spooled(sink, data_set())  # past the limit: to disk, into the spare
+    assert open_descriptors() == before  # no other file was opened for it
+    await sink(Instance(CT, SOP + ".2", EXPLICIT_LE, spool.close(), "PACS", spool=spool))
+    assert bytes(read_part10(sink.paths[SOP + ".2"]).data) == data_set()
+    sink.release_spare()
+
+
+def test_a_spare_is_made_only_on_asyncio_and_release_is_final(tmp_path: Path) -> None:
+    spare = aiodicom.unnamed.SpareFile(str(tmp_path))
+    spare.prepare()  # no running asyncio loop (trio, or none): nothing is scheduled
+    assert spare.take() is None
+
+    async def prepare_then_release() -> int | None:
+        spare.prepare()
+        spare.release()  # before the loop came round: the making is called off
+        await asyncio.sleep(0)
+        return spare.take()
+
+    assert asyncio.run(prepare_then_release()) is None
+
+
+@unnamed_files
+def test_a_file_made_ahead_on_another_file_system_is_not_used(tmp_path: Path) -> None:
+    """A layout may put a file on another file system than the sink's directory: the file
+    made ahead cannot be linked there, and the data is written the usual way."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system to make the file on")
+    before = open_descriptors()
+    ahead = aiodicom.unnamed.open_unnamed(str(other))
+    assert ahead is not None
+    target = tmp_path / "x.dcm"
+    aiodicom.fileio.write_atomic(target, [memoryview(b"abc")], unnamed=ahead)
+    assert target.read_bytes() == b"abc"
+    assert list(tmp_path.iterdir()) == [target] and open_descriptors() == before

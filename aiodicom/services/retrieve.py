@@ -438,6 +438,9 @@ class Retrieval:
             raise RuntimeError("a retrieval runs once: make another to retrieve again")
         self._started = True
         async with AsyncExitStack() as stack:
+            if isinstance(self.sink, DirectorySink):
+                # Its file made ahead for a next instance: none comes once this ends.
+                stack.callback(self.sink.release_spare)
             session = self._session
             if session is None:
                 assert self._open_session is not None
