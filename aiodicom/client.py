@@ -248,10 +248,15 @@ class Client:
                 with anyio.CancelScope(shield=True):
                     await pool.aclose()
         finally:
-            result = await leave_serving(tasks, self._listener, exc_type, exc, tb)
-            unexpected = self._router.unexpected
-            if isinstance(unexpected, SinkHandler) and isinstance(unexpected.sink, DirectorySink):
-                unexpected.sink.release_spare()  # nothing arrives once the acceptor is closed
+            try:
+                result = await leave_serving(tasks, self._listener, exc_type, exc, tb)
+            finally:
+                unexpected = self._router.unexpected
+                if isinstance(unexpected, SinkHandler) and isinstance(
+                    unexpected.sink, DirectorySink
+                ):
+                    # Its file made ahead for a next delivery: none comes once serving ends.
+                    unexpected.sink.release_spare()
         return result
 
     async def _serve_connection(self, connection: Connection) -> None:

@@ -236,7 +236,7 @@ class SpooledFile:
             except ProcUnavailable:
                 # No /proc to link it by (known only now, once per process): copied instead.
                 with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as whole:
-                    write_atomic(target, [memoryview(whole)])
+                    write_atomic(target, [memoryview(whole)], fsync=self._fsync)
             self._kept_fd = None
             os.close(fd)
         else:
