@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 
 __all__ = ["ProcUnavailable", "SpareFile", "link_unnamed", "open_unnamed"]
 
@@ -119,7 +120,8 @@ class SpareFile:
         if fd is not None:
             os.close(fd)
 
-    def __del__(self) -> None:
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        # os.close bound at definition: at interpreter exit the module's globals may be gone.
         fd = self._fd
         if fd is not None:
-            os.close(fd)
+            _close(fd)
