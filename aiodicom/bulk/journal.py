@@ -99,6 +99,10 @@ class DoneInstance:
     bytes: int
 
 
+_WAL_ATTEMPTS = 5
+"""How often an opener tries to switch a new journal to WAL while others do the same."""
+
+
 class Journal:
     """``with Journal(path) as journal:``, or :meth:`close` it. ``path`` is the SQLite file
     (created with its directory if missing)."""
@@ -116,11 +120,7 @@ class Journal:
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
-        # WAL is kept in the file: only its first opener switches (which takes an exclusive
-        # lock that several processes opening a new journal at once would fight over).
-        (mode,) = self._db.execute("PRAGMA journal_mode").fetchone()
-        if str(mode).lower() != "wal":
-            self._db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         # In WAL mode NORMAL loses at most the last transactions on power loss, never
         # consistency; a rerun then fetches those instances again.
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -130,6 +130,23 @@ class Journal:
                     self._db.execute(statement)
         self._pending: list[tuple[str, str, str | None, str | None, str | None, int]] = []
         self._first_pending = 0.0
+
+    def _use_wal(self) -> None:
+        # WAL is kept in the file: only its first opener switches, taking an exclusive lock.
+        # Processes opening a new journal at the same moment (shares of a bulk run starting
+        # together) may all try: SQLite refuses the losers at once rather than have them wait
+        # (two connections upgrading their shared locks would deadlock), so a loser asks
+        # again, and that query waits (busy_timeout) until the switch is done.
+        for attempt in range(_WAL_ATTEMPTS):
+            (mode,) = self._db.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() == "wal":
+                return
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if attempt == _WAL_ATTEMPTS - 1:
+                    raise
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
