@@ -186,7 +186,7 @@ class DirectorySink:
         # for this very instance when its command arrived.
         if spool is not None and spool.directory is self._root and not spool.committed:
             if spool.on_disk:
-                # Written to our directory while it arrived: only the rename is left.
+                # Written to our directory while it arrived: only naming it is left.
                 try:
                     spool.commit(target)
                 except OSError as exc:
@@ -201,12 +201,11 @@ class DirectorySink:
                     target, [memoryview(spool.header), data], fsync=self.fsync,
                     unnamed=self._spare.take(),
                 )
+            self._spare.prepare()  # received here: more will likely follow
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
             write_part10_atomic(target, instance, fsync=self.fsync)
         self.written += 1
-        if spool is not None and spool.directory is self._root:
-            self._spare.prepare()  # received here: more will likely follow
         paths = self.paths
         if self.max_remembered is None:
             paths[instance.sop_instance_uid] = target

@@ -62,9 +62,12 @@ class SpooledFile:
         transfer_syntax_uid: str | None = None, spare: SpareFile | None = None,
     ) -> None:
         self.directory = directory
-        # Where a file made ahead for it may wait (the sink's); used only for a named-to-be
-        # file of this very directory.
-        self._spare = spare if spare is not None and spare.directory == str(directory) else None
+        # Where a file made ahead for it may wait (the sink's): only for a file of this very
+        # directory that is to be named.
+        self._spare = (
+            spare if spare is not None and not anonymous and spare.directory == str(directory)
+            else None
+        )
         # Anonymous: the file is only where the data set waits (never committed), removed
         # from the directory as soon as it is made, so that nothing can be left behind.
         self._anonymous = anonymous
@@ -138,7 +141,7 @@ class SpooledFile:
 
     def _open(self) -> int:
         directory = os.fspath(self.directory)
-        fd = self._spare.take() if self._spare is not None and not self._anonymous else None
+        fd = self._spare.take() if self._spare is not None else None
         if fd is None:
             fd = open_unnamed(directory)
         if fd is not None:
