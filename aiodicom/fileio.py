@@ -322,9 +322,8 @@ def write_atomic(
     write (by a :class:`~aiodicom.unnamed.SpareFile`); it is written and linked, or closed."""
     # Strings, not Path objects: pathlib's parsing cost more than writing a small file.
     final = os.fspath(path)
-    directory, name = os.path.split(final)
     if unnamed is None:
-        unnamed = open_unnamed(directory)
+        unnamed = open_unnamed(os.path.dirname(final))
     if unnamed is not None:
         try:
             try:
@@ -342,8 +341,9 @@ def write_atomic(
             # A file made ahead on another file system than the target's: written below.
         else:
             if fsync:
-                fsync_directory(Path(directory or os.curdir))
+                fsync_directory(Path(os.path.dirname(final) or os.curdir))
             return
+    directory, name = os.path.split(final)
     temporary, fd = open_temporary(directory, name)
     try:
         try:

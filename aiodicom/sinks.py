@@ -138,16 +138,21 @@ class DirectorySink:
         self._spare = SpareFile(str(self._root))
         # Caches of checked directories: bounded, as a long-running SCP meets ever new series.
         self._directories: dict[Path, Path] = {}
-        self._series_directories: dict[tuple[str | None, str | None], Path] = {}
+        # Each series' directory, as a Path and as a string ending in a separator.
+        self._series_directories: dict[tuple[str | None, str | None], tuple[Path, str]] = {}
 
-    def _target(self, instance: Instance) -> Path:
+    def _target(self, instance: Instance) -> tuple[Path, str]:
+        """Where ``instance`` goes, as a Path and as the same path in a string."""
         if self.layout is default_layout:
             return self._default_target(instance)
-        return self._checked_target(Path(self.layout(instance)))
+        target = self._checked_target(Path(self.layout(instance)))
+        return target, str(target)
 
-    def _default_target(self, instance: Instance) -> Path:
+    def _default_target(self, instance: Instance) -> tuple[Path, str]:
         # The default layout without building a relative Path per instance (pathlib parsing
         # was a tenth of receiving a small object); the same checks, through the same cache.
+        # The string is joined from the directory's, not made from the new Path (which
+        # formats itself anew: a few microseconds per instance).
         study, series = instance.peek_uids()
         directory = self._series_directories.get((study, series))
         name = _path_uid("SOP Instance UID", instance.sop_instance_uid) + ".dcm"
@@ -155,9 +160,10 @@ class DirectorySink:
             relative = Path(
                 _path_uid("Study Instance UID", study), _path_uid("Series Instance UID", series)
             )
-            directory = self._checked_target(relative / name).parent
+            parent = self._checked_target(relative / name).parent
+            directory = (parent, os.path.join(str(parent), ""))
             _remember(self._series_directories, (study, series), directory, _CACHED_DIRECTORIES)
-        return directory / name
+        return directory[0] / name, directory[1] + name
 
     def _checked_target(self, relative: Path) -> Path:
         name = relative.name
@@ -180,7 +186,7 @@ class DirectorySink:
         return directory / name
 
     async def __call__(self, instance: Instance) -> None:
-        target = self._target(instance)
+        target, target_name = self._target(instance)
         spool = instance.spool
         # 'is': a spool this sink made (open_spool passes its _root), whose header was built
         # for this very instance when its command arrived.
@@ -198,13 +204,13 @@ class DirectorySink:
                 # Held in memory (a small data set): its File Meta header is already encoded.
                 data = memoryview(instance.data).cast("B")
                 write_atomic(
-                    target, [memoryview(spool.header), data], fsync=self.fsync,
+                    target_name, [memoryview(spool.header), data], fsync=self.fsync,
                     unnamed=self._spare.take(),
                 )
             self._spare.prepare()  # received here: more will likely follow
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
-            write_part10_atomic(target, instance, fsync=self.fsync)
+            write_part10_atomic(target_name, instance, fsync=self.fsync)
         self.written += 1
         paths = self.paths
         if self.max_remembered is None:
