@@ -14,9 +14,9 @@ import os
 import secrets
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydicom.datadict import dictionary_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
@@ -399,6 +399,26 @@ _LE_EXPLICIT = struct.Struct("<HH2sH")
 _BE_EXPLICIT = struct.Struct(">HH2sH")
 _LE_LENGTH = struct.Struct("<I")
 _BE_LENGTH = struct.Struct(">I")
+
+
+_ExplicitHeader = Callable[[bytes | memoryview, int], tuple[int, int, int, int]]
+
+
+def _vr_codes(
+    byteorder: Literal["little", "big"],
+) -> tuple[_ExplicitHeader, frozenset[int], int, int]:
+    """For reading explicit VR element headers with the VR as a number (no bytes object to
+    hash): the header reader, the VRs with a 4-byte length (_LONG_VRS), SQ and UN."""
+
+    def code(vr: bytes) -> int:
+        return int.from_bytes(vr, byteorder)
+
+    header = struct.Struct(("<" if byteorder == "little" else ">") + "HHHH").unpack_from
+    return header, frozenset(map(code, _LONG_VRS)), code(b"SQ"), code(b"UN")
+
+
+_LE_VR_CODES = _vr_codes("little")
+_BE_VR_CODES = _vr_codes("big")
 # Deliberately nested data sets deeper than this are treated as hostile rather than recursed.
 _MAX_DEPTH = 64
 _INFLATE_CHUNK = 16384
@@ -601,40 +621,42 @@ def peek_elements(
                     break
             position += length
         return found
-    explicit_header = (_LE_EXPLICIT if little_endian else _BE_EXPLICIT).unpack_from
+    explicit_header, long_vrs, sq, un = _LE_VR_CODES if little_endian else _BE_VR_CODES
     long_length = (_LE_LENGTH if little_endian else _BE_LENGTH).unpack_from
     # The header decoding below is also in _skip_undefined: inlined on purpose, a call per
-    # element would cost a quarter of this loop, which runs for every instance received.
-    while position < end:
-        if position + 8 > end:
-            raise _truncated(position)
-        group, element, vr, length = explicit_header(view, position)
-        if group == 0xFFFE:
-            # Item and delimiter tags never carry a VR, whatever the transfer syntax.
-            (length,) = long_length(view, position + 4)
-            vr = b""
-            position += 8
-        elif vr in _LONG_VRS:
-            if position + 12 > end:
-                raise _truncated(position + 8)
-            (length,) = long_length(view, position + 8)
-            position += 12
-        else:
-            position += 8
-        tag = group << 16 | element
-        if tag > last:
-            break
-        if length == _UNDEFINED_LENGTH:
-            # CP-246: an undefined-length UN holds implicit VR little endian items.
-            position = _skip_undefined(view, position, vr == b"UN", little_endian)
-            continue
-        if tag in values and vr != b"SQ":
-            if position + length > end:
-                raise _truncated(position)
-            found[tag] = str(view[position : position + length], "latin-1").rstrip("\0 ")
-            if len(found) == len(wanted):
+    # element would cost a quarter of this loop, which runs for every instance received. The
+    # VR is read as a number (no bytes object to hash), and a header running past the end is
+    # caught by unpack_from rather than checked before each element.
+    try:
+        while position < end:
+            group, element, vr, length = explicit_header(view, position)
+            if group == 0xFFFE:
+                # Item and delimiter tags never carry a VR, whatever the transfer syntax.
+                (length,) = long_length(view, position + 4)
+                vr = 0
+                position += 8
+            elif vr in long_vrs:
+                position += 8  # a truncated length is reported where it starts
+                (length,) = long_length(view, position)
+                position += 4
+            else:
+                position += 8
+            tag = group << 16 | element
+            if tag > last:
                 break
-        position += length
+            if length == _UNDEFINED_LENGTH:
+                # CP-246: an undefined-length UN holds implicit VR little endian items.
+                position = _skip_undefined(view, position, vr == un, little_endian)
+                continue
+            if tag in values and vr != sq:
+                if position + length > end:
+                    raise _truncated(position)
+                found[tag] = str(view[position : position + length], "latin-1").rstrip("\0 ")
+                if len(found) == len(wanted):
+                    break
+            position += length
+    except struct.error:  # a header running past the end of the data
+        raise _truncated(position) from None
     return found
 
 
