@@ -290,6 +290,11 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def uvloop_label(label: str) -> str:
+    """The label of the uvloop row of the aiodicom row ``label``: the one place it is built."""
+    return f"{label}, uvloop"
+
+
 def uvloop_twins(bench: Bench, case: Case) -> list[Client]:
     """``--uvloop``: each aiodicom worker of ``case`` once more with uvloop as its event loop
     (``anyio.run(..., backend_options={"use_uvloop": True})``), as rows of their own."""
@@ -301,6 +306,6 @@ def uvloop_twins(bench: Bench, case: Case) -> list[Client]:
         if client.family != "aiodicom" or spec is None:
             continue  # servers (C-STORE receive) are started differently; not twinned
         library, task, params, clear = spec
-        twins.append(Client(f"{client.label}, uvloop", client.family,
+        twins.append(Client(uvloop_label(client.label), client.family,
                             bench._worker(library, task, {**params, "uvloop": True}, clear)))
     return twins

@@ -668,8 +668,10 @@ class Bench:
             case.clients.insert(1, Client("aiodicom, experiment: whole, then written",
                                           "aiodicom", python_scp("aiodicom", "whole")))
         if self.uvloop:
+            from benchmarks.eventloop import uvloop_label
+
             # The servers are not twinned by run_case (they are not plain workers): here.
-            case.clients.insert(1, Client("aiodicom acceptor + DirectorySink, uvloop",
+            case.clients.insert(1, Client(uvloop_label("aiodicom acceptor + DirectorySink"),
                                           "aiodicom", python_scp("aiodicom", uvloop=True)))
         self.run_case(case)
 
