@@ -1,7 +1,11 @@
 """What the Upper Layer state machine (:mod:`aiodicom.statemachine`) reports: its states
 (PS3.8 Tables 9-1 to 9-5) and the events it hands its user. Kept apart from the machine so
 that the table and its actions have the room of a module of their own; the machine's module
-exports all of these too."""
+exports all of these too.
+
+The one list of these names is ``aiodicom.statemachine.__all__`` (as ``aiodicom.pdu``'s is for
+:mod:`aiodicom.pdu_types`): mypy reads only a literal ``__all__``, so the module that re-exports
+them has to spell them out, and this one keeps no second copy."""
 
 from __future__ import annotations
 
@@ -17,19 +21,6 @@ from aiodicom.pdu_types import (
     PDataTF,
     describe_abort,
 )
-
-__all__ = [
-    "Aborted",
-    "AssociateAccepted",
-    "AssociateRejected",
-    "AssociateRequestReceived",
-    "ConnectionClosed",
-    "DataReceived",
-    "Event",
-    "ReleaseConfirmed",
-    "ReleaseRequested",
-    "State",
-]
 
 
 class State(enum.Enum):
