@@ -521,6 +521,10 @@ def encode_short_message(msg: DimseMessage, max_pdu_length: int) -> bytes | None
     if msg.data is not None or encoded is None:
         return None
     size = len(encoded)
+    # _fragment_size's value wherever it has one (0 and above PDV_OVERHEAD), but not a call to
+    # it: for a max_pdu_length from 1 to PDV_OVERHEAD (or negative) it raises DimseError, where
+    # this declines (None) and leaves encode_message to raise it; an empty encoded command at
+    # max_pdu_length == PDV_OVERHEAD still gets its one empty PDV here.
     limit = DEFAULT_MAX_FRAGMENT if max_pdu_length == 0 else max_pdu_length - PDV_OVERHEAD
     if size > limit:
         return None
