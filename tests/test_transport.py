@@ -496,6 +496,38 @@ async def test_receive_before_gives_up_at_its_deadline_and_not_before(stream_cli
         assert bytes(server.buffer.data()) == b"e"
 
 
+async def test_a_timed_read_after_one_with_an_earlier_deadline_waits_for_its_own() -> None:
+    """The timer of a timed read is kept for the next (one per idle timeout, not one per read):
+    when it goes off at an earlier read's deadline, the read waiting then goes on to its own
+    deadline; and closing the connection leaves no timer holding it."""
+    async with connected() as (client, server):
+        assert isinstance(server, SocketConnection)
+        now = anyio.current_time
+        await client.send(b"a")
+        # Bytes already there: no wait, no timer.
+        assert await server.receive_before(now() + 0.1) is True
+        server.buffer.consume(len(server.buffer))
+
+        async def send_later() -> None:
+            await anyio.sleep(0.05)
+            await client.send(b"b")
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(send_later)
+            assert await server.receive_before(now() + 0.1) is True  # armed at +0.1
+        server.buffer.consume(len(server.buffer))
+        started = now()
+        # The timer armed for the read above goes off while this one waits: it must not end it.
+        assert await server.receive_before(started + 0.4) is None
+        assert now() - started >= 0.39
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(send_later)
+            assert await server.receive_before(now() + 30) is True
+        assert server._timer is not None  # kept for the next read
+        await server.aclose()
+        assert server._timer is None
+
+
 async def test_a_reader_waiting_for_a_large_pdu_wakes_once_it_is_whole() -> None:
     """Bytes of an incomplete PDU wake nobody: a receive returns once as many bytes as the
     consumer said the pending PDU has are here, and a timed read that reaches its deadline
