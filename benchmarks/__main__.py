@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _paths, eventloop, machine, measure, report
-from benchmarks.runner import PROFILES, Bench, Row
+from benchmarks.runner import _WALL_UNITS, PROFILES, Bench, Row, paired_rounds
+
+
+def _fill_rounds(rows: list[Row], cases: list[dict[str, Any]]) -> None:
+    samples = {case["key"]: case["samples"] for case in cases}
+    for row in rows:
+        walls = samples.get(row.case, {})
+        if row.vs_dcmtk_rounds is None and row.vs_dcmtk_ref and row.unit in _WALL_UNITS:
+            row.vs_dcmtk_rounds = paired_rounds(*(
+                [s["wall"] if s["ok"] else None for s in walls.get(label, [])]
+                for label in (row.client, row.vs_dcmtk_ref)
+            ))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         data = json.loads(Path(args.report_only).read_text())
         rows = [Row(**r) for r in data["rows"]]
+        _fill_rounds(rows, data["cases"])  # a results.json from before they were kept
         text = render(rows, data["machine"], data["profile"]["name"], data["profile"]["runs"],
                       data.get("series", "263 MB series of 500 CT slices 512x512"),
                       data["setup_seconds"], data["total_seconds"], Path(args.report_only))

@@ -102,6 +102,14 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _rounds(row: Row) -> str:
+    """How far single rounds stray: the middle half of the round-by-round ratios to DCMTK."""
+    if row.vs_dcmtk_rounds is None:
+        return ""
+    low, high = row.vs_dcmtk_rounds
+    return f" (rounds, middle half: {low:.2f}-{high:.2f}x)"
+
+
 def _cpu_ratio(rows: list[Row], row: Row, ref: str | None) -> str:
     """The client CPU seconds of aiodicom and of ``ref`` for the same work."""
     other = _find(rows, row.case, ref) if ref else None
@@ -119,7 +127,7 @@ def targets(rows: list[Row]) -> list[Verdict]:
                 continue
             verdicts.append(Verdict(
                 f"{case}, {client}: MB/s ≥ DCMTK ({row.vs_dcmtk_ref})",
-                f"{_num(row.throughput, 0)} MB/s = {_x(row.vs_dcmtk)}"
+                f"{_num(row.throughput, 0)} MB/s = {_x(row.vs_dcmtk)}{_rounds(row)}"
                 + _cpu_ratio(rows, row, row.vs_dcmtk_ref),
                 _at_least(row.vs_dcmtk, 1.0),
             ))
@@ -134,7 +142,7 @@ def targets(rows: list[Row]) -> list[Verdict]:
             continue
         verdicts.append(Verdict(
             f"{case}: matches/s ≥ findscu", f"{_num(row.throughput, 0)} matches/s = "
-            f"{_x(row.vs_dcmtk)}" + _cpu_ratio(rows, row, row.vs_dcmtk_ref),
+            f"{_x(row.vs_dcmtk)}{_rounds(row)}" + _cpu_ratio(rows, row, row.vs_dcmtk_ref),
             _at_least(row.vs_dcmtk, 1.0),
         ))
         verdicts.append(Verdict(
@@ -179,7 +187,7 @@ def targets(rows: list[Row]) -> list[Verdict]:
         verdicts.append(Verdict(
             f"{case}: C-STORE receive MB/s ≥ DCMTK storescp"
             + (" (target set for small objects)" if case == "store-small" else " (reference)"),
-            f"{_num(row.throughput, 0)} MB/s = {_x(row.vs_dcmtk)}{extra}"
+            f"{_num(row.throughput, 0)} MB/s = {_x(row.vs_dcmtk)}{_rounds(row)}{extra}"
             + _cpu_ratio(rows, row, row.vs_dcmtk_ref),
             _at_least(row.vs_dcmtk, 1.0),
         ))

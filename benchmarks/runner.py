@@ -154,6 +154,9 @@ class Row:
     #: between runs, a ratio inside this spread decides little.
     wall_min: float | None = None
     wall_max: float | None = None
+    #: The middle half (first and third quartile) of the ratios to the DCMTK row taken round
+    #: by round (both ran within seconds of each other): how far one round's verdict can stray.
+    vs_dcmtk_rounds: tuple[float, float] | None = None
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -215,7 +218,30 @@ def summarize(case: Case) -> list[Row]:
                 continue
             setattr(row, attr, _speed_ratio(case, row, other))
             setattr(row, attr + "_ref", ref)
+        if comp.dcmtk and case.unit in _WALL_UNITS:
+            row.vs_dcmtk_rounds = paired_rounds(
+                [s.wall if s.ok else None for s in case.samples.get(comp.aio, [])],
+                [s.wall if s.ok else None for s in case.samples.get(comp.dcmtk, [])],
+            )
     return list(rows.values())
+
+
+# Units computed from wall time for one amount of work: a round's speed ratio is ref / aio wall.
+_WALL_UNITS = ("MB/s", "matches/s", "objects/s", "ms/assoc")
+
+
+def paired_rounds(
+    aio_walls: Sequence[float | None], ref_walls: Sequence[float | None]
+) -> tuple[float, float] | None:
+    """The first and third quartile of ``ref / aio`` wall time, round by round (sample i of
+    each client ran in round i, one after the other); ``None`` with fewer than 4 rounds."""
+    ratios = [
+        ref / aio for aio, ref in zip(aio_walls, ref_walls, strict=False) if aio and ref and aio > 0
+    ]
+    if len(ratios) < 4:
+        return None
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q1, q3
 
 
 def _extra_medians(samples: list[Sample]) -> dict[str, Any]:

@@ -75,3 +75,28 @@ def test_the_table_shows_how_far_the_runs_spread() -> None:
     lines = table([row("spread", [0.309, 0.382, 0.492]), row("alike", [0.3, 0.3])]).splitlines()
     assert "| 0.382 (0.309-0.492) |" in lines[2]
     assert "| 0.300 |" in lines[3]
+
+
+def test_targets_show_how_far_single_rounds_stray_from_the_median_ratio() -> None:
+    """Each round runs aiodicom and DCMTK one after the other: the ratio of their walls in one
+    round is what a single run would have concluded. The targets show the middle half of those,
+    beside the ratio of the medians."""
+    from benchmarks.report import targets
+    from benchmarks.runner import Row, paired_rounds
+
+    # DCMTK's wall / ours, round by round: 0.5, 0.8, 1.0, 1.0, 1.2, 2.0 (ours first).
+    ours = [2.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    dcmtk = [1.0, 0.8, 1.0, 1.0, 1.2, 2.0]
+    low, high = paired_rounds(ours, dcmtk) or (0.0, 0.0)
+    assert low == pytest.approx(0.725) and high == pytest.approx(1.4)
+    # A failed run (None) drops its round; too few rounds say nothing.
+    assert paired_rounds([1.0, None, 1.0], [1.0, 1.0, 1.0]) is None
+
+    row = Row(
+        case="store-small", title="", client="aiodicom acceptor + DirectorySink",
+        family="aiodicom", runs=6, failures=0, wall=1.0, throughput=60.0, unit="MB/s", cpu=0.4,
+        peak_rss_mib=50.0, rss_before_mib=None, vs_dcmtk=1.0, vs_dcmtk_ref="storescp",
+        vs_dcmtk_rounds=(0.75, 1.4),
+    )
+    (verdict,) = [v for v in targets([row]) if v.target.startswith("store-small")]
+    assert "= 1.00x (rounds, middle half: 0.75-1.40x)" in verdict.measured
