@@ -379,8 +379,8 @@ class SocketConnection(Connection):
     def _time_up(self) -> None:
         self._timer = None
         deadline = self._deadline
-        if deadline is None:
-            return  # armed for an earlier read; none waits now
+        if deadline is None or deadline == math.inf:
+            return  # armed for an earlier read; none waits now with a deadline
         if self._loop.time() < deadline:
             # Armed for an earlier read's deadline: the one waiting now has a later one.
             self._timer = self._loop.call_at(deadline, self._time_up)

@@ -524,6 +524,24 @@ async def test_a_timed_read_after_one_with_an_earlier_deadline_waits_for_its_own
             tasks.start_soon(send_later)
             assert await server.receive_before(now() + 30) is True
         assert server._timer is not None  # kept for the next read
+
+        # Kept at a near deadline, it goes off during a read that has none yet: that read goes
+        # on, and ends at the deadline set for it from outside later.
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(send_later)
+            assert await server.receive_before(now() + 0.1) is True  # armed at +0.1
+        server.buffer.consume(len(server.buffer))
+
+        async def advance_later() -> None:
+            await anyio.sleep(0.2)
+            server.advance_deadline(now() + 0.1)
+
+        started = now()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(advance_later)
+            with anyio.fail_after(10):
+                assert await server.receive_before(math.inf) is None
+        assert now() - started >= 0.29
         await server.aclose()
         assert server._timer is None
 
