@@ -14,15 +14,13 @@ from pydicom.filereader import read_dataset
 
 from aiodicom.errors import DicomError
 from aiodicom.fileio import (
-    IDENTIFYING_TAGS,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
-    MAX_INFLATED_PEEK,
     encode_file_meta,
     part10_header,
-    peek_elements,
     split_part10,
 )
+from aiodicom.peek import IDENTIFYING_TAGS, MAX_INFLATED_PEEK, peek_elements
 from aiodicom.spool import SpooledFile
 from aiodicom.uids import encoding_of
 

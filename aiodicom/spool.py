@@ -17,15 +17,14 @@ from pathlib import Path
 
 from aiodicom.errors import DicomError
 from aiodicom.fileio import (
-    IDENTIFYING_TAGS,
     OPEN_FLAGS,
     fsync_directory,
     link_over,
     open_temporary,
-    peek_prefix,
     write_all,
     write_atomic,
 )
+from aiodicom.peek import IDENTIFYING_TAGS, peek_prefix
 from aiodicom.unnamed import ProcUnavailable, SpareFile, open_unnamed
 
 __all__ = ["MEMORY_LIMIT", "SpooledFile", "temporary_spool"]

@@ -40,15 +40,9 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 from aiodicom.errors import DicomError
-from aiodicom.fileio import (
-    FileMetaError,
-    MalformedDataSetError,
-    encoding_of,
-    inflate,
-    split_part10,
-    write_part10_atomic,
-)
+from aiodicom.fileio import FileMetaError, encoding_of, split_part10, write_part10_atomic
 from aiodicom.instance import Instance
+from aiodicom.peek import MalformedDataSetError, inflate
 from aiodicom.sinks import default_layout
 
 __all__ = [

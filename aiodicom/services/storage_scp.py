@@ -36,10 +36,10 @@ from aiodicom.dimse import (
     encode_store_response,
 )
 from aiodicom.errors import DicomError, DimseError
-from aiodicom.fileio import MAX_INFLATED_PEEK
 from aiodicom.instance import Instance
 from aiodicom.limits import Limits
 from aiodicom.negotiation import PresentationContext
+from aiodicom.peek import MAX_INFLATED_PEEK
 from aiodicom.reassembly import DataSetOpener, MemoryWriter
 from aiodicom.services.echo import echo_response
 from aiodicom.sinks import DirectorySink, MemorySink, Sink

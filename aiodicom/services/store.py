@@ -27,9 +27,9 @@ from pydicom.uid import UID
 from aiodicom.datasets import decode_dataset, encode_dataset, is_encapsulated, transfer_syntax_name
 from aiodicom.dimse import C_STORE_RQ, DATASET_PRESENT, PRIORITY_MEDIUM, DimseMessage
 from aiodicom.errors import DicomError
-from aiodicom.fileio import peek_elements
 from aiodicom.instance import Instance
 from aiodicom.negotiation import MAX_CONTEXTS, ContextProposal, PresentationContext
+from aiodicom.peek import peek_elements
 from aiodicom.services.channel import ServiceChannel
 from aiodicom.status import Status, StatusCategory, status_category, status_meaning
 from aiodicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, UNCOMPRESSED_TRANSFER_SYNTAXES, uid_name
