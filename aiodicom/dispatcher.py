@@ -58,7 +58,8 @@ class Dispatcher:
         self._progress_awaited = False
         self.failure: DicomError | None = None
         self.ended = False
-        # The cancel scope of run() while it serves (None otherwise).
+        # The cancel scope of run() while it serves (None otherwise). Never cancelled itself:
+        # its shield keeps out only the cancellation of the scopes around it.
         self._serving: anyio.CancelScope | None = None
 
     # --- reading ------------------------------------------------------------------------------

@@ -253,6 +253,7 @@ class SocketConnection(Connection):
         # armed for that deadline or an earlier one (then armed again when it goes off).
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._armed_for = math.inf  # the deadline the timer was armed for
         self._timed_out = False
         # The socket itself, to read what already arrived without waiting for the loop (see
         # _read_now). asyncio's transports hand out a TransportSocket wrapping it (its
@@ -366,9 +367,10 @@ class SocketConnection(Connection):
     def _arm(self, deadline: float) -> None:
         timer = self._timer
         if timer is not None:
-            if timer.when() <= deadline:
+            if self._armed_for <= deadline:
                 return  # goes off first, and is armed again for this deadline (_time_up)
             timer.cancel()
+        self._armed_for = deadline
         self._timer = self._loop.call_at(deadline, self._time_up)
 
     def _disarm(self) -> None:
@@ -381,8 +383,11 @@ class SocketConnection(Connection):
         deadline = self._deadline
         if deadline is None or deadline == math.inf:
             return  # armed for an earlier read; none waits now with a deadline
-        if self._loop.time() < deadline:
-            # Armed for an earlier read's deadline: the one waiting now has a later one.
+        if deadline > self._armed_for:
+            # Armed for an earlier read's deadline: the one waiting now has a later one. (Not
+            # the clock: uvloop's timers go off up to a millisecond early, and arming again
+            # for what is left would spin until the clock caught up.)
+            self._armed_for = deadline
             self._timer = self._loop.call_at(deadline, self._time_up)
             return
         self._timed_out = True

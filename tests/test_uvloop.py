@@ -55,3 +55,31 @@ def test_echo_through_our_own_acceptor_on_uvloop() -> None:
                     await client.peer("127.0.0.1", server.listen_port, "UVSCP").echo()
 
     on_uvloop(run)
+
+
+def test_a_timed_read_times_out_with_one_timer_callback_on_uvloop() -> None:
+    """uvloop's timers go off up to a millisecond before their time: a timed read must then time
+    out, not arm its timer again for the sub-millisecond rest (which spun the loop, about a
+    hundred callbacks per timeout)."""
+
+    async def run() -> None:
+        from aiodicom.transport import SocketConnection
+
+        async with connected() as (client, server):
+            assert isinstance(server, SocketConnection)
+            calls = 0
+            time_up = server._time_up
+
+            def counting() -> None:
+                nonlocal calls
+                calls += 1
+                time_up()
+
+            server._time_up = counting  # type: ignore[method-assign]
+            for _ in range(5):
+                with anyio.fail_after(STUCK):
+                    # Not on a millisecond: a minimum receive rate's deadlines seldom are.
+                    assert await server.receive_before(anyio.current_time() + 0.0203) is None
+            assert calls <= 5 + 1  # one per timeout (and at most one for an earlier read)
+
+    on_uvloop(run)
