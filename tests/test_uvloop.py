@@ -65,7 +65,7 @@ def test_a_timed_read_times_out_with_one_timer_callback_on_uvloop() -> None:
     async def run() -> None:
         from aiodicom.transport import SocketConnection
 
-        async with connected() as (client, server):
+        async with connected() as (_client, server):
             assert isinstance(server, SocketConnection)
             calls = 0
             time_up = server._time_up
