@@ -705,6 +705,24 @@ class Bench:
         assert self.corpus is not None
         self._store_case("store-small", self.corpus.store_small)
         self._store_case("store-large", self.corpus.store_large)
+        self._store_cpu_case("store-cpu", self.corpus.store_small)
+
+    def _store_cpu_case(self, key: str, series: SeriesRef) -> None:
+        """The storage SCP's own cost per small C-STORE, in one process (worker.aio_store_cpu):
+        aiodicom only, a steadier number to follow from change to change than store-small,
+        where storescu's own work and two processes waking each other dominate."""
+        if not self.wanted(key):
+            return
+        out = self._out_dir(key)
+        params = {"files": [str(p) for p in series.files], "out_dir": str(out),
+                  "max_pdu": MAX_PDU}
+        self.run_case(Case(
+            key, f"C-STORE receive, the SCP's own cost: our acceptor and a raw client sending "
+            f"{series.n} pre-encoded C-STOREs of the store-small objects, on one event loop in "
+            "one process", "objects/s", series.dataset_bytes, series.n,
+            [Client("aiodicom acceptor + DirectorySink, one process", "aiodicom",
+                    self._worker("aiodicom", "store_cpu", params, clear=out))],
+        ))
 
     def case_concurrency(self) -> None:
         if not (self.wanted("concurrency") or self.wanted("idle")):

@@ -229,6 +229,79 @@ async def aio_serve_store(p: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+async def aio_store_cpu(p: dict[str, Any]) -> dict[str, Any]:
+    """What receiving a C-STORE costs our storage SCP itself, without a second process: our
+    acceptor and a raw client on this one event loop, the client sending the C-STORE-RQs of
+    ``p["files"]`` encoded beforehand and reading each response (a few socket calls of its
+    own per C-STORE). No process wakes another, so what remains is the SCP's work, measured
+    far more steadily than across processes taking turns."""
+    import asyncio
+    import struct
+
+    import aiodicom
+    from aiodicom.dimse import C_STORE_RQ, DimseMessage, encode_message
+    from aiodicom.instance import read_part10
+    from aiodicom.pdu import encode_pdu
+    from aiodicom.pdu_types import (
+        AReleaseRQ,
+        AssociateRQ,
+        PresentationContextRQ,
+        UserInformation,
+    )
+    from aiodicom.sinks import DirectorySink
+
+    max_pdu = p["max_pdu"]
+    instances = [read_part10(path) for path in p["files"]]
+    first = instances[0]
+    requests = [
+        b"".join(encode_message(DimseMessage(1, {
+            "CommandField": C_STORE_RQ, "MessageID": number % 0xFFFF + 1, "Priority": 0,
+            "AffectedSOPClassUID": instance.sop_class_uid,
+            "AffectedSOPInstanceUID": instance.sop_instance_uid,
+        }, instance.data), max_pdu))
+        for number, instance in enumerate(instances)
+    ]
+    associate = encode_pdu(AssociateRQ(
+        "STORESCP", "RAWSCU",
+        (PresentationContextRQ(1, first.sop_class_uid, (first.transfer_syntax_uid,)),),
+        UserInformation(max_pdu_length=max_pdu, implementation_class_uid="1.2.3.4"),
+    ))
+    sink = DirectorySink(p["out_dir"])
+    async with aiodicom.Client(
+        "STORESCP", listen_port=0, unexpected_deliveries=sink, max_pdu_length=max_pdu
+    ) as server:
+        assert server.listen_port is not None
+        loop = asyncio.get_running_loop()
+        raw = socket.create_connection(("127.0.0.1", server.listen_port))
+        raw.setblocking(False)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buffer = bytearray(1 << 16)
+
+        async def reply() -> int:
+            got, size = 0, 6
+            while got < size:
+                count = await loop.sock_recv_into(raw, memoryview(buffer)[got:])
+                if not count:
+                    raise ConnectionError("the SCP closed the connection")
+                got += count
+                if got >= 6:
+                    size = 6 + struct.unpack_from(">I", buffer, 2)[0]
+            return buffer[0]
+
+        await loop.sock_sendall(raw, associate)
+        if await reply() != 0x02:
+            raise ConnectionError("association not accepted")
+        m = Meter()
+        for request in requests:
+            await loop.sock_sendall(raw, request)
+            await reply()
+        result = m.result(count=len(sink.paths), ok=len(sink.paths) == len(instances))
+        await loop.sock_sendall(raw, encode_pdu(AReleaseRQ()))
+        await reply()
+        raw.close()
+    return result
+
+
 async def aio_serve_echo(p: dict[str, Any]) -> dict[str, Any]:
     import anyio
     import anyio.to_thread
@@ -354,6 +427,7 @@ AIO_TASKS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "find": aio_find,
     "retrieve": aio_retrieve,
     "serve_store": aio_serve_store,
+    "store_cpu": aio_store_cpu,
     "serve_echo": aio_serve_echo,
     "concurrency": aio_concurrency,
     "idle": aio_idle,

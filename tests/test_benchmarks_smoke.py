@@ -45,7 +45,7 @@ def test_quick_benchmark_prints_the_table_with_ratios() -> None:
     assert "aiodicom ÷ pynetdicom" in header and "aiodicom ÷ DCMTK" in header
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     for case in ("echo", "find-dcmqrscp", "get-dcmqrscp", "move-dcmqrscp", "store-small",
-                 "concurrency-10", "idle"):
+                 "store-cpu", "concurrency-10", "idle"):
         assert any(row.startswith(f"| {case} |") for row in rows), case
     # Each retrieval's aiodicom rows carry both ratios, measured against the other clients.
     get_rows = rows[next(i for i, r in enumerate(rows) if r.startswith("| get-dcmqrscp |")):]
