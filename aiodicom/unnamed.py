@@ -77,9 +77,9 @@ class SpareFile:
     """At most one unnamed file of ``directory``, made ahead of the write that will use it.
 
     :meth:`prepare` has it made once the running task yields to the event loop (a receiver
-    calls it while answering a C-STORE: the file is made after the response went out). Only
-    under asyncio, whose loop can run a callback then; elsewhere, and before the first
-    :meth:`prepare`, :meth:`take` has nothing and the writer makes its own. An unused spare
+    calls it while answering a C-STORE: the file is made after the response went out). Called
+    with no event loop running, and before the first :meth:`prepare`, :meth:`take` has nothing
+    and the writer makes its own. An unused spare
     costs one descriptor and nothing on disk: it has no name, and :meth:`release` (or losing
     the last reference) closes it.
     """
@@ -101,7 +101,7 @@ class SpareFile:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # not asyncio's loop (trio): the writer makes its own file when it writes
+            return  # no loop to make it later: the writer makes its own when it writes
         self._making = loop.call_soon(self._make)
 
     def _make(self) -> None:
