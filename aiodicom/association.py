@@ -469,7 +469,13 @@ class Association:
         buffer = self._connection.buffer
         data = buffer.data()
         end = _slice_end(data, DECODE_SLICE_PDUS)
-        pdu_events, used = self._machine.receive_pdus(data[:end] if end < len(data) else data)
+        try:
+            pdu_events, used = self._machine.receive_pdus(
+                data[:end] if end < len(data) else data
+            )
+        finally:
+            # Fragments of a data set going to a file are written in one call per read.
+            self._assembler.flush()
         buffer.consume(used)
         self._undecoded = end < len(data)
         # Tell the buffer how large the incomplete PDU is, so that one read can complete it.

@@ -624,7 +624,12 @@ class DataSetWriter(Protocol):
     """Receives the fragments of one data set as they arrive, then says what the message holds.
 
     ``write`` gets views of the receive buffer that are only valid during the call: whatever is
-    kept must be copied (or written out) before it returns.
+    kept must be copied (or written out) before it returns. A writer that also has a
+    ``flush()`` method may keep the views instead, until its ``flush()``: the assembler calls
+    it once the PDUs of one read are handled, before the buffer is read into again (and
+    ``close`` is called after the last fragment, so it flushes what is left). A file writer
+    then writes the fragments of one read in one system call, which costs the kernel less per
+    byte than several smaller writes.
     """
 
     def write(self, fragment: memoryview) -> None: ...

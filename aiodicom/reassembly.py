@@ -86,6 +86,9 @@ class MessageAssembler:
         self._command_size = 0
         self._command: dict[str, object] | None = None
         self._writer: DataSetWriter | None = None
+        # The writer's flush(), if it has one: it then keeps the fragments of a read as views
+        # until flush() (see DataSetWriter).
+        self._flush_writer: Callable[[], None] | None = None
         # Kept only to explain a stray data fragment in the error message.
         self._last_had_no_dataset: str | None = None
 
@@ -97,16 +100,27 @@ class MessageAssembler:
     def feed(self, pdu: PDataTF) -> list[DimseMessage]:
         """Take one P-DATA-TF; return the messages it completed (often none, rarely several)."""
         done: list[DimseMessage] = []
-        for pdv in pdu.pdvs:
-            control = (2 if pdv.is_last else 0) | (1 if pdv.is_command else 0)
-            msg = self.feed_value(pdv.context_id, control, memoryview(pdv.data))
-            if msg is not None:
-                done.append(msg)
+        try:
+            for pdv in pdu.pdvs:
+                control = (2 if pdv.is_last else 0) | (1 if pdv.is_command else 0)
+                msg = self.feed_value(pdv.context_id, control, memoryview(pdv.data))
+                if msg is not None:
+                    done.append(msg)
+        finally:
+            self.flush()
         return done
+
+    def flush(self) -> None:
+        """The values fed since the last call are about to become invalid (the receive buffer
+        is read into again): a writer keeping views of them writes them out now."""
+        flush = self._flush_writer
+        if flush is not None:
+            flush()
 
     def abandon(self) -> None:
         """The association ended: a message in progress will never complete."""
         writer, self._writer = self._writer, None
+        self._flush_writer = None
         if writer is not None:
             writer.discard()
         self._context_id = None
@@ -188,6 +202,7 @@ class MessageAssembler:
             self._command = command
             chosen = self.open_data(context_id, command) if self.open_data is not None else None
             self._writer = chosen if chosen is not None else MemoryWriter()
+            self._flush_writer = getattr(chosen, "flush", None)
             return None
         self._context_id = None
         self._last_had_no_dataset = command_name(field)
@@ -199,6 +214,7 @@ class MessageAssembler:
         context_id = self._context_id
         assert writer is not None and command is not None and context_id is not None
         self._writer = None
+        self._flush_writer = None  # close() writes out what it kept
         self._command = None
         self._context_id = None
         self._last_had_no_dataset = None

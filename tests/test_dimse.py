@@ -739,6 +739,58 @@ def test_open_data_chooses_the_writer_per_message() -> None:
     assert seen == [(3, C_FIND_RQ), (3, C_FIND_RQ)]
 
 
+class _FlushingWriter(_RecordingWriter):
+    """Keeps the views it is given until flush(), as a file writer does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[memoryview] = []
+        self.flushes = 0
+
+    def write(self, fragment: memoryview) -> None:
+        self.kept.append(fragment)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.fragments.extend(bytes(view) for view in self.kept)
+        self.kept = []
+
+    def close(self) -> bytes:
+        self.flush()
+        return super().close()
+
+
+def test_a_writer_with_flush_keeps_the_values_of_a_read_until_its_end() -> None:
+    writer = _FlushingWriter()
+    assembler = MessageAssembler(lambda _c, _cmd: writer)
+    assembler.feed(pdv(3, True, True, FIND_RQ))
+    writer.flushes = 0  # feed() ends with one (nothing kept yet)
+    receive_buffer = bytearray(b"abcdef")
+    view = memoryview(receive_buffer)
+    # What the state machine hands over for the values of one read, then the end of the read.
+    assert assembler.feed_value(3, 0, view[0:2]) is None
+    assert assembler.feed_value(3, 0, view[2:4]) is None
+    assert writer.flushes == 0 and writer.fragments == []
+    assembler.flush()
+    assert writer.fragments == [b"ab", b"cd"]
+    receive_buffer[:4] = b"XXXX"  # read into again: what was written is not touched
+    [message] = assembler.feed(PDataTF((PresentationDataValue(3, False, True, view[4:6]),)))
+    assert message.data == b"abcdef" and message.writer is writer
+    assembler.flush()  # after the message: its writer is no longer the assembler's
+    assert writer.flushes == 2  # the read's end, then close(); feed() has no writer left
+
+
+def test_a_pdu_with_several_data_values_is_flushed_once() -> None:
+    writer = _FlushingWriter()
+    assembler = MessageAssembler(lambda _c, _cmd: writer)
+    assembler.feed(pdv(3, True, True, FIND_RQ))
+    writer.flushes = 0
+    assembler.feed(PDataTF(tuple(
+        PresentationDataValue(3, False, False, part) for part in (b"ab", b"cd", b"ef")
+    )))
+    assert writer.flushes == 1 and writer.fragments == [b"ab", b"cd", b"ef"]
+
+
 def test_abandon_discards_the_data_set_in_progress() -> None:
     writer = _RecordingWriter()
     assembler = MessageAssembler(lambda _c, _cmd: writer)

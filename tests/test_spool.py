@@ -45,6 +45,7 @@ def spooled(sink: DirectorySink, data: bytes, pieces: int = 4) -> SpooledFile:
     step = max(1, len(data) // pieces)
     for start in range(0, len(data), step):
         spool.write(memoryview(data)[start : start + step])
+        spool.flush()  # the end of a read, as the assembler says it
     return spool
 
 
@@ -152,7 +153,8 @@ def test_write_error_is_kept_not_raised(
     monkeypatch.setattr(aiodicom.spool, "write_all", full)
     spool.write(memoryview(b"x" * 10))
     spool.write(memoryview(b"y" * 10))  # past the limit: to disk, which is full
-    spool.write(memoryview(b"z" * 10))  # no exception: the association must go on
+    spool.write(memoryview(b"z" * 10))
+    spool.flush()  # written now, once the read is handled: no exception, the association goes on
     assert isinstance(spool.error, OSError) and spool.error.errno == errno.ENOSPC
     assert spool.close() == b""
     assert spool.path is not None and not spool.path.exists()
@@ -465,3 +467,50 @@ def test_a_file_made_ahead_on_another_file_system_is_not_used(tmp_path: Path) ->
     aiodicom.fileio.write_atomic(target, [memoryview(b"abc")], unnamed=ahead)
     assert target.read_bytes() == b"abc"
     assert list(tmp_path.iterdir()) == [target] and open_descriptors() == before
+
+
+def test_the_fragments_of_one_read_go_to_the_file_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the memory limit, fragments are kept as views until flush(), which writes them
+    in one call; the receive buffer may then be reused without changing the file."""
+    sink = DirectorySink(tmp_path, memory_limit=1024)
+    spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert spool is not None
+    calls: list[int] = []
+    real_write_all = aiodicom.spool.write_all
+
+    def counted(fd: int, chunks: list[memoryview]) -> None:
+        calls.append(len(chunks))
+        real_write_all(fd, chunks)
+
+    monkeypatch.setattr(aiodicom.spool, "write_all", counted)
+    data = data_set() + bytes(range(256)) * 16
+    receive_buffer = bytearray(data)
+    view = memoryview(receive_buffer)
+    for start in range(0, 3000, 1000):  # one read holding three PDUs: in memory, then past it
+        spool.write(view[start : start + 1000])
+    assert calls == []  # nothing written before the read is handled
+    spool.flush()
+    assert calls == [4]  # File Meta header, what was in memory, two fragments: one writev
+    receive_buffer[:3000] = bytes(3000)  # the buffer is read into again
+    spool.write(view[3000:])
+    assert spool.close() == b""  # close() writes what the last read left
+    assert calls == [4, 1]
+    instance = Instance(CT, SOP, EXPLICIT_LE, b"", "PACS", spool=spool)
+    assert bytes(spool.mapped()) == data
+    assert instance.peek_uids()[0] == STUDY
+
+
+def test_a_discarded_spool_forgets_the_fragments_it_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = DirectorySink(tmp_path, memory_limit=16)
+    spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert spool is not None
+    written: list[int] = []
+    monkeypatch.setattr(aiodicom.spool, "write_all", lambda fd, chunks: written.append(fd))
+    spool.write(memoryview(bytes(100)))  # past the limit: kept for the end of the read
+    spool.discard()  # the association ended mid-read
+    spool.flush()
+    assert written == []
