@@ -192,7 +192,9 @@ class DirectorySink:
         # for this very instance when its command arrived.
         if spool is not None and spool.directory is self._root and not spool.committed:
             if spool.on_disk:
-                # Written to our directory while it arrived: only naming it is left.
+                # Written to our directory while it arrived: only naming it is left. The next
+                # file gets this one's size ahead: a series' instances are mostly alike.
+                next_size = len(spool.header) + spool.size
                 try:
                     spool.commit(target)
                 except OSError as exc:
@@ -202,12 +204,13 @@ class DirectorySink:
                     spool.discard()
             else:
                 # Held in memory (a small data set): its File Meta header is already encoded.
+                next_size = 0
                 data = memoryview(instance.data).cast("B")
                 write_atomic(
                     target_name, [memoryview(spool.header), data], fsync=self.fsync,
                     unnamed=self._spare.take(),
                 )
-            self._spare.prepare()  # received here: more will likely follow
+            self._spare.prepare(next_size)  # received here: more will likely follow
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
             write_part10_atomic(target_name, instance, fsync=self.fsync)

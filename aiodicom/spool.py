@@ -88,6 +88,8 @@ class SpooledFile:
         # write costs the kernel less per byte the larger it is (ext4 here: a 524 kB slice
         # written as four 128 KiB writes 202 us, as one 165 us), and it is one call, not four.
         self._unwritten: list[memoryview] = []
+        # Bytes allocated to the file made ahead for it (its size until truncated).
+        self._allocated = 0
         self._transfer_syntax_uid = transfer_syntax_uid
         #: Bytes of the data set written so far (its File Meta header not counted).
         self.size = 0
@@ -157,7 +159,9 @@ class SpooledFile:
 
     def _open(self) -> int:
         directory = os.fspath(self.directory)
-        fd = self._spare.take() if self._spare is not None else None
+        fd, self._allocated = (
+            self._spare.take_allocated() if self._spare is not None else (None, 0)
+        )
         if fd is None:
             fd = open_unnamed(directory)
         if fd is not None:
@@ -190,6 +194,9 @@ class SpooledFile:
         self._fd = None
         keep = self._unnamed and not self._anonymous  # nothing else leads to it
         try:
+            written = len(self._header) + self.size
+            if self._allocated > written:  # the guess was larger than this data set
+                os.ftruncate(fd, written)
             if self._fsync:
                 os.fsync(fd)
             if self._anonymous:  # no name to map it by later

@@ -13,7 +13,11 @@ returns ``None`` and the caller writes a named temporary file instead.
 
 A :class:`SpareFile` makes the next such file ahead of need: after a storage SCP has answered
 one C-STORE, while the peer prepares the next, so that creating the file is not on the path
-between the next data set's last byte and its response (on ext4, 17 us of that path).
+between the next data set's last byte and its response (on ext4, 17 us of that path). Given the
+size of the file the previous instance became, it also allocates that much disk space to it
+then: the instances of a series are mostly the same size, and writing into space allocated
+beforehand costs the kernel less than allocating as it goes (ext4: a 524 kB slice written in
+127 us instead of 166).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import errno
 import os
 from collections.abc import Callable
 
-__all__ = ["ProcUnavailable", "SpareFile", "link_unnamed", "open_unnamed"]
+__all__ = ["MAX_PREALLOCATED", "ProcUnavailable", "SpareFile", "link_unnamed", "open_unnamed"]
 
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # Linux only
 # Readable too: a spool file is mapped to read the data set back.
@@ -34,6 +38,13 @@ _FLAGS = os.O_RDWR | _O_TMPFILE | getattr(os, "O_CLOEXEC", 0)
 _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 
 _usable = _O_TMPFILE != 0
+
+#: The most disk space a spare file is given ahead of its data set: an instance larger than
+#: this is written without it (the saving is a few percent of its writing), so that a wrong
+#: guess never holds much space or costs a long truncation.
+MAX_PREALLOCATED = 1 << 28
+
+_fallocate: Callable[[int, int, int], None] | None = getattr(os, "posix_fallocate", None)
 
 
 class ProcUnavailable(OSError):
@@ -88,14 +99,30 @@ class SpareFile:
         self.directory = directory
         self._fd: int | None = None
         self._making: asyncio.Handle | None = None
+        # Bytes the next file is to be given when made (0: none), and those the spare has.
+        self._size = 0
+        self._allocated = 0
 
     def take(self) -> int | None:
-        """The file made ahead (the caller links or closes it), or ``None``."""
+        """The file made ahead, if it has no space allocated (the caller links or closes it):
+        for a data set written whole, which is small. ``None`` otherwise."""
+        if self._allocated:
+            return None  # kept for the next large data set, which needs no truncation
         fd, self._fd = self._fd, None
         return fd
 
-    def prepare(self) -> None:
-        """Have the next file made once the running task yields to the event loop."""
+    def take_allocated(self) -> tuple[int | None, int]:
+        """The file made ahead and the bytes allocated to it (its size: the caller truncates
+        it if it writes less), or ``(None, 0)``: for a data set written as it arrives."""
+        fd, self._fd = self._fd, None
+        allocated, self._allocated = self._allocated, 0
+        return fd, allocated
+
+    def prepare(self, size: int = 0) -> None:
+        """Have the next file made once the running task yields to the event loop, with
+        ``size`` bytes of disk space allocated to it (the size of the file the last data set
+        written as it arrived became; 0 after a small one, which is written whole)."""
+        self._size = size if size <= MAX_PREALLOCATED else 0
         if self._fd is not None or self._making is not None or not _usable:
             return
         try:
@@ -106,16 +133,34 @@ class SpareFile:
 
     def _make(self) -> None:
         self._making = None
-        if self._fd is None:
-            # On failure the writer makes its own, and meets the error where it is reported.
-            with contextlib.suppress(OSError):
-                self._fd = open_unnamed(self.directory)
+        if self._fd is not None:
+            return
+        try:
+            fd = open_unnamed(self.directory)
+        except OSError:
+            return  # the writer makes its own, and meets the error where it is reported
+        if fd is None:
+            return
+        size = self._size
+        if size and _fallocate is not None:
+            try:
+                _fallocate(fd, 0, size)
+            except OSError:
+                # Full, or a file system without it: a fresh file, as without a guess (what
+                # failed may have left blocks allocated past the end).
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    self._fd = open_unnamed(self.directory)
+                return
+            self._allocated = size
+        self._fd = fd
 
     def release(self) -> None:
         """Close the spare, and make no other until the next :meth:`prepare`."""
         if self._making is not None:
             self._making.cancel()
             self._making = None
+        self._allocated = 0
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
