@@ -63,6 +63,12 @@ def _worker_env(library: str = "", task: str = "") -> dict[str, str]:
         _profile_counter += 1
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
         env["AIODICOM_BENCH_PROFILE"] = str(PROFILE_DIR / f"{_profile_counter:03d}-{task}.pstats")
+    # numpy, which pydicom imports (both Python libraries load it), starts a BLAS thread per
+    # core that spins about 0.1 s of CPU right after the import: inside the timing of a client
+    # measured right after its imports, on a 2-core machine a third runnable thread beside the
+    # client and the peer. Neither library does linear algebra here; the timings, which leave
+    # the imports out, should leave their aftermath out too.
+    env["OPENBLAS_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_paths.ROOT), env.get("PYTHONPATH", "")) if p
     )
