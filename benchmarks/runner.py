@@ -9,10 +9,8 @@ measured in the same run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +30,7 @@ from benchmarks.measure import (
     failed,
     run_tool,
     run_worker,
+    set_aside,
 )
 from benchmarks.peers import (
     AIO_AE,
@@ -388,22 +387,9 @@ class Bench:
         instead of 15 us after a few thousand deletions, more for whichever client's
         directory landed in the group where the most were deleted.
         """
-        if not path.exists():
-            return
-        for root, _, names in os.walk(path):
-            for name in names:
-                with contextlib.suppress(OSError):
-                    os.truncate(os.path.join(root, name), 0)
-        spent = self.out / ".spent"
-        spent.mkdir(parents=True, exist_ok=True)
         self._spent += 1
-        # Named for this run: .spent outlives runs, and a rename onto an earlier run's
-        # directory fails (then the files would be deleted after all).
-        name = f"{self._run_id}-{self._spent}"
-        try:
-            path.rename(spent / name)
-        except OSError:
-            shutil.rmtree(path, ignore_errors=True)
+        # Named for this run: .spent outlives runs.
+        set_aside(path, self.out / ".spent", f"{self._run_id}-{self._spent}")
 
     def _worker(self, library: str, task: str, params: dict[str, Any], clear: Path | None = None
                 ) -> Callable[[], Sample]:

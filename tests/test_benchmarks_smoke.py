@@ -27,14 +27,19 @@ from peers.dcmtk import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _with_repository_on_path() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
 @pytest.mark.interop
 def test_quick_benchmark_prints_the_table_with_ratios() -> None:
     for tool in (DCMQRSCP, DCMQRIDX, ECHOSCU, FINDSCU, GETSCU, MOVESCU, STORESCP, STORESCU):
         require_executable(tool)
     require_module("pynetdicom")
     require_module("numpy")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = _with_repository_on_path()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--quiet"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -100,3 +105,25 @@ def test_targets_show_how_far_single_rounds_stray_from_the_median_ratio() -> Non
     )
     (verdict,) = [v for v in targets([row]) if v.target.startswith("store-small")]
     assert "= 1.00x (rounds, middle half: 0.75-1.40x)" in verdict.measured
+
+
+def test_store_path_probe_splits_a_c_store_at_every_layer_boundary() -> None:
+    """``python -m benchmarks.store_path`` times each boundary a C-STORE crosses in our
+    storage SCP: every boundary is reached, in the order listed, with the two system calls
+    that make the file among them."""
+    require_module("numpy")  # the corpus generator draws its pixels with numpy
+    from benchmarks.store_path import BOUNDARIES
+
+    env = _with_repository_on_path()
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.store_path", "--quick", "--rounds", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    lines = proc.stdout.splitlines()
+    assert any("critical path" in line and "in writev and link" in line for line in lines)
+    # Each boundary's line: the microseconds, then its label and layer.
+    reported = [line.split(None, 1)[1] for line in lines if line.startswith("  ")]
+    labels = [label for label, *_ in BOUNDARIES] + ["response handed to the transport"]
+    assert [next(label for label in labels if text.startswith(label)) for text in reported] \
+        == labels
