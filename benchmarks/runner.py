@@ -586,11 +586,15 @@ class Bench:
         self.run_case(case)
 
     def case_retrieve(self) -> None:
-        for kind in ("get", "move"):
-            self._retrieve_case(kind, "dcmqrscp", self.qr.port, "QRSCP")
+        from benchmarks.fixed_cost import case_fixed_cost  # the tools' start-up (own file)
+
+        peers = [("dcmqrscp", self.qr.port, "QRSCP")]
         if self.orthanc is not None:
+            peers.append(("Orthanc", self.orthanc.port, "ORTHANC"))
+        for peer_name, port, called in peers:
             for kind in ("get", "move"):
-                self._retrieve_case(kind, "Orthanc", self.orthanc.port, "ORTHANC")
+                self._retrieve_case(kind, peer_name, port, called)
+            case_fixed_cost(self, peer_name, port, called)
 
     def _store_case(self, key: str, series: SeriesRef) -> None:
         if not self.wanted(key):
