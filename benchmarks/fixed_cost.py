@@ -1,4 +1,4 @@
-"""What one retrieval costs before its first byte: the ``retrieve-fixed-<peer>`` case.
+"""What one retrieval costs before its first byte: the ``retrieve-fixed-dcmqrscp`` case.
 
 The retrieval cases time DCMTK's tools from outside, as a process (``getscu`` or ``movescu``
 started, run and exited), and our workers from inside, around the call alone (the interpreter
@@ -11,6 +11,9 @@ left is the association, the empty C-GET or C-MOVE and the release for both, plu
 for DCMTK. The targets table then gives each retrieval-to-a-directory ratio a second time with
 the difference (DCMTK's no-match time less ours) taken off DCMTK's wall: the two engines
 compared, where the first ratio compares running the tool with calling the library.
+
+Against dcmqrscp only: Orthanc answers a retrieval that matches nothing with a failure
+(0xC000, "unable to process"), so there the no-match run is not the same path.
 """
 
 from __future__ import annotations
