@@ -191,7 +191,7 @@ class HwmWatcher:
     belongs to the address space the tool got at exec; it only grows, so the last reading
     before exit is the peak to within the interval (DCMTK's tools reach theirs early and keep
     it). Read rarely because only DCMTK's tools are watched: at one read per 5 ms throughout,
-    the reads and this thread's wake-ups cost a tool about 1 % of its wall time, measured
+    the reads and this thread's wake-ups cost a tool 1-2 % of its wall time, measured
     against the same tool waited for unwatched, which the Python workers did not pay.
     """
 
