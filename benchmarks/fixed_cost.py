@@ -22,10 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peers.dcmtk import FINDSCU, GETSCU, MOVESCU
-
 from benchmarks.measure import Sample, failed, run_tool
-from benchmarks.peers import AIO_AE, DCMTK_AE, MAX_PDU
+from benchmarks.peers import AIO_AE, dcmtk_args
 
 if TYPE_CHECKING:
     from benchmarks.runner import Bench, Row
@@ -40,7 +38,8 @@ def client_label(kind: str, family: str) -> str:
 
 
 def case_fixed_cost(bench: Bench, peer_name: str, port: int, called: str) -> None:
-    """Run the ``retrieve-fixed-<peer>`` case against the peer of the retrieval cases."""
+    """Run the ``retrieve-fixed-<peer>`` case against the peer of the C-FIND and retrieval
+    cases, with their DCMTK options (:func:`~benchmarks.peers.dcmtk_args`)."""
     from benchmarks.runner import HOST, Case, Client
 
     key = f"retrieve-fixed-{peer_name.lower()}"
@@ -48,24 +47,12 @@ def case_fixed_cost(bench: Bench, peer_name: str, port: int, called: str) -> Non
         return
     assert bench.corpus is not None
     study = bench.corpus.big.study_uid
-    keys = ["-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study}",
-            "-k", f"SeriesInstanceUID={NO_SUCH_SERIES}"]
     out = bench._out_dir(f"{key}-dcmtk")
     out.mkdir(parents=True, exist_ok=True)  # stays empty: nothing is retrieved
 
-    # The options of the C-FIND and retrieval cases' own DCMTK runs.
-    find_keys = ["-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={study}",
-                 "-k", f"SeriesInstanceUID={NO_SUCH_SERIES}", "-k", "SOPInstanceUID",
-                 "-k", "InstanceNumber", "-k", "SOPClassUID"]
-    tool_args: dict[str, list[Any]] = {
-        "find": [FINDSCU, "-q", "-S", "-aec", called, *find_keys],
-        "get": [GETSCU, "-S", "+B", "-pdu", MAX_PDU, "-aec", called, "-od", out, *keys],
-        "move": [MOVESCU, "-S", "-pdu", MAX_PDU, "-aec", called, "-aem", DCMTK_AE, *keys],
-    }
-
     def tool(kind: str) -> Any:
         def run() -> Sample:
-            args = tool_args[kind]
+            args = dcmtk_args(kind, called, study, NO_SUCH_SERIES, out)
             r = run_tool([*args, HOST, str(port)], log=bench.logs / f"{key}-{kind}.log")
             if r.returncode != 0:
                 return failed(f"{args[0]} exited {r.returncode}: {r.output}")

@@ -13,9 +13,10 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from peers import free_port
-from peers.dcmtk import DcmQrScp
+from peers.dcmtk import FINDSCU, GETSCU, MOVESCU, DcmQrScp
 from peers.orthanc import Orthanc
 
 from benchmarks import _paths
@@ -27,6 +28,28 @@ MAX_PDU = 131072
 AIO_AE = "AIOBENCH"
 PYN_AE = "PYNBENCH"
 DCMTK_AE = "DCMTKSCP"
+
+
+def dcmtk_args(
+    kind: str, called: str, study_uid: str, series_uid: str, out: Path | None = None,
+    quiet: bool = True,
+) -> list[Any]:
+    """How the runs compare DCMTK's tools: findscu (IMAGE level, ``-q`` unless ``quiet`` is
+    false), getscu +B into ``out``, or movescu to ``DCMTK_AE``, for one series, before the
+    peer's host and port. The C-FIND, retrieval and retrieve-fixed cases share them, so that a
+    fixed cost is measured with the very options of the run it is taken off."""
+    if kind == "find":
+        keys = ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={study_uid}",
+                f"SeriesInstanceUID={series_uid}", "SOPInstanceUID", "InstanceNumber",
+                "SOPClassUID"]
+        head: list[Any] = [FINDSCU, *(["-q"] if quiet else []), "-S", "-aec", called]
+    else:
+        keys = ["QueryRetrieveLevel=SERIES", f"StudyInstanceUID={study_uid}",
+                f"SeriesInstanceUID={series_uid}"]
+        head = ([GETSCU, "-S", "+B", "-pdu", MAX_PDU, "-aec", called, "-od", out]
+                if kind == "get" else
+                [MOVESCU, "-S", "-pdu", MAX_PDU, "-aec", called, "-aem", DCMTK_AE])
+    return head + [arg for key in keys for arg in ("-k", key)]
 
 
 @dataclass

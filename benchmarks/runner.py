@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from peers import free_port
-from peers.dcmtk import ECHOSCU, FINDSCU, GETSCU, MOVESCU, STORESCP, STORESCU, StoreScp
+from peers.dcmtk import ECHOSCU, STORESCP, STORESCU, StoreScp
 
 from benchmarks import _paths, machine
 from benchmarks.corpus import Corpus, SeriesRef, ensure_corpus_in_child
@@ -38,6 +38,7 @@ from benchmarks.peers import (
     MAX_PDU,
     PYN_AE,
     Destinations,
+    dcmtk_args,
     new_destinations,
     start_dcmqrscp,
     start_orthanc,
@@ -447,19 +448,11 @@ class Bench:
         if not self.wanted(key):
             return
         params = {"host": host, "port": port, "called": called, **self._series_params(series)}
-        keys = [
-            "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={series.study_uid}",
-            f"SeriesInstanceUID={series.series_uid}", "SOPInstanceUID", "InstanceNumber",
-            "SOPClassUID",
-        ]
-        args = [FINDSCU, "-S", "-aec", called]
-        for k in keys:
-            args += ["-k", k]
-        args += [host, port]
 
         def findscu(quiet: bool = True) -> Sample:
             log = self.logs / f"{key}-findscu.log"
-            r = run_tool([args[0], "-q", *args[1:]] if quiet else args, log=log)
+            args = dcmtk_args("find", called, series.study_uid, series.series_uid, quiet=quiet)
+            r = run_tool([*args, host, port], log=log)
             if r.returncode != 0:
                 return failed(f"findscu exited {r.returncode}: {r.output}")
             return Sample(r.wall, r.cpu, r.peak_rss_kb, True, count=series.n, extra=r.extra())
@@ -509,15 +502,13 @@ class Bench:
         aio = {**base, "ae_title": AIO_AE, "listen_port": self.dest.aiodicom}
         pyn = {**base, "ae_title": PYN_AE, "listen_port": self.dest.pynetdicom}
         aio_dir, pyn_dir, dcmtk_dir = (self._out_dir(f"{key}-{n}") for n in ("aio", "pyn", "dcmtk"))
-        keys = ["-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={series.study_uid}",
-                "-k", f"SeriesInstanceUID={series.series_uid}"]
 
         def dcmtk_get() -> Sample:
             self._clear(dcmtk_dir)
             dcmtk_dir.mkdir(parents=True)
             try:
-                r = run_tool([GETSCU, "-S", "+B", "-pdu", MAX_PDU, "-aec", called, "-od",
-                              dcmtk_dir, *keys, HOST, port], log=self.logs / f"{key}-getscu.log")
+                args = dcmtk_args("get", called, series.study_uid, series.series_uid, dcmtk_dir)
+                r = run_tool([*args, HOST, port], log=self.logs / f"{key}-getscu.log")
                 files = len(list(dcmtk_dir.iterdir()))
             finally:
                 self._clear(dcmtk_dir)
@@ -535,9 +526,8 @@ class Bench:
                     self.dest.dcmtk, self.logs / f"{key}-storescp.log",
                 )
                 try:
-                    r = run_tool([MOVESCU, "-S", "-pdu", MAX_PDU, "-aec", called, "-aem",
-                                  DCMTK_AE, *keys, HOST, port],
-                                 log=self.logs / f"{key}-movescu.log")
+                    args = dcmtk_args("move", called, series.study_uid, series.series_uid)
+                    r = run_tool([*args, HOST, port], log=self.logs / f"{key}-movescu.log")
                 finally:
                     scp_cpu, scp_rss = scp.stop()
                 files = len(list(dcmtk_dir.iterdir()))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
 import itertools
 import os
@@ -81,7 +82,7 @@ class Marks:
 
 
 def _resolve(module_name: str, path: str) -> tuple[Any, str]:
-    owner: Any = __import__(module_name, fromlist=["_"])
+    owner: Any = importlib.import_module(module_name)
     *outer, name = path.split(".")
     for part in outer:
         owner = getattr(owner, part)

@@ -56,8 +56,8 @@ def test_quick_benchmark_prints_the_table_with_ratios() -> None:
     get_rows = rows[next(i for i, r in enumerate(rows) if r.startswith("| get-dcmqrscp |")):]
     assert "**" in get_rows[0] and "vs pynetdicom" in get_rows[0] and "vs getscu" in get_rows[0]
     assert "FAILED" not in out
-    # Each peer's retrieval fixed cost is measured, and the directory targets also give the
-    # ratio without DCMTK's process start-up.
+    # dcmqrscp's fixed cost per query and retrieval is measured, and the targets also give the
+    # ratios without DCMTK's process start-up.
     assert sum(row.startswith("| retrieve-fixed-dcmqrscp |") for row in rows) == 1
     assert "without DCMTK's process start-up" in out
     assert "### Targets" in out and "### Headline" in out
