@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure every aiodicom worker with uvloop as its event loop (rows ', uvloop')",
     )
     parser.add_argument(
+        "--hot-memory", action="store_true",
+        help="before each timed client of a case that moves data, touch and free twice its "
+        "bytes, so that no client pays the VM's host for pages it writes (machine.py)",
+    )
+    parser.add_argument(
         "--py-spy", action="store_true",
         help="sample aiodicom's workers with py-spy (must be installed); raw stacks are kept",
     )
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, runs=args.runs)
     only = {k.strip() for k in args.only.split(",") if k.strip()} if args.only else None
     bench = Bench(profile, only, verbose=not args.quiet, experiments=args.experiments,
-                  uvloop=args.uvloop)
+                  uvloop=args.uvloop, hot_memory=args.hot_memory)
     if args.py_spy:
         measure.SAMPLING_DIR = bench.work / "py-spy"
         shutil.rmtree(measure.SAMPLING_DIR, ignore_errors=True)

@@ -276,10 +276,12 @@ def _speed_ratio(case: Case, aio: Row, other: Row) -> float | None:
 
 class Bench:
     def __init__(self, profile: Profile, only: set[str] | None, verbose: bool = True,
-                 experiments: bool = False, uvloop: bool = False) -> None:
+                 experiments: bool = False, uvloop: bool = False,
+                 hot_memory: bool = False) -> None:
         self.profile = profile
         self.experiments = experiments
         self.uvloop = uvloop
+        self.hot_memory = hot_memory
         self.only = only
         self.verbose = verbose
         self.work = _paths.WORK / profile.name
@@ -351,15 +353,16 @@ class Bench:
 
             case.clients += eventloop.uvloop_twins(self, case)
         case.busy_before = machine.wait_until_quiet(self.profile.quiet_wait)
-        self.log(f"case {case.key}: {case.title} (machine {case.busy_before:.0f} % busy before)")
+        self.log(f"case {case.key}: {case.title} (machine {case.busy_before:.0f} % busy before"
+                 f"{'; free memory warmed before each client' if self.hot_memory else ''})")
         for label in case.warmup:
             client = next(c for c in case.clients if c.label == label)
-            settle()
+            self._settle(case)
             sample = client.run()
             self.log(f"    warm-up {label}: {'ok' if sample.ok else 'FAILED ' + str(sample.error)}")
         for run in range(self.profile.runs):
             for client in case.clients:
-                settle()
+                self._settle(case)
                 sample = client.run()
                 case.samples.setdefault(client.label, []).append(sample)
                 status = "ok" if sample.ok else f"FAILED: {sample.error}"
@@ -368,6 +371,12 @@ class Bench:
                     f"cpu {sample.cpu:7.3f} s  rss {sample.peak_rss_kb / 1024:7.1f} MiB  {status}"
                 )
         self.cases.append(case)
+
+    def _settle(self, case: Case) -> None:
+        settle()
+        if self.hot_memory and case.work_bytes:
+            # Twice the data (a file's page cache and the data set in memory) and some room.
+            machine.warm_free_memory(2 * case.work_bytes + (64 << 20))
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -788,6 +797,7 @@ class Bench:
         path = self.work / "results.json"
         data = {
             "profile": asdict(self.profile),
+            "hot_memory": self.hot_memory,
             "machine": machine.describe(),
             "setup_seconds": self.setup_seconds,
             "total_seconds": time.monotonic() - self.started,
