@@ -93,8 +93,8 @@ def wait_until_quiet(max_wait: float, threshold: float = 10.0) -> float:
     return busy
 
 
-def warm_free_memory(nbytes: int) -> float:
-    """Touch ``nbytes`` of fresh memory and give it back at once; returns the seconds it took.
+def warm_free_memory(nbytes: int) -> int:
+    """Touch ``nbytes`` of fresh memory and give it back at once; returns the bytes touched.
 
     On a VM that hands its free memory back to the host (free page reporting, as on the
     Firecracker VMs of benchmarks/RESULTS.md), the first write to such a page faults in the
@@ -105,15 +105,13 @@ def warm_free_memory(nbytes: int) -> float:
     ones freed a moment ago, for every client alike: the walls then measure the software,
     not the host's page faults. At most a quarter of the available memory is touched.
     """
-    limit = _mem_available() // 4
-    nbytes = max(0, min(nbytes, limit))
-    start = time.perf_counter()
+    nbytes = max(0, min(nbytes, _mem_available() // 4))
     if nbytes:
         # A bytes object this large is mapped freshly and written whole (every page faulted
         # in), then unmapped when dropped: its pages go back to the free lists, warm.
         touched = b"\x01" * nbytes
         del touched
-    return time.perf_counter() - start
+    return nbytes
 
 
 def _mem_available() -> int:

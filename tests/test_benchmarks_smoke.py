@@ -6,6 +6,7 @@ report carries the ratio columns. No timing is asserted.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_quick_benchmark_prints_the_table_with_ratios() -> None:
     require_module("numpy")
     env = _with_repository_on_path()
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--quiet"],
+        [sys.executable, "-m", "benchmarks", "--quick", "--quiet", "--hot-memory"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     out = proc.stdout
@@ -65,6 +66,20 @@ def test_quick_benchmark_prints_the_table_with_ratios() -> None:
     assert "### Loop lateness" in out
     for case in ("lateness-find", "lateness-get", "lateness-move"):
         assert sum(row.startswith(f"| {case} |") for row in rows) == 2, case
+    # The raw samples say that free memory was warmed before each client.
+    results = out.rsplit("raw samples: ", 1)[1].split()[0]
+    assert json.loads((ROOT / results).read_text())["hot_memory"] is True
+
+
+def test_hot_memory_touches_what_a_case_moves_but_never_more_than_a_quarter_of_free_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import machine
+
+    assert machine.warm_free_memory(8 << 20) == 8 << 20
+    assert machine.warm_free_memory(0) == 0
+    monkeypatch.setattr(machine, "_mem_available", lambda: 40 << 20)
+    assert machine.warm_free_memory(1 << 40) == 10 << 20
 
 
 def test_the_table_shows_how_far_the_runs_spread() -> None:
