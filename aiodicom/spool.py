@@ -5,6 +5,11 @@ When the destination of a C-STORE is known from its command alone (a C-GET into 
 Message ID), the data set never needs to exist in memory: each fragment goes from the receive
 buffer to the file (one copy, by the kernel), and the sink renames the finished file into place.
 Memory then stays flat whatever the size of a single object, and no fresh memory is faulted in.
+
+A data set a retrieval keeps in memory (:func:`memory_spool`) takes the same path into a file
+that lives in memory only (Linux's ``memfd_create``), mapped once whole: each byte is copied
+once, where a buffer growing fragment by fragment was reallocated, and copied again, at each of
+a 525 kB slice's four fragments (about a tenth of the CPU of a 263 MB C-GET into memory).
 """
 
 from __future__ import annotations
@@ -25,12 +30,17 @@ from aiodicom.fileio import (
     write_atomic,
 )
 from aiodicom.peek import IDENTIFYING_TAGS, peek_prefix
+from aiodicom.reassembly import MemoryWriter
 from aiodicom.unnamed import ProcUnavailable, SpareFile, open_unnamed
 
-__all__ = ["MEMORY_LIMIT", "SpooledFile", "temporary_spool"]
+__all__ = ["MEMORY_LIMIT", "SpooledFile", "memory_spool", "temporary_spool"]
 
 # Read as well as write: the finished file is mapped to give the data set without a copy.
 _OPEN_FLAGS = (OPEN_FLAGS & ~os.O_WRONLY) | os.O_RDWR
+
+# Linux (and FreeBSD 13+) only; elsewhere a data set kept in memory grows in a buffer.
+_memfd_create = getattr(os, "memfd_create", None)
+_MFD_CLOEXEC: int = getattr(os, "MFD_CLOEXEC", 0)
 
 
 #: Data sets up to this size stay in memory: for them, a file of their own while they arrive
@@ -53,10 +63,13 @@ class SpooledFile:
     :meth:`commit`; :meth:`discard` (or a failed write) removes the file. A write
     error is kept in :attr:`error` rather than raised, so that the association goes on and the
     C-STORE is answered with a failure.
+
+    ``directory`` ``None`` (anonymous only, :func:`memory_spool`): the file is one that lives
+    in memory only, never on a disk.
     """
 
     def __init__(
-        self, directory: Path, header: bytes, fsync: bool = False,
+        self, directory: Path | None, header: bytes, fsync: bool = False,
         memory_limit: int = MEMORY_LIMIT, anonymous: bool = False,
         transfer_syntax_uid: str | None = None, spare: SpareFile | None = None,
     ) -> None:
@@ -158,6 +171,9 @@ class SpooledFile:
         self._unwritten = [memoryview(self._header), memoryview(buffer), fragment]
 
     def _open(self) -> int:
+        if self.directory is None:
+            assert _memfd_create is not None, "memory_spool() makes no SpooledFile without it"
+            return int(_memfd_create("aiodicom-data-set", _MFD_CLOEXEC))
         directory = os.fspath(self.directory)
         fd, self._allocated = (
             self._spare.take_allocated() if self._spare is not None else (None, 0)
@@ -274,6 +290,22 @@ class SpooledFile:
         self.committed = True
         if self._fsync:
             fsync_directory(target.parent)
+
+
+def memory_spool(transfer_syntax_uid: str | None = None) -> SpooledFile | MemoryWriter:
+    """A writer for a data set to be kept in memory, received whole before it is handed over:
+    up to :data:`MEMORY_LIMIT` bytes in a buffer, beyond it in a file that lives in memory only
+    (``memfd_create``), written to as fragments arrive and mapped (read-only, no copy) once
+    whole. Where the system has no such files, a :class:`~aiodicom.reassembly.MemoryWriter`.
+
+    Given the ``transfer_syntax_uid``, the identifying UIDs are read from the first bytes
+    while the rest arrives (:attr:`SpooledFile.identifying`)."""
+    if _memfd_create is None:
+        return MemoryWriter()
+    return SpooledFile(
+        None, b"", memory_limit=MEMORY_LIMIT, anonymous=True,
+        transfer_syntax_uid=transfer_syntax_uid,
+    )
 
 
 def temporary_spool(directory: str | None, memory_limit: int) -> SpooledFile:

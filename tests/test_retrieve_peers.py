@@ -487,11 +487,18 @@ async def test_streaming_to_a_directory_does_not_hold_the_series(
     series_bytes = sum(len(stored_bytes(i)) for i in big_series)
     peaks: dict[str, int] = {}
     results: dict[str, RetrieveResult] = {}
+    copies: list[bytes] = []
+
+    async def copy_each(instance: Instance) -> None:
+        # A MemorySink's large data sets live in memory files, which tracemalloc does not see:
+        # copies into bytes show that the measurement sees what a sink keeps.
+        copies.append(bytes(instance.data))
+
     async with aiodicom.Client(AE) as client:
         peer = client.peer(qr.host, qr.port, qr.ae_title)
         for name, sink in (
             ("directory", DirectorySink(tmp_path, memory_limit=64 * 1024)),
-            ("memory", MemorySink()),
+            ("memory", copy_each),
         ):
             tracemalloc.start()
             try:
@@ -507,6 +514,42 @@ async def test_streaming_to_a_directory_does_not_hold_the_series(
     assert peaks["directory"] < 2 * MAX_PREFERRED_SIZE + 256 * 1024
     assert peaks["memory"] > series_bytes  # the measurement does see what is kept
     _assert_directory_matches(tmp_path, results["directory"], big_series)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files are Linux's")
+@pytest.mark.parametrize("kind", KINDS)
+async def test_memory_retrieval_keeps_large_data_sets_in_memory_files_copied_once(
+    kind: str, dcmqrscp_factory: Callable[..., DcmQrScp], big_series: list[InstanceInfo],
+    request: pytest.FixtureRequest,
+) -> None:
+    """A MemorySink's data sets above 64 KiB go from the receive buffer into a file that lives
+    in memory (memfd) as they arrive, and come out as a read-only mapping of it: whole, equal
+    to what the peer stored, and never on the Python heap (a buffer grown fragment by fragment
+    was copied again at each growth)."""
+    series_bytes = sum(len(stored_bytes(i)) for i in big_series)
+    sink = MemorySink()
+    async with aiodicom.Client(AE, listen_port=0) as client, \
+            big_pacs("dcmqrscp", client, dcmqrscp_factory, request, big_series) as peer:
+        tracemalloc.start()
+        try:
+            async with retrieve(peer, kind, _big_query(big_series), sink=sink) as retrieval:
+                async for _event in retrieval:
+                    pass
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    result = retrieval.result
+    assert result is not None and result.ok and len(result.completed) == BIG_COUNT
+    assert result.bytes_received == series_bytes
+    assert peak < series_bytes / 4
+    by_uid = {info.sop_instance_uid: info for info in big_series}
+    for uid, instance in sink.instances.items():
+        data = instance.data
+        assert isinstance(data, memoryview) and data.readonly
+        assert bytes(data) == stored_bytes(by_uid[uid])
+    assert sink.instances[big_series[0].sop_instance_uid].dataset.SOPInstanceUID == (
+        big_series[0].sop_instance_uid
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)

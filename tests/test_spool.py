@@ -514,3 +514,35 @@ def test_a_discarded_spool_forgets_the_fragments_it_kept(
     spool.discard()  # the association ended mid-read
     spool.flush()
     assert written == []
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files are Linux's")
+def test_memory_spool_keeps_a_large_data_set_in_a_memory_file_mapped_whole() -> None:
+    """A data set kept in memory but past 64 KiB is written into a file that lives in memory
+    as it arrives (one copy) and given back as a read-only mapping, which outlives the writer;
+    its identifying UIDs are read from the first bytes; nothing is created on a disk."""
+    data = identified_data_set() + bytes(range(256)) * 300  # past the 64 KiB a buffer holds
+    assert len(data) > 70_000
+    writer = aiodicom.spool.memory_spool(EXPLICIT_LE)
+    assert isinstance(writer, SpooledFile) and writer.directory is None
+    step = len(data) // 4
+    for start in range(0, len(data) - step, step):
+        writer.write(memoryview(data)[start : start + step])
+        writer.flush()
+    writer.write(memoryview(data)[start + step :])
+    whole = writer.close()
+    assert isinstance(whole, memoryview) and whole.readonly and bytes(whole) == data
+    assert writer.identifying == {
+        0x00080016: CT, 0x00080018: SOP, 0x0020000D: STUDY, 0x0020000E: SERIES
+    }
+    assert not writer.on_disk and writer.path is None
+    writer.discard()  # what a receiver does once the instance is handed over
+    assert bytes(whole[:16]) == data[:16]
+
+
+def test_memory_spool_holds_a_small_data_set_in_a_buffer() -> None:
+    data = data_set()[:1000]
+    writer = aiodicom.spool.memory_spool()
+    writer.write(memoryview(data))
+    whole = writer.close()
+    assert bytes(whole) == data and memoryview(whole).readonly

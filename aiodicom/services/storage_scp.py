@@ -40,10 +40,10 @@ from aiodicom.instance import Instance
 from aiodicom.limits import Limits
 from aiodicom.negotiation import PresentationContext
 from aiodicom.peek import MAX_INFLATED_PEEK
-from aiodicom.reassembly import DataSetOpener, MemoryWriter
+from aiodicom.reassembly import DataSetOpener
 from aiodicom.services.echo import echo_response
 from aiodicom.sinks import DirectorySink, MemorySink, Sink
-from aiodicom.spool import SpooledFile
+from aiodicom.spool import SpooledFile, memory_spool
 from aiodicom.status import Status
 
 log = logging.getLogger("aiodicom.storage")
@@ -196,11 +196,12 @@ def data_opener(
         recipient = routing.recipient_by_command(command, source_ae_title)
         if recipient is None or recipient.closed:
             return None
-        writer = spool_for(recipient.sink, contexts.get(context_id), command, source_ae_title)
+        context = contexts.get(context_id)
+        writer = spool_for(recipient.sink, context, command, source_ae_title)
         if writer is None and recipient.requested:
             # Chosen here, so that the acceptor does not put it in a temporary file: the
             # C-MOVE that asked for it keeps it in memory, as the same C-GET would.
-            return MemoryWriter()
+            return memory_spool(context.transfer_syntax if context is not None else None)
         return writer
 
     return open_data
@@ -219,7 +220,8 @@ def instance_from_request(
         raise DimseError("C-STORE-RQ without a data set")
     spool = request.writer if isinstance(request.writer, SpooledFile) else None
     if spool is not None and spool.error is not None:
-        raise SpoolError(f"could not write the received data set to disk: {spool.error}")
+        where = "in memory" if spool.directory is None else "to disk"
+        raise SpoolError(f"could not write the received data set {where}: {spool.error}")
     return Instance(
         sop_class_uid=str(request.command.get("AffectedSOPClassUID", "")),
         sop_instance_uid=str(request.command.get("AffectedSOPInstanceUID", "")),
