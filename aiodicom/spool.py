@@ -6,12 +6,13 @@ Message ID), the data set never needs to exist in memory: each fragment goes fro
 buffer to the file (one copy, by the kernel), and the sink renames the finished file into place.
 Memory then stays flat whatever the size of a single object, and no fresh memory is faulted in.
 
-A data set a retrieval keeps in memory (:func:`memory_spool`) takes the same path into a file
-that lives in memory only (Linux's ``memfd_create``), mapped once whole. Written with one
-system call per read, the file gets its pages from the kernel inside that call; a buffer of
-the process's own takes a page fault for each 4 KiB page it first writes, about 130 per 525 kB
-slice (500 buffers of 655 kB filled in 176-193 ms of CPU, grown or allocated whole alike; the
-same into memory files in 125-128 ms; for a 263 MB C-GET into memory, a tenth of its CPU).
+A data set a retrieval keeps in memory (:func:`memory_spool`) goes, once past
+:data:`MEMORY_LIMIT`, into a file that lives in memory only (Linux's ``memfd_create``), mapped
+once whole. Written to with a system call per fragment, the file gets its pages from the kernel
+inside those calls; a buffer of the process's own takes a page fault for each 4 KiB page it
+first writes, about 130 per 525 kB slice (500 buffers of 655 kB filled in 176-193 ms of CPU,
+grown or allocated whole alike; the same into memory files in 125-128 ms; for a 263 MB C-GET
+into memory, a tenth of its CPU).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from aiodicom.peek import IDENTIFYING_TAGS, peek_prefix
 from aiodicom.reassembly import MemoryWriter
 from aiodicom.unnamed import ProcUnavailable, SpareFile, open_unnamed
 
-__all__ = ["MEMORY_LIMIT", "SpooledFile", "memory_spool", "temporary_spool"]
+__all__ = ["MEMORY_LIMIT", "MemoryFileWriter", "SpooledFile", "memory_spool", "temporary_spool"]
 
 # Read as well as write: the finished file is mapped to give the data set without a copy.
 _OPEN_FLAGS = (OPEN_FLAGS & ~os.O_WRONLY) | os.O_RDWR
@@ -65,13 +66,10 @@ class SpooledFile:
     :meth:`commit`; :meth:`discard` (or a failed write) removes the file. A write
     error is kept in :attr:`error` rather than raised, so that the association goes on and the
     C-STORE is answered with a failure.
-
-    ``directory`` ``None`` (anonymous only, :func:`memory_spool`): the file is one that lives
-    in memory only, never on a disk.
     """
 
     def __init__(
-        self, directory: Path | None, header: bytes, fsync: bool = False,
+        self, directory: Path, header: bytes, fsync: bool = False,
         memory_limit: int = MEMORY_LIMIT, anonymous: bool = False,
         transfer_syntax_uid: str | None = None, spare: SpareFile | None = None,
     ) -> None:
@@ -173,9 +171,6 @@ class SpooledFile:
         self._unwritten = [memoryview(self._header), memoryview(buffer), fragment]
 
     def _open(self) -> int:
-        if self.directory is None:
-            assert _memfd_create is not None, "memory_spool() makes no SpooledFile without it"
-            return int(_memfd_create("aiodicom-data-set", _MFD_CLOEXEC))
         directory = os.fspath(self.directory)
         fd, self._allocated = (
             self._spare.take_allocated() if self._spare is not None else (None, 0)
@@ -294,20 +289,99 @@ class SpooledFile:
             fsync_directory(target.parent)
 
 
-def memory_spool(transfer_syntax_uid: str | None = None) -> SpooledFile | MemoryWriter:
-    """A writer for a data set to be kept in memory, received whole before it is handed over:
-    up to :data:`MEMORY_LIMIT` bytes in a buffer, beyond it in a file that lives in memory only
-    (``memfd_create``), written to as fragments arrive and mapped (read-only, no copy) once
-    whole. Where the system has no such files, a :class:`~aiodicom.reassembly.MemoryWriter`.
+class MemoryFileWriter(MemoryWriter):
+    """A :class:`~aiodicom.reassembly.MemoryWriter` whose data set, once past
+    :data:`MEMORY_LIMIT` bytes, goes on in a file that lives in memory only (``memfd_create``)
+    and is given back as a read-only mapping of it; smaller ones stay in the buffer (a single
+    fragment as ``bytes``), as with a MemoryWriter. Where the file cannot be made or written
+    (out of memory), the data set goes on in the buffer."""
 
-    Given the ``transfer_syntax_uid``, the identifying UIDs are read from the first bytes
-    while the rest arrives (:attr:`SpooledFile.identifying`)."""
-    if _memfd_create is None:
-        return MemoryWriter()
-    return SpooledFile(
-        None, b"", memory_limit=MEMORY_LIMIT, anonymous=True,
-        transfer_syntax_uid=transfer_syntax_uid,
-    )
+    __slots__ = ("_fd", "_size")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fd: int | None = None
+        self._size = 0
+
+    def write(self, fragment: memoryview) -> None:
+        if self._fd is None:
+            buffer = self._buffer
+            if (len(buffer) if buffer is not None else 0) + fragment.nbytes <= MEMORY_LIMIT:
+                super().write(fragment)
+                return
+            self._spill()
+        if self._fd is None:
+            super().write(fragment)
+        else:
+            self._append(fragment)
+
+    def write_last(self, fragment: memoryview) -> None:
+        if self._fd is None and self._buffer is None and fragment.nbytes <= MEMORY_LIMIT:
+            super().write_last(fragment)  # the usual small data set, as bytes
+        else:
+            self.write(fragment)
+
+    def close(self) -> bytes | memoryview:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return super().close()
+        try:
+            return memoryview(mmap.mmap(fd, self._size, access=mmap.ACCESS_READ))
+        except OSError:
+            # No mapping to be had (vm.max_map_count reached): the bytes, read back.
+            return _read_back(fd, self._size)
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        super().discard()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _spill(self) -> None:
+        assert _memfd_create is not None, "memory_spool() makes none without memfd_create"
+        try:
+            self._fd = int(_memfd_create("aiodicom-data-set", _MFD_CLOEXEC))
+        except OSError:
+            return  # out of descriptors or memory: on in the buffer
+        self._size = 0
+        buffer, self._buffer = self._buffer, None
+        if buffer:
+            self._append(memoryview(buffer))
+
+    def _append(self, fragment: memoryview) -> None:
+        fd = self._fd
+        assert fd is not None
+        try:
+            write_all(fd, [fragment])
+        except OSError:
+            # Out of memory for the file: what it holds goes back to a buffer, and on there.
+            self._fd = None
+            try:
+                self._buffer = bytearray(_read_back(fd, self._size)) + fragment
+            finally:
+                os.close(fd)
+            return
+        self._size += fragment.nbytes
+
+
+def _read_back(fd: int, size: int) -> bytes:
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def memory_spool() -> MemoryWriter:
+    """A writer for a data set to be kept in memory: a :class:`MemoryFileWriter` where the
+    system has memory files (Linux), else a plain :class:`~aiodicom.reassembly.MemoryWriter`."""
+    return MemoryWriter() if _memfd_create is None else MemoryFileWriter()
 
 
 def temporary_spool(directory: str | None, memory_limit: int) -> SpooledFile:

@@ -517,32 +517,60 @@ def test_a_discarded_spool_forgets_the_fragments_it_kept(
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files are Linux's")
-def test_memory_spool_keeps_a_large_data_set_in_a_memory_file_mapped_whole() -> None:
-    """A data set kept in memory but past 64 KiB is written into a file that lives in memory
-    as it arrives (one copy) and given back as a read-only mapping, which outlives the writer;
-    its identifying UIDs are read from the first bytes; nothing is created on a disk."""
-    data = identified_data_set() + bytes(range(256)) * 300  # past the 64 KiB a buffer holds
-    assert len(data) > 70_000
-    writer = aiodicom.spool.memory_spool(EXPLICIT_LE)
-    assert isinstance(writer, SpooledFile) and writer.directory is None
+def test_a_large_data_set_kept_in_memory_goes_into_a_memory_file_mapped_whole() -> None:
+    """Past 64 KiB a data set kept in memory goes on in a file that lives in memory (what the
+    buffer held first, then each fragment as it arrives) and comes back as a read-only mapping,
+    which outlives the writer; nothing is created on a disk."""
+    data = data_set() * 5  # 82 kB: past the 64 KiB a buffer holds
+    writer = aiodicom.spool.memory_spool()
+    assert isinstance(writer, aiodicom.spool.MemoryFileWriter)
     step = len(data) // 4
-    for start in range(0, len(data) - step, step):
-        writer.write(memoryview(data)[start : start + step])
-        writer.flush()
-    writer.write(memoryview(data)[start + step :])
+    pieces = [memoryview(data)[start : start + step] for start in range(0, 3 * step, step)]
+    for piece in pieces:
+        writer.write(piece)
+    writer.write_last(memoryview(data)[3 * step :])
     whole = writer.close()
     assert isinstance(whole, memoryview) and whole.readonly and bytes(whole) == data
-    assert writer.identifying == {
-        0x00080016: CT, 0x00080018: SOP, 0x0020000D: STUDY, 0x0020000E: SERIES
-    }
-    assert not writer.on_disk and writer.path is None
-    writer.discard()  # what a receiver does once the instance is handed over
+    writer.discard()  # what the assembler does to a writer it gives up: nothing left to close
     assert bytes(whole[:16]) == data[:16]
 
 
-def test_memory_spool_holds_a_small_data_set_in_a_buffer() -> None:
+def test_a_small_data_set_kept_in_memory_stays_in_a_buffer() -> None:
+    """As with a MemoryWriter: one fragment comes back as bytes, several as a read-only view."""
     data = data_set()[:1000]
     writer = aiodicom.spool.memory_spool()
-    writer.write(memoryview(data))
+    writer.write_last(memoryview(data))
+    assert writer.close() == data
+    writer = aiodicom.spool.memory_spool()
+    writer.write(memoryview(data)[:400])
+    writer.write_last(memoryview(data)[400:])
     whole = writer.close()
-    assert bytes(whole) == data and memoryview(whole).readonly
+    assert isinstance(whole, memoryview) and whole.readonly and bytes(whole) == data
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files are Linux's")
+def test_a_memory_file_that_cannot_grow_hands_its_bytes_back_to_a_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = data_set() * 5
+    writer = aiodicom.spool.memory_spool()
+    writer.write(memoryview(data)[:70_000])  # past 64 KiB: in a memory file
+    real_write_all = aiodicom.spool.write_all
+
+    def out_of_memory(fd: int, chunks: list[memoryview]) -> None:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(aiodicom.spool, "write_all", out_of_memory)
+    writer.write(memoryview(data)[70_000:75_000])
+    monkeypatch.setattr(aiodicom.spool, "write_all", real_write_all)
+    writer.write_last(memoryview(data)[75_000:])
+    assert bytes(writer.close()) == data
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files are Linux's")
+def test_an_abandoned_memory_file_is_closed() -> None:
+    writer = aiodicom.spool.memory_spool()
+    writer.write(memoryview(data_set() * 5))
+    before = len(os.listdir("/proc/self/fd"))
+    writer.discard()
+    assert len(os.listdir("/proc/self/fd")) == before - 1

@@ -196,12 +196,11 @@ def data_opener(
         recipient = routing.recipient_by_command(command, source_ae_title)
         if recipient is None or recipient.closed:
             return None
-        context = contexts.get(context_id)
-        writer = spool_for(recipient.sink, context, command, source_ae_title)
+        writer = spool_for(recipient.sink, contexts.get(context_id), command, source_ae_title)
         if writer is None and recipient.requested:
             # Chosen here, so that the acceptor does not put it in a temporary file: the
             # C-MOVE that asked for it keeps it in memory, as the same C-GET would.
-            return memory_spool(context.transfer_syntax if context is not None else None)
+            return memory_spool()
         return writer
 
     return open_data
@@ -220,8 +219,7 @@ def instance_from_request(
         raise DimseError("C-STORE-RQ without a data set")
     spool = request.writer if isinstance(request.writer, SpooledFile) else None
     if spool is not None and spool.error is not None:
-        where = "in memory" if spool.directory is None else "to disk"
-        raise SpoolError(f"could not write the received data set {where}: {spool.error}")
+        raise SpoolError(f"could not write the received data set to disk: {spool.error}")
     return Instance(
         sop_class_uid=str(request.command.get("AffectedSOPClassUID", "")),
         sop_instance_uid=str(request.command.get("AffectedSOPInstanceUID", "")),
