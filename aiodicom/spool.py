@@ -296,17 +296,22 @@ class MemoryFileWriter(MemoryWriter):
     fragment as ``bytes``), as with a MemoryWriter. Where the file cannot be made or written
     (out of memory), the data set goes on in the buffer."""
 
-    __slots__ = ("_fd", "_size")
+    __slots__ = ("_fd", "_in_buffer", "_size")
 
     def __init__(self) -> None:
         super().__init__()
         self._fd: int | None = None
         self._size = 0
+        # A memory file failed for this data set: the rest goes on in the buffer, not into a
+        # new file that would take all the buffer holds again at every fragment.
+        self._in_buffer = False
 
     def write(self, fragment: memoryview) -> None:
         if self._fd is None:
             buffer = self._buffer
-            if (len(buffer) if buffer is not None else 0) + fragment.nbytes <= MEMORY_LIMIT:
+            if self._in_buffer or (
+                (len(buffer) if buffer is not None else 0) + fragment.nbytes <= MEMORY_LIMIT
+            ):
                 super().write(fragment)
                 return
             self._spill()
@@ -344,7 +349,8 @@ class MemoryFileWriter(MemoryWriter):
         try:
             self._fd = int(_memfd_create("aiodicom-data-set", _MFD_CLOEXEC))
         except OSError:
-            return  # out of descriptors or memory: on in the buffer
+            self._in_buffer = True  # out of descriptors or memory: on in the buffer
+            return
         self._size = 0
         buffer, self._buffer = self._buffer, None
         if buffer:
@@ -358,6 +364,7 @@ class MemoryFileWriter(MemoryWriter):
         except OSError:
             # Out of memory for the file: what it holds goes back to a buffer, and on there.
             self._fd = None
+            self._in_buffer = True
             try:
                 self._buffer = bytearray(_read_back(fd, self._size)) + fragment
             finally:

@@ -563,8 +563,11 @@ def test_a_memory_file_that_cannot_grow_hands_its_bytes_back_to_a_buffer(
     monkeypatch.setattr(aiodicom.spool, "write_all", out_of_memory)
     writer.write(memoryview(data)[70_000:75_000])
     monkeypatch.setattr(aiodicom.spool, "write_all", real_write_all)
+    made = []
+    monkeypatch.setattr(aiodicom.spool, "_memfd_create", lambda *a: made.append(a) or 0)
     writer.write_last(memoryview(data)[75_000:])
     assert bytes(writer.close()) == data
+    assert made == []  # the rest went on in the buffer, not into a new memory file
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files are Linux's")
