@@ -518,14 +518,14 @@ async def test_streaming_to_a_directory_does_not_hold_the_series(
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files are Linux's")
 @pytest.mark.parametrize("kind", KINDS)
-async def test_memory_retrieval_keeps_large_data_sets_in_memory_files_copied_once(
+async def test_memory_retrieval_keeps_large_data_sets_in_memory_files(
     kind: str, dcmqrscp_factory: Callable[..., DcmQrScp], big_series: list[InstanceInfo],
     request: pytest.FixtureRequest,
 ) -> None:
     """A MemorySink's data sets above 64 KiB go from the receive buffer into a file that lives
     in memory (memfd) as they arrive, and come out as a read-only mapping of it: whole, equal
-    to what the peer stored, and never on the Python heap (a buffer grown fragment by fragment
-    was copied again at each growth)."""
+    to what the peer stored, and never on the Python heap, whose fresh pages each cost a page
+    fault when first written."""
     series_bytes = sum(len(stored_bytes(i)) for i in big_series)
     sink = MemorySink()
     async with aiodicom.Client(AE, listen_port=0) as client, \
