@@ -307,14 +307,10 @@ class MemoryFileWriter(MemoryWriter):
         self._in_buffer = False
 
     def write(self, fragment: memoryview) -> None:
-        if self._fd is None:
-            buffer = self._buffer
-            if self._in_buffer or (
-                (len(buffer) if buffer is not None else 0) + fragment.nbytes <= MEMORY_LIMIT
-            ):
-                super().write(fragment)
-                return
-            self._spill()
+        if self._fd is None and not self._in_buffer:
+            held = len(self._buffer) if self._buffer is not None else 0
+            if held + fragment.nbytes > MEMORY_LIMIT:
+                self._spill()
         if self._fd is None:
             super().write(fragment)
         else:

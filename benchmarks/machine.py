@@ -33,15 +33,21 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _mem_total_gib() -> float:
+def _meminfo_bytes(field: str) -> int | None:
+    """A field of /proc/meminfo (``MemTotal``, ``MemAvailable``) in bytes; ``None`` without it."""
     try:
         with open("/proc/meminfo") as fp:
             for line in fp:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) / 1024 / 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return float("nan")
+    return None
+
+
+def _mem_total_gib() -> float:
+    total = _meminfo_bytes("MemTotal")
+    return total / 2**30 if total is not None else float("nan")
 
 
 def _version(package: str) -> str:
@@ -115,14 +121,7 @@ def warm_free_memory(nbytes: int) -> int:
 
 
 def _mem_available() -> int:
-    try:
-        with open("/proc/meminfo") as fp:
-            for line in fp:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _meminfo_bytes("MemAvailable") or 0
 
 
 def describe() -> dict[str, Any]:
