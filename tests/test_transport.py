@@ -508,18 +508,22 @@ async def test_a_timed_read_after_one_with_an_earlier_deadline_waits_for_its_own
         assert await server.receive_before(now() + 0.1) is True
         server.buffer.consume(len(server.buffer))
 
+        # The bytes come soon after a read starts waiting, and its deadline is far past them:
+        # a loaded CI machine once took over 50 ms to deliver them (the read ended at +0.1).
+        near = 0.3
+
         async def send_later() -> None:
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.01)
             await client.send(b"b")
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(send_later)
-            assert await server.receive_before(now() + 0.1) is True  # armed at +0.1
+            assert await server.receive_before(now() + near) is True  # armed at +near
         server.buffer.consume(len(server.buffer))
         started = now()
         # The timer armed for the read above goes off while this one waits: it must not end it.
-        assert await server.receive_before(started + 0.4) is None
-        assert now() - started >= 0.39
+        assert await server.receive_before(started + 2 * near) is None
+        assert now() - started >= 2 * near - 0.01
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(send_later)
             assert await server.receive_before(now() + 30) is True
@@ -529,11 +533,11 @@ async def test_a_timed_read_after_one_with_an_earlier_deadline_waits_for_its_own
         # on, and ends at the deadline set for it from outside later.
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(send_later)
-            assert await server.receive_before(now() + 0.1) is True  # armed at +0.1
+            assert await server.receive_before(now() + near) is True  # armed at +near
         server.buffer.consume(len(server.buffer))
 
         async def advance_later() -> None:
-            await anyio.sleep(0.2)
+            await anyio.sleep(near + 0.2)  # after the kept timer went off
             server.advance_deadline(now() + 0.1)
 
         started = now()
@@ -541,7 +545,7 @@ async def test_a_timed_read_after_one_with_an_earlier_deadline_waits_for_its_own
             tasks.start_soon(advance_later)
             with anyio.fail_after(10):
                 assert await server.receive_before(math.inf) is None
-        assert now() - started >= 0.29
+        assert now() - started >= near + 0.29
         await server.aclose()
         assert server._timer is None
 
