@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure every aiodicom worker with uvloop as its event loop (rows ', uvloop')",
     )
     parser.add_argument(
+        "--python", metavar="PATH",
+        help="also measure every aiodicom client under this interpreter (its rows end in "
+        "', python X.Y.Z'; it needs pydicom, anyio and attrs; benchmarks/interpreters.py)",
+    )
+    parser.add_argument(
         "--hot-memory", action="store_true",
         help="before each timed client of a case that moves data, touch and free twice its "
         "bytes, so that no client pays the VM's host for pages it writes (machine.py)",
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, runs=args.runs)
     only = {k.strip() for k in args.only.split(",") if k.strip()} if args.only else None
     bench = Bench(profile, only, verbose=not args.quiet, experiments=args.experiments,
-                  uvloop=args.uvloop, hot_memory=args.hot_memory)
+                  uvloop=args.uvloop, hot_memory=args.hot_memory, python=args.python)
     if args.py_spy:
         measure.SAMPLING_DIR = bench.work / "py-spy"
         shutil.rmtree(measure.SAMPLING_DIR, ignore_errors=True)
@@ -93,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.teardown()
     results = bench.save()
     rows = bench.rows()
-    text = render(rows, machine.describe(), profile.name, profile.runs, bench.series_text(),
-                  bench.setup_seconds, time.monotonic() - bench.started, results)
+    text = render(rows, machine.describe(args.python), profile.name, profile.runs,
+                  bench.series_text(), bench.setup_seconds, time.monotonic() - bench.started,
+                  results)
     (bench.work / "report.md").write_text(text + "\n")
     print(text)
     if measure.PROFILE_DIR is not None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import struct
 import subprocess
 import sys
+import sysconfig
 import time
 from importlib import metadata
 from typing import Any
@@ -124,7 +126,61 @@ def _mem_available() -> int:
     return _meminfo_bytes("MemAvailable") or 0
 
 
-def describe() -> dict[str, Any]:
+def _libpython_shared() -> bool:
+    """The interpreter runs from a shared libpython (pyenv's and python.org's ``--enable-shared``
+    builds) rather than having it built into its executable (Debian's, uv's)."""
+    try:
+        with open("/proc/self/maps") as fp:
+            return any("libpython" in line for line in fp)
+    except OSError:
+        return False
+
+
+def _reference_loop_ns(iterations: int = 50_000, rounds: int = 9) -> float:
+    """Nanoseconds per iteration of a fixed loop of the kind a receiver runs for every element
+    header it scans (unpack, compare, add), best of ``rounds``: how fast this interpreter, on
+    this machine, does Python work, for comparing runs across machines and interpreter builds.
+    Short rounds, the best of many: a shared VM's host takes CPU time away for seconds at a
+    time (steal), and the best round is the one it took none from."""
+    header = struct.Struct("<HHHH").unpack_from
+    data = bytes(range(256)) * 32
+    end = len(data) - 8
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        position = total = 0
+        for _ in range(iterations):
+            group, element, vr, length = header(data, position)
+            total += group << 16 | element if vr != length else length
+            position = position + 8 if position < end else 0
+        best = min(best, time.perf_counter() - started)
+    return best / iterations * 1e9
+
+
+def interpreter() -> dict[str, Any]:
+    """Which CPython build runs the clients, and how fast it does Python work.
+
+    The same library code runs about 1.6 times slower on a build without profile-guided and
+    link-time optimization and with a shared libpython (pyenv's default) than on a
+    distribution's optimized one, so a ratio to DCMTK depends on the interpreter as much as
+    on the machine."""
+    config = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
+    flags = [flag for flag in ("--enable-optimizations", "--with-lto") if flag in config]
+    return {
+        "executable": os.path.realpath(sys.executable),
+        "libpython": "shared library" if _libpython_shared() else "in the executable",
+        "configure_flags": " ".join(flags) or "neither --enable-optimizations nor --with-lto",
+        "reference_loop_ns": round(_reference_loop_ns(), 1),
+    }
+
+
+def describe(second_python: str | None = None) -> dict[str, Any]:
+    """The machine, and the interpreters: this one, and the one ``--python`` names."""
+    second = None
+    if second_python:
+        from benchmarks.interpreters import describe as ask
+
+        second = ask(second_python)
     return {
         "nproc": os.cpu_count(),
         "cpu": _cpu_model(),
@@ -132,6 +188,8 @@ def describe() -> dict[str, Any]:
         "kernel": platform.release(),
         "os": _first_line(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
         "python": sys.version.split()[0],
+        "interpreter": interpreter(),
+        "second_interpreter": second,
         "aiodicom": _version("aiodicom") + f" (git {_git_commit()})",
         "pydicom": _version("pydicom"),
         "pynetdicom": _version("pynetdicom"),
@@ -145,6 +203,20 @@ def markdown(info: dict[str, Any]) -> str:
     return "\n".join([
         f"- CPU: {info['cpu']}, {info['nproc']} cores (nproc); RAM {info['ram_gib']} GiB",
         f"- OS: {info['os']}, kernel {info['kernel']}; Python {info['python']}",
+        _interpreter_line(info.get("interpreter")),
+        *([_interpreter_line(info["second_interpreter"], "Second interpreter (--python)")]
+          if info.get("second_interpreter") else []),
         f"- aiodicom {info['aiodicom']}; pydicom {info['pydicom']}; anyio {info['anyio']}",
         f"- pynetdicom {info['pynetdicom']}; DCMTK: {info['dcmtk']}; Orthanc: {info['orthanc']}",
     ])
+
+
+def _interpreter_line(about: dict[str, Any] | None, title: str = "Interpreter") -> str:
+    if not about:  # results recorded before the interpreter was described
+        return f"- {title}: not recorded"
+    version = f"Python {about['version']}, " if "version" in about else ""
+    return (
+        f"- {title}: {version}{about['executable']}, libpython {about['libpython']}"
+        f" ({about['configure_flags']} in its configure arguments); reference loop"
+        f" {about['reference_loop_ns']} ns per iteration (machine.interpreter)"
+    )

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 from peers import peer_env, wait_for_port
 
 from benchmarks import _paths
+from benchmarks.interpreters import worker_interpreter
 
 WORKER_TIMEOUT = 600.0
 PROFILE_DIR: Path | None = None
@@ -46,8 +46,10 @@ class Sample:
 
 def _worker_cmd(library: str, task: str, params: Mapping[str, Any]) -> list[str]:
     global _profile_counter
-    spec = json.dumps({"library": library, "task": task, "params": dict(params)})
-    cmd = [sys.executable, "-m", "benchmarks.worker", spec]
+    params = dict(params)
+    python = worker_interpreter(params)  # --python: a second interpreter's rows
+    spec = json.dumps({"library": library, "task": task, "params": params})
+    cmd = [python, "-m", "benchmarks.worker", spec]
     if SAMPLING_DIR is not None and library == "aiodicom" and task != "serve_echo":
         _profile_counter += 1
         SAMPLING_DIR.mkdir(parents=True, exist_ok=True)

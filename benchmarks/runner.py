@@ -21,7 +21,7 @@ from typing import Any
 from peers import free_port
 from peers.dcmtk import ECHOSCU, STORESCP, STORESCU, StoreScp
 
-from benchmarks import _paths, machine
+from benchmarks import _paths, interpreters, machine
 from benchmarks.corpus import Corpus, SeriesRef, ensure_corpus_in_child
 from benchmarks.measure import (
     Sample,
@@ -277,10 +277,11 @@ def _speed_ratio(case: Case, aio: Row, other: Row) -> float | None:
 class Bench:
     def __init__(self, profile: Profile, only: set[str] | None, verbose: bool = True,
                  experiments: bool = False, uvloop: bool = False,
-                 hot_memory: bool = False) -> None:
+                 hot_memory: bool = False, python: str | None = None) -> None:
         self.profile = profile
         self.experiments = experiments
         self.uvloop = uvloop
+        self.python = python  # --python: a second interpreter for aiodicom's rows
         self.hot_memory = hot_memory
         self.only = only
         self.verbose = verbose
@@ -352,6 +353,8 @@ class Bench:
             from benchmarks import eventloop
 
             case.clients += eventloop.uvloop_twins(self, case)
+        if self.python:
+            case.clients += interpreters.twins(self, case, self.python)
         case.busy_before = machine.wait_until_quiet(self.profile.quiet_wait)
         self.log(f"case {case.key}: {case.title} (machine {case.busy_before:.0f} % busy before"
                  f"{'; free memory warmed before each client' if self.hot_memory else ''})")
@@ -607,16 +610,20 @@ class Bench:
                             log=self.logs / f"{key}-storescu.log")
 
         def python_scp(
-            library: str, sink: str | None = None, uvloop: bool = False
+            library: str, sink: str | None = None, uvloop: bool = False,
+            python: str | None = None,
         ) -> Callable[[], Sample]:
             out = self._out_dir(
                 f"{key}-{library}{'-' + sink if sink else ''}{'-uvloop' if uvloop else ''}"
+                f"{'-python' if python else ''}"
             )
 
             def run() -> Sample:
                 port = free_port()
                 params = {"ae_title": "STORESCP", "listen_port": port, "out_dir": str(out),
                           "max_pdu": MAX_PDU, "sink": sink, "uvloop": uvloop}
+                if python:
+                    params["python"] = python
                 try:
                     server = WorkerServer(library, "serve_store", params)
                     try:
@@ -690,6 +697,10 @@ class Bench:
             # The servers are not twinned by run_case (they are not plain workers): here.
             case.clients.insert(1, Client(uvloop_label("aiodicom acceptor + DirectorySink"),
                                           "aiodicom", python_scp("aiodicom", uvloop=True)))
+        if self.python:
+            case.clients.insert(1, Client(
+                interpreters.label("aiodicom acceptor + DirectorySink", self.python),
+                "aiodicom", python_scp("aiodicom", python=self.python)))
         self.run_case(case)
 
     def case_store(self) -> None:
@@ -798,7 +809,7 @@ class Bench:
         data = {
             "profile": asdict(self.profile),
             "hot_memory": self.hot_memory,
-            "machine": machine.describe(),
+            "machine": machine.describe(self.python),
             "setup_seconds": self.setup_seconds,
             "total_seconds": time.monotonic() - self.started,
             "series": self.series_text(),

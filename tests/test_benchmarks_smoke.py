@@ -71,6 +71,42 @@ def test_quick_benchmark_prints_the_table_with_ratios() -> None:
     assert json.loads((ROOT / results).read_text())["hot_memory"] is True
 
 
+@pytest.mark.interop
+def test_a_second_interpreter_gets_rows_and_ratios_of_its_own() -> None:
+    """``--python``: every aiodicom client, the storage SCP included, once more under the given
+    interpreter, compared with the same DCMTK rounds; the report says which interpreter."""
+    for tool in (DCMQRSCP, DCMQRIDX, GETSCU, STORESCP, STORESCU):
+        require_executable(tool)
+    require_module("pynetdicom")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--quiet", "--only",
+         "get-dcmqrscp,store-small", "--python", sys.executable],
+        cwd=ROOT, env=_with_repository_on_path(), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"{out[-4000:]}\n{proc.stderr[-4000:]}"
+    suffix = f", python {sys.version.split()[0]} "
+    twins = [line for line in out.splitlines() if line.startswith("| ") and suffix in line]
+    assert sum("aiodicom memory" in t for t in twins) == 1
+    assert sum("aiodicom directory" in t and "vs getscu" in t for t in twins) == 1
+    assert sum("acceptor + DirectorySink" in t and "vs storescp" in t for t in twins) == 1
+    assert "- Second interpreter (--python): Python " in out
+    assert "FAILED" not in out
+
+
+def test_the_interpreter_is_described_by_its_build_and_its_speed() -> None:
+    from benchmarks import machine
+
+    about = machine.interpreter()
+    with open("/proc/self/maps") as maps:
+        shared = "libpython" in maps.read()
+    assert about["libpython"] == ("shared library" if shared else "in the executable")
+    assert about["reference_loop_ns"] > 0
+    line = machine.markdown({**machine.describe(), "interpreter": about})
+    assert f"- Interpreter: {about['executable']}, libpython {about['libpython']}" in line
+
+
 def test_hot_memory_touches_what_a_case_moves_but_never_more_than_a_quarter_of_free_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
