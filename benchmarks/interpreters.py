@@ -1,8 +1,8 @@
 """``--python PATH``: every aiodicom client of a case once more under a second interpreter.
 
 The library's speed at Python work depends on how CPython was built: pyenv's default build
-(a shared libpython, no profile-guided or link-time optimization) ran our receive path about
-1.6 times slower than Debian's own python3.11 on the same machine (benchmarks/RESULTS.md,
+(a shared libpython, no profile-guided or link-time optimization) took 15-25 % longer over
+our receive path than Debian's own python3.11 on the same machine (benchmarks/RESULTS.md,
 run 16). Measured as rows of their own in the same run, beside the same DCMTK and pynetdicom
 rounds, the two interpreters meet the same load of the (shared) machine, which two runs at
 different times never do.

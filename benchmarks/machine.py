@@ -160,16 +160,18 @@ def _reference_loop_ns(iterations: int = 50_000, rounds: int = 9) -> float:
 def interpreter() -> dict[str, Any]:
     """Which CPython build runs the clients, and how fast it does Python work.
 
-    The same library code runs about 1.6 times slower on a build without profile-guided and
-    link-time optimization and with a shared libpython (pyenv's default) than on a
-    distribution's optimized one, so a ratio to DCMTK depends on the interpreter as much as
-    on the machine."""
+    The library's Python work took 15-25 % longer on pyenv's default build (no profile-guided
+    or link-time optimization, a shared libpython) than on Debian's optimized python3.11 on
+    the same machine (benchmarks/RESULTS.md, run 16): a ratio to DCMTK depends on the
+    interpreter as well as on the machine."""
+    # Only what the build says of itself: Debian's optimized python3.11 keeps its LTO flags
+    # out of sysconfig, so the absence of these flags proves nothing.
     config = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
     flags = [flag for flag in ("--enable-optimizations", "--with-lto") if flag in config]
     return {
         "executable": os.path.realpath(sys.executable),
         "libpython": "shared library" if _libpython_shared() else "in the executable",
-        "configure_flags": " ".join(flags) or "neither --enable-optimizations nor --with-lto",
+        "configure_flags": " ".join(flags),
         "reference_loop_ns": round(_reference_loop_ns(), 1),
     }
 
@@ -217,6 +219,7 @@ def _interpreter_line(about: dict[str, Any] | None, title: str = "Interpreter") 
     version = f"Python {about['version']}, " if "version" in about else ""
     return (
         f"- {title}: {version}{about['executable']}, libpython {about['libpython']}"
-        f" ({about['configure_flags']} in its configure arguments); reference loop"
-        f" {about['reference_loop_ns']} ns per iteration (machine.interpreter)"
+        + (f", configured {about['configure_flags']}" if about["configure_flags"] else "")
+        + f"; reference loop {about['reference_loop_ns']} ns per iteration"
+        " (machine.interpreter)"
     )
