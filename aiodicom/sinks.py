@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar, cast
 from aiodicom.errors import DicomError
 from aiodicom.fileio import PREAMBLE, encode_file_meta, write_atomic, write_part10_atomic
 from aiodicom.instance import Instance, read_part10
-from aiodicom.spool import MEMORY_LIMIT, SpooledFile
+from aiodicom.spool import SpooledFile
 from aiodicom.unnamed import SpareFile
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,9 @@ class DirectorySink:
 
     When it receives from a retrieval (or as the client's storage SCP), a data set larger than
     ``memory_limit`` bytes is written to its file while it arrives instead of being held in
-    memory whole: memory stays bounded whatever the size of an object.
+    memory whole: memory stays bounded whatever the size of an object. The default, 0, writes
+    every data set so: what arrived before the last fragment is on disk by then, and the
+    peer's wait for the response holds only the last write and the naming of the file.
 
     ``max_remembered``: ``paths`` keeps only this many most recent instances (``None``: all of
     them, what a retrieval's results read). A long-running storage SCP must bound it: the
@@ -122,7 +124,7 @@ class DirectorySink:
         path: str | os.PathLike[str],
         layout: Callable[[Instance], str | os.PathLike[str]] | None = None,
         fsync: bool = False,
-        memory_limit: int = MEMORY_LIMIT,
+        memory_limit: int = 0,
         max_remembered: int | None = None,
     ) -> None:
         self.directory = Path(path)
@@ -136,6 +138,7 @@ class DirectorySink:
         self._root_created = False
         # The next file, made after a response went out rather than before the next one.
         self._spare = SpareFile(str(self._root))
+        self._last_size = 0  # of the last file written as it arrived (_next_allocation)
         # Caches of checked directories: bounded, as a long-running SCP meets ever new series.
         self._directories: dict[Path, Path] = {}
         # Each series' directory, as a Path and as a string ending in a separator.
@@ -192,9 +195,8 @@ class DirectorySink:
         # for this very instance when its command arrived.
         if spool is not None and spool.directory is self._root and not spool.committed:
             if spool.on_disk:
-                # Written to our directory while it arrived: only naming it is left. The next
-                # file gets this one's size ahead: a series' instances are mostly alike.
-                next_size = len(spool.header) + spool.size
+                # Written to our directory while it arrived: only naming it is left.
+                next_size = self._next_allocation(len(spool.header) + spool.size)
                 try:
                     spool.commit(target)
                 except OSError as exc:
@@ -221,6 +223,18 @@ class DirectorySink:
         else:
             paths.pop(instance.sop_instance_uid, None)  # most recent last
             _remember(paths, instance.sop_instance_uid, target, self.max_remembered)
+
+    def _next_allocation(self, size: int) -> int:
+        """The disk space to give the next file ahead (0: none), after one of ``size`` bytes.
+
+        The size of the last two files when they were the same (an uncompressed series, whose
+        instances are alike): writing into space allocated ahead costs ext4 less (a 525 kB
+        slice 108 us instead of 191, 40 kB 16 us instead of 22). Otherwise none: a guess that
+        was too large is truncated before the response, and freeing the blocks past the end
+        costs 100-126 us (ext4 here), more than the allocation saved; sizes that differ
+        (compressed images) would pay it for every other instance."""
+        previous, self._last_size = self._last_size, size
+        return size if size == previous else 0
 
     def release_spare(self) -> None:
         """Close the file made ahead for the next instance received (on Linux, an unnamed file:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _paths, eventloop, machine, measure, report
-from benchmarks.runner import _WALL_UNITS, PROFILES, Bench, Row, paired_rounds
+from benchmarks.cases import _WALL_UNITS, Row, paired_rounds
+from benchmarks.runner import PROFILES, Bench
 
 
 def _fill_rounds(rows: list[Row], cases: list[dict[str, Any]]) -> None:

@@ -27,7 +27,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from benchmarks.runner import Bench, Case, Client, Row
+    from benchmarks.cases import Case, Client, Row
+    from benchmarks.runner import Bench
 
 PERIOD = 0.005
 """How often the ticker asks to run (the 5 ms of the issue)."""
@@ -225,8 +226,9 @@ async def aio_lateness(p: dict[str, Any]) -> dict[str, Any]:
 
 def cases(bench: Bench) -> list[Case]:
     """The lateness cases (keys ``lateness-*``) against the bench's dcmqrscp."""
+    from benchmarks.cases import Case, Client
     from benchmarks.peers import AIO_AE
-    from benchmarks.runner import HOST, Case, Client
+    from benchmarks.runner import HOST
 
     assert bench.corpus is not None
     big = bench.corpus.big
@@ -298,7 +300,7 @@ def uvloop_label(label: str) -> str:
 def uvloop_twins(bench: Bench, case: Case) -> list[Client]:
     """``--uvloop``: each aiodicom worker of ``case`` once more with uvloop as its event loop
     (``anyio.run(..., backend_options={"use_uvloop": True})``), as rows of their own."""
-    from benchmarks.runner import Client
+    from benchmarks.cases import Client
 
     twins = []
     for client in case.clients:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiodicom.instance import Instance
 from aiodicom.sinks import DirectorySink
+from aiodicom.spool import MEMORY_LIMIT
 
 
 class WholeThenWritten:
@@ -32,3 +33,11 @@ class WholeThenWritten:
         """As an unexpected-delivery handler of a storage SCP."""
         await self.sink(instance)
         return 0x0000
+
+
+def held_then_written(path: str | Path) -> DirectorySink:
+    """A DirectorySink as it was before run 17 (benchmarks/RESULTS.md): a data set up to 64 KiB
+    is held in memory while it arrives and written whole once complete, so the peer's wait for
+    the response holds its whole write and the scan for its UIDs. The library's default now
+    writes each read's fragments as they come."""
+    return DirectorySink(path, memory_limit=MEMORY_LIMIT)

@@ -26,7 +26,8 @@ from benchmarks.measure import Sample, failed, run_tool
 from benchmarks.peers import AIO_AE, dcmtk_args
 
 if TYPE_CHECKING:
-    from benchmarks.runner import Bench, Row
+    from benchmarks.cases import Row
+    from benchmarks.runner import Bench
 
 NO_SUCH_SERIES = "1.2.826.0.1.3680043.10.999.1"  # a UID in no corpus: the query matches nothing
 
@@ -40,7 +41,8 @@ def client_label(kind: str, family: str) -> str:
 def case_fixed_cost(bench: Bench, peer_name: str, port: int, called: str) -> None:
     """Run the ``retrieve-fixed-<peer>`` case against the peer of the C-FIND and retrieval
     cases, with their DCMTK options (:func:`~benchmarks.peers.dcmtk_args`)."""
-    from benchmarks.runner import HOST, Case, Client
+    from benchmarks.cases import Case, Client
+    from benchmarks.runner import HOST
 
     key = f"retrieve-fixed-{peer_name.lower()}"
     if not bench.wanted(key):

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from benchmarks import _paths
 
 if TYPE_CHECKING:
-    from benchmarks.runner import Bench, Case, Client
+    from benchmarks.cases import Case, Client
+    from benchmarks.runner import Bench
 
 _DESCRIBE = (
     "import json, sys; from benchmarks.machine import interpreter; "
@@ -55,7 +56,7 @@ def label(base: str, python: str) -> str:
 def twins(bench: Bench, case: Case, python: str) -> list[Client]:
     """Each aiodicom worker of ``case`` once more under ``python``, as rows of their own, and
     the twin of each of its comparisons (so the twins get their ratios to DCMTK too)."""
-    from benchmarks.runner import Client
+    from benchmarks.cases import Client
 
     made = []
     for client in case.clients:
@@ -70,7 +71,7 @@ def twins(bench: Bench, case: Case, python: str) -> list[Client]:
 
 
 def add_comparisons(case: Case, python: str) -> None:
-    from benchmarks.runner import Comparison
+    from benchmarks.cases import Comparison
 
     case.comparisons += [
         Comparison(label(c.aio, python), c.pyn, c.dcmtk)

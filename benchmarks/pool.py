@@ -107,7 +107,7 @@ def case_pool(bench: Bench) -> None:
 
 
 def _case(bench: Bench, key: str, p: dict[str, Any], archive: str, quick: bool) -> None:
-    from benchmarks.runner import Case, Client, Comparison
+    from benchmarks.cases import Case, Client, Comparison
 
     if not bench.wanted(key):
         return

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from benchmarks.cases import Row
 from benchmarks.fixed_cost import without_start
-from benchmarks.runner import Row
 
 RATIO_PYN = "aiodicom ÷ pynetdicom"
 RATIO_DCMTK = "aiodicom ÷ DCMTK"

@@ -12,6 +12,12 @@ A second row set writes the same data sets as plain files (open, write, close: w
 what files cost on this machine right now, which varies from run to run and from VM to VM
 (benchmarks/RESULTS.md).
 
+``--storescu``: the C-STOREs come from DCMTK's storescu instead (the store-small case), which
+sends each one in several PDUs (a command, then its data set in pieces): printed are how many
+reads a C-STORE takes, how long from its first bytes and from its last read to our response,
+and how long storescu takes from our response to the next C-STORE's first bytes. That splits
+store-small's wall into our part and storescu's, which both SCPs of that case wait for alike.
+
 Diagnostic only: the wrappers are installed in this process and cost a few tenths of a
 microsecond each, the library is not changed, and nothing here is part of ``python -m
 benchmarks``' tables.
@@ -46,6 +52,9 @@ BOUNDARIES: tuple[tuple[str, str, str, str, str], ...] = (
      "MessageAssembler._command_complete", "leave"),
     ("data set complete", "reassembly", "aiodicom.reassembly",
      "MessageAssembler._data_complete", "enter"),
+    # The data set goes to its file as it arrives (DirectorySink's default since run 17): the
+    # last write is made when the assembler closes the writer, before handing the message over.
+    ("file written (writev)", "system call", "aiodicom.spool", "write_all", "leave"),
     ("message handed over", "reassembly", "aiodicom.reassembly",
      "MessageAssembler._data_complete", "leave"),
     ("dispatcher routes it", "dispatcher", "aiodicom.dispatcher", "Dispatcher._route", "enter"),
@@ -56,8 +65,7 @@ BOUNDARIES: tuple[tuple[str, str, str, str, str], ...] = (
     ("UIDs read (peek)", "instance/peek", "aiodicom.services.storage_scp", "mismatch", "leave"),
     ("sink called", "routing/sinks", "aiodicom.sinks", "DirectorySink.__call__", "enter"),
     ("file name made", "sinks", "aiodicom.sinks", "DirectorySink._default_target", "leave"),
-    ("file written (writev)", "system call", "aiodicom.fileio", "write_all", "leave"),
-    ("file named (link)", "system call", "aiodicom.fileio", "link_over", "leave"),
+    ("file named (link)", "system call", "aiodicom.spool", "link_over", "leave"),
     ("response built", "storage_scp/dimse", "aiodicom.services.storage_scp", "store_response",
      "leave"),
 )
@@ -178,10 +186,95 @@ def plain_files(files: list[Path], directory: Path) -> float:
     return statistics.median(times) * 1e6
 
 
+class Traffic:
+    """The time of every read and every send of our side of the association."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float]] = []
+
+    def install(self) -> None:
+        import aiodicom.transport as transport
+
+        events = self.events
+        protocol = transport._BufferedProtocol
+        for name in ("buffer_updated", "filled"):
+            setattr(protocol, name, _wrapped(
+                getattr(protocol, name), lambda: events.append(("read", time.perf_counter())),
+                None))
+        original_send = transport.SocketConnection.send
+
+        async def send(self: Any, data: bytes) -> None:
+            events.append(("send", time.perf_counter()))
+            await original_send(self, data)
+
+        transport.SocketConnection.send = send  # type: ignore[method-assign]
+
+    def per_store(self) -> list[tuple[int, float, float, float]]:
+        """For each C-STORE between two of our responses (the association's first and last
+        ones left out): reads, first bytes to response, last read to response (us), and the
+        peer's turnaround from our previous response to its first bytes (us)."""
+        sends = [i for i, (kind, _) in enumerate(self.events) if kind == "send"]
+        rows = []
+        for before, after in itertools.pairwise(sends[5:-2]):
+            reads = [t for kind, t in self.events[before + 1 : after] if kind == "read"]
+            if reads:
+                answered = self.events[after][1]
+                rows.append((len(reads), (answered - reads[0]) * 1e6,
+                             (answered - reads[-1]) * 1e6,
+                             (reads[0] - self.events[before][1]) * 1e6))
+        return rows
+
+
+async def _serve_storescu(files: list[Path], out_dir: Path) -> float:
+    """Our acceptor and a DirectorySink receiving ``files`` from storescu; its wall."""
+    from peers import peer_env
+    from peers.dcmtk import STORESCU
+
+    import aiodicom
+    from aiodicom.sinks import DirectorySink
+
+    sink = DirectorySink(out_dir)
+    async with aiodicom.Client(
+        "STORESCP", listen_port=0, unexpected_deliveries=sink, max_pdu_length=131072
+    ) as server:
+        started = time.perf_counter()
+        process = await asyncio.create_subprocess_exec(
+            STORESCU, "-aec", "STORESCP", "-R", "127.0.0.1", str(server.listen_port),
+            *map(str, files), env=peer_env(), stdout=asyncio.subprocess.DEVNULL,
+        )
+        if await process.wait() != 0 or len(sink.paths) != len(files):
+            raise SystemExit(f"storescu exited {process.returncode}, {len(sink.paths)} files")
+        return time.perf_counter() - started
+
+
+def storescu_rounds(files: list[Path], rounds: int, out: Path, run_id: str) -> None:
+    traffic = Traffic()
+    traffic.install()
+    print(f"storescu sends {len(files)} C-STOREs to our acceptor per round, {rounds} rounds;"
+          " medians in microseconds")
+    for number in range(rounds):
+        target = out / f"store-path-storescu-{number}"
+        os.sync()
+        traffic.events.clear()
+        wall = asyncio.run(_serve_storescu(files, target))
+        set_aside(target, out / ".spent", f"store-path-storescu-{run_id}-{number}")
+        rows = traffic.per_store()
+        reads = statistics.median(r[0] for r in rows)
+
+        def median(column: int, rows: list[tuple[int, float, float, float]] = rows) -> float:
+            return statistics.median(r[column] for r in rows)
+
+        print(f"round {number + 1}: {wall / len(files) * 1e6:.0f} us per C-STORE in all;"
+              f" {reads:.0f} reads per C-STORE; ours from its first bytes {median(1):.0f},"
+              f" from its last read {median(2):.0f}; storescu's turnaround {median(3):.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.store_path", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the quick corpus (50 objects)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--storescu", action="store_true",
+                        help="storescu sends the C-STOREs: split the wall into ours and its")
     args = parser.parse_args()
     profile = "quick" if args.quick else "full"
     corpus = ensure_corpus_in_child(profile)
@@ -189,6 +282,9 @@ def main() -> None:
     out = _paths.WORK / profile / "out"
     spent = out / ".spent"
     run_id = time.strftime("%Y%m%d-%H%M%S")
+    if args.storescu:
+        storescu_rounds(files, args.rounds, out, run_id)
+        return
 
     from benchmarks.worker import aio_store_cpu
 

@@ -152,6 +152,10 @@ def _aio_sink(p: dict[str, Any]) -> Any:
         from benchmarks.experiments import WholeThenWritten
 
         return WholeThenWritten(out)
+    if p.get("sink") == "held":
+        from benchmarks.experiments import held_then_written
+
+        return held_then_written(out)
     return DirectorySink(out)
 
 

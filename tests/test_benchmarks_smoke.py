@@ -121,8 +121,8 @@ def test_hot_memory_touches_what_a_case_moves_but_never_more_than_a_quarter_of_f
 def test_the_table_shows_how_far_the_runs_spread() -> None:
     """A median alone hides that this VM's runs swing by a third: each row shows its fastest
     and slowest run next to it (one run, or runs all alike: the median alone)."""
+    from benchmarks.cases import Row
     from benchmarks.report import table
-    from benchmarks.runner import Row
 
     def row(client: str, walls: list[float]) -> Row:
         return Row(
@@ -141,8 +141,8 @@ def test_targets_show_how_far_single_rounds_stray_from_the_median_ratio() -> Non
     """Each round runs aiodicom and DCMTK one after the other: the ratio of their walls in one
     round is what a single run would have concluded. The targets show the middle half of those,
     beside the ratio of the medians."""
+    from benchmarks.cases import Row, paired_rounds
     from benchmarks.report import targets
-    from benchmarks.runner import Row, paired_rounds
 
     # DCMTK's wall / ours, round by round: 0.5, 0.8, 1.0, 1.0, 1.2, 2.0 (ours first).
     ours = [2.0, 1.0, 1.0, 1.0, 1.0, 1.0]

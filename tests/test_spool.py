@@ -175,10 +175,37 @@ def test_open_spool_falls_back_to_memory_when_it_cannot(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-async def test_small_data_sets_stay_in_memory_until_the_sink_writes_them(tmp_path: Path) -> None:
-    """Below the limit no temporary file is made (it would cost more than it saves); the
-    sink writes the file whole, as for any instance."""
-    sink = DirectorySink(tmp_path)  # default limit: 64 KiB
+async def test_a_directory_sink_writes_even_a_small_data_set_as_it_arrives(
+    tmp_path: Path,
+) -> None:
+    """By default nothing is held back: each read's fragments go to the file at once, so that
+    the peer's wait for the response holds only the last write; nothing appears under a name
+    before the sink names the file, and the UIDs that file it are read from the first bytes."""
+    sink = DirectorySink(tmp_path)
+    assert sink.memory_limit == 0
+    spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
+    assert spool is not None
+    data = identified_data_set()
+    for start in range(0, len(data), 4096):
+        spool.write(memoryview(data)[start : start + 4096])
+        spool.flush()  # the end of a read
+        assert spool.on_disk
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith(".")] == []
+    assert spool.identifying is not None
+    assert spool.close() == b"" and spool.deferred
+    instance = Instance(CT, SOP, EXPLICIT_LE, b"", "PACS", spool=spool)
+    assert instance.peek_uids() == (STUDY, SERIES)
+    await sink(instance)
+    assert bytes(read_part10(sink.paths[SOP]).data) == data
+    assert leftovers(tmp_path) == []
+    release_spool(DimseMessage(1, {}, b"", writer=spool))  # committed: nothing to remove
+
+
+async def test_a_sink_given_a_memory_limit_keeps_small_data_sets_in_memory(
+    tmp_path: Path,
+) -> None:
+    """Below its limit no file is made until the sink writes the data set whole."""
+    sink = DirectorySink(tmp_path, memory_limit=64 * 1024)
     spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
     assert spool is not None
     data = data_set()
@@ -248,12 +275,12 @@ def test_the_identifying_uids_are_read_before_the_data_set_ends(tmp_path: Path) 
     spool.discard()
 
 
-def test_by_default_a_ct_slice_goes_to_disk_from_its_first_large_fragment(
+def test_by_default_every_data_set_goes_to_disk_from_its_first_fragment(
     tmp_path: Path,
 ) -> None:
-    """A DirectorySink's default keeps only small data sets in memory: a fragment of 128 KiB
-    (a CT slice from a peer using large PDUs) starts the file at once, with no large buffer
-    first; a 40 kB object in one fragment stays in memory and is written whole."""
+    """A DirectorySink's default keeps nothing in memory: a fragment of 128 KiB (a CT slice
+    from a peer using large PDUs) starts the file at once, with no large buffer first, and so
+    does a 40 kB object."""
     sink = DirectorySink(tmp_path)
     slice_spool = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
     assert slice_spool is not None
@@ -265,7 +292,7 @@ def test_by_default_a_ct_slice_goes_to_disk_from_its_first_large_fragment(
     small = sink.open_spool(CT, SOP, EXPLICIT_LE, "PACS")
     assert small is not None
     small.write(memoryview(data_set() + bytes(40_000 - len(data_set()))))
-    assert not small.on_disk
+    assert small.on_disk
     small.discard()
 
 
@@ -407,7 +434,10 @@ async def test_the_next_file_is_made_after_the_receiver_yields(
         made_while_writing.append(directory)
         return real_open(directory)
 
+    # Where the sink's writer makes a file while a data set arrives, and where a data set held
+    # in memory is written whole: neither is to make one when a file was made ahead.
     monkeypatch.setattr(aiodicom.fileio, "open_unnamed", counting)
+    monkeypatch.setattr(aiodicom.spool, "open_unnamed", counting)
     sink = DirectorySink(tmp_path)
     before = open_descriptors()
     await sink(small_instance(sink, SOP))
