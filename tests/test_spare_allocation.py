@@ -1,7 +1,7 @@
-"""The file made ahead for the next data set gets the size of the last two allocated when
-they were alike (aiodicom.unnamed.SpareFile, DirectorySink._next_allocation): the files written
-are exactly the data sets received, whatever the guess was, and a data set held in memory never
-takes a file with space allocated to it."""
+"""The file made ahead for the next data set gets the whole blocks of the last one allocated
+when the last two were alike (aiodicom.unnamed.SpareFile, DirectorySink._next_allocation): the
+files written are exactly the data sets received, whatever the guess was, and a data set held
+in memory never takes a file with space allocated to it."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ async def receive(sink: DirectorySink, uid: str, data: bytes) -> Path:
     return sink.paths[uid]
 
 
+def blocks(path: Path) -> int:
+    """The whole 4 KiB blocks of the file at ``path``, in bytes: what the next file gets."""
+    size = path.stat().st_size
+    return size - size % 4096
+
+
 def spare_size(sink: DirectorySink) -> int | None:
     fd = sink._spare._fd
     return None if fd is None else os.fstat(fd).st_size
@@ -61,7 +67,7 @@ async def test_the_next_file_has_the_size_of_the_last_two_when_they_were_alike(
     first = await receive(sink, "1.1", data_set(200_000))
     assert spare_size(sink) == 0  # one size seen: no guess
     await receive(sink, "1.2", data_set(200_000))
-    assert spare_size(sink) == first.stat().st_size  # a series: allocated while the peer prepares
+    assert spare_size(sink) == blocks(first)  # a series: allocated while the peer prepares
     # The same size, smaller (truncated), larger (grown): each file exact.
     for uid, pixels in (("1.3", 200_000), ("1.4", 150_000), ("1.5", 260_000)):
         path = await receive(sink, uid, data_set(pixels))
@@ -80,7 +86,23 @@ async def test_sizes_that_differ_get_nothing_allocated(tmp_path: Path) -> None:
         await receive(sink, uid, data_set(pixels))
         assert spare_size(sink) == 0
     again = await receive(sink, "1.4", data_set(90_000))
-    assert spare_size(sink) == again.stat().st_size
+    assert spare_size(sink) == blocks(again)
+    sink.release_spare()
+
+
+async def test_a_series_differing_by_a_few_bytes_is_allocated_its_whole_blocks(
+    tmp_path: Path,
+) -> None:
+    """UIDs of different lengths make a series' files differ by a few bytes: still alike, and
+    the next file gets only the whole blocks, which a few bytes shorter still fills (nothing
+    to truncate)."""
+    sink = DirectorySink(tmp_path)
+    await receive(sink, "1.1", data_set(100_000))
+    longer = await receive(sink, "1.22", data_set(100_000) + bytes(6))
+    assert longer.stat().st_size % 4096  # a partial last block, left out
+    assert spare_size(sink) == blocks(longer)
+    shorter = await receive(sink, "1.3", data_set(100_000))
+    assert bytes(read_part10(shorter).data) == data_set(100_000)
     sink.release_spare()
 
 
@@ -91,13 +113,13 @@ async def test_a_small_data_set_leaves_the_allocated_file_for_the_next_large_one
     await receive(sink, "1.0", data_set(100_000))
     large = await receive(sink, "1.1", data_set(100_000))
     allocated = spare_size(sink)
-    assert allocated == large.stat().st_size
+    assert allocated == blocks(large)
     small = await receive(sink, "1.2", data_set(1024))  # in memory, written whole
     assert bytes(read_part10(small).data) == data_set(1024)
     assert spare_size(sink) == allocated  # not taken, not truncated
     again = await receive(sink, "1.3", data_set(100_000))
     assert again.stat().st_size == large.stat().st_size
-    assert spare_size(sink) == large.stat().st_size
+    assert spare_size(sink) == blocks(large)
     sink.release_spare()
 
 
