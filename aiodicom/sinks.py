@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar, cast
 from aiodicom.errors import DicomError
 from aiodicom.fileio import PREAMBLE, encode_file_meta, write_atomic, write_part10_atomic
 from aiodicom.instance import Instance, read_part10
-from aiodicom.spool import SpooledFile
+from aiodicom.spool import MEMORY_LIMIT, SpooledFile
 from aiodicom.unnamed import SpareFile
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,11 @@ class DirectorySink:
 
     When it receives from a retrieval (or as the client's storage SCP), a data set larger than
     ``memory_limit`` bytes is written to its file while it arrives instead of being held in
-    memory whole: memory stays bounded whatever the size of an object. The default, 0, writes
-    every data set so: what arrived before the last fragment is on disk by then, and the
-    peer's wait for the response holds only the last write and the naming of the file.
+    memory whole: memory stays bounded whatever the size of an object. Smaller ones are written
+    whole once complete: one write instead of one per read. 0 writes every data set as it
+    arrives, which shortens the peer's wait for each response to the last read's write, but
+    did not make storescu's 40 kB C-STOREs faster and cost 8 % more CPU (benchmarks/RESULTS.md,
+    run 17).
 
     ``max_remembered``: ``paths`` keeps only this many most recent instances (``None``: all of
     them, what a retrieval's results read). A long-running storage SCP must bound it: the
@@ -124,7 +126,7 @@ class DirectorySink:
         path: str | os.PathLike[str],
         layout: Callable[[Instance], str | os.PathLike[str]] | None = None,
         fsync: bool = False,
-        memory_limit: int = 0,
+        memory_limit: int = MEMORY_LIMIT,
         max_remembered: int | None = None,
     ) -> None:
         self.directory = Path(path)

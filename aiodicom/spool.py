@@ -46,15 +46,13 @@ _memfd_create = getattr(os, "memfd_create", None)
 _MFD_CLOEXEC: int = getattr(os, "MFD_CLOEXEC", 0)
 
 
-#: Data sets up to this size stay in memory by default: in a :class:`MemoryFileWriter` (past
-#: it, a memory file) and a :class:`SpooledFile` not given a limit of its own. Larger ones go
-#: to their file as they arrive, so memory stays bounded. 64 KiB, under the C library's
-#: threshold for giving large blocks their own fresh pages (128 KiB): a 256 KiB stage cost each
-#: 525 kB CT slice a fresh mapping, faulted in and copied, about 70 us of user time, more than
-#: the two extra writes it saved (benchmarks/RESULTS.md). A DirectorySink holds nothing back
-#: (its ``memory_limit`` is 0): its file is made ahead (:class:`~aiodicom.unnamed.SpareFile`)
-#: and needs no mapping, so a small data set written as it arrives costs one write per read
-#: and leaves the peer's wait with only the last one (benchmarks/RESULTS.md, run 17).
+#: Data sets up to this size stay in memory: for them, a file of their own while they arrive
+#: costs more system calls than one write at the end (a DirectorySink's 40 kB C-STOREs: 8 %
+#: more CPU, and no faster, benchmarks/RESULTS.md run 17). Larger ones go to disk as they
+#: arrive, so memory stays bounded. 64 KiB, under the C library's threshold for giving large
+#: blocks their own fresh pages (128 KiB): a 256 KiB stage cost each 525 kB CT slice a fresh
+#: mapping, faulted in and copied, about 70 us of user time, more than the two extra writes it
+#: saved (benchmarks/RESULTS.md).
 MEMORY_LIMIT = 1 << 16
 
 

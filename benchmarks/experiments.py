@@ -9,7 +9,6 @@ from pathlib import Path
 
 from aiodicom.instance import Instance
 from aiodicom.sinks import DirectorySink
-from aiodicom.spool import MEMORY_LIMIT
 
 
 class WholeThenWritten:
@@ -35,9 +34,9 @@ class WholeThenWritten:
         return 0x0000
 
 
-def held_then_written(path: str | Path) -> DirectorySink:
-    """A DirectorySink as it was before run 17 (benchmarks/RESULTS.md): a data set up to 64 KiB
-    is held in memory while it arrives and written whole once complete, so the peer's wait for
-    the response holds its whole write and the scan for its UIDs. The library's default now
-    writes each read's fragments as they come."""
-    return DirectorySink(path, memory_limit=MEMORY_LIMIT)
+def written_as_it_arrives(path: str | Path) -> DirectorySink:
+    """A DirectorySink that holds nothing in memory (``memory_limit=0``): each read's fragments
+    of even a 40 kB data set go to the file at once, leaving only the last read's write and the
+    link between the last fragment and the response. The library's default holds data sets up
+    to 64 KiB and writes them whole: run 17 (benchmarks/RESULTS.md) measured both."""
+    return DirectorySink(path, memory_limit=0)

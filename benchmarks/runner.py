@@ -517,8 +517,8 @@ class Bench:
         if self.experiments:
             case.clients.insert(1, Client("aiodicom, experiment: whole, then written",
                                           "aiodicom", python_scp("aiodicom", "whole")))
-            case.clients.insert(1, Client("aiodicom, experiment: up to 64 KiB held",
-                                          "aiodicom", python_scp("aiodicom", "held")))
+            case.clients.insert(1, Client("aiodicom, experiment: written as it arrives",
+                                          "aiodicom", python_scp("aiodicom", "arriving")))
         if self.uvloop:
             from benchmarks.eventloop import uvloop_label
 

@@ -52,9 +52,6 @@ BOUNDARIES: tuple[tuple[str, str, str, str, str], ...] = (
      "MessageAssembler._command_complete", "leave"),
     ("data set complete", "reassembly", "aiodicom.reassembly",
      "MessageAssembler._data_complete", "enter"),
-    # The data set goes to its file as it arrives (DirectorySink's default since run 17): the
-    # last write is made when the assembler closes the writer, before handing the message over.
-    ("file written (writev)", "system call", "aiodicom.spool", "write_all", "leave"),
     ("message handed over", "reassembly", "aiodicom.reassembly",
      "MessageAssembler._data_complete", "leave"),
     ("dispatcher routes it", "dispatcher", "aiodicom.dispatcher", "Dispatcher._route", "enter"),
@@ -65,7 +62,8 @@ BOUNDARIES: tuple[tuple[str, str, str, str, str], ...] = (
     ("UIDs read (peek)", "instance/peek", "aiodicom.services.storage_scp", "mismatch", "leave"),
     ("sink called", "routing/sinks", "aiodicom.sinks", "DirectorySink.__call__", "enter"),
     ("file name made", "sinks", "aiodicom.sinks", "DirectorySink._default_target", "leave"),
-    ("file named (link)", "system call", "aiodicom.spool", "link_over", "leave"),
+    ("file written (writev)", "system call", "aiodicom.fileio", "write_all", "leave"),
+    ("file named (link)", "system call", "aiodicom.fileio", "link_over", "leave"),
     ("response built", "storage_scp/dimse", "aiodicom.services.storage_scp", "store_response",
      "leave"),
 )

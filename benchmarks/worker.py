@@ -152,10 +152,10 @@ def _aio_sink(p: dict[str, Any]) -> Any:
         from benchmarks.experiments import WholeThenWritten
 
         return WholeThenWritten(out)
-    if p.get("sink") == "held":
-        from benchmarks.experiments import held_then_written
+    if p.get("sink") == "arriving":
+        from benchmarks.experiments import written_as_it_arrives
 
-        return held_then_written(out)
+        return written_as_it_arrives(out)
     return DirectorySink(out)
 
 

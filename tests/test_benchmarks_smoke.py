@@ -162,6 +162,24 @@ def test_targets_show_how_far_single_rounds_stray_from_the_median_ratio() -> Non
     assert "= 1.00x (rounds, middle half: 0.75-1.40x)" in verdict.measured
 
 
+@pytest.mark.interop
+def test_store_path_probe_splits_storescus_wall_into_ours_and_its() -> None:
+    """``--storescu``: DCMTK's storescu sends the C-STOREs; each round says how many reads a
+    C-STORE took, our time from its first bytes and from its last read, and storescu's."""
+    require_module("numpy")
+    require_executable(STORESCU)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.store_path", "--quick", "--rounds", "1", "--storescu"],
+        cwd=ROOT, env=_with_repository_on_path(), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("round 1:")]
+    for part in ("us per C-STORE in all", "reads per C-STORE", "ours from its first bytes",
+                 "from its last read", "storescu's turnaround"):
+        assert part in line, line
+
+
 def test_store_path_probe_splits_a_c_store_at_every_layer_boundary() -> None:
     """``python -m benchmarks.store_path`` times each boundary a C-STORE crosses in our
     storage SCP: every boundary is reached, in the order listed, with the two system calls
