@@ -13,11 +13,11 @@ returns ``None`` and the caller writes a named temporary file instead.
 
 A :class:`SpareFile` makes the next such file ahead of need: after a storage SCP has answered
 one C-STORE, while the peer prepares the next, so that creating the file is not on the path
-between the next data set's last byte and its response (on ext4, 17 us of that path). Given the
-size of the file the previous instance became, it also allocates that much disk space to it
-then: the instances of a series are mostly the same size, and writing into space allocated
+between the next data set's last byte and its response (on ext4, 17 us of that path). Given a
+size, it also allocates that much disk space to it then: writing into space allocated
 beforehand costs the kernel less than allocating as it goes (ext4: a 524 kB slice written in
-127 us instead of 166).
+127 us instead of 166). A DirectorySink asks for the whole blocks of the file the previous
+instance became, when the last two were alike in size (a series; ``_next_allocation``).
 """
 
 from __future__ import annotations
