@@ -62,7 +62,7 @@ def twins(bench: Bench, case: Case, python: str) -> list[Client]:
     for client in case.clients:
         spec = getattr(client.run, "worker_spec", None)
         if client.family != "aiodicom" or spec is None or "python" in spec[2]:
-            continue  # servers (C-STORE receive) are twinned where they are made
+            continue  # servers are twinned where they are made, twins not again
         library, task, params, clear = spec
         made.append(Client(label(client.label, python), client.family,
                            bench._worker(library, task, {**params, "python": python}, clear)))
