@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.teardown()
     results = bench.save()
     rows = bench.rows()
-    text = render(rows, machine.describe(args.python), profile.name, profile.runs,
+    text = render(rows, bench.machine_info, profile.name, profile.runs,
                   bench.series_text(), bench.setup_seconds, time.monotonic() - bench.started,
                   results)
     (bench.work / "report.md").write_text(text + "\n")

@@ -7,9 +7,12 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.measure import Sample
+
+if TYPE_CHECKING:
+    from benchmarks.runner import Bench
 
 FAMILIES = ("aiodicom", "pynetdicom", "dcmtk")
 
@@ -185,3 +188,20 @@ def _speed_ratio(case: Case, aio: Row, other: Row) -> float | None:
     if other.throughput == 0:
         return None
     return aio.throughput / other.throughput
+
+
+def worker_twins(
+    bench: Bench, case: Case, relabel: Callable[[str], str], params: dict[str, Any]
+) -> list[Client]:
+    """Each aiodicom worker of ``case`` once more with ``params`` added to its own, as rows
+    labelled ``relabel(label)`` (``--uvloop``, ``--python``). Servers (C-STORE receive) are
+    started differently and twinned where they are made; a twin is not twinned again."""
+    twins = []
+    for client in case.clients:
+        spec = getattr(client.run, "worker_spec", None)
+        if client.family != "aiodicom" or spec is None or params.keys() & spec[2].keys():
+            continue
+        library, task, own, clear = spec
+        twins.append(Client(relabel(client.label), client.family,
+                            bench._worker(library, task, {**own, **params}, clear)))
+    return twins

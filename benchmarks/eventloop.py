@@ -300,14 +300,6 @@ def uvloop_label(label: str) -> str:
 def uvloop_twins(bench: Bench, case: Case) -> list[Client]:
     """``--uvloop``: each aiodicom worker of ``case`` once more with uvloop as its event loop
     (``anyio.run(..., backend_options={"use_uvloop": True})``), as rows of their own."""
-    from benchmarks.cases import Client
+    from benchmarks.cases import worker_twins
 
-    twins = []
-    for client in case.clients:
-        spec = getattr(client.run, "worker_spec", None)
-        if client.family != "aiodicom" or spec is None:
-            continue  # servers (C-STORE receive) are started differently; not twinned
-        library, task, params, clear = spec
-        twins.append(Client(uvloop_label(client.label), client.family,
-                            bench._worker(library, task, {**params, "uvloop": True}, clear)))
-    return twins
+    return worker_twins(bench, case, uvloop_label, {"uvloop": True})

@@ -56,16 +56,9 @@ def label(base: str, python: str) -> str:
 def twins(bench: Bench, case: Case, python: str) -> list[Client]:
     """Each aiodicom worker of ``case`` once more under ``python``, as rows of their own, and
     the twin of each of its comparisons (so the twins get their ratios to DCMTK too)."""
-    from benchmarks.cases import Client
+    from benchmarks.cases import worker_twins
 
-    made = []
-    for client in case.clients:
-        spec = getattr(client.run, "worker_spec", None)
-        if client.family != "aiodicom" or spec is None or "python" in spec[2]:
-            continue  # servers are twinned where they are made, twins not again
-        library, task, params, clear = spec
-        made.append(Client(label(client.label, python), client.family,
-                           bench._worker(library, task, {**params, "python": python}, clear)))
+    made = worker_twins(bench, case, lambda base: label(base, python), {"python": python})
     add_comparisons(case, python)
     return made
 

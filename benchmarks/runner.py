@@ -108,6 +108,7 @@ class Bench:
         self.experiments = experiments
         self.uvloop = uvloop
         self.python = python  # --python: a second interpreter for aiodicom's rows
+        self.machine_info: dict[str, Any] = {}  # machine.describe(), once the run is saved
         self.hot_memory = hot_memory
         self.only = only
         self.verbose = verbose
@@ -634,10 +635,13 @@ class Bench:
 
     def save(self) -> Path:
         path = self.work / "results.json"
+        # Described once, for the results and the report alike: the reference loop is timed
+        # anew on each call, and would differ between the two.
+        self.machine_info = machine.describe(self.python)
         data = {
             "profile": asdict(self.profile),
             "hot_memory": self.hot_memory,
-            "machine": machine.describe(self.python),
+            "machine": self.machine_info,
             "setup_seconds": self.setup_seconds,
             "total_seconds": time.monotonic() - self.started,
             "series": self.series_text(),

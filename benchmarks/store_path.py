@@ -119,8 +119,6 @@ def _wrapped(function: Callable[..., Any], before: Callable[[], None] | None,
 
 def install(marks: Marks) -> None:
     """Wrap each boundary of :data:`BOUNDARIES` and the transport's two ends."""
-    import aiodicom.transport as transport
-
     wanted: dict[tuple[str, str], dict[str, str]] = {}
     for label, _layer, module_name, path, where in BOUNDARIES:
         wanted.setdefault((module_name, path), {})[where] = label
@@ -132,15 +130,21 @@ def install(marks: Marks) -> None:
             (lambda label=enter: marks.mark(label)) if enter else None,  # type: ignore[misc]
             (lambda label=leave: marks.mark(label)) if leave else None,  # type: ignore[misc]
         ))
+    _watch_transport(lambda: marks.mark("bytes arrive"), marks.sent)
+
+
+def _watch_transport(on_read: Callable[[], None], on_send: Callable[[], None]) -> None:
+    """Call ``on_read`` as bytes reach the transport, ``on_send`` as bytes are handed to it."""
+    import aiodicom.transport as transport
+
     protocol = transport._BufferedProtocol
     for name in ("buffer_updated", "filled"):  # the loop's read and the transport's own
-        setattr(protocol, name, _wrapped(
-            getattr(protocol, name), lambda: marks.mark("bytes arrive"), None))
+        setattr(protocol, name, _wrapped(getattr(protocol, name), on_read, None))
     connection = transport.SocketConnection
     original_send = connection.send
 
     async def send(self: Any, data: bytes) -> None:
-        marks.sent()
+        on_send()
         await original_send(self, data)
 
     connection.send = send  # type: ignore[method-assign]
@@ -191,21 +195,9 @@ class Traffic:
         self.events: list[tuple[str, float]] = []
 
     def install(self) -> None:
-        import aiodicom.transport as transport
-
         events = self.events
-        protocol = transport._BufferedProtocol
-        for name in ("buffer_updated", "filled"):
-            setattr(protocol, name, _wrapped(
-                getattr(protocol, name), lambda: events.append(("read", time.perf_counter())),
-                None))
-        original_send = transport.SocketConnection.send
-
-        async def send(self: Any, data: bytes) -> None:
-            events.append(("send", time.perf_counter()))
-            await original_send(self, data)
-
-        transport.SocketConnection.send = send  # type: ignore[method-assign]
+        _watch_transport(lambda: events.append(("read", time.perf_counter())),
+                         lambda: events.append(("send", time.perf_counter())))
 
     def per_store(self) -> list[tuple[int, float, float, float]]:
         """For each C-STORE between two of our responses (the association's first and last
@@ -256,15 +248,12 @@ def storescu_rounds(files: list[Path], rounds: int, out: Path, run_id: str) -> N
         traffic.events.clear()
         wall = asyncio.run(_serve_storescu(files, target))
         set_aside(target, out / ".spent", f"store-path-storescu-{run_id}-{number}")
-        rows = traffic.per_store()
-        reads = statistics.median(r[0] for r in rows)
-
-        def median(column: int, rows: list[tuple[int, float, float, float]] = rows) -> float:
-            return statistics.median(r[column] for r in rows)
-
+        reads, first, last, turnaround = (
+            statistics.median(column) for column in zip(*traffic.per_store(), strict=True)
+        )
         print(f"round {number + 1}: {wall / len(files) * 1e6:.0f} us per C-STORE in all;"
-              f" {reads:.0f} reads per C-STORE; ours from its first bytes {median(1):.0f},"
-              f" from its last read {median(2):.0f}; storescu's turnaround {median(3):.0f}")
+              f" {reads:.0f} reads per C-STORE; ours from its first bytes {first:.0f},"
+              f" from its last read {last:.0f}; storescu's turnaround {turnaround:.0f}")
 
 
 def main() -> None:
