@@ -438,7 +438,7 @@ class Bench:
 
         def python_scp(
             library: str, sink: str | None = None, uvloop: bool = False,
-            python: str | None = None,
+            python: str | None = None, task: str = "serve_store",
         ) -> Callable[[], Sample]:
             out = self._out_dir(
                 f"{key}-{library}{'-' + sink if sink else ''}{'-uvloop' if uvloop else ''}"
@@ -452,7 +452,7 @@ class Bench:
                 if python:
                     params["python"] = python
                 try:
-                    server = WorkerServer(library, "serve_store", params)
+                    server = WorkerServer(library, task, params)
                     try:
                         r = storescu(port, "STORESCP")
                     finally:
@@ -520,6 +520,13 @@ class Bench:
                                           "aiodicom", python_scp("aiodicom", "whole")))
             case.clients.insert(1, Client("aiodicom, experiment: written as it arrives",
                                           "aiodicom", python_scp("aiodicom", "arriving")))
+            if key == "store-small":
+                # The floor of a Python SCP here (benchmarks/floor.py): the library's codecs
+                # without its layers, woken in the transport's callback or through a task.
+                for mode in ("pull", "push"):
+                    case.clients.insert(1, Client(
+                        f"experiment: layer-free SCP ({mode}), not the library", "aiodicom",
+                        python_scp("aiodicom", mode, task="serve_store_floor")))
         if self.uvloop:
             from benchmarks.eventloop import uvloop_label
 

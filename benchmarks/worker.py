@@ -233,6 +233,26 @@ async def aio_serve_store(p: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+async def aio_serve_store_floor(p: dict[str, Any]) -> dict[str, Any]:
+    """The layer-free SCP of benchmarks/floor.py (an experiment row, not the library)."""
+    import anyio.to_thread
+
+    from aiodicom.fileio import split_part10
+    from benchmarks.floor import listen
+
+    out = fresh_dir(p["out_dir"])
+    assert out is not None
+    server, written = await listen(str(out), p["listen_port"], pull=p.get("sink") == "pull")
+    m = Meter()
+    print("READY", flush=True)
+    await anyio.to_thread.run_sync(wait_for_stdin_line)
+    result = m.result(count=written[0], files=count_files(out), ok=True)
+    server.close()
+    paths = [Path(d) / f for d, _, files in os.walk(out) for f in files]
+    result["bytes"] = sum(len(split_part10(path.read_bytes())[1]) for path in paths)
+    return result
+
+
 async def aio_store_cpu(p: dict[str, Any]) -> dict[str, Any]:
     """What receiving a C-STORE costs our storage SCP itself, without a second process: our
     acceptor and a raw client on this one event loop, the client sending the C-STORE-RQs of
@@ -431,6 +451,7 @@ AIO_TASKS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "find": aio_find,
     "retrieve": aio_retrieve,
     "serve_store": aio_serve_store,
+    "serve_store_floor": aio_serve_store_floor,
     "store_cpu": aio_store_cpu,
     "serve_echo": aio_serve_echo,
     "concurrency": aio_concurrency,

@@ -1,0 +1,208 @@
+"""The floor of a Python storage SCP on this machine (``--experiments`` rows of store-small).
+
+Not the library, and not a design to copy: a storage SCP with none of aiodicom's layers above
+its codecs. It decodes PDUs, the command and the four identifying UIDs with the library's own
+pure functions (pdu, dimse, peek, fileio) and writes each instance as the library does (a
+Part 10 file under ``<study>/<series>/<SOP instance>.dcm``, written unnamed and linked, the next
+file made ahead after the response), but it has no state machine, no reassembly objects, no
+dispatcher, no routing, no spooling of large data sets, no timeouts, no pacing and no checks
+past the SOP UIDs. What it lacks is what the library's layers do; so the difference between
+its row and the library's is what those layers cost per C-STORE, and its row against storescp
+is the most a Python SCP on asyncio could gain here.
+
+Two ways of being woken are measured:
+
+* ``push``: the bytes are handled in the transport's callback, as they arrive.
+* ``pull``: the callback only wakes a task, which handles them (one trip through the loop per
+  read). The library reads this way (see aiodicom/dispatcher.py: a consumer that stops pulling
+  stops the reading), so ``pull`` against ``push`` is what that choice costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from aiodicom.dimse import decode_command, encode_store_response
+from aiodicom.fileio import PREAMBLE, encode_file_meta
+from aiodicom.pdu import decode_pdu, encode_pdu, pdata_header, pdata_values, read_pdu_header
+from aiodicom.pdu_types import AssociateAC, AssociateRQ, PresentationContextAC, UserInformation
+from aiodicom.peek import IDENTIFYING_TAGS, peek_elements
+from aiodicom.uids import IMPLEMENTATION_CLASS_UID
+from aiodicom.unnamed import open_unnamed
+
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+_BUFFER = 1 << 18
+
+
+class FloorSCP(asyncio.BufferedProtocol):
+    """One association of the layer-free SCP."""
+
+    def __init__(self, root: str, pull: bool, counter: list[int]) -> None:
+        self.root = root
+        self.pull = pull
+        self.counter = counter
+        self.buffer = bytearray(_BUFFER)
+        self.start = self.end = 0
+        self.contexts: dict[int, tuple[str, str]] = {}
+        self.command_bytes = b""
+        self.command: dict[str, object] | None = None
+        self.fragments: list[bytes] = []
+        self.directories: dict[tuple[str | None, str | None], str] = {}
+        self.spare: int | None = None
+        self.calling = ""
+        self.waiter: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(6, 1, 1)  # TCP_NODELAY
+        if self.pull:
+            asyncio.get_running_loop().create_task(self._pull())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.spare is not None:
+            os.close(self.spare)
+            self.spare = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self.buffer) - self.end < 1 << 14:
+            pending = self.end - self.start
+            if pending + (1 << 14) > len(self.buffer):
+                self.buffer.extend(bytes(len(self.buffer)))
+            self.buffer[:pending] = self.buffer[self.start : self.end]
+            self.start, self.end = 0, pending
+        return memoryview(self.buffer)[self.end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
+        if not self.pull:
+            self._handle()
+        elif self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def _pull(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.transport is not None
+        while not self.transport.is_closing():
+            self.waiter = loop.create_future()
+            await self.waiter
+            self.waiter = None
+            self._handle()
+
+    def _handle(self) -> None:
+        view = memoryview(self.buffer)
+        while self.end - self.start >= 6:
+            pdu_type, length = read_pdu_header(view[self.start : self.start + 6])
+            if self.end - self.start < 6 + length:
+                break
+            pdu = view[self.start : self.start + 6 + length]
+            self.start += 6 + length
+            if pdu_type == 4:
+                for context_id, control, value in pdata_values(pdu, 6 + length):
+                    self._value(context_id, control, value)
+            elif pdu_type == 1:
+                request = decode_pdu(pdu)
+                assert isinstance(request, AssociateRQ)
+                self._associate(request)
+            else:  # a release request (answered) or an abort: the association ends
+                assert self.transport is not None
+                if pdu_type == 5:
+                    self.transport.write(_RELEASE_RP)
+                self.transport.close()
+                return
+        if self.start == self.end:
+            self.start = self.end = 0
+        if self.spare is None:
+            asyncio.get_running_loop().call_soon(self._make_spare)
+
+    def _make_spare(self) -> None:
+        if self.spare is None and self.transport is not None and not self.transport.is_closing():
+            self.spare = open_unnamed(self.root)
+
+    def _associate(self, request: AssociateRQ) -> None:
+        answers = []
+        for context in request.presentation_contexts:
+            syntaxes = context.transfer_syntaxes
+            chosen = next((ts for ts in (_EXPLICIT_LE, _IMPLICIT_LE) if ts in syntaxes), None)
+            if chosen is not None:
+                self.contexts[context.context_id] = (context.abstract_syntax, chosen)
+            answers.append(PresentationContextAC(
+                context.context_id, 0 if chosen else 4, chosen or _IMPLICIT_LE))
+        self.calling = request.calling_ae_title
+        assert self.transport is not None
+        self.transport.write(encode_pdu(AssociateAC(
+            request.called_ae_title, request.calling_ae_title, tuple(answers),
+            UserInformation(
+                max_pdu_length=131072, implementation_class_uid=IMPLEMENTATION_CLASS_UID
+            ),
+        )))
+
+    def _value(self, context_id: int, control: int, value: memoryview) -> None:
+        if control & 1:  # a command fragment
+            self.command_bytes += bytes(value)
+            if control & 2:
+                self.command = decode_command(self.command_bytes)
+                self.command_bytes = b""
+            return
+        self.fragments.append(bytes(value))
+        if control & 2:
+            self._store(context_id)
+
+    def _store(self, context_id: int) -> None:
+        command, self.command = self.command, None
+        assert command is not None and self.transport is not None
+        data = b"".join(self.fragments)
+        self.fragments = []
+        abstract_syntax, transfer_syntax = self.contexts[context_id]
+        sop_class = str(command["AffectedSOPClassUID"])
+        sop_instance = str(command["AffectedSOPInstanceUID"])
+        uids = peek_elements(data, transfer_syntax, IDENTIFYING_TAGS)
+        status = 0x0000
+        if (
+            sop_class != abstract_syntax or uids.get(0x00080016, sop_class) != sop_class
+            or uids.get(0x00080018, sop_instance) != sop_instance
+        ):
+            status = 0xA900
+        else:
+            key = (uids.get(0x0020000D), uids.get(0x0020000E))
+            directory = self.directories.get(key)
+            if directory is None:
+                directory = os.path.join(self.root, str(key[0]), str(key[1]))
+                os.makedirs(directory, exist_ok=True)
+                directory = self.directories[key] = directory + os.sep
+            header = PREAMBLE + encode_file_meta(
+                sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+                transfer_syntax_uid=transfer_syntax, source_ae_title=self.calling,
+            )
+            fd, self.spare = self.spare, None
+            if fd is None:
+                fd = open_unnamed(self.root)
+            assert fd is not None
+            try:
+                os.writev(fd, [header, data])
+                os.link(f"/proc/self/fd/{fd}", directory + sop_instance + ".dcm",
+                        src_dir_fd=fd, follow_symlinks=True)
+            finally:
+                os.close(fd)
+            self.counter[0] += 1
+        message_id = command["MessageID"]
+        assert isinstance(message_id, int)
+        response = encode_store_response(message_id, sop_class, sop_instance, status)
+        self.transport.write(pdata_header(context_id, True, True, len(response)) + response)
+
+
+async def listen(root: str, port: int, pull: bool) -> tuple[asyncio.Server, list[int]]:
+    """Listen on ``port``; the server and a one-item list counting the instances written."""
+    counter = [0]
+    os.makedirs(root, exist_ok=True)
+    real_root = os.path.realpath(root)
+    server = await asyncio.get_running_loop().create_server(
+        lambda: FloorSCP(real_root, pull, counter), "127.0.0.1", port
+    )
+    return server, counter
