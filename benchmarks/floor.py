@@ -10,12 +10,21 @@ past the SOP UIDs. What it lacks is what the library's layers do; so the differe
 its row and the library's is what those layers cost per C-STORE, and its row against storescp
 is the most a Python SCP on asyncio could gain here.
 
-Two ways of being woken are measured:
+Four modes, each a row, build the library back up from that floor:
 
 * ``push``: the bytes are handled in the transport's callback, as they arrive.
 * ``pull``: the callback only wakes a task, which handles them (one trip through the loop per
   read). The library reads this way (see aiodicom/dispatcher.py: a consumer that stops pulling
   stops the reading), so ``pull`` against ``push`` is what that choice costs.
+* ``reassembly``: ``push``, with the library's MessageAssembler making each DIMSE message (its
+  data set copied into one buffer as the fragments arrive) instead of a list of fragments.
+* ``sink``: ``reassembly``, with the instance written by a DirectorySink as the library's SCP
+  writes it (a spool opened when the command arrives, an Instance, the sink's call) instead of
+  the few lines here.
+
+So ``sink`` against the library's own row is what the layers between the bytes and the sink
+cost: the state machine, the association's reads, the dispatcher, the acceptor, the routing and
+the storage service, and the way back down for the response.
 """
 
 from __future__ import annotations
@@ -24,11 +33,16 @@ import asyncio
 import os
 from typing import Any
 
-from aiodicom.dimse import decode_command, encode_store_response
+from aiodicom.dimse import DataSetWriter, DimseMessage, decode_command, encode_store_response
 from aiodicom.fileio import PREAMBLE, encode_file_meta
+from aiodicom.instance import Instance
 from aiodicom.pdu import decode_pdu, encode_pdu, pdata_header, pdata_values, read_pdu_header
 from aiodicom.pdu_types import AssociateAC, AssociateRQ, PresentationContextAC, UserInformation
 from aiodicom.peek import IDENTIFYING_TAGS, peek_elements
+from aiodicom.reassembly import MessageAssembler
+from aiodicom.services.storage_scp import release_spool
+from aiodicom.sinks import DirectorySink
+from aiodicom.spool import SpooledFile
 from aiodicom.uids import IMPLEMENTATION_CLASS_UID
 from aiodicom.unnamed import open_unnamed
 
@@ -36,14 +50,20 @@ _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 _BUFFER = 1 << 18
+MODES = ("push", "pull", "reassembly", "sink")
 
 
 class FloorSCP(asyncio.BufferedProtocol):
     """One association of the layer-free SCP."""
 
-    def __init__(self, root: str, pull: bool, counter: list[int]) -> None:
+    def __init__(self, root: str, mode: str, counter: list[int]) -> None:
         self.root = root
-        self.pull = pull
+        self.pull = mode == "pull"
+        self.sink = DirectorySink(root) if mode == "sink" else None
+        self.assembler = (
+            MessageAssembler(self._open_data if self.sink else None)
+            if mode in ("reassembly", "sink") else None
+        )
         self.counter = counter
         self.buffer = bytearray(_BUFFER)
         self.start = self.end = 0
@@ -105,7 +125,12 @@ class FloorSCP(asyncio.BufferedProtocol):
             self.start += 6 + length
             if pdu_type == 4:
                 for context_id, control, value in pdata_values(pdu, 6 + length):
-                    self._value(context_id, control, value)
+                    if self.assembler is None:
+                        self._value(context_id, control, value)
+                        continue
+                    message = self.assembler.feed_value(context_id, control, value)
+                    if message is not None:
+                        self._store(context_id, message.command, message)
             elif pdu_type == 1:
                 request = decode_pdu(pdu)
                 assert isinstance(request, AssociateRQ)
@@ -118,8 +143,15 @@ class FloorSCP(asyncio.BufferedProtocol):
                 return
         if self.start == self.end:
             self.start = self.end = 0
-        if self.spare is None:
+        if self.spare is None and self.sink is None:  # a DirectorySink makes its own
             asyncio.get_running_loop().call_soon(self._make_spare)
+
+    def _open_data(self, context_id: int, command: dict[str, object]) -> DataSetWriter | None:
+        assert self.sink is not None
+        return self.sink.open_spool(
+            str(command["AffectedSOPClassUID"]), str(command["AffectedSOPInstanceUID"]),
+            self.contexts[context_id][1], self.calling,
+        )
 
     def _make_spare(self) -> None:
         if self.spare is None and self.transport is not None and not self.transport.is_closing():
@@ -152,23 +184,58 @@ class FloorSCP(asyncio.BufferedProtocol):
             return
         self.fragments.append(bytes(value))
         if control & 2:
-            self._store(context_id)
+            command, self.command = self.command, None
+            assert command is not None
+            self._store(context_id, command)
 
-    def _store(self, context_id: int) -> None:
-        command, self.command = self.command, None
-        assert command is not None and self.transport is not None
-        data = b"".join(self.fragments)
-        self.fragments = []
+    def _store(
+        self, context_id: int, command: dict[str, object], message: DimseMessage | None = None
+    ) -> None:
+        assert self.transport is not None
+        if message is None:
+            data: bytes | memoryview = b"".join(self.fragments)
+            self.fragments = []
+        else:
+            assert message.data is not None
+            data = message.data
         abstract_syntax, transfer_syntax = self.contexts[context_id]
         sop_class = str(command["AffectedSOPClassUID"])
         sop_instance = str(command["AffectedSOPInstanceUID"])
-        uids = peek_elements(data, transfer_syntax, IDENTIFYING_TAGS)
+        instance = None
+        if self.sink is not None:
+            assert message is not None
+            instance = Instance(
+                sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+                transfer_syntax_uid=transfer_syntax, data=data, source_ae_title=self.calling,
+                spool=message.writer if isinstance(message.writer, SpooledFile) else None,
+            )
+            sop_class_in_data, sop_instance_in_data = instance.peek_sop_uids()
+            uids = {}
+            if sop_class_in_data:
+                uids[0x00080016] = sop_class_in_data
+            if sop_instance_in_data:
+                uids[0x00080018] = sop_instance_in_data
+        else:
+            uids = peek_elements(data, transfer_syntax, IDENTIFYING_TAGS)
         status = 0x0000
         if (
             sop_class != abstract_syntax or uids.get(0x00080016, sop_class) != sop_class
             or uids.get(0x00080018, sop_instance) != sop_instance
         ):
             status = 0xA900
+            if message is not None:
+                release_spool(message)  # as the library's SCP does with what it refused
+        elif instance is not None:
+            assert self.sink is not None
+            # The sink's call never waits for anything: run as the library's SCP awaits it.
+            call = self.sink(instance)
+            try:
+                call.send(None)
+            except StopIteration:
+                self.counter[0] += 1
+            else:
+                call.close()
+                raise RuntimeError("a DirectorySink call waited for something")
         else:
             key = (uids.get(0x0020000D), uids.get(0x0020000E))
             directory = self.directories.get(key)
@@ -197,12 +264,15 @@ class FloorSCP(asyncio.BufferedProtocol):
         self.transport.write(pdata_header(context_id, True, True, len(response)) + response)
 
 
-async def listen(root: str, port: int, pull: bool) -> tuple[asyncio.Server, list[int]]:
-    """Listen on ``port``; the server and a one-item list counting the instances written."""
+async def listen(root: str, port: int, mode: str) -> tuple[asyncio.Server, list[int]]:
+    """Listen on ``port`` as the ``mode`` SCP (one of :data:`MODES`); the server and a
+    one-item list counting the instances written."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is none of {MODES}")
     counter = [0]
     os.makedirs(root, exist_ok=True)
     real_root = os.path.realpath(root)
     server = await asyncio.get_running_loop().create_server(
-        lambda: FloorSCP(real_root, pull, counter), "127.0.0.1", port
+        lambda: FloorSCP(real_root, mode, counter), "127.0.0.1", port
     )
     return server, counter

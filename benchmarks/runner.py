@@ -29,6 +29,7 @@ from benchmarks.cases import (
     summarize,
 )
 from benchmarks.corpus import Corpus, SeriesRef, ensure_corpus_in_child
+from benchmarks.floor import MODES as FLOOR_MODES
 from benchmarks.measure import (
     Sample,
     ToolServer,
@@ -522,8 +523,8 @@ class Bench:
                                           "aiodicom", python_scp("aiodicom", "arriving")))
             if key == "store-small":
                 # The floor of a Python SCP here (benchmarks/floor.py): the library's codecs
-                # without its layers, woken in the transport's callback or through a task.
-                for mode in ("pull", "push"):
+                # without its layers, then with its reassembly, then with its DirectorySink.
+                for mode in reversed(FLOOR_MODES):
                     case.clients.insert(1, Client(
                         f"experiment: layer-free SCP ({mode}), not the library", "aiodicom",
                         python_scp("aiodicom", mode, task="serve_store_floor")))

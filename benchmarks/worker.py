@@ -242,7 +242,7 @@ async def aio_serve_store_floor(p: dict[str, Any]) -> dict[str, Any]:
 
     out = fresh_dir(p["out_dir"])
     assert out is not None
-    server, written = await listen(str(out), p["listen_port"], pull=p.get("sink") == "pull")
+    server, written = await listen(str(out), p["listen_port"], p["sink"])
     m = Meter()
     print("READY", flush=True)
     await anyio.to_thread.run_sync(wait_for_stdin_line)

@@ -16,7 +16,7 @@ import pytest
 import aiodicom
 from aiodicom.sinks import DirectorySink
 from aiodicom.testing.synthetic import synthetic_instances
-from benchmarks.floor import listen
+from benchmarks.floor import MODES, listen
 
 
 def _instances(n: int) -> list[aiodicom.Instance]:
@@ -27,10 +27,10 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.dcm")}
 
 
-@pytest.mark.parametrize("pull", [False, True], ids=["push", "pull"])
-async def test_floor_scp_writes_what_a_directory_sink_writes(tmp_path: Path, pull: bool) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_floor_scp_writes_what_a_directory_sink_writes(tmp_path: Path, mode: str) -> None:
     instances = _instances(3)
-    server, written = await listen(str(tmp_path / "floor"), 0, pull)
+    server, written = await listen(str(tmp_path / "floor"), 0, mode)
     port = server.sockets[0].getsockname()[1]
     try:
         async with aiodicom.Client("FLOORSCU") as client:
@@ -52,11 +52,14 @@ async def test_floor_scp_writes_what_a_directory_sink_writes(tmp_path: Path, pul
     assert floor_files == _files(tmp_path / "library")
 
 
-async def test_floor_scp_refuses_a_data_set_that_is_not_its_commands(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_floor_scp_refuses_a_data_set_that_is_not_its_commands(
+    tmp_path: Path, mode: str
+) -> None:
     (instance, other) = _instances(2)
     # The command names one SOP Instance UID, the data set carries another's.
     lying = attrs.evolve(instance, sop_instance_uid=other.sop_instance_uid, data=instance.data)
-    server, written = await listen(str(tmp_path), 0, pull=False)
+    server, written = await listen(str(tmp_path), 0, mode)
     port = server.sockets[0].getsockname()[1]
     try:
         async with aiodicom.Client("FLOORSCU") as client:
