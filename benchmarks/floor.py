@@ -21,10 +21,14 @@ Four modes, each a row, build the library back up from that floor:
 * ``sink``: ``reassembly``, with the instance written by a DirectorySink as the library's SCP
   writes it (a spool opened when the command arrives, an Instance, the sink's call) instead of
   the few lines here.
+* ``services``: ``reassembly``, with each message handed to the library's storage service as
+  its acceptor hands it over (a DeliveryRouter choosing the spool when the command arrives,
+  then an IncomingStore, the checks against the command, the routing, the sink, the encoded
+  response).
 
-So ``sink`` against the library's own row is what the layers between the bytes and the sink
-cost: the state machine, the association's reads, the dispatcher, the acceptor, the routing and
-the storage service, and the way back down for the response.
+So ``services`` against the library's own row is what the layers below the services cost per
+C-STORE: the transport's reads, the association and its state machine, the dispatcher, the
+acceptor's serving loop, and the way back down for the response.
 """
 
 from __future__ import annotations
@@ -33,14 +37,24 @@ import asyncio
 import os
 from typing import Any
 
-from aiodicom.dimse import DataSetWriter, DimseMessage, decode_command, encode_store_response
+from aiodicom.acceptor import IncomingStore
+from aiodicom.dimse import (
+    DataSetWriter,
+    DimseMessage,
+    decode_command,
+    encode_short_message,
+    encode_store_response,
+)
 from aiodicom.fileio import PREAMBLE, encode_file_meta
 from aiodicom.instance import Instance
+from aiodicom.limits import Limits
+from aiodicom.negotiation import PresentationContext
 from aiodicom.pdu import decode_pdu, encode_pdu, pdata_header, pdata_values, read_pdu_header
 from aiodicom.pdu_types import AssociateAC, AssociateRQ, PresentationContextAC, UserInformation
 from aiodicom.peek import IDENTIFYING_TAGS, peek_elements
 from aiodicom.reassembly import MessageAssembler
-from aiodicom.services.storage_scp import release_spool
+from aiodicom.routing import DeliveryRouter
+from aiodicom.services.storage_scp import SinkHandler, release_spool
 from aiodicom.sinks import DirectorySink
 from aiodicom.spool import SpooledFile
 from aiodicom.uids import IMPLEMENTATION_CLASS_UID
@@ -50,7 +64,7 @@ _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 _BUFFER = 1 << 18
-MODES = ("push", "pull", "reassembly", "sink")
+MODES = ("push", "pull", "reassembly", "sink", "services")
 
 
 class FloorSCP(asyncio.BufferedProtocol):
@@ -59,11 +73,20 @@ class FloorSCP(asyncio.BufferedProtocol):
     def __init__(self, root: str, mode: str, counter: list[int]) -> None:
         self.root = root
         self.pull = mode == "pull"
-        self.sink = DirectorySink(root) if mode == "sink" else None
+        self.sink = DirectorySink(root) if mode in ("sink", "services") else None
         self.assembler = (
             MessageAssembler(self._open_data if self.sink else None)
-            if mode in ("reassembly", "sink") else None
+            if mode in ("reassembly", "sink", "services") else None
         )
+        # services: the library's router, its sink as the handler of unexpected deliveries
+        # (what Client(unexpected_deliveries=DirectorySink(...)) sets up), its default limits.
+        self.router: DeliveryRouter | None = None
+        if mode == "services":
+            assert self.sink is not None
+            self.router = DeliveryRouter()
+            self.router.unexpected = SinkHandler(self.sink)
+        self.limits = Limits()
+        self.accepted: dict[int, PresentationContext] = {}
         self.counter = counter
         self.buffer = bytearray(_BUFFER)
         self.start = self.end = 0
@@ -129,7 +152,11 @@ class FloorSCP(asyncio.BufferedProtocol):
                         self._value(context_id, control, value)
                         continue
                     message = self.assembler.feed_value(context_id, control, value)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    if self.router is not None:
+                        self._serve(message)
+                    else:
                         self._store(context_id, message.command, message)
             elif pdu_type == 1:
                 request = decode_pdu(pdu)
@@ -145,6 +172,27 @@ class FloorSCP(asyncio.BufferedProtocol):
             self.start = self.end = 0
         if self.spare is None and self.sink is None:  # a DirectorySink makes its own
             asyncio.get_running_loop().call_soon(self._make_spare)
+
+    def _serve(self, message: DimseMessage) -> None:
+        assert self.router is not None and self.transport is not None
+        handling = self.router.handle(IncomingStore(
+            message, self.accepted[message.context_id], self.calling, "STORESCP", "127.0.0.1",
+            self.limits,
+        ))
+        # The service never waits for anything with a DirectorySink: run as the acceptor
+        # awaits it.
+        try:
+            handling.send(None)
+        except StopIteration as done:
+            response: DimseMessage = done.value
+        else:
+            handling.close()
+            raise RuntimeError("the storage service waited for something")
+        if response.command.get("Status") == 0x0000:
+            self.counter[0] += 1
+        encoded = encode_short_message(response, 1 << 16)
+        assert encoded is not None
+        self.transport.write(encoded)
 
     def _open_data(self, context_id: int, command: dict[str, object]) -> DataSetWriter | None:
         assert self.sink is not None
@@ -167,6 +215,18 @@ class FloorSCP(asyncio.BufferedProtocol):
             answers.append(PresentationContextAC(
                 context.context_id, 0 if chosen else 4, chosen or _IMPLICIT_LE))
         self.calling = request.calling_ae_title
+        if self.router is not None:
+            self.accepted = {
+                context_id: PresentationContext(
+                    context_id, abstract_syntax, 0, transfer_syntax,
+                    we_are_scu=False, we_are_scp=True,
+                )
+                for context_id, (abstract_syntax, transfer_syntax) in self.contexts.items()
+            }
+            # As the acceptor sets it up: the router chooses where each data set goes.
+            self.assembler = MessageAssembler(
+                self.router.opener(self.accepted, self.calling, "127.0.0.1")
+            )
         assert self.transport is not None
         self.transport.write(encode_pdu(AssociateAC(
             request.called_ae_title, request.calling_ae_title, tuple(answers),
