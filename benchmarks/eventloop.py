@@ -135,7 +135,7 @@ class StallSampler:
     def _sample(self, signum: int, frame: FrameType | None) -> None:
         if frame is None or time.perf_counter() - self.ticker.beat < PERIOD + STALL:
             return
-        names = []
+        names: list[str] = []
         while frame is not None and len(names) < 16:
             code = frame.f_code
             names.append(f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}")
