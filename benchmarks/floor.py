@@ -116,10 +116,12 @@ class FloorSCP(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if len(self.buffer) - self.end < 1 << 14:
             pending = self.end - self.start
-            if pending + (1 << 14) > len(self.buffer):
-                self.buffer.extend(bytes(len(self.buffer)))
-            self.buffer[:pending] = self.buffer[self.start : self.end]
-            self.start, self.end = 0, pending
+            # A new buffer rather than a resize (a bytearray with exported views cannot
+            # resize), twice as large when the incomplete PDU needs it.
+            size = len(self.buffer) * (2 if pending + (1 << 14) > len(self.buffer) else 1)
+            moved = bytearray(size)
+            moved[:pending] = self.buffer[self.start : self.end]
+            self.buffer, self.start, self.end = moved, 0, pending
         return memoryview(self.buffer)[self.end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -168,6 +170,9 @@ class FloorSCP(asyncio.BufferedProtocol):
                     self.transport.write(_RELEASE_RP)
                 self.transport.close()
                 return
+        if self.assembler is not None:
+            # A spool keeps views of the buffer until flushed: before the buffer is read into.
+            self.assembler.flush()
         if self.start == self.end:
             self.start = self.end = 0
         if self.spare is None and self.sink is None:  # a DirectorySink makes its own

@@ -19,8 +19,8 @@ from aiodicom.testing.synthetic import synthetic_instances
 from benchmarks.floor import MODES, listen
 
 
-def _instances(n: int) -> list[aiodicom.Instance]:
-    return list(islice(synthetic_instances(rows=16, columns=16, slices=n), n))
+def _instances(n: int, size: int = 16) -> list[aiodicom.Instance]:
+    return list(islice(synthetic_instances(rows=size, columns=size, slices=n), n))
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -28,8 +28,13 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_floor_scp_writes_what_a_directory_sink_writes(tmp_path: Path, mode: str) -> None:
-    instances = _instances(3)
+@pytest.mark.parametrize("size", [16, 256], ids=["small", "spooled"])
+async def test_floor_scp_writes_what_a_directory_sink_writes(
+    tmp_path: Path, mode: str, size: int
+) -> None:
+    # 256 x 256 pixels: 128 kB data sets, past the 64 KiB a DirectorySink's spool holds in
+    # memory, so that they go to their files fragment by fragment as they arrive.
+    instances = _instances(3, size)
     server, written = await listen(str(tmp_path / "floor"), 0, mode)
     port = server.sockets[0].getsockname()[1]
     try:
