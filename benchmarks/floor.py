@@ -73,7 +73,12 @@ class FloorSCP(asyncio.BufferedProtocol):
     def __init__(self, root: str, mode: str, counter: list[int]) -> None:
         self.root = root
         self.pull = mode == "pull"
-        self.sink = DirectorySink(root) if mode in ("sink", "services") else None
+        self.limits = Limits()
+        # Bounded as the client bounds its sink for unexpected deliveries.
+        self.sink = (
+            DirectorySink(root, max_remembered=self.limits.max_remembered_paths)
+            if mode in ("sink", "services") else None
+        )
         self.assembler = (
             MessageAssembler(self._open_data if self.sink else None)
             if mode in ("reassembly", "sink", "services") else None
@@ -85,7 +90,6 @@ class FloorSCP(asyncio.BufferedProtocol):
             assert self.sink is not None
             self.router = DeliveryRouter()
             self.router.unexpected = SinkHandler(self.sink)
-        self.limits = Limits()
         self.accepted: dict[int, PresentationContext] = {}
         self.counter = counter
         self.buffer = bytearray(_BUFFER)
