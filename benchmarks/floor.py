@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Any
 
 from aiodicom.acceptor import IncomingStore
@@ -345,3 +346,25 @@ async def listen(root: str, port: int, mode: str) -> tuple[asyncio.Server, list[
         lambda: FloorSCP(real_root, mode, counter), "127.0.0.1", port
     )
     return server, counter
+
+
+async def serve_store(p: dict[str, Any]) -> dict[str, Any]:
+    """The worker task ``serve_store_floor`` (benchmarks/worker.py): serve as ``p["sink"]``
+    (one of :data:`MODES`) into ``p["out_dir"]`` until a line arrives on stdin."""
+    import anyio.to_thread
+
+    from aiodicom.fileio import split_part10
+    from benchmarks.worker import Meter, count_files, fresh_dir, wait_for_stdin_line
+
+    out = fresh_dir(p["out_dir"])
+    assert out is not None
+    server, written = await listen(str(out), p["listen_port"], p["sink"])
+    m = Meter()
+    print("READY", flush=True)
+    await anyio.to_thread.run_sync(wait_for_stdin_line)
+    result = m.result(count=written[0], files=count_files(out), ok=True)
+    server.close()
+    # Counted after the measurement: the data set bytes of the files written.
+    paths = [Path(d) / f for d, _, files in os.walk(out) for f in files]
+    result["bytes"] = sum(len(split_part10(path.read_bytes())[1]) for path in paths)
+    return result

@@ -234,23 +234,9 @@ async def aio_serve_store(p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def aio_serve_store_floor(p: dict[str, Any]) -> dict[str, Any]:
-    """The layer-free SCP of benchmarks/floor.py (an experiment row, not the library)."""
-    import anyio.to_thread
+    from benchmarks.floor import serve_store as task
 
-    from aiodicom.fileio import split_part10
-    from benchmarks.floor import listen
-
-    out = fresh_dir(p["out_dir"])
-    assert out is not None
-    server, written = await listen(str(out), p["listen_port"], p["sink"])
-    m = Meter()
-    print("READY", flush=True)
-    await anyio.to_thread.run_sync(wait_for_stdin_line)
-    result = m.result(count=written[0], files=count_files(out), ok=True)
-    server.close()
-    paths = [Path(d) / f for d, _, files in os.walk(out) for f in files]
-    result["bytes"] = sum(len(split_part10(path.read_bytes())[1]) for path in paths)
-    return result
+    return await task(p)
 
 
 async def aio_store_cpu(p: dict[str, Any]) -> dict[str, Any]:
