@@ -26,9 +26,15 @@ Four modes, each a row, build the library back up from that floor:
   then an IncomingStore, the checks against the command, the routing, the sink, the encoded
   response).
 
-So ``services`` against the library's own row is what the layers below the services cost per
-C-STORE: the transport's reads, the association and its state machine, the dispatcher, the
-acceptor's serving loop, and the way back down for the response.
+* ``statemachine``: ``services``, with the bytes framed, checked and answered through the
+  library's AssociationStateMachine (PS3.8's table: the association's negotiation, each PDU's
+  header and limits, the P-DATA values handed up, the response sent through it) instead of
+  the few lines here.
+
+So ``statemachine`` against the library's own row is what the rest of the layers below the
+services cost per C-STORE: the association's reads from a task (the transport's buffer, pacing,
+timed reads), the dispatcher, the acceptor's serving loop and the way back down to the
+transport.
 """
 
 from __future__ import annotations
@@ -58,14 +64,16 @@ from aiodicom.routing import DeliveryRouter
 from aiodicom.services.storage_scp import SinkHandler, release_spool
 from aiodicom.sinks import DirectorySink
 from aiodicom.spool import SpooledFile
+from aiodicom.statemachine import AssociationStateMachine
 from aiodicom.uids import IMPLEMENTATION_CLASS_UID
+from aiodicom.ul_events import AssociateRequestReceived, ReleaseRequested
 from aiodicom.unnamed import open_unnamed
 
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 _BUFFER = 1 << 18
-MODES = ("push", "pull", "reassembly", "sink", "services")
+MODES = ("push", "pull", "reassembly", "sink", "services", "statemachine")
 
 
 class FloorSCP(asyncio.BufferedProtocol):
@@ -78,16 +86,25 @@ class FloorSCP(asyncio.BufferedProtocol):
         # Bounded as the client bounds its sink for unexpected deliveries.
         self.sink = (
             DirectorySink(root, max_remembered=self.limits.max_remembered_paths)
-            if mode in ("sink", "services") else None
+            if mode in ("sink", "services", "statemachine") else None
         )
         self.assembler = (
             MessageAssembler(self._open_data if self.sink else None)
-            if mode in ("reassembly", "sink", "services") else None
+            if mode in ("reassembly", "sink", "services", "statemachine") else None
         )
         # services: the library's router, its sink as the handler of unexpected deliveries
         # (what Client(unexpected_deliveries=DirectorySink(...)) sets up), its default limits.
         self.router: DeliveryRouter | None = None
-        if mode == "services":
+        self.machine: AssociationStateMachine | None = None
+        if mode == "statemachine":
+            # As Association.accept makes it: our maximum PDU (131072), the peer's limit on
+            # what it may send us (see aiodicom/association.py), and P-DATA values handed up.
+            self.machine = AssociationStateMachine(
+                requestor=False, max_receive_pdu_size=131072 + 6
+            )
+            self.machine.on_data_value = self._machine_value
+            self.machine.connection_made()
+        if mode in ("services", "statemachine"):
             assert self.sink is not None
             self.router = DeliveryRouter()
             self.router.unexpected = SinkHandler(self.sink)
@@ -147,6 +164,9 @@ class FloorSCP(asyncio.BufferedProtocol):
 
     def _handle(self) -> None:
         view = memoryview(self.buffer)
+        if self.machine is not None:
+            self._through_machine(view)
+            return
         while self.end - self.start >= 6:
             pdu_type, length = read_pdu_header(view[self.start : self.start + 6])
             if self.end - self.start < 6 + length:
@@ -167,8 +187,8 @@ class FloorSCP(asyncio.BufferedProtocol):
                         self._store(context_id, message.command, message)
             elif pdu_type == 1:
                 request = decode_pdu(pdu)
-                assert isinstance(request, AssociateRQ)
-                self._associate(request)
+                assert isinstance(request, AssociateRQ) and self.transport is not None
+                self.transport.write(encode_pdu(self._associate(request)))
             else:  # a release request (answered) or an abort: the association ends
                 assert self.transport is not None
                 if pdu_type == 5:
@@ -182,6 +202,35 @@ class FloorSCP(asyncio.BufferedProtocol):
             self.start = self.end = 0
         if self.spare is None and self.sink is None:  # a DirectorySink makes its own
             asyncio.get_running_loop().call_soon(self._make_spare)
+
+    def _through_machine(self, view: memoryview) -> None:
+        machine = self.machine
+        assert machine is not None and self.assembler is not None and self.transport is not None
+        events, used = machine.receive_pdus(view[self.start : self.end])
+        self.start += used
+        self.assembler.flush()
+        ended = False
+        for event in events:
+            if isinstance(event, AssociateRequestReceived):
+                machine.accept(self._associate(event.request))
+            elif isinstance(event, ReleaseRequested):
+                machine.release_response()
+                ended = True  # the peer closes after our answer; so do we
+            else:  # an abort, or the state machine refusing what arrived
+                ended = True
+        if machine.has_data_to_send:
+            self.transport.write(machine.data_to_send())
+        if ended or machine.should_close:
+            self.transport.close()
+            return
+        if self.start == self.end:
+            self.start = self.end = 0
+
+    def _machine_value(self, context_id: int, control: int, value: memoryview) -> None:
+        assert self.assembler is not None
+        message = self.assembler.feed_value(context_id, control, value)
+        if message is not None:
+            self._serve(message)
 
     def _serve(self, message: DimseMessage) -> None:
         assert self.router is not None and self.transport is not None
@@ -202,7 +251,10 @@ class FloorSCP(asyncio.BufferedProtocol):
             self.counter[0] += 1
         encoded = encode_short_message(response, 1 << 16)
         assert encoded is not None
-        self.transport.write(encoded)
+        if self.machine is not None:
+            self.machine.send_encoded_data(encoded)  # written once the read is handled
+        else:
+            self.transport.write(encoded)
 
     def _open_data(self, context_id: int, command: dict[str, object]) -> DataSetWriter | None:
         assert self.sink is not None
@@ -215,7 +267,7 @@ class FloorSCP(asyncio.BufferedProtocol):
         if self.spare is None and self.transport is not None and not self.transport.is_closing():
             self.spare = open_unnamed(self.root)
 
-    def _associate(self, request: AssociateRQ) -> None:
+    def _associate(self, request: AssociateRQ) -> AssociateAC:
         answers = []
         for context in request.presentation_contexts:
             syntaxes = context.transfer_syntaxes
@@ -237,13 +289,12 @@ class FloorSCP(asyncio.BufferedProtocol):
             self.assembler = MessageAssembler(
                 self.router.opener(self.accepted, self.calling, "127.0.0.1")
             )
-        assert self.transport is not None
-        self.transport.write(encode_pdu(AssociateAC(
+        return AssociateAC(
             request.called_ae_title, request.calling_ae_title, tuple(answers),
             UserInformation(
                 max_pdu_length=131072, implementation_class_uid=IMPLEMENTATION_CLASS_UID
             ),
-        )))
+        )
 
     def _value(self, context_id: int, control: int, value: memoryview) -> None:
         if control & 1:  # a command fragment
