@@ -523,7 +523,7 @@ class Bench:
                                           "aiodicom", python_scp("aiodicom", "arriving")))
             if key == "store-small":
                 # The floor of a Python SCP here (benchmarks/floor.py): the library's codecs
-                # without its layers, then with its reassembly, its DirectorySink, its service.
+                # without its layers, then with its reassembly, sink, service, state machine.
                 for mode in reversed(FLOOR_MODES):
                     case.clients.insert(1, Client(
                         f"experiment: layer-free SCP ({mode}), not the library", "aiodicom",
