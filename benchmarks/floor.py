@@ -10,7 +10,7 @@ past the SOP UIDs. What it lacks is what the library's layers do; so the differe
 its row and the library's is what those layers cost per C-STORE, and its row against storescp
 is the most a Python SCP on asyncio could gain here.
 
-Four modes, each a row, build the library back up from that floor:
+Six modes, each a row, build the library back up from that floor:
 
 * ``push``: the bytes are handled in the transport's callback, as they arrive.
 * ``pull``: the callback only wakes a task, which handles them (one trip through the loop per
@@ -19,13 +19,13 @@ Four modes, each a row, build the library back up from that floor:
 * ``reassembly``: ``push``, with the library's MessageAssembler making each DIMSE message (its
   data set copied into one buffer as the fragments arrive) instead of a list of fragments.
 * ``sink``: ``reassembly``, with the instance written by a DirectorySink as the library's SCP
-  writes it (a spool opened when the command arrives, an Instance, the sink's call) instead of
-  the few lines here.
+  writes it (a spool opened when the command arrives, then the storage service's own steps:
+  the Instance, the checks against the command, the sink's call) instead of the few lines
+  here.
 * ``services``: ``reassembly``, with each message handed to the library's storage service as
   its acceptor hands it over (a DeliveryRouter choosing the spool when the command arrives,
   then an IncomingStore, the checks against the command, the routing, the sink, the encoded
   response).
-
 * ``statemachine``: ``services``, with the bytes framed, checked and answered through the
   library's AssociationStateMachine (PS3.8's table: the association's negotiation, each PDU's
   header and limits, the P-DATA values handed up, the response sent through it) instead of
@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiodicom.acceptor import IncomingStore
 from aiodicom.dimse import (
@@ -53,25 +54,34 @@ from aiodicom.dimse import (
     encode_store_response,
 )
 from aiodicom.fileio import PREAMBLE, encode_file_meta
-from aiodicom.instance import Instance
 from aiodicom.limits import Limits
 from aiodicom.negotiation import PresentationContext
 from aiodicom.pdu import decode_pdu, encode_pdu, pdata_header, pdata_values, read_pdu_header
-from aiodicom.pdu_types import AssociateAC, AssociateRQ, PresentationContextAC, UserInformation
+from aiodicom.pdu_types import (
+    AReleaseRP,
+    AssociateAC,
+    AssociateRQ,
+    PresentationContextAC,
+    UserInformation,
+)
 from aiodicom.peek import IDENTIFYING_TAGS, peek_elements
 from aiodicom.reassembly import MessageAssembler
 from aiodicom.routing import DeliveryRouter
-from aiodicom.services.storage_scp import SinkHandler, release_spool
+from aiodicom.services.storage_scp import (
+    SinkHandler,
+    instance_from_request,
+    mismatch,
+    release_spool,
+    store_into,
+)
 from aiodicom.sinks import DirectorySink
-from aiodicom.spool import SpooledFile
 from aiodicom.statemachine import AssociationStateMachine
-from aiodicom.uids import IMPLEMENTATION_CLASS_UID
+from aiodicom.transport import _tune_socket
+from aiodicom.uids import EXPLICIT_VR_LE, IMPLEMENTATION_CLASS_UID, IMPLICIT_VR_LE
 from aiodicom.ul_events import AssociateRequestReceived, ReleaseRequested
 from aiodicom.unnamed import open_unnamed
 
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+_RELEASE_RP = encode_pdu(AReleaseRP())
 _BUFFER = 1 << 18
 MODES = ("push", "pull", "reassembly", "sink", "services", "statemachine")
 
@@ -124,7 +134,7 @@ class FloorSCP(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        transport.get_extra_info("socket").setsockopt(6, 1, 1)  # TCP_NODELAY
+        _tune_socket(transport.get_extra_info("socket"))  # as the library's connections
         if self.pull:
             asyncio.get_running_loop().create_task(self._pull())
 
@@ -138,12 +148,14 @@ class FloorSCP(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if len(self.buffer) - self.end < 1 << 14:
             pending = self.end - self.start
-            # A new buffer rather than a resize (a bytearray with exported views cannot
-            # resize), twice as large when the incomplete PDU needs it.
-            size = len(self.buffer) * (2 if pending + (1 << 14) > len(self.buffer) else 1)
-            moved = bytearray(size)
-            moved[:pending] = self.buffer[self.start : self.end]
-            self.buffer, self.start, self.end = moved, 0, pending
+            if pending + (1 << 14) > len(self.buffer):
+                # A new buffer rather than a resize: a bytearray with exported views cannot.
+                grown = bytearray(2 * len(self.buffer))
+                grown[:pending] = self.buffer[self.start : self.end]
+                self.buffer = grown
+            else:
+                self.buffer[:pending] = self.buffer[self.start : self.end]
+            self.start, self.end = 0, pending
         return memoryview(self.buffer)[self.end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -238,15 +250,7 @@ class FloorSCP(asyncio.BufferedProtocol):
             message, self.accepted[message.context_id], self.calling, "STORESCP", "127.0.0.1",
             self.limits,
         ))
-        # The service never waits for anything with a DirectorySink: run as the acceptor
-        # awaits it.
-        try:
-            handling.send(None)
-        except StopIteration as done:
-            response: DimseMessage = done.value
-        else:
-            handling.close()
-            raise RuntimeError("the storage service waited for something")
+        response = _at_once(handling)
         if response.command.get("Status") == 0x0000:
             self.counter[0] += 1
         encoded = encode_short_message(response, 1 << 16)
@@ -271,20 +275,20 @@ class FloorSCP(asyncio.BufferedProtocol):
         answers = []
         for context in request.presentation_contexts:
             syntaxes = context.transfer_syntaxes
-            chosen = next((ts for ts in (_EXPLICIT_LE, _IMPLICIT_LE) if ts in syntaxes), None)
+            chosen = next((ts for ts in (EXPLICIT_VR_LE, IMPLICIT_VR_LE) if ts in syntaxes), None)
             if chosen is not None:
                 self.contexts[context.context_id] = (context.abstract_syntax, chosen)
             answers.append(PresentationContextAC(
-                context.context_id, 0 if chosen else 4, chosen or _IMPLICIT_LE))
+                context.context_id, 0 if chosen else 4, chosen or IMPLICIT_VR_LE))
         self.calling = request.calling_ae_title
+        self.accepted = {
+            context_id: PresentationContext(
+                context_id, abstract_syntax, 0, transfer_syntax,
+                we_are_scu=False, we_are_scp=True,
+            )
+            for context_id, (abstract_syntax, transfer_syntax) in self.contexts.items()
+        }
         if self.router is not None:
-            self.accepted = {
-                context_id: PresentationContext(
-                    context_id, abstract_syntax, 0, transfer_syntax,
-                    we_are_scu=False, we_are_scp=True,
-                )
-                for context_id, (abstract_syntax, transfer_syntax) in self.contexts.items()
-            }
             # As the acceptor sets it up: the router chooses where each data set goes.
             self.assembler = MessageAssembler(
                 self.router.opener(self.accepted, self.calling, "127.0.0.1")
@@ -313,6 +317,38 @@ class FloorSCP(asyncio.BufferedProtocol):
         self, context_id: int, command: dict[str, object], message: DimseMessage | None = None
     ) -> None:
         assert self.transport is not None
+        if message is not None and self.sink is not None:
+            status = self._into_sink(message)
+        else:
+            status = self._write(context_id, command, message)
+        if status == 0x0000:
+            self.counter[0] += 1
+        message_id = command["MessageID"]
+        assert isinstance(message_id, int)
+        response = encode_store_response(
+            message_id, str(command["AffectedSOPClassUID"]),
+            str(command["AffectedSOPInstanceUID"]), status,
+        )
+        self.transport.write(pdata_header(context_id, True, True, len(response)) + response)
+
+    def _into_sink(self, message: DimseMessage) -> int:
+        """The storage service's own steps into the sink (without its routing)."""
+        assert self.sink is not None
+        context = self.accepted[message.context_id]
+        assert context.transfer_syntax is not None
+        try:
+            instance = instance_from_request(message, context.transfer_syntax, self.calling)
+            refused = mismatch(instance, context)
+            if refused is not None:
+                return refused[0]
+            return _at_once(store_into(self.sink, instance))
+        finally:
+            release_spool(message)  # what was not kept
+
+    def _write(
+        self, context_id: int, command: dict[str, object], message: DimseMessage | None
+    ) -> int:
+        """The few lines: check the SOP UIDs, write the file, unnamed and linked."""
         if message is None:
             data: bytes | memoryview = b"".join(self.fragments)
             self.fragments = []
@@ -322,67 +358,48 @@ class FloorSCP(asyncio.BufferedProtocol):
         abstract_syntax, transfer_syntax = self.contexts[context_id]
         sop_class = str(command["AffectedSOPClassUID"])
         sop_instance = str(command["AffectedSOPInstanceUID"])
-        instance = None
-        if self.sink is not None:
-            assert message is not None
-            instance = Instance(
-                sop_class_uid=sop_class, sop_instance_uid=sop_instance,
-                transfer_syntax_uid=transfer_syntax, data=data, source_ae_title=self.calling,
-                spool=message.writer if isinstance(message.writer, SpooledFile) else None,
-            )
-            sop_class_in_data, sop_instance_in_data = instance.peek_sop_uids()
-            uids = {}
-            if sop_class_in_data:
-                uids[0x00080016] = sop_class_in_data
-            if sop_instance_in_data:
-                uids[0x00080018] = sop_instance_in_data
-        else:
-            uids = peek_elements(data, transfer_syntax, IDENTIFYING_TAGS)
-        status = 0x0000
+        uids = peek_elements(data, transfer_syntax, IDENTIFYING_TAGS)
         if (
             sop_class != abstract_syntax or uids.get(0x00080016, sop_class) != sop_class
             or uids.get(0x00080018, sop_instance) != sop_instance
         ):
-            status = 0xA900
-            if message is not None:
-                release_spool(message)  # as the library's SCP does with what it refused
-        elif instance is not None:
-            assert self.sink is not None
-            # The sink's call never waits for anything: run as the library's SCP awaits it.
-            call = self.sink(instance)
-            try:
-                call.send(None)
-            except StopIteration:
-                self.counter[0] += 1
-            else:
-                call.close()
-                raise RuntimeError("a DirectorySink call waited for something")
-        else:
-            key = (uids.get(0x0020000D), uids.get(0x0020000E))
-            directory = self.directories.get(key)
-            if directory is None:
-                directory = os.path.join(self.root, str(key[0]), str(key[1]))
-                os.makedirs(directory, exist_ok=True)
-                directory = self.directories[key] = directory + os.sep
-            header = PREAMBLE + encode_file_meta(
-                sop_class_uid=sop_class, sop_instance_uid=sop_instance,
-                transfer_syntax_uid=transfer_syntax, source_ae_title=self.calling,
-            )
-            fd, self.spare = self.spare, None
-            if fd is None:
-                fd = open_unnamed(self.root)
-            assert fd is not None
-            try:
-                os.writev(fd, [header, data])
-                os.link(f"/proc/self/fd/{fd}", directory + sop_instance + ".dcm",
-                        src_dir_fd=fd, follow_symlinks=True)
-            finally:
-                os.close(fd)
-            self.counter[0] += 1
-        message_id = command["MessageID"]
-        assert isinstance(message_id, int)
-        response = encode_store_response(message_id, sop_class, sop_instance, status)
-        self.transport.write(pdata_header(context_id, True, True, len(response)) + response)
+            return 0xA900
+        key = (uids.get(0x0020000D), uids.get(0x0020000E))
+        directory = self.directories.get(key)
+        if directory is None:
+            directory = os.path.join(self.root, str(key[0]), str(key[1]))
+            os.makedirs(directory, exist_ok=True)
+            directory = self.directories[key] = directory + os.sep
+        header = PREAMBLE + encode_file_meta(
+            sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+            transfer_syntax_uid=transfer_syntax, source_ae_title=self.calling,
+        )
+        fd, self.spare = self.spare, None
+        if fd is None:
+            fd = open_unnamed(self.root)
+        assert fd is not None
+        try:
+            os.writev(fd, [header, data])
+            os.link(f"/proc/self/fd/{fd}", directory + sop_instance + ".dcm",
+                    src_dir_fd=fd, follow_symlinks=True)
+        finally:
+            os.close(fd)
+        return 0x0000
+
+
+_T = TypeVar("_T")
+
+
+def _at_once(call: Coroutine[Any, Any, _T]) -> _T:
+    """The result of a coroutine that never waits for anything (a DirectorySink's call, the
+    storage service with one): run to its end as awaiting it would, without a task."""
+    try:
+        call.send(None)
+    except StopIteration as done:
+        result: _T = done.value
+        return result
+    call.close()
+    raise RuntimeError("a call expected never to wait waited for something")
 
 
 async def listen(root: str, port: int, mode: str) -> tuple[asyncio.Server, list[int]]:
