@@ -121,11 +121,6 @@ class Association:
         self._ended = False
         # Whole PDUs may be left in the receive buffer: decode them before reading again.
         self._undecoded = False
-        # Events of PDUs decoded as they arrived (_decode_arrived), and what that raised, for
-        # the reader it woke.
-        self._arrived: Sequence[object] = ()
-        self._arrival_error: Exception | None = None
-        connection.decode_on_arrival(self._decode_arrived)
         self.closed = anyio.Event()
         #: Seconds without a byte received before the association is aborted (``None``: no
         #: limit); not counted while :meth:`working` (we owe the peer a response, it waits).
@@ -440,63 +435,9 @@ class Association:
             if not already_ending:
                 raise ConnectionClosed("the peer closed the connection without releasing")
 
-    def _decode_arrived(self) -> bool:
-        """Decode the whole PDUs that just arrived, in the transport's callback, while a reader
-        waits for them (only then: a reader that stopped pulling leaves them to TCP flow
-        control); return whether the reader must wake. It wakes once a message is whole, or
-        for an event, an error, or more PDUs than one step decodes: not for each PDU (a
-        C-STORE's command and its data set arrive apart, and a task woken for the command
-        cost more than decoding it)."""
-        if self._arrived or self._arrival_error is not None or self._value_error is not None:
-            return True
-        buffer = self._connection.buffer
-        try:
-            data = buffer.data()
-            end = _slice_end(data, DECODE_SLICE_PDUS)
-            try:
-                events, used = self._machine.receive_pdus(data[:end] if end < len(data) else data)
-            finally:
-                self._assembler.flush()
-            buffer.consume(used)
-            buffer.pending_size = self._machine.pending_pdu_size
-        except Exception as exc:  # raised to the reader: nothing may escape into the loop
-            self._arrival_error = exc
-            return True
-        if events:
-            self._arrived = events
-            return True
-        machine = self._machine
-        return bool(
-            self._inbox or end < len(data) or self._value_error is not None
-            or machine.has_data_to_send or machine.should_close
-        )
-
-    async def _take_arrived(self) -> Sequence[object]:
-        """The events :meth:`_decode_arrived` kept for the reader (raising what it met)."""
-        events, self._arrived = self._arrived, ()
-        error, self._arrival_error = self._arrival_error, None
-        # Bytes that came after the wake-up are decoded by the next step, before reading.
-        buffer = self._connection.buffer
-        self._undecoded = len(buffer) >= max(PDU_HEADER_LENGTH, buffer.pending_size)
-        if error is not None:
-            raise error
-        await self._flush_queued()
-        return self._unless_broken(events)
-
-    def _unless_broken(self, events: Sequence[object]) -> Sequence[object]:
-        """``events``, unless a message arriving was broken: then the messages whole before it
-        are read first (nothing after it counts), and the next call raises."""
-        if self._value_error is None:
-            return events
-        if self._inbox:
-            return ()
-        raise self._value_error
-
     async def _receive_events(self) -> Sequence[object]:
         if self._value_error is not None:
             raise self._value_error
-        if self._arrived or self._arrival_error is not None:
-            return await self._take_arrived()
         if not self._undecoded:
             try:
                 if self.idle_timeout is None and self._limits is None:
@@ -516,23 +457,16 @@ class Association:
                 if not events:
                     events.append(ConnectionClosedEvent())
                 return events
-            if self._arrived or self._arrival_error is not None:
-                return await self._take_arrived()  # decoded as they arrived
             # Set before pacing: a cancellation there must not leave these bytes for a receive
             # that only reports new ones.
             self._undecoded = True
-        buffer = self._connection.buffer
-        if len(buffer) < max(PDU_HEADER_LENGTH, buffer.pending_size):
-            # Not a whole PDU here (the rest was decoded as it arrived): nothing to do.
-            self._undecoded = False
-            await self._flush_queued()
-            return []
         await pace()
         # Whole PDUs are decoded where they lie; an incomplete one stays in the buffer. The
         # P-DATA values are views of the buffer, valid until the next receive: the assembler
         # copies what it keeps while the events are handled, before this is called again.
         # One step decodes at most DECODE_SLICE_PDUS PDUs: a read can hold a thousand small
         # ones (20 ms of work); the rest is decoded by the next steps, without reading.
+        buffer = self._connection.buffer
         data = buffer.data()
         end = _slice_end(data, DECODE_SLICE_PDUS)
         try:
@@ -547,7 +481,9 @@ class Association:
         # Tell the buffer how large the incomplete PDU is, so that one read can complete it.
         buffer.pending_size = self._machine.pending_pdu_size
         await self._flush_queued()
-        return self._unless_broken(pdu_events)
+        if self._value_error is not None:
+            raise self._value_error
+        return pdu_events
 
     @asynccontextmanager
     async def working(self) -> AsyncIterator[None]:
@@ -656,7 +592,6 @@ class Association:
     async def _close_stream(self) -> None:
         if not self.closed.is_set():
             self.closed.set()
-            self._connection.decode_on_arrival(None)
             # A data set cut off by the end is dropped here (a spooled file is deleted).
             self._assembler.abandon()
             with anyio.CancelScope(shield=True):

@@ -82,12 +82,6 @@ class ReceiveBuffer:
         # it just consumed. make_room() rewinds (without a copy) when nothing is pending.
         self.start += count
 
-    def rewind(self) -> None:
-        """When everything received is consumed, read into the buffer from its front again
-        (no copy). Only where no view of the consumed bytes is still looked at."""
-        if self.start == self.end:
-            self.start = self.end = 0
-
     def make_room(self, wanted: int = MIN_FREE) -> None:
         """Make at least ``wanted`` bytes free, and enough to complete the pending PDU: move the
         unconsumed bytes to the front, and grow if that is not enough.

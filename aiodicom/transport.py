@@ -119,12 +119,6 @@ class Connection:
         """The clock of deadlines (the event loop's, as ``anyio.current_time()``)."""
         return loop_time()
 
-    def decode_on_arrival(self, decoder: Callable[[], bool] | None) -> None:
-        """Have ``decoder`` take bytes as they arrive while a :meth:`receive` waits for them,
-        where the transport has a callback of its own to call it from (:class:`SocketConnection`);
-        it returns whether the waiting receive must return. Elsewhere the caller decodes after
-        each receive, as it always may."""
-
     def advance_deadline(self, deadline: float) -> None:
         """Bring the deadline of a :meth:`receive_before` in progress forward to ``deadline``
         (never back); nothing when none is in progress."""
@@ -163,10 +157,6 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
         self.error: Exception | None = None
         self.read_waiter: asyncio.Future[None] | None = None
         self.write_waiter: asyncio.Future[None] | None = None
-        # Called as bytes arrive while the reader waits (Connection.decode_on_arrival); True
-        # when it must wake. `decoded`: it did, whatever the buffer holds now.
-        self.on_arrival: Callable[[], bool] | None = None
-        self.decoded = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's TCPTransport has the whole interface but
@@ -202,23 +192,13 @@ class _BufferedProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         paused = self.filled(nbytes)  # then the consumer must make room, whatever is here
-        buffer = self.buffer
-        if not paused and len(buffer) < buffer.pending_size:
+        if not paused and len(self.buffer) < self.buffer.pending_size:
             # The PDU the consumer waits for is still incomplete: it could do nothing with
             # these bytes, so it is not woken for them (a 128 KiB PDU arrives in several
             # reads). A timed read still sees them when its deadline comes.
             return
         waiter = self.read_waiter
         if waiter is not None and not waiter.done():
-            on_arrival = self.on_arrival
-            if on_arrival is not None and not paused:
-                if not on_arrival():
-                    # Decoded here, and nothing in it for the reader yet (a C-STORE's command
-                    # without its data set): it sleeps on. An emptied buffer starts over at
-                    # its front, so that message after message never fills it.
-                    buffer.rewind()
-                    return
-                self.decoded = True
             loop_came_round(waiter.get_loop())
             waiter.set_result(None)
 
@@ -317,9 +297,6 @@ class SocketConnection(Connection):
     async def receive_before(self, deadline: float) -> bool | None:
         return await self._read(deadline)
 
-    def decode_on_arrival(self, decoder: Callable[[], bool] | None) -> None:
-        self._protocol.on_arrival = decoder
-
     async def _read(self, deadline: float | None) -> bool | None:
         # A timed read waits with a loop timer, armed only when it has to wait: an anyio cancel
         # scope per read cost more than the rest of the read (every read of an acceptor's
@@ -350,7 +327,6 @@ class SocketConnection(Connection):
         if buffer.received == self._reported:
             return False if protocol.at_eof else None  # nothing new: the end, or timed out
         self._reported = buffer.received
-        protocol.decoded = False
         return True
 
     def _read_now(self) -> None:
@@ -378,9 +354,8 @@ class SocketConnection(Connection):
         # New bytes that complete the PDU the consumer waits for, or a full buffer it must
         # make room in (reading then paused, and only the consumer resumes it).
         buffer = self.buffer
-        protocol = self._protocol
         return buffer.received != self._reported and (
-            protocol.reading_paused or protocol.decoded or len(buffer) >= buffer.pending_size
+            self._protocol.reading_paused or len(buffer) >= buffer.pending_size
         )
 
     def advance_deadline(self, deadline: float) -> None:
