@@ -1,6 +1,6 @@
-"""PDUs decoded as they arrive, while the reader waits (``Association._decode_arrived``): messages
-that arrive in pieces, several at once, or broken must reach the reader exactly as when the
-reader decoded them itself.
+"""How a peer's bytes arrive must not change what our acceptor makes of them: a message in
+pieces (a PDU cut inside its header), several messages in one read, more PDUs in one read than
+one decoding step takes (DECODE_SLICE_PDUS), and a broken PDV after a good message.
 
 A raw peer controls how the bytes arrive; our acceptor with a DirectorySink answers them.
 """
@@ -11,7 +11,6 @@ import struct
 from pathlib import Path
 
 import anyio
-import pytest
 
 from aiodicom import Client, DirectorySink
 from aiodicom.association import DECODE_SLICE_PDUS
@@ -45,8 +44,7 @@ def stored(root: Path, sop_instance_uid: str) -> bytes:
 
 
 async def test_store_arriving_in_pieces(tmp_path: Path) -> None:
-    # The command alone, then the data set PDU cut inside its header and inside its value: the
-    # reader must be woken for none of the pieces but the last, and get the whole message.
+    # The command alone, then the data set PDU cut inside its header and inside its value.
     data = data_set("1.2.3.4.5", padding=40_000)
     pdu = data_pdu(CT_CONTEXT, data, command=False, last=True)
     async with Client("AIOSCP", listen_port=0,
@@ -89,8 +87,8 @@ async def test_messages_arriving_together(tmp_path: Path) -> None:
 
 
 async def test_more_pdus_than_one_step_decodes() -> None:
-    # More PDUs in one arrival than one step decodes: the reader is woken for the rest and
-    # decodes them itself, pacing; every request is answered.
+    # More PDUs in one read than one step decodes: the rest are decoded by the next steps,
+    # without reading; every request is answered.
     count = 3 * DECODE_SLICE_PDUS + 5
     async with Client("AIOSCP", listen_port=0) as server:
         assert server.listen_port
@@ -102,26 +100,19 @@ async def test_more_pdus_than_one_step_decodes() -> None:
         writer.close()
 
 
-@pytest.mark.parametrize("together", [False, True], ids=["after-a-wait", "with-a-message"])
-async def test_broken_message_decoded_on_arrival_aborts(together: bool) -> None:
-    # A data set fragment on a context the association did not accept, arriving while the
-    # reader waits (alone, or right behind a whole message): the error met in the transport's
-    # callback reaches the serving task, which aborts the association.
+async def test_broken_message_after_a_good_one_aborts() -> None:
+    # A data set fragment on a context the association did not accept, after a C-ECHO that was
+    # answered: the association is aborted (A-ABORT, then the connection closes).
     stray = data_pdu(7, b"\0" * 8, command=False, last=True)
     async with Client("AIOSCP", listen_port=0) as server:
         assert server.listen_port
         reader, writer = await associate(HOST, server.listen_port)
         with anyio.fail_after(STUCK):
-            if together:
-                writer.write(echo_rq() + stray)
-                await writer.drain()
-                assert await read_status(reader) == Status.SUCCESS
-            else:
-                writer.write(echo_rq())
-                await writer.drain()
-                assert await read_status(reader) == Status.SUCCESS
-                writer.write(stray)
-                await writer.drain()
+            writer.write(echo_rq())
+            await writer.drain()
+            assert await read_status(reader) == Status.SUCCESS
+            writer.write(stray)
+            await writer.drain()
             pdu_type, body = await read_pdu(reader)
             assert pdu_type == 0x07  # A-ABORT
             assert struct.unpack_from(">BB", body, 2) == (0, 0)  # by the service user
