@@ -17,6 +17,9 @@ sends each one in several PDUs (a command, then its data set in pieces): printed
 reads a C-STORE takes, how long from its first bytes and from its last read to our response,
 and how long storescu takes from our response to the next C-STORE's first bytes. That splits
 store-small's wall into our part and storescu's, which both SCPs of that case wait for alike.
+Also printed: our own work after each response until the serving task waits again (CPU that
+no wall shows while storescu is on the other core), and how many reads per C-STORE it tried on
+the socket that found nothing (each a system call and an exception).
 
 Diagnostic only: the wrappers are installed in this process and cost a few tenths of a
 microsecond each, the library is not changed, and nothing here is part of ``python -m
@@ -195,23 +198,44 @@ class Traffic:
         self.events: list[tuple[str, float]] = []
 
     def install(self) -> None:
+        import aiodicom.transport as transport
+
         events = self.events
         _watch_transport(lambda: events.append(("read", time.perf_counter())),
                          lambda: events.append(("send", time.perf_counter())))
+        # The serving task going back to sleep, and each read it tries before it does.
+        protocol = transport._BufferedProtocol
+        protocol.wait = _wrapped(  # type: ignore[method-assign]
+            protocol.wait, lambda: events.append(("wait", time.perf_counter())), None)
+        connection = transport.SocketConnection
+        read_now = connection._read_now
 
-    def per_store(self) -> list[tuple[int, float, float, float]]:
+        def tried(self: Any) -> None:
+            before = self.buffer.received
+            read_now(self)
+            if self.buffer.received == before:  # a system call and an exception for nothing
+                events.append(("missed", time.perf_counter()))
+
+        connection._read_now = tried  # type: ignore[method-assign]
+
+    def per_store(self) -> list[tuple[int, float, float, float, float, int]]:
         """For each C-STORE between two of our responses (the association's first and last
-        ones left out): reads, first bytes to response, last read to response (us), and the
-        peer's turnaround from our previous response to its first bytes (us)."""
+        ones left out): reads, first bytes to response, last read to response (us), the
+        peer's turnaround from our previous response to its first bytes (us), our own work
+        from that response until the serving task waits again (us), and how many reads it
+        tried on the socket without waiting that found nothing."""
         sends = [i for i, (kind, _) in enumerate(self.events) if kind == "send"]
         rows = []
         for before, after in itertools.pairwise(sends[5:-2]):
-            reads = [t for kind, t in self.events[before + 1 : after] if kind == "read"]
-            if reads:
-                answered = self.events[after][1]
+            between = self.events[before + 1 : after]
+            reads = [t for kind, t in between if kind == "read"]
+            waits = [t for kind, t in between if kind == "wait"]
+            if reads and waits:
+                sent, answered = self.events[before][1], self.events[after][1]
                 rows.append((len(reads), (answered - reads[0]) * 1e6,
-                             (answered - reads[-1]) * 1e6,
-                             (reads[0] - self.events[before][1]) * 1e6))
+                             (answered - reads[-1]) * 1e6, (reads[0] - sent) * 1e6,
+                             (waits[0] - sent) * 1e6,
+                             sum(1 for kind, _ in between if kind == "missed")))
         return rows
 
 
@@ -248,12 +272,16 @@ def storescu_rounds(files: list[Path], rounds: int, out: Path, run_id: str) -> N
         traffic.events.clear()
         wall = asyncio.run(_serve_storescu(files, target))
         set_aside(target, out / ".spent", f"store-path-storescu-{run_id}-{number}")
-        reads, first, last, turnaround = (
-            statistics.median(column) for column in zip(*traffic.per_store(), strict=True)
+        columns = list(zip(*traffic.per_store(), strict=True))
+        reads, first, last, turnaround, settling = (
+            statistics.median(column) for column in columns[:5]
         )
+        tries = statistics.mean(columns[5])
         print(f"round {number + 1}: {wall / len(files) * 1e6:.0f} us per C-STORE in all;"
               f" {reads:.0f} reads per C-STORE; ours from its first bytes {first:.0f},"
-              f" from its last read {last:.0f}; storescu's turnaround {turnaround:.0f}")
+              f" from its last read {last:.0f}; storescu's turnaround {turnaround:.0f};"
+              f" ours after the response until waiting again {settling:.0f};"
+              f" {tries:.2f} reads per C-STORE tried on the socket for nothing")
 
 
 def main() -> None:

@@ -165,7 +165,8 @@ def test_targets_show_how_far_single_rounds_stray_from_the_median_ratio() -> Non
 @pytest.mark.interop
 def test_store_path_probe_splits_storescus_wall_into_ours_and_its() -> None:
     """``--storescu``: DCMTK's storescu sends the C-STOREs; each round says how many reads a
-    C-STORE took, our time from its first bytes and from its last read, and storescu's."""
+    C-STORE took, our time from its first bytes and from its last read, and storescu's, and our
+    own after each response until the serving task waits again."""
     require_module("numpy")
     require_executable(STORESCU)
     proc = subprocess.run(
@@ -176,7 +177,9 @@ def test_store_path_probe_splits_storescus_wall_into_ours_and_its() -> None:
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     (line,) = [line for line in proc.stdout.splitlines() if line.startswith("round 1:")]
     for part in ("us per C-STORE in all", "reads per C-STORE", "ours from its first bytes",
-                 "from its last read", "storescu's turnaround"):
+                 "from its last read", "storescu's turnaround",
+                 "ours after the response until waiting again",
+                 "reads per C-STORE tried on the socket for nothing"):
         assert part in line, line
 
 

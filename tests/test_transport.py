@@ -583,6 +583,33 @@ async def test_a_reader_waiting_for_a_large_pdu_wakes_once_it_is_whole() -> None
         assert anyio.current_time() - started >= 0.19
 
 
+async def test_a_receive_right_after_our_own_send_does_not_try_the_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Right after a send of ours the peer has yet to answer, so a read of the socket then
+    would only fail (a system call and an exception per request answered): the receive waits
+    for the loop to report the answer instead. Even an answer already in the kernel arrives
+    that way, one turn later."""
+    tried: list[SocketConnection] = []
+    original = SocketConnection._read_now
+
+    def counting(self: SocketConnection) -> None:
+        tried.append(self)
+        original(self)
+
+    monkeypatch.setattr(SocketConnection, "_read_now", counting)
+    async with connected() as (client, server):
+        await client.send(b"question")
+        with anyio.fail_after(STUCK):
+            assert await server.receive() is True
+            assert server in tried  # it had sent nothing: it took the bytes at once
+            server.buffer.consume(len(server.buffer))
+            await server.send(b"answer")  # in the client's socket before it reads
+            assert await client.receive() is True
+        assert client not in tried
+        assert bytes(client.buffer.data()) == b"answer"
+
+
 async def test_bytes_already_in_the_kernel_are_read_without_a_loop_turn() -> None:
     """A receive takes what the socket already holds itself: the loop would take a turn, a
     select and a callback to report it (the peer often sends the next PDU while we work on
