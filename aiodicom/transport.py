@@ -313,7 +313,7 @@ class SocketConnection(Connection):
         # Not right after a send of ours: the peer has yet to answer what we sent, so that read
         # would fail (a C-STORE-RSP sent, the next C-STORE still to come; a request sent, its
         # response still to come), and a failed recv costs a system call and an exception,
-        # 2-3 % of receiving a 40 kB C-STORE. A peer that sent before our send was answered
+        # about 2 % of receiving a 40 kB C-STORE. A peer that sent before our send was answered
         # is found by the loop instead, one turn later.
         if not (protocol.at_eof or self._sent_last or self._has_news()):
             self._read_now()

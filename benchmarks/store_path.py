@@ -276,12 +276,12 @@ def storescu_rounds(files: list[Path], rounds: int, out: Path, run_id: str) -> N
         reads, first, last, turnaround, settling = (
             statistics.median(column) for column in columns[:5]
         )
-        tries = statistics.mean(columns[5])
+        missed = statistics.mean(columns[5])
         print(f"round {number + 1}: {wall / len(files) * 1e6:.0f} us per C-STORE in all;"
               f" {reads:.0f} reads per C-STORE; ours from its first bytes {first:.0f},"
               f" from its last read {last:.0f}; storescu's turnaround {turnaround:.0f};"
               f" ours after the response until waiting again {settling:.0f};"
-              f" {tries:.2f} reads per C-STORE tried on the socket for nothing")
+              f" {missed:.2f} reads per C-STORE tried on the socket for nothing")
 
 
 def main() -> None:

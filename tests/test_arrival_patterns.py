@@ -21,7 +21,7 @@ from aiodicom.testing.hostile import (
     associate,
     data_pdu,
     echo_rq,
-    element,
+    instance_data_set,
     read_pdu,
     read_status,
     store_rq,
@@ -31,21 +31,13 @@ HOST = "127.0.0.1"
 STUCK = 30
 
 
-def data_set(sop_instance_uid: str, padding: int = 0) -> bytes:
-    return (element(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2")
-            + element(0x0008, 0x0018, b"UI", sop_instance_uid.encode())
-            + element(0x0020, 0x000D, b"UI", b"1.2.3")
-            + element(0x0020, 0x000E, b"UI", b"1.2.3.4")
-            + element(0x7FE0, 0x0010, b"OB", bytes(range(256)) * (padding // 256)))
-
-
 def stored(root: Path, sop_instance_uid: str) -> bytes:
     return bytes(read_part10(root / "1.2.3" / "1.2.3.4" / f"{sop_instance_uid}.dcm").data)
 
 
 async def test_store_arriving_in_pieces(tmp_path: Path) -> None:
     # The command alone, then the data set PDU cut inside its header and inside its value.
-    data = data_set("1.2.3.4.5", padding=40_000)
+    data = instance_data_set("1.2.3.4.5", pixel_bytes=40_000)
     pdu = data_pdu(CT_CONTEXT, data, command=False, last=True)
     async with Client("AIOSCP", listen_port=0,
                       unexpected_deliveries=DirectorySink(tmp_path)) as server:
@@ -65,7 +57,8 @@ async def test_store_arriving_in_pieces(tmp_path: Path) -> None:
 
 async def test_messages_arriving_together(tmp_path: Path) -> None:
     # Two C-STOREs and a C-ECHO in one write: decoded in one go, answered one by one, in order.
-    first, second = data_set("1.2.3.4.6", padding=512), data_set("1.2.3.4.7", padding=1024)
+    first, second = (instance_data_set("1.2.3.4.6", pixel_bytes=512),
+                     instance_data_set("1.2.3.4.7", pixel_bytes=1024))
     burst = b"".join((
         store_rq(CT_CONTEXT, "1.2.3.4.6", message_id=1),
         data_pdu(CT_CONTEXT, first, command=False, last=True),

@@ -21,7 +21,7 @@ from aiodicom.testing.hostile import (
     CT_IMAGE_STORAGE,
     associate,
     data_pdu,
-    element,
+    instance_data_set,
     read_status,
     store_rq,
 )
@@ -30,24 +30,19 @@ HOST = "127.0.0.1"
 STUCK = 30
 
 
-def data_set(sop_instance_uid: str, sop_class_uid: str = CT_IMAGE_STORAGE) -> bytes:
-    return (element(0x0008, 0x0016, b"UI", sop_class_uid.encode())
-            + element(0x0008, 0x0018, b"UI", sop_instance_uid.encode())
-            + element(0x0020, 0x000D, b"UI", b"1.2.3")
-            + element(0x0020, 0x000E, b"UI", b"1.2.3.4"))
-
-
 @pytest.mark.parametrize(
     ("command_class", "command_instance", "data", "expected"),
     [
-        ("../x", "1.2.3.4.5", data_set("1.2.3.4.5"), Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
-        ("1.2.840.10008.5.1.4.1.1.4", "1.2.3.4.5", data_set("1.2.3.4.5"),
+        ("../x", "1.2.3.4.5", instance_data_set("1.2.3.4.5"),
          Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
-        (CT_IMAGE_STORAGE, "1.2.3.4.5", data_set("1.2.3.4.6"),
+        ("1.2.840.10008.5.1.4.1.1.4", "1.2.3.4.5", instance_data_set("1.2.3.4.5"),
          Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
-        (CT_IMAGE_STORAGE, "1.2.3.4.5", data_set("1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.4"),
+        (CT_IMAGE_STORAGE, "1.2.3.4.5", instance_data_set("1.2.3.4.6"),
          Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
-        (CT_IMAGE_STORAGE, "1.2.3.4.5", data_set("1.2.3.4.5"), Status.SUCCESS),
+        (CT_IMAGE_STORAGE, "1.2.3.4.5",
+         instance_data_set("1.2.3.4.5", sop_class_uid="1.2.840.10008.5.1.4.1.1.4"),
+         Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
+        (CT_IMAGE_STORAGE, "1.2.3.4.5", instance_data_set("1.2.3.4.5"), Status.SUCCESS),
     ],
     ids=["class-path", "class-not-the-context", "instance-uid", "data-set-class", "agreeing"],
 )

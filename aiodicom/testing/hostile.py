@@ -44,6 +44,7 @@ __all__ = [
     "deflate_bomb",
     "echo_rq",
     "element",
+    "instance_data_set",
     "open_raw",
     "pdu_header",
     "read_pdu",
@@ -119,6 +120,20 @@ def element(group: int, number: int, vr: bytes, value: bytes) -> bytes:
     if vr in (b"OB", b"UN", b"OW"):
         return struct.pack("<HH2sHI", group, number, vr, 0, len(value)) + value
     return struct.pack("<HH2sH", group, number, vr, len(value)) + value
+
+
+def instance_data_set(
+    sop_instance_uid: str, *, sop_class_uid: str = CT_IMAGE_STORAGE, pixel_bytes: int = 0
+) -> bytes:
+    """An explicit VR little endian data set with the identifying UIDs (Study 1.2.3, Series
+    1.2.3.4) and, when ``pixel_bytes``, Pixel Data of that many bytes (rounded down to 256)."""
+    data = (element(0x0008, 0x0016, b"UI", sop_class_uid.encode())
+            + element(0x0008, 0x0018, b"UI", sop_instance_uid.encode())
+            + element(0x0020, 0x000D, b"UI", b"1.2.3")
+            + element(0x0020, 0x000E, b"UI", b"1.2.3.4"))
+    if pixel_bytes:
+        data += element(0x7FE0, 0x0010, b"OB", bytes(range(256)) * (pixel_bytes // 256))
+    return data
 
 
 def deflate_bomb(inflated_size: int, study_uid: str = "1.2.3", series_uid: str = "1.2.3.4"
