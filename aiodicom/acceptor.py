@@ -27,7 +27,7 @@ from aiodicom.dimse import C_CANCEL_RQ, NO_DATASET, DataSetWriter, DimseMessage
 from aiodicom.dispatcher import Dispatcher
 from aiodicom.errors import DicomError
 from aiodicom.limits import LOCAL_LIMIT_EXCEEDED, AssociationGate, Limits
-from aiodicom.negotiation import PresentationContext, acceptor_contexts
+from aiodicom.negotiation import PresentationContext, acceptor_contexts, answered_contexts
 from aiodicom.pdu import (
     APPLICATION_CONTEXT_NAME,
     AssociateAC,
@@ -174,7 +174,7 @@ class AcceptorPolicy:
             return AssociateRJ(result=1, source=2, reason=2)
         if self.require_called_ae_title and rq.called_ae_title != self.ae_title:
             return AssociateRJ(result=1, source=1, reason=7)
-        answers, roles, _ = acceptor_contexts(
+        answers, roles = acceptor_contexts(
             rq, self.transfer_syntaxes_for, self._grant_scp_role, self._sending_preference
         )
         return AssociateAC(
@@ -211,10 +211,8 @@ class AcceptorPolicy:
             ))
         return answer
 
-    def contexts_for(self, rq: AssociateRQ, _ac: AssociateAC) -> dict[int, PresentationContext]:
-        return acceptor_contexts(
-            rq, self.transfer_syntaxes_for, self._grant_scp_role, self._sending_preference
-        )[2]
+    def contexts_for(self, rq: AssociateRQ, ac: AssociateAC) -> dict[int, PresentationContext]:
+        return answered_contexts(rq, ac)
 
     @property
     def _sending_preference(self) -> tuple[str, ...]:

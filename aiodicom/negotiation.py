@@ -127,9 +127,7 @@ def acceptor_contexts(
     rq: AssociateRQ, supported: TransferSyntaxPolicy,
     grant_scp_role: Callable[[str], bool] | None = None,
     sending_preference: Sequence[str] = (),
-) -> tuple[
-    tuple[PresentationContextAC, ...], tuple[RoleSelection, ...], dict[int, PresentationContext]
-]:
+) -> tuple[tuple[PresentationContextAC, ...], tuple[RoleSelection, ...]]:
     """Answer each proposed context. The transfer syntax chosen is the requestor's first one we
     support, so that storage data arrives in the encoding the sender already has.
 
@@ -137,7 +135,8 @@ def acceptor_contexts(
     class gets it (a C-GET SCP sends its C-STOREs to the requestor on such contexts: we are then
     their SCU); without it the requestor never gets the SCP role. On those contexts we are the
     sender: the first of ``sending_preference`` the requestor proposed is chosen (the encoding
-    our data most likely have), else again the requestor's first."""
+    our data most likely have), else again the requestor's first. What the answer establishes
+    is read back from it by :func:`answered_contexts`."""
     proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
 
     def granted(uid: str) -> bool:
@@ -148,14 +147,18 @@ def acceptor_contexts(
         )
 
     answers: list[PresentationContextAC] = []
-    outcome: dict[int, PresentationContext] = {}
+    # Most proposals get the same transfer syntaxes from the policy (the storage classes'
+    # list): made into a set once, not once per context (a modality proposes up to 128).
+    last_acceptable: Iterable[str] | None = None
+    acceptable_set: frozenset[str] = frozenset()
     for proposal in rq.presentation_contexts:
         acceptable = supported(proposal.abstract_syntax)
         chosen: str | None = None
         if acceptable is None:
             result = ABSTRACT_SYNTAX_NOT_SUPPORTED
         else:
-            acceptable_set = set(acceptable)
+            if acceptable is not last_acceptable:
+                last_acceptable, acceptable_set = acceptable, frozenset(acceptable)
             offered = [ts for ts in proposal.transfer_syntaxes if ts in acceptable_set]
             if sending_preference and granted(proposal.abstract_syntax):
                 offered.sort(key=lambda ts: (
@@ -165,14 +168,32 @@ def acceptor_contexts(
             chosen = offered[0] if offered else None
             result = ACCEPTANCE if chosen is not None else TRANSFER_SYNTAX_NOT_SUPPORTED
         answers.append(PresentationContextAC(proposal.context_id, result, chosen))
-        role = proposed_roles.get(proposal.abstract_syntax)
-        # As acceptor we only serve (SCP); the requestor keeps the SCU role it asked for.
-        requestor_scu = role.scu_role if role is not None else True
-        outcome[proposal.context_id] = PresentationContext(
-            proposal.context_id, proposal.abstract_syntax, result, chosen,
-            we_are_scu=granted(proposal.abstract_syntax), we_are_scp=requestor_scu,
-        )
     roles = tuple(
         RoleSelection(uid, role.scu_role, granted(uid)) for uid, role in proposed_roles.items()
     )
-    return tuple(answers), roles, outcome
+    return tuple(answers), roles
+
+
+def answered_contexts(rq: AssociateRQ, ac: AssociateAC) -> dict[int, PresentationContext]:
+    """What our A-ASSOCIATE-AC to ``rq`` established, seen from our side as acceptor: each
+    proposed context with the answer we gave it, the roles as our role selection replies
+    granted them (read back from the answer, not negotiated a second time)."""
+    proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
+    granted = {r.sop_class_uid for r in ac.user_information.role_selections if r.scp_role}
+    answers = {c.context_id: c for c in ac.presentation_contexts}
+    outcome: dict[int, PresentationContext] = {}
+    for proposal in rq.presentation_contexts:
+        answer = answers.get(proposal.context_id)
+        result = answer.result if answer is not None else ABSTRACT_SYNTAX_NOT_SUPPORTED
+        transfer_syntax = (
+            answer.transfer_syntax if answer is not None and result == ACCEPTANCE else None
+        )
+        role = proposed_roles.get(proposal.abstract_syntax)
+        # As acceptor we serve (SCP) unless the requestor gave up its SCU role; we are the SCU
+        # (we send C-STOREs, for a C-GET) where we granted the requestor the SCP role.
+        outcome[proposal.context_id] = PresentationContext(
+            proposal.context_id, proposal.abstract_syntax, result, transfer_syntax,
+            we_are_scu=proposal.abstract_syntax in granted,
+            we_are_scp=role.scu_role if role is not None else True,
+        )
+    return outcome
