@@ -258,6 +258,7 @@ class SocketConnection(Connection):
         # The last thing done here was sending: a read at once would be too early for the
         # answer (see _read).
         self._sent_last = False
+        self._closed = False  # aclose() has run to its end
         # The socket itself, to read what already arrived without waiting for the loop (see
         # _read_now). asyncio's transports hand out a TransportSocket wrapping it (its
         # _sock: asyncio/trsock.py since Python 3.8); uvloop's hand out none: no such reads.
@@ -414,6 +415,10 @@ class SocketConnection(Connection):
             await protocol.wait("write_waiter")
 
     async def aclose(self) -> None:
+        if self._closed:
+            # Closed already (an association closes its connection, and the code serving it
+            # closes it again to be sure): no second turn of the loop for nothing.
+            return
         self._disarm()  # a timer left armed would hold this connection until it goes off
         transport = self._transport
         if not transport.is_closing():
@@ -426,6 +431,7 @@ class SocketConnection(Connection):
         # close() lets asyncio finish on its next turn; then drop whatever a cancelled send left.
         await anyio.lowlevel.cancel_shielded_checkpoint()
         transport.abort()
+        self._closed = True  # only now: a close in progress elsewhere is not yet done
 
 
 class StreamConnection(Connection):

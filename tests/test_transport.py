@@ -610,6 +610,26 @@ async def test_a_receive_right_after_our_own_send_does_not_try_the_socket(
         assert bytes(client.buffer.data()) == b"answer"
 
 
+async def test_closing_a_closed_connection_again_takes_no_loop_turn() -> None:
+    """An association closes its connection and the code serving it closes it once more: the
+    second close has nothing to wait for, so it must not yield to the loop (a turn per
+    association ended, for nothing)."""
+    async with connected() as (client, _server):
+        assert isinstance(client, SocketConnection)
+        await client.aclose()
+        ran = False
+
+        def other() -> None:
+            nonlocal ran
+            ran = True
+
+        asyncio.get_running_loop().call_soon(other)
+        await client.aclose()
+        assert not ran
+        with pytest.raises(anyio.BrokenResourceError):  # closed all the same
+            await client.send(b"x")
+
+
 async def test_bytes_already_in_the_kernel_are_read_without_a_loop_turn() -> None:
     """A receive takes what the socket already holds itself: the loop would take a turn, a
     select and a callback to report it (the peer often sends the next PDU while we work on
