@@ -156,6 +156,12 @@ class AcceptorPolicy:
         lambda policy: AssociationGate(policy.limits), takes_self=True
     )
 
+    def __attrs_post_init__(self) -> None:
+        # The tables every negotiation reads, built with the policy rather than during the
+        # first association (0.6-0.9 ms of its answer, measured in a fresh process).
+        _storage_classes()
+        _storage_transfer_syntaxes()
+
     def transfer_syntaxes_for(self, abstract_syntax: str) -> Iterable[str] | None:
         if abstract_syntax == VERIFICATION:
             return UNCOMPRESSED_TRANSFER_SYNTAXES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from aiodicom import acceptor
 from aiodicom.acceptor import AcceptorPolicy
 from aiodicom.negotiation import PresentationContext, acceptor_contexts, answered_contexts
 from aiodicom.pdu import (
@@ -112,3 +113,12 @@ def test_the_acceptor_answers_once_and_keeps_what_it_answered() -> None:
         PresentationContextAC(1, ACCEPTANCE, IMPLICIT), ac.presentation_contexts[1],
     ))
     assert policy.contexts_for(rq, changed)[1].transfer_syntax == IMPLICIT
+
+
+def test_the_tables_a_negotiation_reads_are_built_with_the_policy() -> None:
+    # Not during the first association, whose answer they delayed by most of a millisecond.
+    acceptor._storage_classes.cache_clear()
+    acceptor._storage_transfer_syntaxes.cache_clear()
+    AcceptorPolicy(ae_title="US")
+    assert acceptor._storage_classes.cache_info().currsize == 1
+    assert acceptor._storage_transfer_syntaxes.cache_info().currsize == 1
