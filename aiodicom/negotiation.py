@@ -3,7 +3,7 @@ PS3.7 D.3.3.4). Pure functions over PDU objects."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
@@ -96,12 +96,8 @@ def requestor_contexts(rq: AssociateRQ, ac: AssociateAC) -> dict[int, Presentati
     """Combine what we proposed with what the acceptor answered."""
     proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
     answered_roles = {r.sop_class_uid: r for r in ac.user_information.role_selections}
-    answers = {c.context_id: c for c in ac.presentation_contexts}
     outcome: dict[int, PresentationContext] = {}
-    for proposal in rq.presentation_contexts:
-        answer = answers.get(proposal.context_id)
-        result = answer.result if answer is not None else ABSTRACT_SYNTAX_NOT_SUPPORTED
-        transfer_syntax = answer.transfer_syntax if answer is not None and result == 0 else None
+    for proposal, result, transfer_syntax in _answered(rq, ac):
         scu, scp = True, False
         proposed = proposed_roles.get(proposal.abstract_syntax)
         if proposed is not None:
@@ -117,6 +113,22 @@ def requestor_contexts(rq: AssociateRQ, ac: AssociateAC) -> dict[int, Presentati
             proposal.context_id, proposal.abstract_syntax, result, transfer_syntax, scu, scp
         )
     return outcome
+
+
+def _answered(
+    rq: AssociateRQ, ac: AssociateAC
+) -> Iterator[tuple[PresentationContextRQ, int, str | None]]:
+    """Each proposed context with the result the answer gave it and, when accepted, its
+    transfer syntax; one the answer leaves out counts as not supported. Read alike by both
+    sides (:func:`requestor_contexts`, :func:`answered_contexts`)."""
+    answers = {c.context_id: c for c in ac.presentation_contexts}
+    for proposal in rq.presentation_contexts:
+        answer = answers.get(proposal.context_id)
+        if answer is None:
+            yield proposal, ABSTRACT_SYNTAX_NOT_SUPPORTED, None
+        else:
+            accepted = answer.result == ACCEPTANCE
+            yield proposal, answer.result, answer.transfer_syntax if accepted else None
 
 
 TransferSyntaxPolicy = Callable[[str], Iterable[str] | None]
@@ -180,14 +192,8 @@ def answered_contexts(rq: AssociateRQ, ac: AssociateAC) -> dict[int, Presentatio
     granted them (read back from the answer, not negotiated a second time)."""
     proposed_roles = {r.sop_class_uid: r for r in rq.user_information.role_selections}
     granted = {r.sop_class_uid for r in ac.user_information.role_selections if r.scp_role}
-    answers = {c.context_id: c for c in ac.presentation_contexts}
     outcome: dict[int, PresentationContext] = {}
-    for proposal in rq.presentation_contexts:
-        answer = answers.get(proposal.context_id)
-        result = answer.result if answer is not None else ABSTRACT_SYNTAX_NOT_SUPPORTED
-        transfer_syntax = (
-            answer.transfer_syntax if answer is not None and result == ACCEPTANCE else None
-        )
+    for proposal, result, transfer_syntax in _answered(rq, ac):
         role = proposed_roles.get(proposal.abstract_syntax)
         # As acceptor we serve (SCP) unless the requestor gave up its SCU role; we are the SCU
         # (we send C-STOREs, for a C-GET) where we granted the requestor the SCP role.
