@@ -67,6 +67,24 @@ def loop_time() -> float:
     return running_loop().time()
 
 
+def _numeric_addresses(
+    host: str, port: int
+) -> list[tuple[Any, ...]] | None:
+    """The addresses to listen on for ``host`` when it needs no lookup (empty for every
+    interface, or an IP address), found at once; ``None`` for a name.
+
+    asyncio's ``getaddrinfo`` always runs in the loop's executor, which starts a thread that
+    then stays for the life of the loop: every storage SCP had one, idle, for nothing.
+    """
+    try:
+        return socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST,
+        )
+    except socket.gaierror:
+        return None
+
+
 def _tune_socket(raw: socket.socket) -> None:
     # Nagle plus delayed ACK stalls every small C-STORE/C-FIND response by ~40 ms (see peers.md).
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -539,12 +557,13 @@ class Listener:
         handshake_timeout: float | None = 30.0, gate: AssociationGate | None = None,
         admit_address: Callable[[str], bool] | None = None,
     ) -> Listener:
-        loop = running_loop()
         sockets: list[socket.socket] = []
         try:
-            infos = await loop.getaddrinfo(
-                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
+            infos = _numeric_addresses(host, port)
+            if infos is None:  # a name: looked up as asyncio looks names up, in its executor
+                infos = await running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )
             seen: set[tuple[int, object]] = set()
             for family, kind, proto, _, address in infos:
                 if (family, address[0]) in seen:

@@ -8,6 +8,7 @@ import math
 import random
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator
 
 import anyio
@@ -397,6 +398,40 @@ async def test_closing_a_serving_listener_leaves_the_event_loop_sound() -> None:
                     await client.send(b"ping")
                     assert await server.receive()
                     assert bytes(server.buffer.data()) == b"ping"
+
+
+@pytest.mark.parametrize("host", ["", LOOPBACK, "::1"])
+async def test_listening_on_an_address_starts_no_thread(host: str) -> None:
+    """An address needs no lookup: binding to it must not go through asyncio's getaddrinfo,
+    whose executor thread would then idle beside every storage SCP for the loop's life."""
+    if host == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    loop = asyncio.get_running_loop()
+    before = set(threading.enumerate())
+
+    async def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError(f"looked up {args[0]!r} in the executor")
+
+    loop.getaddrinfo = refuse  # type: ignore[method-assign]
+    try:
+        try:
+            listener = await Listener.bind(host, 0)
+        except AssociationError as exc:
+            if host == "::1" and "Cannot assign" in str(exc):
+                pytest.skip("no IPv6 loopback here")
+            raise
+        await listener.aclose()
+    finally:
+        del loop.getaddrinfo  # the instance attribute: the method shows through again
+    assert set(threading.enumerate()) <= before
+
+
+async def test_listening_on_a_name_looks_it_up() -> None:
+    listener = await Listener.bind("localhost", 0)
+    try:
+        assert listener.port > 0
+    finally:
+        await listener.aclose()
 
 
 async def test_bind_to_a_port_in_use_fails() -> None:
