@@ -192,7 +192,13 @@ class Bench:
             sample = client.run()
             self.log(f"    warm-up {label}: {'ok' if sample.ok else 'FAILED ' + str(sample.error)}")
         for run in range(self.profile.runs):
-            for client in case.clients:
+            # Each round starts one client later: which client runs right after which changes
+            # what it inherits (the page cache the previous one's output freed, the memory its
+            # exit gave back), and on a VM that is worth more than the software's difference.
+            # Rotated, every client follows every other once in as many rounds as there are
+            # clients.
+            start = run % len(case.clients)
+            for client in case.clients[start:] + case.clients[:start]:
                 self._settle(case)
                 sample = client.run()
                 case.samples.setdefault(client.label, []).append(sample)
