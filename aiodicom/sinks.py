@@ -134,7 +134,10 @@ class DirectorySink:
         self.fsync = fsync
         self.memory_limit = memory_limit
         self.max_remembered = max_remembered
-        self.paths: dict[str, Path] = {}
+        # SOP Instance UID -> its file, as a Path, or as the string it was written by until
+        # someone reads paths (see there); _unconverted lists the UIDs of those strings.
+        self._paths: dict[str, Path | str] = {}
+        self._unconverted: list[str] = []
         self.written = 0
         self._root = self.directory.resolve()
         self._root_created = False
@@ -143,21 +146,20 @@ class DirectorySink:
         self._last_size = 0  # of the last file written as it arrived (_next_allocation)
         # Caches of checked directories: bounded, as a long-running SCP meets ever new series.
         self._directories: dict[Path, Path] = {}
-        # Each series' directory, as a Path and as a string ending in a separator.
-        self._series_directories: dict[tuple[str | None, str | None], tuple[Path, str]] = {}
+        # Each series' directory, as a string ending in a separator.
+        self._series_directories: dict[tuple[str | None, str | None], str] = {}
 
-    def _target(self, instance: Instance) -> tuple[Path, str]:
-        """Where ``instance`` goes, as a Path and as the same path in a string."""
+    def _target(self, instance: Instance) -> str | Path:
+        """Where ``instance`` goes: a string for the default layout (see :attr:`paths`)."""
         if self.layout is default_layout:
             return self._default_target(instance)
-        target = self._checked_target(Path(self.layout(instance)))
-        return target, str(target)
+        return self._checked_target(Path(self.layout(instance)))
 
-    def _default_target(self, instance: Instance) -> tuple[Path, str]:
-        # The default layout without building a relative Path per instance (pathlib parsing
-        # was a tenth of receiving a small object); the same checks, through the same cache.
-        # The string is joined from the directory's, not made from the new Path (which
-        # formats itself anew: a few microseconds per instance).
+    def _default_target(self, instance: Instance) -> str:
+        # The default layout without pathlib per instance: parsing a relative Path, and joining
+        # a name to the directory's, cost more than writing a small file's data (its code cold
+        # once a data set has gone through the CPU's caches). The same checks, through the
+        # same cache, once per series; the file's path is joined as a string.
         study, series = instance.peek_uids()
         directory = self._series_directories.get((study, series))
         name = _path_uid("SOP Instance UID", instance.sop_instance_uid) + ".dcm"
@@ -166,9 +168,28 @@ class DirectorySink:
                 _path_uid("Study Instance UID", study), _path_uid("Series Instance UID", series)
             )
             parent = self._checked_target(relative / name).parent
-            directory = (parent, os.path.join(str(parent), ""))
+            directory = os.path.join(str(parent), "")
             _remember(self._series_directories, (study, series), directory, _CACHED_DIRECTORIES)
-        return directory[0] / name, directory[1] + name
+        return directory + name
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """SOP Instance UID -> the file written for it (bounded by ``max_remembered``).
+
+        Each file's Path is made here, when this is read, rather than on the way to the
+        response that says the instance was stored (where pathlib cost a tenth of a small
+        C-STORE's Python); or for many files at once, so that the strings waiting are few."""
+        if self._unconverted:
+            self._convert_paths()
+        return cast("dict[str, Path]", self._paths)
+
+    def _convert_paths(self) -> None:
+        table = self._paths
+        for uid in self._unconverted:
+            value = table.get(uid)  # gone if max_remembered dropped it meanwhile
+            if type(value) is str:
+                table[uid] = Path(value)
+        self._unconverted.clear()
 
     def _checked_target(self, relative: Path) -> Path:
         name = relative.name
@@ -191,7 +212,7 @@ class DirectorySink:
         return directory / name
 
     async def __call__(self, instance: Instance) -> None:
-        target, target_name = self._target(instance)
+        target = self._target(instance)
         spool = instance.spool
         # 'is': a spool this sink made (open_spool passes its _root), whose header was built
         # for this very instance when its command arrived.
@@ -211,20 +232,26 @@ class DirectorySink:
                 next_size = 0
                 data = memoryview(instance.data).cast("B")
                 write_atomic(
-                    target_name, [memoryview(spool.header), data], fsync=self.fsync,
+                    target, [memoryview(spool.header), data], fsync=self.fsync,
                     unnamed=self._spare.take(),
                 )
             self._spare.prepare(next_size)  # received here: more will likely follow
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
-            write_part10_atomic(target_name, instance, fsync=self.fsync)
+            write_part10_atomic(target, instance, fsync=self.fsync)
         self.written += 1
-        paths = self.paths
+        uid = instance.sop_instance_uid
+        table = self._paths
         if self.max_remembered is None:
-            paths[instance.sop_instance_uid] = target
+            table[uid] = target
         else:
-            paths.pop(instance.sop_instance_uid, None)  # most recent last
-            _remember(paths, instance.sop_instance_uid, target, self.max_remembered)
+            table.pop(uid, None)  # most recent last
+            _remember(table, uid, target, self.max_remembered)
+        if type(target) is str:
+            unconverted = self._unconverted
+            unconverted.append(uid)
+            if len(unconverted) >= _CONVERT_BATCH:
+                self._convert_paths()  # in one loop: a few microseconds a file
 
     def _next_allocation(self, size: int) -> int:
         """The disk space to give the next file ahead (0: none), after one of ``size`` bytes.
@@ -287,6 +314,9 @@ larger blocks the rounding is only less exact)."""
 
 _CACHED_DIRECTORIES = 4096
 """Checked directories a DirectorySink keeps at most (each saves a resolve and a mkdir)."""
+
+_CONVERT_BATCH = 64
+"""Paths a DirectorySink keeps as strings at most before making them Paths (see paths)."""
 
 
 def _remember(table: dict[_K, _V], key: _K, value: _V, limit: int) -> None:

@@ -109,7 +109,7 @@ class SpooledFile:
         #: Closed without mapping its file (a named one): :meth:`mapped` gives the data set.
         self.deferred = False
         self._view: memoryview | None = None
-        self._target: Path | None = None
+        self._target: str | Path | None = None
         #: The values of :data:`~aiodicom.fileio.IDENTIFYING_TAGS`, read from the first bytes
         #: while the rest was still arriving (``None``: not known yet). A received data set is
         #: checked and filed by them; read here, that work is off the path between its last
@@ -265,7 +265,7 @@ class SpooledFile:
         if self.path is not None and not self.committed:
             self.path.unlink(missing_ok=True)
 
-    def commit(self, target: Path) -> None:
+    def commit(self, target: str | Path) -> None:
         """Move the finished file to ``target`` (replacing what is there), atomically.
 
         A failure leaves the spool as it was: its data set can still be read (:meth:`mapped`)
@@ -286,7 +286,7 @@ class SpooledFile:
         self._target = target
         self.committed = True
         if self._fsync:
-            fsync_directory(target.parent)
+            fsync_directory(Path(target).parent)
 
 
 class MemoryFileWriter(MemoryWriter):

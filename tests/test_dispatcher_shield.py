@@ -1,7 +1,8 @@
 """A request the dispatcher hands to its handler is answered whole even if the task reading
 is cancelled meanwhile (a missing response would stall the peer, a half-sent one break the
-association); the cancellation then takes effect. Both ways of reading: the acceptor's serving
-loop (:meth:`Dispatcher.run`) and an operation pulling messages (:meth:`Dispatcher.read_one`)."""
+association); the cancellation then takes effect. Every way of reading: the acceptor's serving
+loop (:meth:`Dispatcher.run`), a task pulling messages (:meth:`Dispatcher.read_one`), and an
+operation waiting for its response while requests come (a C-GET's C-STOREs)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ class _SlowHandler:
         self.answered.append(message)
 
 
-@pytest.mark.parametrize("reading", ["serving loop", "operation pulling"])
+@pytest.mark.parametrize(
+    "reading", ["serving loop", "operation pulling", "operation waiting for its response"]
+)
 async def test_a_request_being_handled_is_answered_though_the_reader_is_cancelled(
     reading: str,
 ) -> None:
@@ -57,14 +60,21 @@ async def test_a_request_being_handled_is_answered_though_the_reader_is_cancelle
             while True:
                 await dispatcher.read_one()
 
+    async def wait_for_response() -> None:
+        async with dispatcher.operation() as message_id:
+            await dispatcher.next_response(message_id, timeout=None)
+
+    readers = {"serving loop": dispatcher.run, "operation pulling": pull,
+               "operation waiting for its response": wait_for_response}
     with anyio.fail_after(5):  # the cancellation must still end the reading: no hang
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(dispatcher.run if reading == "serving loop" else pull)
+            tasks.start_soon(readers[reading])
             await handler.started.wait()
             tasks.cancel_scope.cancel()
             handler.finish.set()
 
     assert handler.answered == [association.request]
+    assert dispatcher._serving is None  # nothing left shielded for the next reader
 
 
 async def test_the_serving_loop_is_cancelled_as_usual_while_it_waits_for_a_request() -> None:

@@ -561,6 +561,25 @@ async def test_directory_sink_default_layout(tmp_path: Path) -> None:
     assert len(files_under(tmp_path)) == 3
 
 
+async def test_directory_sink_paths_are_made_when_read_and_stay_bounded(tmp_path: Path) -> None:
+    """A file's Path is made when paths is read (or for many files at once), not on the way to
+    each response: whatever is read is a Path, and however many instances arrive unread,
+    few strings wait (a long-running SCP keeps no growing table); max_remembered still drops
+    the oldest."""
+    sink = DirectorySink(tmp_path / "out", max_remembered=50)
+    for n in range(200):
+        await sink(make_instance(make_dataset(sop=f"1.2.3.{n}")))
+        assert len(sink._unconverted) < 64  # the batch after which they are converted
+    series_dir = (tmp_path / "out" / STUDY_UID / SERIES_UID).resolve()
+    assert sink.paths == {f"1.2.3.{n}": series_dir / f"1.2.3.{n}.dcm" for n in range(150, 200)}
+    assert all(isinstance(path, Path) for path in sink.paths.values())
+    assert sink.written == 200
+    # Read after each instance, as a consumer of InstanceArrived events might.
+    await sink(make_instance(make_dataset(sop="1.2.3.999")))
+    assert sink.paths.pop("1.2.3.999") == series_dir / "1.2.3.999.dcm"
+    assert "1.2.3.999" not in sink.paths
+
+
 def test_default_layout() -> None:
     assert default_layout(make_instance()) == Path(STUDY_UID, SERIES_UID, SOP_UID + ".dcm")
 
