@@ -325,17 +325,22 @@ class SocketConnection(Connection):
         # association is timed, for its idle timeout and minimum receive rate).
         protocol = self._protocol
         buffer = self.buffer
-        buffer.make_room()
-        if protocol.reading_paused and not protocol.at_eof:
-            protocol.reading_paused = False
-            self._transport.resume_reading()
-        # Not right after a send of ours: the peer has yet to answer what we sent, so that read
-        # would fail (a C-STORE-RSP sent, the next C-STORE still to come; a request sent, its
-        # response still to come), and a failed recv costs a system call and an exception,
-        # about 2 % of receiving a 40 kB C-STORE. A peer that sent before our send was answered
-        # is found by the loop instead, one turn later.
-        if not (protocol.at_eof or self._sent_last or self._has_news()):
-            self._read_now()
+        if not self._has_news():
+            # Room is made only once the consumer has what came meanwhile (the transport reads
+            # while the consumer works): making room around those bytes would move them, and
+            # with the buffer full of whole PDUs it would double it (a C-GET's 1 MiB buffer to
+            # 2 MiB beside the old one, when the consumer had fallen behind).
+            buffer.make_room()
+            if protocol.reading_paused and not protocol.at_eof:
+                protocol.reading_paused = False
+                self._transport.resume_reading()
+            # Not right after a send of ours: the peer has yet to answer what we sent, so that
+            # read would fail (a C-STORE-RSP sent, the next C-STORE still to come; a request
+            # sent, its response still to come), and a failed recv costs a system call and an
+            # exception, about 2 % of receiving a 40 kB C-STORE. A peer that sent before our
+            # send was answered is found by the loop instead, one turn later.
+            if not (protocol.at_eof or self._sent_last):
+                self._read_now()
         if not (protocol.at_eof or self._has_news()):
             self._timed_out = False
             self._deadline = deadline  # None: advance_deadline() leaves this read alone
@@ -369,10 +374,14 @@ class SocketConnection(Connection):
         if sock is None or protocol.reading_paused or self._transport.is_closing():
             return
         buffer = self.buffer
-        if buffer.free < MIN_FREE:
-            return  # the transport's read makes the same check and pauses
+        # The last MIN_FREE bytes are left to the transport: the loop may already have its read
+        # of this socket queued, and a buffer this read filled would make it grow the buffer
+        # to twice its size (a retrieval's 1 MiB buffer to 2 MiB, beside the old one).
+        room = buffer.free - MIN_FREE
+        if room <= 0:
+            return
         try:
-            count = sock.recv_into(buffer.free_space())
+            count = sock.recv_into(buffer.free_space(), room)
         except OSError:  # BlockingIOError (nothing there) above all
             return
         if count:

@@ -688,3 +688,46 @@ async def test_bytes_already_in_the_kernel_are_read_without_a_loop_turn() -> Non
         with anyio.fail_after(STUCK):
             assert await server.receive() is True
         assert bytes(server.buffer.data()) == b"d"
+
+
+async def test_a_read_of_our_own_leaves_the_transport_room_in_the_buffer() -> None:
+    """The loop may already have the transport's read of a socket queued when a receive takes
+    what the socket holds itself: that read must still find room. Had ours filled the buffer,
+    the transport's would grow it to twice its size (a retrieval's 1 MiB buffer to 2 MiB
+    beside the old one: a C-GET's peak memory doubled now and then)."""
+    async with connected() as (client, server):
+        assert isinstance(server, SocketConnection)
+        # Only the direct read below may take the bytes, as when the transport's read is
+        # still queued behind the task that makes it.
+        server._transport.pause_reading()
+        capacity = server.buffer.capacity
+        await client.send(bytes(2 * capacity))  # more than the buffer holds
+        server._read_now()
+        assert len(server.buffer) >= capacity // 2  # it did take what it could
+        assert server.buffer.free >= MIN_FREE
+        space = server._protocol.get_buffer(-1)  # the transport's read, as the loop makes it
+        assert len(space) >= MIN_FREE
+        assert server.buffer.capacity == capacity
+        server._transport.resume_reading()
+
+
+async def test_bytes_that_came_meanwhile_are_handed_over_before_room_is_made() -> None:
+    """While the consumer works, the transport reads on until the buffer is nearly full, then
+    pauses. The next receive hands those bytes over as they are; making room first would have
+    grown a buffer full of whole PDUs to twice its size (a C-GET's 1 MiB buffer to 2 MiB
+    beside the old one, whenever the consumer fell behind)."""
+    async with connected() as (_client, server):
+        assert isinstance(server, SocketConnection)
+        server._transport.pause_reading()  # the transport's reads are played here instead
+        buffer = server.buffer
+        capacity = buffer.capacity
+        protocol = server._protocol
+        while not protocol.reading_paused:
+            space = protocol.get_buffer(-1)
+            space[:] = bytes(len(space))
+            protocol.buffer_updated(len(space))
+        assert buffer.free < MIN_FREE
+        with anyio.fail_after(STUCK):
+            assert await server.receive() is True
+        assert buffer.capacity == capacity
+        assert len(buffer) == capacity
