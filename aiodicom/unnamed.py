@@ -103,12 +103,15 @@ class SpareFile:
         self._size = 0
         self._allocated = 0
 
-    def take(self) -> int | None:
-        """The file made ahead, if it has no space allocated (the caller links or closes it):
-        for a data set written whole, which is small. ``None`` otherwise."""
-        if self._allocated:
-            return None  # kept for the next large data set, which needs no truncation
+    def take(self, size: int = 0) -> int | None:
+        """The file made ahead, for a data set written whole in one write of ``size`` bytes
+        (the caller links or closes it), if that write covers all the space allocated to it;
+        ``None`` otherwise: the spare is kept for a data set its space fits, which then needs
+        no truncation (freeing blocks past the end cost more than allocating them saved)."""
+        if self._allocated > size:
+            return None
         fd, self._fd = self._fd, None
+        self._allocated = 0
         return fd
 
     def take_allocated(self) -> tuple[int | None, int]:

@@ -23,7 +23,11 @@ class WholeThenWritten:
     def __init__(self, path: str | Path) -> None:
         self.sink = DirectorySink(path)
         self.directory = self.sink.directory
-        self.paths = self.sink.paths
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        # Read from the sink each time: it makes each file's Path only when asked.
+        return self.sink.paths
 
     async def __call__(self, instance: Instance) -> None:
         await self.sink(instance)

@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import anyio.lowlevel
 import pydicom.filereader
 import pytest
 from hypothesis import given
@@ -569,11 +570,18 @@ async def test_directory_sink_paths_are_made_when_read_and_stay_bounded(tmp_path
     sink = DirectorySink(tmp_path / "out", max_remembered=50)
     for n in range(200):
         await sink(make_instance(make_dataset(sop=f"1.2.3.{n}")))
-        assert len(sink._unconverted) < 64  # the batch after which they are converted
+        # The batch is converted once the task yields (after the response, in an SCP).
+        assert len(sink._unconverted) <= 64
+        await anyio.lowlevel.checkpoint()
+        assert len(sink._unconverted) < 64
+    # A caller that never yields still leaves at most two batches waiting.
+    for n in range(200, 400):
+        await sink(make_instance(make_dataset(sop=f"1.2.3.{n}")))
+        assert len(sink._unconverted) < 128
     series_dir = (tmp_path / "out" / STUDY_UID / SERIES_UID).resolve()
-    assert sink.paths == {f"1.2.3.{n}": series_dir / f"1.2.3.{n}.dcm" for n in range(150, 200)}
+    assert sink.paths == {f"1.2.3.{n}": series_dir / f"1.2.3.{n}.dcm" for n in range(350, 400)}
     assert all(isinstance(path, Path) for path in sink.paths.values())
-    assert sink.written == 200
+    assert sink.written == 400
     # Read after each instance, as a consumer of InstanceArrived events might.
     await sink(make_instance(make_dataset(sop="1.2.3.999")))
     assert sink.paths.pop("1.2.3.999") == series_dir / "1.2.3.999.dcm"

@@ -455,6 +455,47 @@ async def test_the_next_file_is_made_after_the_receiver_yields(
 
 
 @unnamed_files
+async def test_small_data_sets_of_a_series_are_written_into_space_allocated_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once two instances written whole had one size (a series), the next file is made with
+    the whole blocks of the last one allocated, which its write then only fills. A smaller
+    data set leaves that file alone (it would need truncating, which costs more than the
+    allocation saved) and is written into a file of its own."""
+    allocations: list[int] = []
+    real_fallocate = aiodicom.unnamed._fallocate
+    assert real_fallocate is not None
+
+    def fallocate(fd: int, offset: int, size: int) -> None:
+        allocations.append(size)
+        real_fallocate(fd, offset, size)
+
+    monkeypatch.setattr(aiodicom.unnamed, "_fallocate", fallocate)
+    sink = DirectorySink(tmp_path)
+    for n in range(3):
+        await sink(small_instance(sink, f"{SOP}.{n}"))
+        await anyio.lowlevel.checkpoint()  # the receiver waits for the next request
+    file_size = sink.paths[f"{SOP}.0"].stat().st_size
+    blocks = file_size - file_size % 4096
+    assert blocks and allocations == [blocks, blocks]  # after the second and the third
+    for n in range(3):
+        path = sink.paths[f"{SOP}.{n}"]
+        assert path.stat().st_size == file_size
+        assert bytes(read_part10(path).data) == data_set()
+
+    before = open_descriptors()
+    shorter = data_set()[: -len(data_set()) // 2]
+    spool = sink.open_spool(CT, SOP + ".9", EXPLICIT_LE, "PACS")
+    assert spool is not None
+    spool.write(memoryview(shorter))
+    await sink(Instance(CT, SOP + ".9", EXPLICIT_LE, spool.close(), "PACS", spool=spool))
+    assert bytes(read_part10(sink.paths[SOP + ".9"]).data) == shorter
+    assert open_descriptors() == before  # the allocated file is still the spare
+    sink.release_spare()
+    assert open_descriptors() == before - 1
+
+
+@unnamed_files
 async def test_a_large_data_set_is_written_into_the_file_made_ahead(tmp_path: Path) -> None:
     sink = DirectorySink(tmp_path)
     await sink(small_instance(sink, SOP))
