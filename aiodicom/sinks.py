@@ -144,7 +144,9 @@ class DirectorySink:
         self._root_created = False
         # The next file, made after a response went out rather than before the next one.
         self._spare = SpareFile(str(self._root))
-        self._last_size = 0  # of the last file written as it arrived (_next_allocation)
+        # Of the last file written as it arrived, and of the last written whole: a series
+        # of either kind keeps its allocation across an odd one of the other (_next_allocation).
+        self._last_sizes = [0, 0]
         # Caches of checked directories: bounded, as a long-running SCP meets ever new series.
         self._directories: dict[Path, Path] = {}
         # Each series' directory, as a string ending in a separator.
@@ -220,7 +222,7 @@ class DirectorySink:
         if spool is not None and spool.directory is self._root and not spool.committed:
             if spool.on_disk:
                 # Written to our directory while it arrived: only naming it is left.
-                next_size = self._next_allocation(len(spool.header) + spool.size)
+                next_size = self._next_allocation(len(spool.header) + spool.size, whole=False)
                 try:
                     spool.commit(target)
                 except OSError as exc:
@@ -232,7 +234,7 @@ class DirectorySink:
                 # Held in memory (a small data set): its File Meta header is already encoded.
                 data = memoryview(instance.data).cast("B")
                 size = len(spool.header) + data.nbytes
-                next_size = self._next_allocation(size)
+                next_size = self._next_allocation(size, whole=True)
                 write_atomic(
                     target, [memoryview(spool.header), data], fsync=self.fsync,
                     unnamed=self._spare.take(size),
@@ -268,7 +270,7 @@ class DirectorySink:
             return
         loop.call_soon(self._convert_paths)
 
-    def _next_allocation(self, size: int) -> int:
+    def _next_allocation(self, size: int, whole: bool) -> int:
         """The disk space to give the next file ahead (0: none), after one of ``size`` bytes.
 
         Writing into space allocated ahead costs ext4 less (a 525 kB slice 108 us instead of
@@ -276,8 +278,11 @@ class DirectorySink:
         truncated before the response, and freeing whole blocks so cost 100-126 us here, more
         than the allocation saved. So: only after two files within a block of each other (a
         series, whose sizes differ by a few bytes of UIDs; compressed images differ by more),
-        and only the whole blocks of the last one, which the next one of the series fills."""
-        previous, self._last_size = self._last_size, size
+        and only the whole blocks of the last one, which the next one of the series fills.
+        Files written whole (small) and as they arrive (large) are followed apart: a small
+        object among a series of large ones leaves the large ones' allocation alone."""
+        sizes = self._last_sizes
+        previous, sizes[whole] = sizes[whole], size
         if not previous or abs(size - previous) >= _BLOCK:
             return 0
         return size - size % _BLOCK
