@@ -223,6 +223,7 @@ class DirectorySink:
             if spool.on_disk:
                 # Written to our directory while it arrived: only naming it is left.
                 next_size = self._next_allocation(len(spool.header) + spool.size, whole=False)
+                written_whole = False
                 try:
                     spool.commit(target)
                 except OSError as exc:
@@ -235,11 +236,13 @@ class DirectorySink:
                 data = memoryview(instance.data).cast("B")
                 size = len(spool.header) + data.nbytes
                 next_size = self._next_allocation(size, whole=True)
+                written_whole = True
                 write_atomic(
                     target, [memoryview(spool.header), data], fsync=self.fsync,
                     unnamed=self._spare.take(size),
                 )
-            self._spare.prepare(next_size)  # received here: more will likely follow
+            # Received here: more will likely follow, of the same kind (a series).
+            self._spare.prepare(next_size, fill=written_whole)
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
             write_part10_atomic(target, instance, fsync=self.fsync)

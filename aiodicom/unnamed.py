@@ -18,6 +18,12 @@ size, it also allocates that much disk space to it then: writing into space allo
 beforehand costs the kernel less than allocating as it goes (ext4: a 524 kB slice written in
 127 us instead of 166). A DirectorySink asks for the whole blocks of the file the previous
 instance became, when the last two were alike in size (a series; ``_next_allocation``).
+
+For a file that will be written whole, in one write (a small data set held in memory), the
+space is given by writing zeros into it rather than by ``posix_fallocate``: the write then
+only overwrites pages the page cache already holds, where otherwise it allocates each one
+(ext4, 40 kB: 2-3 us instead of 9-10, on the path to the response; the zeros cost some 7 us
+more than the allocation, after the response).
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ import errno
 import os
 from collections.abc import Callable
 
-__all__ = ["MAX_PREALLOCATED", "ProcUnavailable", "SpareFile", "link_unnamed", "open_unnamed"]
+__all__ = [
+    "MAX_FILLED", "MAX_PREALLOCATED", "ProcUnavailable", "SpareFile", "link_unnamed",
+    "open_unnamed",
+]
 
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # Linux only
 # Readable too: a spool file is mapped to read the data set back.
@@ -44,7 +53,23 @@ _usable = _O_TMPFILE != 0
 #: guess never holds much space or costs a long truncation.
 MAX_PREALLOCATED = 1 << 28
 
+#: The most space a spare file is given by writing zeros into it (see :meth:`SpareFile.prepare`);
+#: more is allocated as for a file written as it arrives. Zeros cost about 0.3 us per kB, after
+#: the response but on the event loop.
+MAX_FILLED = 1 << 18
+
 _fallocate: Callable[[int, int, int], None] | None = getattr(os, "posix_fallocate", None)
+
+_zeros = b""
+
+
+def _fill(fd: int, size: int) -> None:
+    """Write ``size`` zero bytes at the start of the empty file on ``fd`` (its offset stays 0)."""
+    global _zeros
+    if len(_zeros) < size:
+        _zeros = bytes(size)  # grows to the largest size asked, never past MAX_FILLED
+    if os.pwrite(fd, memoryview(_zeros)[:size], 0) != size:
+        raise OSError(errno.ENOSPC, "short write filling a file made ahead")
 
 
 class ProcUnavailable(OSError):
@@ -99,8 +124,10 @@ class SpareFile:
         self.directory = directory
         self._fd: int | None = None
         self._making: asyncio.Handle | None = None
-        # Bytes the next file is to be given when made (0: none), and those the spare has.
+        # Bytes the next file is to be given when made (0: none), whether they are given as
+        # zeros written (a file written whole), and the bytes the spare has.
         self._size = 0
+        self._fill = False
         self._allocated = 0
 
     def take(self, size: int = 0) -> int | None:
@@ -121,11 +148,13 @@ class SpareFile:
         allocated, self._allocated = self._allocated, 0
         return fd, allocated
 
-    def prepare(self, size: int = 0) -> None:
+    def prepare(self, size: int = 0, fill: bool = False) -> None:
         """Have the next file made once the running task yields to the event loop, with
-        ``size`` bytes of disk space allocated to it (the size of the file the last data set
-        written as it arrived became; 0 after a small one, which is written whole)."""
+        ``size`` bytes of disk space allocated to it (0: none). ``fill``: the file will be
+        written whole, in one write; up to :data:`MAX_FILLED` bytes, its space is then given as
+        zeros written into it, which that write overwrites in the page cache."""
         self._size = size if size <= MAX_PREALLOCATED else 0
+        self._fill = fill and size <= MAX_FILLED
         if self._fd is not None or self._making is not None or not _usable:
             return
         try:
@@ -145,9 +174,12 @@ class SpareFile:
         if fd is None:
             return
         size = self._size
-        if size and _fallocate is not None:
+        if size and (self._fill or _fallocate is not None):
             try:
-                _fallocate(fd, 0, size)
+                if self._fill:
+                    _fill(fd, size)
+                elif _fallocate is not None:
+                    _fallocate(fd, 0, size)
             except OSError:
                 # Full, or a file system without it: a fresh file, as without a guess (what
                 # failed may have left blocks allocated past the end).

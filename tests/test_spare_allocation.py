@@ -130,20 +130,32 @@ async def test_after_a_small_one_the_next_file_has_nothing_allocated(tmp_path: P
     sink.release_spare()
 
 
+@pytest.mark.parametrize(
+    ("pixels", "refusing"),
+    [(100_000, "_fallocate"), (20_000, "_fill")],
+    ids=["allocated, written as it arrives", "zeros, written whole"],
+)
 async def test_a_file_system_refusing_the_space_gets_a_plain_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixels: int, refusing: str
 ) -> None:
-    def full(fd: int, offset: int, length: int) -> None:
+    """A large data set's space is allocated, a small one's written as zeros (it is written
+    whole); a full disk at either leaves a fresh empty file for the next one, written exactly."""
+    refused: list[int] = []
+
+    def full(fd: int, *sizes: int) -> None:
+        os.pwrite(fd, bytes(sizes[-1] // 2), 0)  # what a disk filling up midway may leave
+        refused.append(sizes[-1])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(aiodicom.unnamed, "_fallocate", full)
+    monkeypatch.setattr(aiodicom.unnamed, refusing, full)
     sink = DirectorySink(tmp_path)
     before = len(os.listdir("/proc/self/fd"))
-    await receive(sink, "1.0", data_set(100_000))
-    await receive(sink, "1.1", data_set(100_000))
-    assert spare_size(sink) == 0  # made again, without the space
-    path = await receive(sink, "1.2", data_set(100_000))
-    assert bytes(read_part10(path).data) == data_set(100_000)
+    first = await receive(sink, "1.0", data_set(pixels))
+    await receive(sink, "1.1", data_set(pixels))
+    assert refused and spare_size(sink) == 0  # made again, without the space
+    path = await receive(sink, "1.2", data_set(pixels))
+    assert bytes(read_part10(path).data) == data_set(pixels)
+    assert path.stat().st_size == first.stat().st_size
     sink.release_spare()
     assert len(os.listdir("/proc/self/fd")) == before  # the refused file was closed
 

@@ -459,17 +459,22 @@ async def test_small_data_sets_of_a_series_are_written_into_space_allocated_ahea
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once two instances written whole had one size (a series), the next file is made with
-    the whole blocks of the last one allocated, which its write then only fills. A smaller
-    data set leaves that file alone (it would need truncating, which costs more than the
-    allocation saved) and is written into a file of its own."""
+    the whole blocks of the last one written as zeros, which its write then only overwrites
+    (pages the page cache holds already). A smaller data set leaves that file alone (it
+    would need truncating, which costs more than the space saved) and is written into a file
+    of its own."""
     allocations: list[int] = []
-    real_fallocate = aiodicom.unnamed._fallocate
-    assert real_fallocate is not None
+    real_fill = aiodicom.unnamed._fill
+
+    def fill(fd: int, size: int) -> None:
+        allocations.append(size)
+        real_fill(fd, size)
+        assert os.fstat(fd).st_size == size and os.lseek(fd, 0, os.SEEK_CUR) == 0
 
     def fallocate(fd: int, offset: int, size: int) -> None:
-        allocations.append(size)
-        real_fallocate(fd, offset, size)
+        raise AssertionError("a file written whole is filled, not allocated")
 
+    monkeypatch.setattr(aiodicom.unnamed, "_fill", fill)
     monkeypatch.setattr(aiodicom.unnamed, "_fallocate", fallocate)
     sink = DirectorySink(tmp_path)
     for n in range(3):
