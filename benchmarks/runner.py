@@ -54,6 +54,32 @@ from benchmarks.peers import (
 HOST = "127.0.0.1"
 
 
+def round_order(clients: int, run: int) -> list[int]:
+    """The order of ``clients`` clients in round ``run``: a row of Williams' balanced Latin
+    square. Over ``clients`` rounds (twice that for an odd number) every client runs in every
+    place and right after every other client equally often.
+
+    A rotation (A B C, B C A, C A B) gives every place alike but keeps the neighbours: B
+    follows A in every round but one. In run 41 of benchmarks/RESULTS.md our C-MOVE to a
+    directory followed our C-MOVE into memory in 13 of 16 rounds, and was slow in 9 of them
+    (memory it had just given back); after movescu, 3 of 3 rounds were fast.
+    """
+    # The first row goes 0, 1, n-1, 2, n-2, ...: the differences between neighbours are then
+    # all different mod n, and each later row adds one to every entry.
+    first = [0]
+    low, high = 1, clients - 1
+    while len(first) < clients:
+        first.append(low)
+        low += 1
+        if len(first) < clients:
+            first.append(high)
+            high -= 1
+    order = [(place + run) % clients for place in first]
+    if clients % 2 and (run // clients) % 2:
+        order.reverse()  # an odd square is balanced by its rows and their mirror images
+    return order
+
+
 def settle() -> None:
     """Write back what the previous client wrote (and the discards of the blocks its truncated
     files freed: the file system here is mounted with ``discard``) before the next client is
@@ -192,13 +218,13 @@ class Bench:
             sample = client.run()
             self.log(f"    warm-up {label}: {'ok' if sample.ok else 'FAILED ' + str(sample.error)}")
         for run in range(self.profile.runs):
-            # Each round starts one client later: which client runs right after which changes
-            # what it inherits (the page cache the previous one's output freed, the memory its
-            # exit gave back), and on a VM that is worth more than the software's difference.
-            # Rotated, every client follows every other once in as many rounds as there are
-            # clients.
-            start = run % len(case.clients)
-            for client in case.clients[start:] + case.clients[:start]:
+            # Which client runs right after which changes what it inherits (the page cache the
+            # previous one's output freed, the memory its exit gave back), and on a VM that is
+            # worth more than the software's difference: each round's order is a row of a
+            # balanced Latin square, so that every client takes every place and follows every
+            # other alike (see round_order).
+            for index in round_order(len(case.clients), run):
+                client = case.clients[index]
                 self._settle(case)
                 sample = client.run()
                 case.samples.setdefault(client.label, []).append(sample)

@@ -107,6 +107,24 @@ def test_the_interpreter_is_described_by_its_build_and_its_speed() -> None:
     assert f"- Interpreter: {about['executable']}, libpython {about['libpython']}" in line
 
 
+@pytest.mark.parametrize("clients", range(1, 9))
+def test_each_client_runs_in_every_place_and_after_every_other_alike(clients: int) -> None:
+    from collections import Counter
+    from itertools import pairwise
+
+    from benchmarks.runner import round_order
+
+    rounds = clients if clients % 2 == 0 else 2 * clients
+    orders = [round_order(clients, run) for run in range(rounds)]
+    assert all(sorted(order) == list(range(clients)) for order in orders)
+    places = Counter((place, client) for order in orders for place, client in enumerate(order))
+    assert set(places.values()) == {rounds // clients}
+    if clients > 1:
+        follows = Counter(pair for order in orders for pair in pairwise(order))
+        assert len(follows) == clients * (clients - 1)  # every ordered pair of two clients
+        assert len(set(follows.values())) == 1
+
+
 def test_hot_memory_touches_what_a_case_moves_but_never_more_than_a_quarter_of_free_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
