@@ -61,8 +61,8 @@ def round_order(clients: int, run: int) -> list[int]:
 
     A rotation (A B C, B C A, C A B) gives every place alike but keeps the neighbours: B
     follows A in every round but one. In run 41 of benchmarks/RESULTS.md our C-MOVE to a
-    directory followed our C-MOVE into memory in 13 of 16 rounds, and was slow in 9 of them
-    (memory it had just given back); after movescu, 3 of 3 rounds were fast.
+    directory followed our C-MOVE into memory in 13 of 16 rounds, and was slow in 9 of them;
+    after movescu, 3 of 3 rounds were fast.
     """
     # The first row goes 0, 1, n-1, 2, n-2, ...: the differences between neighbours are then
     # all different mod n, and each later row adds one to every entry.
