@@ -220,10 +220,10 @@ class DirectorySink:
         # 'is': a spool this sink made (open_spool passes its _root), whose header was built
         # for this very instance when its command arrived.
         if spool is not None and spool.directory is self._root and not spool.committed:
-            if spool.on_disk:
+            whole = not spool.on_disk
+            if not whole:
                 # Written to our directory while it arrived: only naming it is left.
-                next_size = self._next_allocation(len(spool.header) + spool.size, whole=False)
-                written_whole = False
+                next_size = self._next_allocation(len(spool.header) + spool.size, whole)
                 try:
                     spool.commit(target)
                 except OSError as exc:
@@ -235,14 +235,13 @@ class DirectorySink:
                 # Held in memory (a small data set): its File Meta header is already encoded.
                 data = memoryview(instance.data).cast("B")
                 size = len(spool.header) + data.nbytes
-                next_size = self._next_allocation(size, whole=True)
-                written_whole = True
+                next_size = self._next_allocation(size, whole)
                 write_atomic(
                     target, [memoryview(spool.header), data], fsync=self.fsync,
                     unnamed=self._spare.take(size),
                 )
             # Received here: more will likely follow, of the same kind (a series).
-            self._spare.prepare(next_size, fill=written_whole)
+            self._spare.prepare(next_size, fill=whole)
         else:
             # Blocking calls on purpose (no threads in this library): page-cache writes are quick.
             write_part10_atomic(target, instance, fsync=self.fsync)
